@@ -1,0 +1,72 @@
+import type { Db } from '../db/database.js';
+
+export interface AuditRow {
+  id: number;
+  at: string;
+  actor: string;
+  actor_kind: string;
+  action: string;
+  target: string | null;
+  result: string;
+  grant_id: string | null;
+  details: string | null;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface AuditQuery {
+  since?: string;
+  actor?: string;
+  action?: string;
+  limit: number;
+}
+
+export class AuditRepo {
+  private readonly insertStmt;
+  private readonly lastStmt;
+  constructor(private readonly db: Db) {
+    this.insertStmt = db.prepare(`INSERT INTO audit_log
+      (at, actor, actor_kind, action, target, result, grant_id, details, prev_hash, hash)
+      VALUES (@at, @actor, @actor_kind, @action, @target, @result, @grant_id, @details, @prev_hash, @hash)`);
+    this.lastStmt = db.prepare('SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1');
+  }
+
+  last(): { id: number; hash: string } | undefined {
+    return this.lastStmt.get() as { id: number; hash: string } | undefined;
+  }
+
+  insert(row: Omit<AuditRow, 'id'>): number {
+    return Number(this.insertStmt.run(row).lastInsertRowid);
+  }
+
+  query(q: AuditQuery): AuditRow[] {
+    const where: string[] = [];
+    const params: Record<string, unknown> = { limit: q.limit };
+    if (q.since) {
+      where.push('at >= @since');
+      params.since = q.since;
+    }
+    if (q.actor) {
+      where.push('actor = @actor');
+      params.actor = q.actor;
+    }
+    if (q.action) {
+      // A trailing '*' filters by prefix ("enclave.*"); LIKE wildcards in the input are escaped.
+      if (q.action.endsWith('*')) {
+        where.push("action LIKE @action ESCAPE '\\'");
+        params.action = q.action.slice(0, -1).replace(/[\\%_]/g, (c) => `\\${c}`) + '%';
+      } else {
+        where.push('action = @action');
+        params.action = q.action;
+      }
+    }
+    const sql = `SELECT * FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      ORDER BY id DESC LIMIT @limit`;
+    return this.db.prepare(sql).all(params) as AuditRow[];
+  }
+
+  /** Streams the whole chain in order, without loading it into memory. */
+  *all(): IterableIterator<AuditRow> {
+    yield* this.db.prepare('SELECT * FROM audit_log ORDER BY id').iterate() as IterableIterator<AuditRow>;
+  }
+}

@@ -1,0 +1,138 @@
+import crypto from 'node:crypto';
+import type { Db } from '../db/database.js';
+import { AuditRepo, type AuditQuery, type AuditRow } from './audit.repo.js';
+
+export type ActorKind = 'user' | 'robot' | 'anonymous' | 'system';
+export type AuditResult = 'success' | 'failure' | 'denied';
+
+export interface AuditEvent {
+  actor: string;
+  actorKind: ActorKind;
+  action: string;
+  target?: string;
+  result?: AuditResult;
+  /** The grant that allowed a member's action (or "admin"), so the log says why it was allowed. */
+  grantId?: string;
+  /** Public, non-secret facts only (names, revisions, counts). */
+  details?: Record<string, unknown>;
+}
+
+export interface AuditEntry {
+  id: number;
+  at: string;
+  actor: string;
+  actorKind: ActorKind;
+  action: string;
+  target: string | null;
+  result: AuditResult;
+  grant: string | null;
+  details: Record<string, unknown> | null;
+  hash: string;
+}
+
+export type ChainVerdict =
+  | { ok: true; entries: number; head: string }
+  | { ok: false; entries: number; brokenAt: number; reason: string };
+
+const GENESIS = '0'.repeat(64);
+
+/** What the hash covers, in a fixed order: any edit of any column of any row changes it. */
+function entryHash(prev: string, row: Omit<AuditRow, 'id' | 'hash' | 'prev_hash'>, id: number): string {
+  const canonical = JSON.stringify([
+    id,
+    row.at,
+    row.actor,
+    row.actor_kind,
+    row.action,
+    row.target,
+    row.result,
+    row.grant_id,
+    row.details,
+  ]);
+  return crypto.createHash('sha256').update(prev).update('\n').update(canonical).digest('hex');
+}
+
+// Values under these keys are never written, whatever a caller passes by mistake.
+const SECRET_KEY = /^(password|newPassword|token|secret|privateKey|key|keyPem|assertion|content|files|policy)$/i;
+
+function scrub(details: Record<string, unknown> | undefined): string | null {
+  if (!details) return null;
+  return JSON.stringify(details, (k, v) => (k && SECRET_KEY.test(k) ? undefined : v));
+}
+
+/** Append-only, hash-chained audit log. */
+export class AuditService {
+  private readonly repo: AuditRepo;
+  private readonly append;
+
+  constructor(db: Db, private readonly now: () => Date = () => new Date()) {
+    this.repo = new AuditRepo(db);
+    // The read of the previous hash and the insert happen in one write transaction so concurrent writers
+    // (another process on the same file) cannot fork the chain.
+    this.append = db
+      .transaction((event: AuditEvent) => {
+        const last = this.repo.last();
+        const prev = last?.hash ?? GENESIS;
+        const id = (last?.id ?? 0) + 1;
+        const row = {
+          at: this.now().toISOString(),
+          actor: event.actor,
+          actor_kind: event.actorKind,
+          action: event.action,
+          target: event.target ?? null,
+          result: event.result ?? 'success',
+          grant_id: event.grantId ?? null,
+          details: scrub(event.details),
+        };
+        const hash = entryHash(prev, row, id);
+        this.repo.insert({ ...row, prev_hash: prev, hash });
+        return id;
+      })
+      .immediate.bind(null) as (event: AuditEvent) => number;
+  }
+
+  record(event: AuditEvent): number {
+    return this.append(event);
+  }
+
+  list(q: AuditQuery): AuditEntry[] {
+    return this.repo.query(q).map(toEntry);
+  }
+
+  verify(): ChainVerdict {
+    let prev = GENESIS;
+    let count = 0;
+    let expectedId = 1;
+    for (const row of this.repo.all()) {
+      count++;
+      if (row.id !== expectedId) {
+        return { ok: false, entries: count, brokenAt: expectedId, reason: `entry ${expectedId} is missing` };
+      }
+      if (row.prev_hash !== prev) {
+        return { ok: false, entries: count, brokenAt: row.id, reason: 'previous-hash link does not match' };
+      }
+      const { id, hash, prev_hash: _p, ...fields } = row;
+      if (entryHash(prev, fields, id) !== hash) {
+        return { ok: false, entries: count, brokenAt: row.id, reason: 'entry content does not match its hash' };
+      }
+      prev = hash;
+      expectedId++;
+    }
+    return { ok: true, entries: count, head: prev };
+  }
+}
+
+function toEntry(row: AuditRow): AuditEntry {
+  return {
+    id: row.id,
+    at: row.at,
+    actor: row.actor,
+    actorKind: row.actor_kind as ActorKind,
+    action: row.action,
+    target: row.target,
+    result: row.result as AuditResult,
+    grant: row.grant_id,
+    details: row.details ? (JSON.parse(row.details) as Record<string, unknown>) : null,
+    hash: row.hash,
+  };
+}

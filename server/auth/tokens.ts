@@ -1,0 +1,46 @@
+import jwt from 'jsonwebtoken';
+import type { Principal } from './principal.js';
+
+export const TOKEN_ISSUER = 'enclave-server';
+export const USER_AUDIENCE = 'enclave-server:user';
+export const ROBOT_AUDIENCE = 'enclave-server:robot';
+/** Pinned: a token with any other `alg` (none, RS256 with the secret as a public key...) is refused. */
+export const TOKEN_ALGORITHM = 'HS256' as const;
+
+export interface TokenClaims {
+  sub: string;
+  aud: string;
+  /** users: the token epoch (bumped on password change/demotion); robots: the device key id. */
+  ver: string;
+}
+
+export interface IssuedToken {
+  token: string;
+  expiresAt: string;
+}
+
+/** Signs our own bearer tokens with the server's secret (generated once, kept in the data folder). */
+export class TokenIssuer {
+  constructor(
+    private readonly secret: Buffer,
+    private readonly userTtlSeconds: number,
+    private readonly robotTtlSeconds: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  issue(principal: Principal, ver: string): IssuedToken {
+    const ttl = principal.kind === 'user' ? this.userTtlSeconds : this.robotTtlSeconds;
+    const iat = Math.floor(this.now() / 1000);
+    const token = jwt.sign(
+      { ver, iat, exp: iat + ttl },
+      this.secret,
+      {
+        algorithm: TOKEN_ALGORITHM,
+        issuer: TOKEN_ISSUER,
+        audience: principal.kind === 'user' ? USER_AUDIENCE : ROBOT_AUDIENCE,
+        subject: principal.name,
+      },
+    );
+    return { token, expiresAt: new Date((iat + ttl) * 1000).toISOString() };
+  }
+}

@@ -1,0 +1,131 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+/** Typed server configuration, read once at start-up. A bad setting fails fast, naming the setting. */
+export interface ServerConfig {
+  dataDir: string;
+  listenHost: string;
+  listenPort: number;
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  insecureHttp: boolean;
+  masterKeyFile?: string;
+  adminUser: string;
+  adminPassword?: string;
+  /** Extra DNS names / IPs for the self-generated server certificate (LAN host names). */
+  tlsSans: string[];
+  tokenTtlSeconds: number;
+  robotTokenTtlSeconds: number;
+  logLevel: string;
+  maxImportBytes: number;
+}
+
+export class ConfigError extends Error {}
+
+export interface ParsedCommand {
+  command: 'serve' | 'migrate' | 'backup' | 'help';
+  args: string[];
+  config: ServerConfig;
+}
+
+const HELP = `usage: enclave-server [serve] [options]
+       enclave-server migrate [--data-dir DIR]
+       enclave-server backup OUT [--data-dir DIR]
+
+options (flag wins over environment):
+  --data-dir DIR        ENCLAVE_DATA_DIR        data folder (default ./data)
+  --listen HOST:PORT    ENCLAVE_LISTEN          (default 127.0.0.1:8443)
+  --tls-cert FILE       ENCLAVE_TLS_CERT        PEM certificate (default: self-generated CA + certificate)
+  --tls-key FILE        ENCLAVE_TLS_KEY         PEM private key for --tls-cert
+  --tls-san NAME,...    ENCLAVE_TLS_SAN         extra host names/IPs for the self-generated certificate
+  --insecure-http                               plain HTTP, only behind a TLS-terminating proxy
+  ENCLAVE_MASTER_KEY_FILE                       32-byte master key (default <data>/master.key)
+  ENCLAVE_ADMIN_PASSWORD(_FILE)                 first admin's password (only when no user exists)
+  ENCLAVE_LOG_LEVEL                             pino level (default info)`;
+
+export const usage = (): string => HELP;
+
+function secretFromEnv(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const file = env[`${name}_FILE`];
+  if (file) {
+    try {
+      return fs.readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    } catch {
+      throw new ConfigError(`${name}_FILE: cannot read ${file}`);
+    }
+  }
+  return env[name] || undefined;
+}
+
+function positiveInt(value: string | undefined, name: string, fallback: number): number {
+  if (value === undefined || value === '') return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${name} must be a positive integer`);
+  return n;
+}
+
+export function parseListen(value: string, setting: string): { host: string; port: number } {
+  const m = /^(\[[0-9a-fA-F:]+\]|[^:]+):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(`${setting}: expected HOST:PORT, got "${value}"`);
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = process.env): ParsedCommand {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        'data-dir': { type: 'string' },
+        listen: { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'tls-san': { type: 'string' },
+        'insecure-http': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  const first = positionals[0];
+  const command = values.help
+    ? 'help'
+    : first === undefined || first === 'serve'
+      ? 'serve'
+      : first === 'migrate' || first === 'backup'
+        ? first
+        : null;
+  if (!command) throw new ConfigError(`unknown command "${first}" (try --help)`);
+
+  const listen = parseListen(values.listen ?? env.ENCLAVE_LISTEN ?? '127.0.0.1:8443', '--listen');
+  const tlsCertFile = values['tls-cert'] ?? env.ENCLAVE_TLS_CERT;
+  const tlsKeyFile = values['tls-key'] ?? env.ENCLAVE_TLS_KEY;
+  if (Boolean(tlsCertFile) !== Boolean(tlsKeyFile)) {
+    throw new ConfigError('--tls-cert and --tls-key go together');
+  }
+  const config: ServerConfig = {
+    dataDir: path.resolve(values['data-dir'] ?? env.ENCLAVE_DATA_DIR ?? 'data'),
+    listenHost: listen.host,
+    listenPort: listen.port,
+    tlsCertFile,
+    tlsKeyFile,
+    insecureHttp: Boolean(values['insecure-http']) || env.ENCLAVE_INSECURE_HTTP === 'true',
+    masterKeyFile: env.ENCLAVE_MASTER_KEY_FILE || undefined,
+    adminUser: env.ENCLAVE_ADMIN_USER || 'admin',
+    adminPassword: secretFromEnv(env, 'ENCLAVE_ADMIN_PASSWORD'),
+    tlsSans: (values['tls-san'] ?? env.ENCLAVE_TLS_SAN ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+    tokenTtlSeconds: positiveInt(env.ENCLAVE_TOKEN_TTL_SECONDS, 'ENCLAVE_TOKEN_TTL_SECONDS', 900),
+    robotTokenTtlSeconds: positiveInt(env.ENCLAVE_ROBOT_TOKEN_TTL_SECONDS, 'ENCLAVE_ROBOT_TOKEN_TTL_SECONDS', 900),
+    logLevel: env.ENCLAVE_LOG_LEVEL || 'info',
+    maxImportBytes: positiveInt(env.ENCLAVE_MAX_IMPORT_BYTES, 'ENCLAVE_MAX_IMPORT_BYTES', 64 * 1024 * 1024),
+  };
+  return { command, args: positionals.slice(1), config };
+}

@@ -1,0 +1,58 @@
+/**
+ * Typed domain errors. Domain code throws these; `server/http/error-handler.ts` is the only place that
+ * turns them into `{"error":{"code","message"}}`. The message is public: never put a secret, a path on
+ * disk, SQL or a stack into it.
+ */
+export class DomainError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    /** Extra public detail (e.g. the list of problems found in an import). */
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+export class InvalidInput extends DomainError {
+  constructor(message: string, details?: unknown, code = 'invalid-input') {
+    super(422, code, message, details);
+  }
+}
+export class BadRequest extends DomainError {
+  constructor(message: string, code = 'bad-request') {
+    super(400, code, message);
+  }
+}
+export class Unauthorized extends DomainError {
+  constructor(message = 'authentication required', code = 'unauthorized') {
+    super(401, code, message);
+  }
+}
+export class Forbidden extends DomainError {
+  constructor(message = 'not allowed', code = 'forbidden') {
+    super(403, code, message);
+  }
+}
+export class NotFound extends DomainError {
+  constructor(message: string, code = 'not-found') {
+    super(404, code, message);
+  }
+}
+export class Conflict extends DomainError {
+  constructor(message: string, code = 'conflict') {
+    super(409, code, message);
+  }
+}
+export class PayloadTooLarge extends DomainError {
+  constructor(message = 'request body too large', code = 'payload-too-large') {
+    super(413, code, message);
+  }
+}
+export class TooManyRequests extends DomainError {
+  constructor(message = 'too many requests', readonly retryAfterSeconds?: number) {
+    super(429, 'too-many-requests', message);
+  }
+}

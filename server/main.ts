@@ -1,0 +1,175 @@
+import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { createApp, servicesOf } from './app.js';
+import { loadJwtSecret, loadMasterKey, prepareDataDir, writeSecretFile } from './bootstrap.js';
+import { ConfigError, parseCommandLine, usage, type ServerConfig } from './config.js';
+import { migrate, openDatabase, type Db } from './db/database.js';
+import { MIN_PASSWORD_LENGTH, randomPassword } from './auth/passwords.js';
+import { createLogger, type Logger } from './logger.js';
+import { ensureSelfSignedTls } from './tls/self-signed.js';
+import type { Services } from './app.js';
+
+/** Creates the first administrator when the database has no user at all. */
+async function ensureFirstAdmin(services: Services, config: ServerConfig, logger: Logger): Promise<void> {
+  if (services.users.repo.count() > 0) return;
+  let password = config.adminPassword;
+  if (password !== undefined) {
+    if (password.length < MIN_PASSWORD_LENGTH) {
+      throw new ConfigError(`ENCLAVE_ADMIN_PASSWORD must be at least ${MIN_PASSWORD_LENGTH} characters`);
+    }
+  } else {
+    const file = path.join(config.dataDir, 'initial-admin-password');
+    if (fs.existsSync(file)) password = fs.readFileSync(file, 'utf8').trim();
+    else {
+      password = randomPassword();
+      writeSecretFile(file, `${password}\n`);
+    }
+    // The path, never the password.
+    logger.info({ user: config.adminUser, passwordFile: file }, 'created first administrator; password is in passwordFile');
+  }
+  await services.users.create(null, { name: config.adminUser, password, role: 'admin' });
+  if (config.adminPassword !== undefined) logger.info({ user: config.adminUser }, 'created first administrator from ENCLAVE_ADMIN_PASSWORD');
+}
+
+function openMigrated(config: ServerConfig, logger: Logger): Db {
+  prepareDataDir(config.dataDir, logger);
+  const db = openDatabase(path.join(config.dataDir, 'enclaves.db'));
+  const { applied } = migrate(db);
+  if (applied.length) logger.info({ applied }, 'applied migrations');
+  return db;
+}
+
+async function serve(config: ServerConfig, logger: Logger): Promise<void> {
+  const db = openMigrated(config, logger);
+  const sealer = loadMasterKey(config, logger);
+  const jwtSecret = loadJwtSecret(config.dataDir, logger);
+  const app = createApp({
+    db,
+    logger,
+    sealer,
+    jwtSecret,
+    options: {
+      tokenTtlSeconds: config.tokenTtlSeconds,
+      robotTokenTtlSeconds: config.robotTokenTtlSeconds,
+      maxImportBytes: config.maxImportBytes,
+    },
+  });
+  await ensureFirstAdmin(servicesOf(app), config, logger);
+
+  let server: http.Server;
+  let scheme: 'http' | 'https';
+  if (config.insecureHttp) {
+    logger.warn('serving plain HTTP (--insecure-http): only behind a TLS-terminating proxy on a trusted network');
+    server = http.createServer(app);
+    scheme = 'http';
+  } else {
+    const tls = config.tlsCertFile
+      ? { cert: fs.readFileSync(config.tlsCertFile, 'utf8'), key: fs.readFileSync(config.tlsKeyFile!, 'utf8') }
+      : ensureSelfSignedTls(config.dataDir, config.listenHost, config.tlsSans, sealer, logger);
+    server = https.createServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, app);
+    scheme = 'https';
+  }
+  // Long polls hold a request up to 60 s; keep idle sockets a little longer than a poll cycle.
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
+  server.requestTimeout = 120_000;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.listenPort, config.listenHost, resolve);
+  });
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  logger.info({ url: `${scheme}://${host}:${addr.port}`, dataDir: config.dataDir }, 'listening');
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    server.close(() => {
+      db.close();
+      process.exit(0);
+    });
+    // Long polls and keep-alive sockets would hold close() open; they get a short grace period.
+    server.closeIdleConnections?.();
+    setTimeout(() => {
+      server.closeAllConnections?.();
+    }, 2_000).unref();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function backup(config: ServerConfig, out: string | undefined, logger: Logger): Promise<void> {
+  if (!out) throw new ConfigError('usage: enclave-server backup OUT');
+  const target = path.resolve(out);
+  if (fs.existsSync(target)) throw new ConfigError(`backup: ${target} already exists`);
+  const file = path.join(config.dataDir, 'enclaves.db');
+  if (!fs.existsSync(file)) throw new ConfigError(`backup: no database at ${file}`);
+  const db = openDatabase(file);
+  try {
+    // SQLite's online backup API: a consistent snapshot while the server keeps running.
+    await db.backup(target, {
+      progress: ({ totalPages, remainingPages }) => {
+        if (totalPages > 1000) process.stderr.write(`\rbackup: ${Math.round(((totalPages - remainingPages) / totalPages) * 100)}%`);
+        return 200;
+      },
+    });
+  } finally {
+    db.close();
+  }
+  fs.chmodSync(target, 0o600);
+  logger.info({ file: target }, 'backup written (keep the master key separately: the backup cannot be read without it)');
+}
+
+export async function main(argv = process.argv.slice(2)): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseCommandLine(argv);
+  } catch (err) {
+    process.stderr.write(`enclave-server: ${(err as Error).message}\n`);
+    return 2;
+  }
+  const { command, args, config } = parsed;
+  if (command === 'help') {
+    process.stdout.write(`${usage()}\n`);
+    return 0;
+  }
+  const logger = createLogger(config.logLevel);
+  try {
+    if (command === 'migrate') {
+      const db = openMigrated(config, logger);
+      db.close();
+      return 0;
+    }
+    if (command === 'backup') {
+      await backup(config, args[0], logger);
+      return 0;
+    }
+    await serve(config, logger);
+    return -1; // keeps running
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`enclave-server: ${err.message}\n`);
+      return 2;
+    }
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'EADDRINUSE' || e.code === 'EACCES') {
+      process.stderr.write(`enclave-server: cannot listen on ${config.listenHost}:${config.listenPort} (${e.code})\n`);
+      return 1;
+    }
+    logger.fatal({ err }, 'start-up failed');
+    return 1;
+  }
+}
+
+const isEntry = process.argv[1] && import.meta.url === new URL(`file://${path.resolve(process.argv[1])}`).href;
+if (isEntry) {
+  main().then((code) => {
+    if (code >= 0) process.exit(code);
+  });
+}

@@ -1,0 +1,48 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import { MIN_PASSWORD_LENGTH } from '../auth/passwords.js';
+import { adminOf } from '../auth/principal.js';
+import { h } from '../http/handler.js';
+import { body } from '../http/validate.js';
+import type { UsersService } from './users.service.js';
+
+export const userNameSchema = z
+  .string()
+  .regex(/^[a-z][a-z0-9._-]{0,63}$/, 'must be lowercase letters, digits, ".", "_" or "-", starting with a letter');
+const passwordSchema = z
+  .string()
+  .min(MIN_PASSWORD_LENGTH, `must be at least ${MIN_PASSWORD_LENGTH} characters`)
+  .max(1024);
+const roleSchema = z.enum(['admin', 'member']);
+
+const CreateUser = z.object({ name: userNameSchema, password: passwordSchema, role: roleSchema.default('member') }).strict();
+const PatchUser = z
+  .object({ password: passwordSchema.optional(), role: roleSchema.optional() })
+  .strict()
+  .refine((p) => p.password !== undefined || p.role !== undefined, 'nothing to change');
+
+export function usersRoutes(users: UsersService): Router {
+  const r = Router();
+  r.get('/v1/users', h((req, res) => {
+    adminOf(req);
+    res.json({ users: users.list() });
+  }));
+  r.post('/v1/users', h(async (req, res) => {
+    const actor = adminOf(req);
+    res.status(201).json(await users.create(actor, body(req, CreateUser)));
+  }));
+  r.get('/v1/users/:name', h((req, res) => {
+    adminOf(req);
+    res.json(users.get(req.params.name!));
+  }));
+  r.patch('/v1/users/:name', h(async (req, res) => {
+    const actor = adminOf(req);
+    res.json(await users.update(actor, req.params.name!, body(req, PatchUser)));
+  }));
+  r.delete('/v1/users/:name', h((req, res) => {
+    const actor = adminOf(req);
+    users.delete(actor, req.params.name!);
+    res.status(204).end();
+  }));
+  return r;
+}

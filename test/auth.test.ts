@@ -1,0 +1,116 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import jwt from 'jsonwebtoken';
+import request from 'supertest';
+import { ADMIN, bearer, makeTestApp, type TestContext } from './helpers/app.js';
+
+describe('login and bearer tokens', () => {
+  let ctx: TestContext;
+  before(async () => {
+    ctx = await makeTestApp({ loginMaxFailuresPerUser: 3, loginMaxFailuresPerIp: 50 });
+  });
+  after(() => ctx.close());
+
+  const forge = (claims: object, secret: Buffer | string, options: jwt.SignOptions = {}) =>
+    jwt.sign(claims, secret, { algorithm: 'HS256', ...options });
+
+  test('login succeeds with the right password and the token works', async () => {
+    const res = await request(ctx.app).post('/v1/auth/login').send(ADMIN);
+    assert.equal(res.status, 200);
+    assert.match(res.body.token, /^eyJ/);
+    ctx.secrets.add(res.body.token);
+    const exp = Date.parse(res.body.expiresAt) - Date.now();
+    assert.ok(exp > 14 * 60_000 && exp <= 15 * 60_000 + 1000, 'default lifetime is 15 minutes');
+    const me = await request(ctx.app).get('/v1/users').set(bearer(res.body.token));
+    assert.equal(me.status, 200);
+    const claims = jwt.decode(res.body.token, { complete: true })!;
+    assert.equal(claims.header.alg, 'HS256');
+    assert.equal((claims.payload as jwt.JwtPayload).iss, 'enclave-server');
+  });
+
+  test('wrong password and unknown user get the same 401', async () => {
+    const wrong = await request(ctx.app).post('/v1/auth/login').send({ username: 'admin', password: 'not-the-password' });
+    const unknown = await request(ctx.app).post('/v1/auth/login').send({ username: 'nobody', password: 'not-the-password' });
+    assert.equal(wrong.status, 401);
+    assert.equal(unknown.status, 401);
+    assert.deepEqual(wrong.body, unknown.body);
+    assert.equal(wrong.body.error.code, 'invalid-credentials');
+  });
+
+  test('repeated failures for one user are rate limited with 429 and Retry-After', async () => {
+    const user = { username: 'victim', password: 'guess-guess-guess' };
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) statuses.push((await request(ctx.app).post('/v1/auth/login').send(user)).status);
+    assert.deepEqual(statuses, [401, 401, 401, 429, 429]);
+    const res = await request(ctx.app).post('/v1/auth/login').send(user);
+    assert.equal(res.body.error.code, 'too-many-requests');
+    assert.ok(Number(res.headers['retry-after']) > 0);
+  });
+
+  test('per-IP limit applies across user names', async () => {
+    const limited = await makeTestApp({ loginMaxFailuresPerUser: 100, loginMaxFailuresPerIp: 4 });
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 6; i++) {
+        statuses.push((await request(limited.app).post('/v1/auth/login').send({ username: `u${i}`, password: 'nope-nope-nope' })).status);
+      }
+      assert.deepEqual(statuses, [401, 401, 401, 401, 429, 429]);
+    } finally {
+      limited.close();
+    }
+  });
+
+  const badTokens: [string, () => string][] = [
+    ['expired', () => forge({ ver: '0', exp: Math.floor(Date.now() / 1000) - 60 }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin' })],
+    ['tampered signature', () => {
+      const t = forge({ ver: '0' }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 });
+      return t.slice(0, -4) + (t.endsWith('AAAA') ? 'BBBB' : 'AAAA');
+    }],
+    ['tampered payload (role claim added)', () => {
+      const t = forge({ ver: '0' }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 });
+      const [h, , s] = t.split('.');
+      const p = Buffer.from(JSON.stringify({ sub: 'someone-else', ver: '0', aud: 'enclave-server:user', iss: 'enclave-server', exp: 9999999999 })).toString('base64url');
+      return `${h}.${p}.${s}`;
+    }],
+    ['wrong audience', () => forge({ ver: '0' }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'something-else', subject: 'admin', expiresIn: 60 })],
+    ['wrong issuer', () => forge({ ver: '0' }, ctx.jwtSecret, { issuer: 'evil', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 })],
+    ['signed with another secret', () => forge({ ver: '0' }, 'another-secret-entirely', { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 })],
+    ['alg none', () => {
+      const h = Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url');
+      const p = Buffer.from(JSON.stringify({ sub: 'admin', ver: '0', aud: 'enclave-server:user', iss: 'enclave-server', exp: Math.floor(Date.now() / 1000) + 60 })).toString('base64url');
+      return `${h}.${p}.`;
+    }],
+    ['HS512 instead of the pinned HS256', () => jwt.sign({ ver: '0' }, ctx.jwtSecret, { algorithm: 'HS512', issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 })],
+    ['garbage', () => 'not-a-jwt'],
+  ];
+  for (const [name, make] of badTokens) {
+    test(`${name} token → 401 invalid-token`, async () => {
+      const res = await request(ctx.app).get('/v1/users').set(bearer(make()));
+      assert.equal(res.status, 401);
+      assert.equal(res.body.error.code, 'invalid-token');
+    });
+  }
+
+  test('no token → 401 on a protected route', async () => {
+    const res = await request(ctx.app).get('/v1/users');
+    assert.equal(res.status, 401);
+    assert.equal(res.body.error.code, 'unauthorized');
+  });
+
+  test('a valid token of a deleted user stops working at once', async () => {
+    const admin = await ctx.adminToken();
+    await request(ctx.app).post('/v1/users').set(bearer(admin)).send({ name: 'temp', password: 'temp-password-123', role: 'member' }).expect(201);
+    const t = await ctx.login('temp', 'temp-password-123');
+    await request(ctx.app).delete('/v1/users/temp').set(bearer(admin)).expect(204);
+    assert.equal((await request(ctx.app).get('/v1/audit').set(bearer(t))).status, 401);
+  });
+
+  test('logins (success and failure) are audited without the password', async () => {
+    const admin = await ctx.adminToken();
+    const res = await request(ctx.app).get('/v1/audit?action=auth.login&limit=50').set(bearer(admin));
+    assert.equal(res.status, 200);
+    const results = new Set(res.body.entries.map((e: { result: string }) => e.result));
+    assert.ok(results.has('success') && results.has('failure'));
+    assert.ok(!JSON.stringify(res.body).includes(ADMIN.password));
+  });
+});

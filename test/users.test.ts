@@ -1,0 +1,83 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import request from 'supertest';
+import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
+
+describe('user management', () => {
+  let ctx: TestContext;
+  let admin: string;
+  before(async () => {
+    ctx = await makeTestApp();
+    admin = await ctx.adminToken();
+  });
+  after(() => ctx.close());
+
+  test('admin creates, lists, reads, updates and deletes users', async () => {
+    const created = await request(ctx.app).post('/v1/users').set(bearer(admin)).send({ name: 'acme', password: 'acme-password-1', role: 'member' });
+    assert.equal(created.status, 201);
+    assert.deepEqual(Object.keys(created.body).sort(), ['createdAt', 'name', 'role', 'updatedAt']);
+    const list = await request(ctx.app).get('/v1/users').set(bearer(admin));
+    assert.deepEqual(list.body.users.map((u: { name: string }) => u.name), ['acme', 'admin']);
+    assert.ok(!JSON.stringify(list.body).includes('scrypt'), 'no password hash in responses');
+    assert.equal((await request(ctx.app).get('/v1/users/acme').set(bearer(admin))).body.role, 'member');
+    const patched = await request(ctx.app).patch('/v1/users/acme').set(bearer(admin)).send({ role: 'admin' });
+    assert.equal(patched.body.role, 'admin');
+    await request(ctx.app).patch('/v1/users/acme').set(bearer(admin)).send({ role: 'member' }).expect(200);
+    await request(ctx.app).delete('/v1/users/acme').set(bearer(admin)).expect(204);
+    assert.equal((await request(ctx.app).get('/v1/users/acme').set(bearer(admin))).status, 404);
+  });
+
+  test('duplicate user → 409', async () => {
+    await request(ctx.app).post('/v1/users').set(bearer(admin)).send({ name: 'dup', password: 'dup-password-12' }).expect(201);
+    const res = await request(ctx.app).post('/v1/users').set(bearer(admin)).send({ name: 'dup', password: 'dup-password-12' });
+    assert.equal(res.status, 409);
+  });
+
+  test('member gets 403 on every user-management route', async () => {
+    await request(ctx.app).post('/v1/users').set(bearer(admin)).send({ name: 'bob', password: 'bob-password-123' }).expect(201);
+    const member = await ctx.login('bob', 'bob-password-123');
+    const calls = [
+      request(ctx.app).get('/v1/users'),
+      request(ctx.app).post('/v1/users').send({ name: 'x', password: 'x-password-1234' }),
+      request(ctx.app).get('/v1/users/admin'),
+      request(ctx.app).patch('/v1/users/bob').send({ role: 'admin' }),
+      request(ctx.app).delete('/v1/users/admin'),
+      request(ctx.app).get('/v1/audit'),
+      request(ctx.app).get('/v1/audit/verify'),
+    ];
+    for (const call of calls) {
+      const res = await call.set(bearer(member));
+      assert.equal(res.status, 403, `${res.req.method} ${res.req.path}`);
+      assert.equal(res.body.error.code, 'forbidden');
+    }
+  });
+
+  test('the last admin cannot be deleted or demoted', async () => {
+    const del = await request(ctx.app).delete('/v1/users/admin').set(bearer(admin));
+    assert.equal(del.status, 409);
+    assert.equal(del.body.error.code, 'last-admin');
+    const demote = await request(ctx.app).patch('/v1/users/admin').set(bearer(admin)).send({ role: 'member' });
+    assert.equal(demote.status, 409);
+    // With a second admin, demotion works, and the demoted admin's old token stops working.
+    await request(ctx.app).post('/v1/users').set(bearer(admin)).send({ name: 'second', password: 'second-password', role: 'admin' }).expect(201);
+    const second = await ctx.login('second', 'second-password');
+    await request(ctx.app).patch('/v1/users/second').set(bearer(admin)).send({ role: 'member' }).expect(200);
+    assert.equal((await request(ctx.app).get('/v1/users').set(bearer(second))).status, 401);
+  });
+
+  test('password change takes effect and invalidates old tokens', async () => {
+    await request(ctx.app).post('/v1/users').set(bearer(admin)).send({ name: 'carol', password: 'carol-password-1' }).expect(201);
+    const old = await ctx.login('carol', 'carol-password-1');
+    await request(ctx.app).patch('/v1/users/carol').set(bearer(admin)).send({ password: 'carol-password-2' }).expect(200);
+    ctx.secrets.add('carol-password-2');
+    assert.equal((await request(ctx.app).post('/v1/auth/login').send({ username: 'carol', password: 'carol-password-1' })).status, 401);
+    await ctx.login('carol', 'carol-password-2');
+    assert.equal((await request(ctx.app).get('/v1/audit').set(bearer(old))).status, 401);
+  });
+
+  test('user changes are audited', async () => {
+    const res = await request(ctx.app).get('/v1/audit?action=user.*&limit=100').set(bearer(admin));
+    const actions = new Set(res.body.entries.map((e: { action: string }) => e.action));
+    assert.deepEqual([...actions].sort(), ['user.create', 'user.delete', 'user.update']);
+  });
+});
