@@ -36,18 +36,18 @@ describe('user management', () => {
   test('member gets 403 on every user-management route', async () => {
     await request(ctx.app).post('/v1/users').set(bearer(admin)).send({ name: 'bob', password: 'bob-password-123' }).expect(201);
     const member = await ctx.login('bob', 'bob-password-123');
-    const calls = [
-      request(ctx.app).get('/v1/users'),
-      request(ctx.app).post('/v1/users').send({ name: 'x', password: 'x-password-1234' }),
-      request(ctx.app).get('/v1/users/admin'),
-      request(ctx.app).patch('/v1/users/bob').send({ role: 'admin' }),
-      request(ctx.app).delete('/v1/users/admin'),
-      request(ctx.app).get('/v1/audit'),
-      request(ctx.app).get('/v1/audit/verify'),
+    const calls: [string, () => request.Test][] = [
+      ['GET /v1/users', () => request(ctx.app).get('/v1/users')],
+      ['POST /v1/users', () => request(ctx.app).post('/v1/users').send({ name: 'x', password: 'x-password-1234' })],
+      ['GET /v1/users/admin', () => request(ctx.app).get('/v1/users/admin')],
+      ['PATCH /v1/users/bob', () => request(ctx.app).patch('/v1/users/bob').send({ role: 'admin' })],
+      ['DELETE /v1/users/admin', () => request(ctx.app).delete('/v1/users/admin')],
+      ['GET /v1/audit', () => request(ctx.app).get('/v1/audit')],
+      ['GET /v1/audit/verify', () => request(ctx.app).get('/v1/audit/verify')],
     ];
-    for (const call of calls) {
-      const res = await call.set(bearer(member));
-      assert.equal(res.status, 403, `${res.req.method} ${res.req.path}`);
+    for (const [name, call] of calls) {
+      const res = await call().set(bearer(member));
+      assert.equal(res.status, 403, name);
       assert.equal(res.body.error.code, 'forbidden');
     }
   });
