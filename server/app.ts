@@ -17,6 +17,20 @@ import { opsRoutes } from './ops/ops.routes.js';
 import type { Sealer } from './secrets/seal.js';
 import { usersRoutes } from './users/users.routes.js';
 import { UsersService } from './users/users.service.js';
+import { Access } from './acl/access.js';
+import { bindingsRoutes } from './bindings/bindings.routes.js';
+import { BindingsService } from './bindings/bindings.service.js';
+import { bundlesRoutes } from './bundles/bundles.routes.js';
+import { BundlesService } from './bundles/bundles.service.js';
+import { ChangeFeed } from './events/changes.js';
+import { GrantsRepo } from './grants/grants.repo.js';
+import { grantsRoutes } from './grants/grants.routes.js';
+import { GrantsService } from './grants/grants.service.js';
+import { EnclavesService } from './keystores/enclaves.service.js';
+import { keystoresRoutes } from './keystores/keystores.routes.js';
+import { KeystoresService } from './keystores/keystores.service.js';
+import { robotsAuthedRoutes, robotsRoutes } from './robots/robots.routes.js';
+import { RobotsService } from './robots/robots.service.js';
 
 export interface AppOptions {
   tokenTtlSeconds: number;
@@ -50,6 +64,14 @@ export interface Services {
   users: UsersService;
   auth: AuthService;
   tokens: TokenIssuer;
+  changes: ChangeFeed;
+  access: Access;
+  grants: GrantsService;
+  keystores: KeystoresService;
+  enclaves: EnclavesService;
+  robots: RobotsService;
+  bindings: BindingsService;
+  bundles: BundlesService;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -63,14 +85,27 @@ export function createApp(deps: AppDeps): Express {
   const tokens = new TokenIssuer(deps.jwtSecret, options.tokenTtlSeconds, options.robotTokenTtlSeconds, () => now().getTime());
   const limiter = new LoginLimiter(options.loginMaxFailuresPerUser, options.loginMaxFailuresPerIp);
   const auth = new AuthService(users.repo, tokens, limiter, audit);
-  const services: Services = { audit, users, auth, tokens };
+  const changes = new ChangeFeed();
+  const grantsRepo = new GrantsRepo(deps.db);
+  const access = new Access(grantsRepo);
+  const grants = new GrantsService(deps.db, grantsRepo, audit, changes, now);
+  const importLimits = { maxUnpackedBytes: options.maxImportBytes * 4, maxEntries: 100_000, maxFileBytes: 4 * 1024 * 1024 };
+  const keystores = new KeystoresService(deps.db, deps.sealer, access, audit, changes, importLimits, now);
+  const enclaves = new EnclavesService(deps.db, deps.sealer, access, keystores, audit, changes, now);
+  const robots = new RobotsService(deps.db, grantsRepo, tokens, audit, changes, now);
+  const bindings = new BindingsService(deps.db, access, keystores.repo, robots.repo, audit, changes, now);
+  const bundles = new BundlesService(keystores.repo, robots.repo, bindings, deps.sealer, audit, changes);
+  const services: Services = { audit, users, auth, tokens, changes, access, grants, keystores, enclaves, robots, bindings, bundles };
 
   const resolver: PrincipalResolver = {
     user(name, ver) {
       const u = users.repo.get(name);
       return u && String(u.tokenEpoch) === ver ? { kind: 'user', name: u.name, role: u.role } : undefined;
     },
-    robot: () => undefined,
+    robot(name, ver) {
+      const r = robots.repo.get(name);
+      return r && r.keyId !== null && r.keyId === ver ? { kind: 'robot', name: r.name, keyId: r.keyId } : undefined;
+    },
   };
 
   const metrics = new HttpMetrics();
@@ -102,8 +137,14 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(opsRoutes(deps.db, metrics));
   app.use(authRoutes(auth));
+  app.use(robotsRoutes(robots));
   app.use(authenticate(deps.jwtSecret, resolver));
   app.use(usersRoutes(users));
+  app.use(grantsRoutes(grants));
+  app.use(keystoresRoutes(keystores, enclaves, options.maxImportBytes));
+  app.use(robotsAuthedRoutes(robots));
+  app.use(bindingsRoutes(bindings));
+  app.use(bundlesRoutes(bundles));
   app.use(auditRoutes(audit));
 
   app.use(notFoundHandler);

@@ -1,0 +1,229 @@
+import crypto from 'node:crypto';
+import { selectorMatches } from '../acl/acl.js';
+import type { AuditService } from '../audit/audit.service.js';
+import type { BindingsService } from '../bindings/bindings.service.js';
+import type { Change, ChangeFeed } from '../events/changes.js';
+import type { EnclaveRow, KeystoreRow, KeystoresRepo } from '../keystores/keystores.repo.js';
+import { enclaveKeyContext } from '../keystores/keystores.service.js';
+import type { RobotsRepo } from '../robots/robots.repo.js';
+import type { Sealer } from '../secrets/seal.js';
+
+export const RUNTIME_FILES = [
+  'identity_ca.cert.pem',
+  'cert.pem',
+  'key.pem',
+  'permissions_ca.cert.pem',
+  'governance.p7s',
+  'permissions.p7s',
+] as const;
+
+export interface BundleEnclave {
+  path: string;
+  notAfter: string;
+  files: Record<string, string>;
+}
+
+export interface Bundle {
+  revision: string;
+  robot: string;
+  keystores: { name: string; enclaves: BundleEnclave[] }[];
+}
+
+interface CacheEntry {
+  revision: string;
+  /** Serialized once per change, sent as-is to every request until the next change. */
+  body: string;
+  keystores: Set<string>;
+  enclaves: Set<string>;
+  summary: string[];
+}
+
+interface Waiter {
+  keyId: string;
+  known: string;
+  done: (outcome: { kind: 'changed'; entry: CacheEntry } | { kind: 'timeout' } | { kind: 'gone' }) => void;
+}
+
+const MAX_WAIT_S = 60;
+
+/**
+ * Bundles: what each robot may hold now. Computed once per change and cached per robot; a request reads
+ * the cache. Long polls park a callback (no CPU while waiting) and are answered as soon as a change
+ * touching that robot produces a new revision.
+ */
+export class BundlesService {
+  private readonly cache = new Map<string, CacheEntry>();
+  private readonly waiters = new Map<string, Set<Waiter>>();
+  private readonly unsubscribe: () => void;
+
+  constructor(
+    private readonly keystores: KeystoresRepo,
+    private readonly robots: RobotsRepo,
+    private readonly bindings: BindingsService,
+    private readonly sealer: Sealer,
+    private readonly audit: AuditService,
+    changes: ChangeFeed,
+  ) {
+    this.unsubscribe = changes.subscribe((c) => this.onChange(c));
+  }
+
+  close(): void {
+    this.unsubscribe();
+    for (const set of this.waiters.values()) for (const w of set) w.done({ kind: 'timeout' });
+    this.waiters.clear();
+  }
+
+  /** The robot's current bundle (from cache when nothing changed since it was computed). */
+  current(robot: string): CacheEntry {
+    let entry = this.cache.get(robot);
+    if (!entry) {
+      entry = this.compute(robot);
+      this.cache.set(robot, entry);
+    }
+    return entry;
+  }
+
+  /**
+   * Resolves with the bundle when its revision differs from `known`, or with null after `waitSeconds`
+   * (or at once when `waitSeconds` is 0 and nothing changed).
+   */
+  wait(robot: string, keyId: string, known: string | undefined, waitSeconds: number): Promise<CacheEntry | null | 'gone'> {
+    const entry = this.current(robot);
+    if (known === undefined || entry.revision !== known) return Promise.resolve(entry);
+    if (waitSeconds <= 0) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      let set = this.waiters.get(robot);
+      if (!set) this.waiters.set(robot, (set = new Set()));
+      const timer = setTimeout(() => waiter.done({ kind: 'timeout' }), Math.min(waitSeconds, MAX_WAIT_S) * 1000);
+      const waiter: Waiter = {
+        keyId,
+        known,
+        done: (outcome) => {
+          clearTimeout(timer);
+          set!.delete(waiter);
+          if (set!.size === 0) this.waiters.delete(robot);
+          resolve(outcome.kind === 'changed' ? outcome.entry : outcome.kind === 'gone' ? 'gone' : null);
+        },
+      };
+      set.add(waiter);
+    });
+  }
+
+  /** A robot gave up waiting (client closed the connection). */
+  cancel(robot: string, known: string): void {
+    const set = this.waiters.get(robot);
+    if (!set) return;
+    for (const w of set) if (w.known === known) w.done({ kind: 'timeout' });
+  }
+
+  recordDelivery(robot: string, entry: CacheEntry): void {
+    this.audit.record({
+      actor: robot,
+      actorKind: 'robot',
+      action: 'bundle.deliver',
+      target: robot,
+      details: { revision: entry.revision, enclaves: entry.summary },
+    });
+  }
+
+  private onChange(change: Change): void {
+    const affected = new Set<string>();
+    for (const [robot, entry] of this.cache) {
+      if (this.touches(change, robot, entry)) affected.add(robot);
+    }
+    for (const robot of this.waiters.keys()) if (!this.cache.has(robot) || this.touchesRobot(change, robot)) affected.add(robot);
+    for (const robot of affected) this.cache.delete(robot);
+    // Robots waiting right now get their new bundle at once; the others are recomputed on their next request.
+    for (const robot of affected) {
+      const set = this.waiters.get(robot);
+      if (!set || set.size === 0) continue;
+      const record = this.robots.get(robot);
+      for (const w of [...set]) {
+        if (!record || record.keyId !== w.keyId) w.done({ kind: 'gone' });
+      }
+      if (!record || !this.waiters.get(robot)?.size) continue;
+      const entry = this.current(robot);
+      for (const w of [...(this.waiters.get(robot) ?? [])]) if (entry.revision !== w.known) w.done({ kind: 'changed', entry });
+    }
+  }
+
+  private touches(change: Change, robot: string, entry: CacheEntry): boolean {
+    switch (change.kind) {
+      case 'keystore':
+        return entry.keystores.has(change.keystore);
+      case 'enclave':
+        return entry.enclaves.has(`${change.keystore}:${change.enclave}`);
+      default:
+        return this.touchesRobot(change, robot);
+    }
+  }
+
+  private touchesRobot(change: Change, robot: string): boolean {
+    switch (change.kind) {
+      case 'robot':
+        return change.robot === robot;
+      case 'bindings': {
+        if (change.robot !== undefined) return change.robot === robot;
+        if (change.selector !== undefined) {
+          const r = this.robots.get(robot);
+          return !r || selectorMatches(change.selector, r.labels);
+        }
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  private compute(robot: string): CacheEntry {
+    const record = this.robots.get(robot);
+    const targets = record ? this.bindings.enclavesFor(robot, record.labels) : [];
+    const byKeystore = new Map<string, string[]>();
+    for (const t of targets) {
+      const list = byKeystore.get(t.keystore) ?? [];
+      list.push(t.enclave);
+      byKeystore.set(t.keystore, list);
+    }
+    const keystores: Bundle['keystores'] = [];
+    const enclaveKeys = new Set<string>();
+    const summary: string[] = [];
+    for (const name of [...byKeystore.keys()].sort()) {
+      const ks = this.keystores.get(name);
+      if (!ks) continue;
+      const rows = this.keystores
+        .enclavesByPath(name, byKeystore.get(name)!)
+        .filter((e) => e.status === 'active')
+        .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+      if (rows.length === 0) continue;
+      keystores.push({ name, enclaves: rows.map((e) => this.enclaveFiles(ks, e)) });
+      for (const e of rows) {
+        enclaveKeys.add(`${name}:${e.path}`);
+        summary.push(`${name}:${e.path}`);
+      }
+    }
+    const content = JSON.stringify(keystores);
+    const revision = crypto.createHash('sha256').update(robot).update('\n').update(content).digest('hex').slice(0, 32);
+    // Bound-but-revoked enclaves are tracked too, so an un-revocation or rebinding reaches this robot.
+    for (const t of targets) enclaveKeys.add(`${t.keystore}:${t.enclave}`);
+    return {
+      revision,
+      body: JSON.stringify({ revision, robot, keystores }),
+      keystores: new Set(byKeystore.keys()),
+      enclaves: enclaveKeys,
+      summary,
+    };
+  }
+
+  private enclaveFiles(ks: KeystoreRow, e: EnclaveRow): BundleEnclave {
+    const files: Record<string, string> = {
+      'identity_ca.cert.pem': ks.identity_ca_cert,
+      'cert.pem': e.cert_pem,
+      'key.pem': this.sealer.openText(e.key_sealed, enclaveKeyContext(ks.name, e.path)),
+      'permissions_ca.cert.pem': ks.permissions_ca_cert,
+      'governance.p7s': ks.governance_p7s,
+      'permissions.p7s': e.permissions_p7s,
+    };
+    if (ks.crl_pem) files['crl.pem'] = ks.crl_pem;
+    return { path: e.path, notAfter: e.not_after, files };
+  }
+}

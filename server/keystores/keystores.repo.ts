@@ -1,0 +1,137 @@
+import type { Db } from '../db/database.js';
+
+export interface KeystoreRow {
+  name: string;
+  domain_id: number;
+  shared_ca: number;
+  identity_ca_cert: string;
+  identity_ca_key: string | null;
+  permissions_ca_cert: string;
+  permissions_ca_key: string | null;
+  governance_xml: string;
+  governance_p7s: string;
+  crl_pem: string | null;
+  crl_number: number;
+  validity_days: number;
+  backdate_seconds: number;
+  origin: 'generated' | 'imported';
+  created_at: string;
+  updated_at: string;
+}
+
+export interface EnclaveRow {
+  keystore: string;
+  path: string;
+  cert_pem: string;
+  key_sealed: string;
+  serial: string;
+  not_before: string;
+  not_after: string;
+  policy_xml: string | null;
+  permissions_source: 'default' | 'policy' | 'imported';
+  permissions_xml: string;
+  permissions_p7s: string;
+  status: 'active' | 'revoked';
+  created_at: string;
+  updated_at: string;
+}
+
+export type EnclaveSummaryRow = Pick<
+  EnclaveRow,
+  'keystore' | 'path' | 'serial' | 'not_before' | 'not_after' | 'status' | 'permissions_source' | 'created_at' | 'updated_at'
+>;
+
+/** SQL for keystores, enclaves and revocations; nothing else. */
+export class KeystoresRepo {
+  private readonly stmts;
+  constructor(private readonly db: Db) {
+    this.stmts = {
+      get: db.prepare('SELECT * FROM keystores WHERE name = ?'),
+      list: db.prepare('SELECT * FROM keystores ORDER BY name'),
+      insert: db.prepare(`INSERT INTO keystores (name, domain_id, shared_ca, identity_ca_cert, identity_ca_key,
+        permissions_ca_cert, permissions_ca_key, governance_xml, governance_p7s, crl_pem, crl_number, validity_days,
+        backdate_seconds, origin, created_at, updated_at)
+        VALUES (@name, @domain_id, @shared_ca, @identity_ca_cert, @identity_ca_key, @permissions_ca_cert,
+        @permissions_ca_key, @governance_xml, @governance_p7s, @crl_pem, @crl_number, @validity_days,
+        @backdate_seconds, @origin, @created_at, @updated_at)`),
+      remove: db.prepare('DELETE FROM keystores WHERE name = ?'),
+      setGovernance: db.prepare('UPDATE keystores SET governance_xml = ?, governance_p7s = ?, updated_at = ? WHERE name = ?'),
+      setCrl: db.prepare('UPDATE keystores SET crl_pem = ?, crl_number = ?, updated_at = ? WHERE name = ?'),
+      getEnclave: db.prepare('SELECT * FROM enclaves WHERE keystore = ? AND path = ?'),
+      listEnclaves: db.prepare(`SELECT keystore, path, serial, not_before, not_after, status, permissions_source,
+        created_at, updated_at FROM enclaves WHERE keystore = ? ORDER BY path`),
+      allEnclaves: db.prepare('SELECT * FROM enclaves WHERE keystore = ? ORDER BY path'),
+      insertEnclave: db.prepare(`INSERT INTO enclaves (keystore, path, cert_pem, key_sealed, serial, not_before, not_after,
+        policy_xml, permissions_source, permissions_xml, permissions_p7s, status, created_at, updated_at)
+        VALUES (@keystore, @path, @cert_pem, @key_sealed, @serial, @not_before, @not_after, @policy_xml,
+        @permissions_source, @permissions_xml, @permissions_p7s, @status, @created_at, @updated_at)`),
+      replaceIdentity: db.prepare(`UPDATE enclaves SET cert_pem = @cert_pem, key_sealed = @key_sealed, serial = @serial,
+        not_before = @not_before, not_after = @not_after, permissions_xml = @permissions_xml,
+        permissions_p7s = @permissions_p7s, updated_at = @updated_at WHERE keystore = @keystore AND path = @path`),
+      replacePermissions: db.prepare(`UPDATE enclaves SET policy_xml = @policy_xml,
+        permissions_source = @permissions_source, permissions_xml = @permissions_xml,
+        permissions_p7s = @permissions_p7s, updated_at = @updated_at WHERE keystore = @keystore AND path = @path`),
+      setStatus: db.prepare('UPDATE enclaves SET status = ?, updated_at = ? WHERE keystore = ? AND path = ?'),
+      removeEnclave: db.prepare('DELETE FROM enclaves WHERE keystore = ? AND path = ?'),
+      insertRevocation: db.prepare('INSERT OR IGNORE INTO revocations (keystore, serial, enclave, revoked_at) VALUES (?, ?, ?, ?)'),
+      revocations: db.prepare('SELECT serial, enclave, revoked_at FROM revocations WHERE keystore = ? ORDER BY revoked_at, serial'),
+    };
+  }
+
+  get(name: string): KeystoreRow | undefined {
+    return this.stmts.get.get(name) as KeystoreRow | undefined;
+  }
+  list(): KeystoreRow[] {
+    return this.stmts.list.all() as KeystoreRow[];
+  }
+  insert(row: KeystoreRow): void {
+    this.stmts.insert.run(row);
+  }
+  remove(name: string): boolean {
+    return this.stmts.remove.run(name).changes === 1;
+  }
+  setGovernance(name: string, xml: string, p7s: string, at: string): void {
+    this.stmts.setGovernance.run(xml, p7s, at, name);
+  }
+  setCrl(name: string, crl: string, number: number, at: string): void {
+    this.stmts.setCrl.run(crl, number, at, name);
+  }
+
+  getEnclave(keystore: string, path: string): EnclaveRow | undefined {
+    return this.stmts.getEnclave.get(keystore, path) as EnclaveRow | undefined;
+  }
+  listEnclaves(keystore: string): EnclaveSummaryRow[] {
+    return this.stmts.listEnclaves.all(keystore) as EnclaveSummaryRow[];
+  }
+  allEnclaves(keystore: string): EnclaveRow[] {
+    return this.stmts.allEnclaves.all(keystore) as EnclaveRow[];
+  }
+  /** Several enclaves by key, in one statement. */
+  enclavesByPath(keystore: string, paths: string[]): EnclaveRow[] {
+    if (paths.length === 0) return [];
+    return this.db
+      .prepare(`SELECT * FROM enclaves WHERE keystore = ? AND path IN (SELECT value FROM json_each(?))`)
+      .all(keystore, JSON.stringify(paths)) as EnclaveRow[];
+  }
+  insertEnclave(row: EnclaveRow): void {
+    this.stmts.insertEnclave.run(row);
+  }
+  replaceIdentity(row: Pick<EnclaveRow, 'keystore' | 'path' | 'cert_pem' | 'key_sealed' | 'serial' | 'not_before' | 'not_after' | 'permissions_xml' | 'permissions_p7s' | 'updated_at'>): void {
+    this.stmts.replaceIdentity.run(row);
+  }
+  replacePermissions(row: Pick<EnclaveRow, 'keystore' | 'path' | 'policy_xml' | 'permissions_source' | 'permissions_xml' | 'permissions_p7s' | 'updated_at'>): void {
+    this.stmts.replacePermissions.run(row);
+  }
+  setStatus(keystore: string, path: string, status: EnclaveRow['status'], at: string): void {
+    this.stmts.setStatus.run(status, at, keystore, path);
+  }
+  removeEnclave(keystore: string, path: string): boolean {
+    return this.stmts.removeEnclave.run(keystore, path).changes === 1;
+  }
+  addRevocation(keystore: string, serial: string, enclave: string, at: string): void {
+    this.stmts.insertRevocation.run(keystore, serial, enclave, at);
+  }
+  revocations(keystore: string): { serial: string; enclave: string; revoked_at: string }[] {
+    return this.stmts.revocations.all(keystore) as { serial: string; enclave: string; revoked_at: string }[];
+  }
+}

@@ -1,0 +1,332 @@
+import type { Access } from '../acl/access.js';
+import type { AuditService } from '../audit/audit.service.js';
+import type { UserPrincipal } from '../auth/principal.js';
+import type { Db } from '../db/database.js';
+import { Conflict, Forbidden, InvalidInput, NotFound } from '../errors.js';
+import type { ChangeFeed } from '../events/changes.js';
+import { generateKeyPair, inspectCertificate, issueCertificate, signSmime } from '../pki/index.js';
+import { defaultGovernance } from '../policy/governance.js';
+import { domainIdProblem, keystoreNameProblem } from '../policy/names.js';
+import { validateXml } from '../policy/xsd.js';
+import type { Sealer } from '../secrets/seal.js';
+import { readTarGz, writeTarGz } from './archive.js';
+import type { IssuingKeystore } from './issuer.js';
+import type { KeystoreMaterial } from './model.js';
+import { KeystoresRepo, type KeystoreRow } from './keystores.repo.js';
+import { readSros2Keystore, writeSros2Keystore } from './sros2-layout.js';
+
+const DAY_MS = 86_400_000;
+
+export interface CreateKeystoreInput {
+  name: string;
+  domainId: number;
+  validityDays: number;
+  splitCa: boolean;
+  caName?: string;
+  enclaveValidityDays: number;
+  backdateSeconds: number;
+}
+
+export interface CaView {
+  certificate: string;
+  subject: string;
+  fingerprintSha256: string;
+  notBefore: string;
+  notAfter: string;
+}
+
+export interface KeystoreView {
+  name: string;
+  domainId: number;
+  sharedCa: boolean;
+  importOnly: boolean;
+  origin: 'generated' | 'imported';
+  identityCa: CaView;
+  permissionsCa: CaView;
+  enclaveValidityDays: number;
+  backdateSeconds: number;
+  revocations: number;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export const caKeyContext = (keystore: string, role: 'identity' | 'permissions') => `ca-key:${keystore}:${role}`;
+export const enclaveKeyContext = (keystore: string, path: string) => `enclave-key:${keystore}:${path}`;
+
+function caView(pem: string): CaView {
+  const c = inspectCertificate(pem);
+  return {
+    certificate: pem,
+    subject: c.subject,
+    fingerprintSha256: c.fingerprintSha256,
+    notBefore: c.notBefore.toISOString(),
+    notAfter: c.notAfter.toISOString(),
+  };
+}
+
+export interface ImportLimits {
+  maxUnpackedBytes: number;
+  maxEntries: number;
+  maxFileBytes: number;
+}
+
+/** Keystores: creation as sros2 does, import/export in sros2's layout, governance, deletion. */
+export class KeystoresService {
+  readonly repo: KeystoresRepo;
+  constructor(
+    private readonly db: Db,
+    private readonly sealer: Sealer,
+    private readonly access: Access,
+    private readonly audit: AuditService,
+    private readonly changes: ChangeFeed,
+    private readonly importLimits: ImportLimits,
+    private readonly now: () => Date,
+  ) {
+    this.repo = new KeystoresRepo(db);
+  }
+
+  private row(user: UserPrincipal, name: string): KeystoreRow {
+    this.access.requireKeystoreVisible(user, name);
+    const row = this.repo.get(name);
+    if (!row) throw new NotFound(`no keystore "${name}"`);
+    return row;
+  }
+
+  view(row: KeystoreRow): KeystoreView {
+    return {
+      name: row.name,
+      domainId: row.domain_id,
+      sharedCa: row.shared_ca === 1,
+      importOnly: row.identity_ca_key === null || row.permissions_ca_key === null,
+      origin: row.origin,
+      identityCa: caView(row.identity_ca_cert),
+      permissionsCa: caView(row.permissions_ca_cert),
+      enclaveValidityDays: row.validity_days,
+      backdateSeconds: row.backdate_seconds,
+      revocations: this.repo.revocations(row.name).length,
+      createdAt: row.created_at,
+      updatedAt: row.updated_at,
+    };
+  }
+
+  list(user: UserPrincipal): KeystoreView[] {
+    const visible = this.access.visibleKeystores(user);
+    return this.repo
+      .list()
+      .filter((r) => visible === 'all' || visible.has(r.name))
+      .map((r) => this.view(r));
+  }
+
+  get(user: UserPrincipal, name: string): KeystoreView {
+    return this.view(this.row(user, name));
+  }
+
+  /** The CAs with their clear keys, for one signing operation. Import-only keystores cannot sign. */
+  signingKeystore(row: KeystoreRow): IssuingKeystore {
+    if (row.identity_ca_key === null || row.permissions_ca_key === null) {
+      throw new Conflict(
+        `keystore "${row.name}" was imported without its CA private keys: it serves its enclaves but cannot issue or re-sign`,
+        'import-only',
+      );
+    }
+    const identityKey = this.sealer.openText(row.identity_ca_key, caKeyContext(row.name, 'identity'));
+    const permissionsKey =
+      row.shared_ca === 1 ? identityKey : this.sealer.openText(row.permissions_ca_key, caKeyContext(row.name, 'permissions'));
+    return {
+      identityCa: { certPem: row.identity_ca_cert, keyPem: identityKey },
+      permissionsCa: { certPem: row.permissions_ca_cert, keyPem: permissionsKey },
+      domainId: row.domain_id,
+    };
+  }
+
+  async create(user: UserPrincipal, input: CreateKeystoreInput): Promise<KeystoreView> {
+    this.requireAdmin(user, 'create keystores');
+    const nameProblem = keystoreNameProblem(input.name);
+    if (nameProblem) throw new InvalidInput(`keystore name ${nameProblem}`, undefined, 'invalid-keystore-name');
+    const domainProblem = domainIdProblem(input.domainId);
+    if (domainProblem) throw new InvalidInput(`domainId ${domainProblem}`);
+    if (this.repo.get(input.name)) throw new Conflict(`keystore "${input.name}" already exists`);
+
+    const now = this.now();
+    const notBefore = new Date(Math.floor(now.getTime() / 1000) * 1000 - input.backdateSeconds * 1000);
+    const notAfter = new Date(notBefore.getTime() + input.backdateSeconds * 1000 + input.validityDays * DAY_MS);
+    const base = input.caName ?? 'sros2CA';
+    const makeCa = (cn: string) => {
+      const key = generateKeyPair();
+      const certPem = issueCertificate({ subjectCN: cn, publicKeyPem: key.publicKeyPem, issuer: { keyPem: key.privateKeyPem }, notBefore, notAfter, profile: 'ca' });
+      return { certPem, keyPem: key.privateKeyPem };
+    };
+    // Split CAs get distinct names: chain building in openssl and DDS matches issuers by name first.
+    const identityCa = makeCa(input.splitCa ? `${base} identity` : base);
+    const permissionsCa = input.splitCa ? makeCa(`${base} permissions`) : identityCa;
+
+    const governanceXml = defaultGovernance(input.domainId);
+    await this.requireValid(governanceXml, 'governance');
+    const at = now.toISOString();
+    this.repo.insert({
+      name: input.name,
+      domain_id: input.domainId,
+      shared_ca: input.splitCa ? 0 : 1,
+      identity_ca_cert: identityCa.certPem,
+      identity_ca_key: this.sealer.seal(identityCa.keyPem, caKeyContext(input.name, 'identity')),
+      permissions_ca_cert: permissionsCa.certPem,
+      permissions_ca_key: this.sealer.seal(permissionsCa.keyPem, caKeyContext(input.name, 'permissions')),
+      governance_xml: governanceXml,
+      governance_p7s: signSmime(governanceXml, permissionsCa, now),
+      crl_pem: null,
+      crl_number: 0,
+      validity_days: input.enclaveValidityDays,
+      backdate_seconds: input.backdateSeconds,
+      origin: 'generated',
+      created_at: at,
+      updated_at: at,
+    });
+    this.audit.record({
+      actor: user.name,
+      actorKind: 'user',
+      action: 'keystore.create',
+      target: input.name,
+      grantId: 'admin',
+      details: { domainId: input.domainId, splitCa: input.splitCa, validityDays: input.validityDays },
+    });
+    return this.get(user, input.name);
+  }
+
+  async setGovernance(user: UserPrincipal, name: string, xml: string): Promise<KeystoreView> {
+    this.requireAdmin(user, 'change governance');
+    const row = this.row(user, name);
+    await this.requireValid(xml, 'governance');
+    const ks = this.signingKeystore(row);
+    const now = this.now();
+    this.repo.setGovernance(name, xml, signSmime(xml, ks.permissionsCa, now), now.toISOString());
+    this.audit.record({ actor: user.name, actorKind: 'user', action: 'keystore.governance', target: name, grantId: 'admin' });
+    this.changes.publish({ kind: 'keystore', keystore: name });
+    return this.view(this.repo.get(name)!);
+  }
+
+  delete(user: UserPrincipal, name: string): void {
+    this.requireAdmin(user, 'delete keystores');
+    this.row(user, name);
+    this.repo.remove(name);
+    this.audit.record({ actor: user.name, actorKind: 'user', action: 'keystore.delete', target: name, grantId: 'admin' });
+    this.changes.publish({ kind: 'keystore', keystore: name });
+  }
+
+  /** Validates every part of an sros2 keystore archive before storing anything; all problems at once. */
+  async import(user: UserPrincipal, name: string, archive: Buffer): Promise<KeystoreView & { enclaves: number }> {
+    this.requireAdmin(user, 'import keystores');
+    const nameProblem = keystoreNameProblem(name);
+    if (nameProblem) throw new InvalidInput(`keystore name ${nameProblem}`, undefined, 'invalid-keystore-name');
+    if (this.repo.get(name)) throw new Conflict(`keystore "${name}" already exists`);
+    const entries = await readTarGz(archive, this.importLimits);
+    const { material, problems } = readSros2Keystore(entries, this.now());
+    if (!material || problems.length) {
+      throw new InvalidInput(`the keystore archive has ${problems.length} problem(s): ${problems[0] ?? 'unreadable'}`, problems, 'invalid-keystore');
+    }
+    const governanceProblems = await validateXml(material.governanceXml, 'governance');
+    if (governanceProblems.length) {
+      throw new InvalidInput(`governance.xml does not validate: ${governanceProblems[0]}`, governanceProblems, 'invalid-keystore');
+    }
+    const at = this.now().toISOString();
+    const row: KeystoreRow = {
+      name,
+      domain_id: material.domainId,
+      shared_ca: material.sharedCa ? 1 : 0,
+      identity_ca_cert: material.identityCaCertPem,
+      identity_ca_key: material.identityCaKeyPem ? this.sealer.seal(material.identityCaKeyPem, caKeyContext(name, 'identity')) : null,
+      permissions_ca_cert: material.permissionsCaCertPem,
+      permissions_ca_key: material.permissionsCaKeyPem
+        ? this.sealer.seal(material.permissionsCaKeyPem, caKeyContext(name, 'permissions'))
+        : null,
+      governance_xml: material.governanceXml,
+      governance_p7s: material.governanceP7s,
+      crl_pem: null,
+      crl_number: 0,
+      validity_days: 365,
+      backdate_seconds: 3600,
+      origin: 'imported',
+      created_at: at,
+      updated_at: at,
+    };
+    this.db.transaction(() => {
+      this.repo.insert(row);
+      for (const e of material.enclaves) {
+        const c = inspectCertificate(e.certPem);
+        this.repo.insertEnclave({
+          keystore: name,
+          path: e.path,
+          cert_pem: e.certPem,
+          key_sealed: this.sealer.seal(e.keyPem, enclaveKeyContext(name, e.path)),
+          serial: c.serialHex,
+          not_before: c.notBefore.toISOString(),
+          not_after: c.notAfter.toISOString(),
+          policy_xml: null,
+          permissions_source: 'imported',
+          permissions_xml: e.permissionsXml,
+          permissions_p7s: e.permissionsP7s,
+          status: 'active',
+          created_at: at,
+          updated_at: at,
+        });
+      }
+      this.audit.record({
+        actor: user.name,
+        actorKind: 'user',
+        action: 'keystore.import',
+        target: name,
+        grantId: 'admin',
+        details: { enclaves: material.enclaves.length, importOnly: !material.identityCaKeyPem, sharedCa: material.sharedCa },
+      });
+    }).immediate();
+    return { ...this.get(user, name), enclaves: material.enclaves.length };
+  }
+
+  /** A `.tar.gz` in sros2's layout; CA private keys only on request, and only for admins. */
+  async export(user: UserPrincipal, name: string, includeCaKeys: boolean): Promise<Buffer> {
+    this.requireAdmin(user, 'export keystores');
+    const row = this.row(user, name);
+    const material: KeystoreMaterial = {
+      identityCaCertPem: row.identity_ca_cert,
+      permissionsCaCertPem: row.permissions_ca_cert,
+      sharedCa: row.shared_ca === 1,
+      governanceXml: row.governance_xml,
+      governanceP7s: row.governance_p7s,
+      domainId: row.domain_id,
+      enclaves: this.repo
+        .allEnclaves(name)
+        .filter((e) => e.status === 'active')
+        .map((e) => ({
+          path: e.path,
+          certPem: e.cert_pem,
+          keyPem: this.sealer.openText(e.key_sealed, enclaveKeyContext(name, e.path)),
+          permissionsXml: e.permissions_xml,
+          permissionsP7s: e.permissions_p7s,
+        })),
+    };
+    if (includeCaKeys) {
+      if (row.identity_ca_key) material.identityCaKeyPem = this.sealer.openText(row.identity_ca_key, caKeyContext(name, 'identity'));
+      if (row.permissions_ca_key) {
+        material.permissionsCaKeyPem = this.sealer.openText(row.permissions_ca_key, caKeyContext(name, 'permissions'));
+      }
+    }
+    const archive = await writeTarGz(writeSros2Keystore(material, { includeCaKeys }));
+    this.audit.record({
+      actor: user.name,
+      actorKind: 'user',
+      action: 'keystore.export',
+      target: name,
+      grantId: 'admin',
+      details: { enclaves: material.enclaves.length, caKeys: includeCaKeys },
+    });
+    return archive;
+  }
+
+  private requireAdmin(user: UserPrincipal, what: string): void {
+    if (user.role !== 'admin') throw new Forbidden(`only administrators may ${what}`);
+  }
+
+  private async requireValid(xml: string, schema: 'governance' | 'permissions'): Promise<void> {
+    const problems = await validateXml(xml, schema);
+    if (problems.length) throw new InvalidInput(`${schema} XML does not validate: ${problems[0]}`, problems, `invalid-${schema}`);
+  }
+}

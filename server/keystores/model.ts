@@ -1,0 +1,27 @@
+/**
+ * A keystore's material as sros2 lays it out, independent of storage: what import produces and export
+ * consumes. PEM and XML as text; private keys in clear only while in memory (stored sealed).
+ */
+export interface EnclaveMaterial {
+  /** Enclave name, e.g. `/talker_listener/talker`. */
+  path: string;
+  certPem: string;
+  keyPem: string;
+  permissionsXml: string;
+  permissionsP7s: string;
+}
+
+export interface KeystoreMaterial {
+  identityCaCertPem: string;
+  /** Absent for an import without private keys ("import-only": serves enclaves, cannot issue). */
+  identityCaKeyPem?: string;
+  permissionsCaCertPem: string;
+  permissionsCaKeyPem?: string;
+  /** One CA fills both roles (sros2's default): exported as `ca.*.pem` with the role names as symlinks. */
+  sharedCa: boolean;
+  governanceXml: string;
+  governanceP7s: string;
+  /** DDS domain id read from governance (the first domain rule's first id). */
+  domainId: number;
+  enclaves: EnclaveMaterial[];
+}

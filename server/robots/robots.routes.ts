@@ -1,0 +1,85 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import { robotOf, userOf } from '../auth/principal.js';
+import { clientIp, h } from '../http/handler.js';
+import { body, labelsSchema } from '../http/validate.js';
+import type { RobotsService } from './robots.service.js';
+
+const CreateRobot = z.object({ name: z.string().max(63), labels: labelsSchema.default({}) }).strict();
+const PatchRobot = z.object({ labels: labelsSchema }).strict();
+const TokenBody = z.object({ ttlSeconds: z.number().int().min(60).max(7 * 86400).default(3600) }).strict();
+const Enroll = z
+  .object({
+    token: z.string().min(10).max(200),
+    publicKey: z.string().min(50).max(4096),
+    agentVersion: z.string().max(64).optional(),
+  })
+  .strict();
+const RobotLogin = z.object({ assertion: z.string().min(20).max(4096) }).strict();
+const Report = z
+  .object({
+    revision: z.string().max(128).nullable().default(null),
+    filesystem: z.string().max(32).nullable().default(null),
+    clockSkewMs: z.number().int().nullable().default(null),
+    agentVersion: z.string().max(64).nullable().default(null),
+    enclaves: z
+      .array(z.object({ keystore: z.string().max(64), path: z.string().max(300), notAfter: z.string().max(40) }).passthrough())
+      .max(10_000)
+      .default([]),
+  })
+  .passthrough();
+
+export function robotsRoutes(robots: RobotsService): Router {
+  const r = Router();
+  // Robots' own endpoints: the one-time token or a signed assertion is the credential.
+  r.post('/v1/enroll', h((req, res) => {
+    const b = body(req, Enroll);
+    res.status(201).json({ robot: robots.enroll(b.token, b.publicKey, b.agentVersion, clientIp(req)) });
+  }));
+  r.post('/v1/auth/robot', h((req, res) => {
+    res.json(robots.login(body(req, RobotLogin).assertion, clientIp(req)));
+  }));
+  return r;
+}
+
+export function robotsAuthedRoutes(robots: RobotsService): Router {
+  const r = Router();
+  r.post('/v1/robot/report', h((req, res) => {
+    const robot = robotOf(req);
+    const b = body(req, Report);
+    robots.report(robot, {
+      revision: b.revision,
+      filesystem: b.filesystem,
+      clockSkewMs: b.clockSkewMs,
+      agentVersion: b.agentVersion,
+      enclaves: b.enclaves.map((e) => ({ keystore: e.keystore, path: e.path, notAfter: e.notAfter })),
+    });
+    res.status(204).end();
+  }));
+
+  r.get('/v1/robots', h((req, res) => {
+    res.json({ robots: robots.list(userOf(req)) });
+  }));
+  r.post('/v1/robots', h((req, res) => {
+    const b = body(req, CreateRobot);
+    res.status(201).json(robots.create(userOf(req), b.name, b.labels));
+  }));
+  r.get('/v1/robots/:name', h((req, res) => {
+    res.json(robots.get(userOf(req), req.params.name!));
+  }));
+  r.patch('/v1/robots/:name', h((req, res) => {
+    res.json(robots.setLabels(userOf(req), req.params.name!, body(req, PatchRobot).labels));
+  }));
+  r.delete('/v1/robots/:name', h((req, res) => {
+    robots.delete(userOf(req), req.params.name!);
+    res.status(204).end();
+  }));
+  r.post('/v1/robots/:name/enrollment-tokens', h((req, res) => {
+    const { ttlSeconds } = body(req, TokenBody);
+    res.status(201).json(robots.createEnrollmentToken(userOf(req), req.params.name!, ttlSeconds));
+  }));
+  r.post('/v1/robots/:name/revoke-key', h((req, res) => {
+    res.json(robots.revokeKey(userOf(req), req.params.name!));
+  }));
+  return r;
+}

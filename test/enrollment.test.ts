@@ -1,0 +1,127 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import request from 'supertest';
+import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
+import { assertion, deviceKey } from './helpers/robot.js';
+
+describe('robot enrollment', () => {
+  let ctx: TestContext;
+  let admin: string;
+  before(async () => {
+    ctx = await makeTestApp();
+    admin = await ctx.adminToken();
+  });
+  after(() => {
+    ctx.services.bundles.close();
+    ctx.close();
+  });
+
+  const token = async (robot: string, ttlSeconds?: number) => {
+    const res = await request(ctx.app).post(`/v1/robots/${robot}/enrollment-tokens`).set(bearer(admin)).send(ttlSeconds ? { ttlSeconds } : {});
+    assert.equal(res.status, 201);
+    ctx.secrets.add(res.body.token);
+    return res.body as { token: string; expiresAt: string };
+  };
+
+  test('tokens default to one hour and are stored hashed', async () => {
+    await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'solo', labels: { site: 'lab' } }).expect(201);
+    const t = await token('solo');
+    const ttl = Date.parse(t.expiresAt) - Date.now();
+    assert.ok(ttl > 3590_000 && ttl <= 3600_000);
+    const stored = ctx.db.prepare('SELECT token_hash FROM enrollment_tokens').pluck().all() as string[];
+    assert.ok(stored.every((h) => /^[0-9a-f]{64}$/.test(h) && h !== t.token));
+  });
+
+  test('200 concurrent enrollments with 200 tokens all succeed', async () => {
+    const names = Array.from({ length: 200 }, (_, i) => `bot-${i}`);
+    for (const name of names) await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name, labels: {} }).expect(201);
+    const tokens = await Promise.all(names.map((n) => token(n)));
+    const results = await Promise.all(
+      names.map((n, i) => request(ctx.app).post('/v1/enroll').send({ token: tokens[i]!.token, publicKey: deviceKey(i % 2 ? 'ed25519' : 'p256').publicKeyPem })),
+    );
+    assert.deepEqual(results.map((r) => r.status), names.map(() => 201));
+    assert.deepEqual(results.map((r) => r.body.robot.name).sort(), [...names].sort());
+    const enrolled = ctx.db.prepare('SELECT count(*) FROM robots WHERE key_id IS NOT NULL AND name LIKE ?').pluck().get('bot-%');
+    assert.equal(enrolled, 200);
+  });
+
+  test('50 concurrent attempts to reuse one token: exactly one wins', async () => {
+    await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'contested', labels: {} }).expect(201);
+    const t = await token('contested');
+    const keys = Array.from({ length: 50 }, () => deviceKey());
+    const results = await Promise.all(keys.map((k) => request(ctx.app).post('/v1/enroll').send({ token: t.token, publicKey: k.publicKeyPem })));
+    const statuses = results.map((r) => r.status);
+    assert.equal(statuses.filter((s) => s === 201).length, 1);
+    assert.equal(statuses.filter((s) => s === 401).length, 49);
+    // The winner's key is the registered one: it can log in; the others cannot.
+    const winner = keys[statuses.indexOf(201)]!;
+    assert.equal((await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('contested', winner) })).status, 200);
+    const loser = keys[statuses.indexOf(401)]!;
+    assert.equal((await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('contested', loser) })).status, 401);
+  });
+
+  test('an expired token is refused', async () => {
+    await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'late', labels: {} }).expect(201);
+    const t = await token('late', 60);
+    ctx.db.prepare("UPDATE enrollment_tokens SET expires_at = '2000-01-01T00:00:00.000Z' WHERE robot = 'late'").run();
+    const res = await request(ctx.app).post('/v1/enroll').send({ token: t.token, publicKey: deviceKey().publicKeyPem });
+    assert.equal(res.status, 401);
+    assert.equal(res.body.error.code, 'invalid-enrollment-token');
+  });
+
+  test('re-enrollment with a new token replaces the key; the old key and its tokens stop working', async () => {
+    await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'phoenix', labels: {} }).expect(201);
+    const k1 = deviceKey();
+    await request(ctx.app).post('/v1/enroll').send({ token: (await token('phoenix')).token, publicKey: k1.publicKeyPem }).expect(201);
+    const t1 = (await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('phoenix', k1) })).body.token;
+    ctx.secrets.add(t1);
+    assert.equal((await request(ctx.app).get('/v1/robot/bundle').set(bearer(t1))).status, 200);
+    const k2 = deviceKey('ed25519');
+    await request(ctx.app).post('/v1/enroll').send({ token: (await token('phoenix')).token, publicKey: k2.publicKeyPem }).expect(201);
+    assert.equal((await request(ctx.app).get('/v1/robot/bundle').set(bearer(t1))).status, 401, 'old robot token');
+    assert.equal((await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('phoenix', k1) })).status, 401, 'old key');
+    assert.equal((await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('phoenix', k2) })).status, 200, 'new key');
+  });
+
+  test('revoking the device key ends access at once', async () => {
+    const k = deviceKey();
+    await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'lost', labels: {} }).expect(201);
+    await request(ctx.app).post('/v1/enroll').send({ token: (await token('lost')).token, publicKey: k.publicKeyPem }).expect(201);
+    const t = (await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('lost', k) })).body.token;
+    ctx.secrets.add(t);
+    await request(ctx.app).post('/v1/robots/lost/revoke-key').set(bearer(admin)).expect(200);
+    assert.equal((await request(ctx.app).get('/v1/robot/bundle').set(bearer(t))).status, 401);
+    assert.equal((await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('lost', k) })).status, 401);
+  });
+
+  test('bad public keys → 422', async () => {
+    await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'rsa', labels: {} }).expect(201);
+    const t = await token('rsa');
+    const crypto = await import('node:crypto');
+    const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    const res = await request(ctx.app).post('/v1/enroll').send({ token: t.token, publicKey: rsa });
+    assert.equal(res.status, 422);
+    assert.equal(res.body.error.code, 'invalid-public-key');
+    const garbage = await request(ctx.app).post('/v1/enroll').send({ token: t.token, publicKey: 'x'.repeat(100) });
+    assert.equal(garbage.status, 422);
+    // The token survived the failed attempts.
+    assert.equal((await request(ctx.app).post('/v1/enroll').send({ token: t.token, publicKey: deviceKey().publicKeyPem })).status, 201);
+  });
+
+  test('robot reports appear in the inventory', async () => {
+    const k = deviceKey();
+    await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'reporter', labels: {} }).expect(201);
+    await request(ctx.app).post('/v1/enroll').send({ token: (await token('reporter')).token, publicKey: k.publicKeyPem }).expect(201);
+    const t = (await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('reporter', k) })).body.token;
+    ctx.secrets.add(t);
+    await request(ctx.app)
+      .post('/v1/robot/report')
+      .set(bearer(t))
+      .send({ revision: 'abc', filesystem: 'tmpfs', clockSkewMs: -1200, agentVersion: '0.1.0', enclaves: [{ keystore: 'k', path: '/a', notAfter: '2030-01-01T00:00:00.000Z' }] })
+      .expect(204);
+    const inv = await request(ctx.app).get('/v1/robots/reporter').set(bearer(admin));
+    assert.equal(inv.body.report.filesystem, 'tmpfs');
+    assert.equal(inv.body.report.clockSkewMs, -1200);
+    assert.deepEqual(inv.body.report.enclaves, [{ keystore: 'k', path: '/a', notAfter: '2030-01-01T00:00:00.000Z' }]);
+  });
+});
