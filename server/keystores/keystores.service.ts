@@ -13,6 +13,7 @@ import { readTarGz, writeTarGz } from './archive.js';
 import type { IssuingKeystore } from './issuer.js';
 import type { KeystoreMaterial } from './model.js';
 import { KeystoresRepo, type KeystoreRow } from './keystores.repo.js';
+import { checkCrl } from './import-check.js';
 import { readSros2Keystore, writeSros2Keystore } from './sros2-layout.js';
 
 const DAY_MS = 86_400_000;
@@ -219,7 +220,7 @@ export class KeystoresService {
     if (nameProblem) throw new InvalidInput(`keystore name ${nameProblem}`, undefined, 'invalid-keystore-name');
     if (this.repo.get(name)) throw new Conflict(`keystore "${name}" already exists`);
     const entries = await readTarGz(archive, this.importLimits);
-    const { material, problems } = readSros2Keystore(entries, this.now());
+    const { material, problems, crlPem } = readSros2Keystore(entries, this.now());
     if (!material || problems.length) {
       throw new InvalidInput(`the keystore archive has ${problems.length} problem(s): ${problems[0] ?? 'unreadable'}`, problems, 'invalid-keystore');
     }
@@ -240,16 +241,19 @@ export class KeystoresService {
         : null,
       governance_xml: material.governanceXml,
       governance_p7s: material.governanceP7s,
-      crl_pem: null,
-      crl_number: 0,
+      crl_pem: crlPem ?? null,
+      crl_number: crlPem ? 1 : 0,
       validity_days: 365,
       backdate_seconds: 3600,
       origin: 'imported',
       created_at: at,
       updated_at: at,
     };
+    // Serials an imported CRL revokes stay revoked in every CRL this server signs later.
+    const importedRevocations = crlPem ? [...(checkCrl(crlPem, material.identityCaCertPem).revoked ?? [])] : [];
     this.db.transaction(() => {
       this.repo.insert(row);
+      for (const serial of importedRevocations) this.repo.addRevocation(name, serial, '(imported CRL)', at);
       for (const e of material.enclaves) {
         const c = inspectCertificate(e.certPem);
         this.repo.insertEnclave({
@@ -309,7 +313,7 @@ export class KeystoresService {
         material.permissionsCaKeyPem = this.sealer.openText(row.permissions_ca_key, caKeyContext(name, 'permissions'));
       }
     }
-    const archive = await writeTarGz(writeSros2Keystore(material, { includeCaKeys }));
+    const archive = await writeTarGz(writeSros2Keystore(material, { includeCaKeys }, { crlPem: row.crl_pem ?? undefined }));
     this.audit.record({
       actor: user.name,
       actorKind: 'user',

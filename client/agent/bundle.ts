@@ -1,0 +1,125 @@
+/**
+ * Checks a bundle from the server before any of it touches the file system: keystore names and enclave
+ * paths become folder names, so they must follow the name rules; only the seven runtime files are accepted.
+ * A bundle with any problem is refused whole (the agent keeps what it holds).
+ */
+import { createHash, X509Certificate } from 'node:crypto';
+import {
+  isEnclavePath,
+  isKeystoreName,
+  isRuntimeFileName,
+  REQUIRED_RUNTIME_FILES,
+  type RuntimeFileName,
+} from '../common/names.js';
+import type { Revision } from '../common/robot-wire.js';
+
+const MAX_FILE_BYTES = 1024 * 1024;
+
+export interface HeldEnclave {
+  keystore: string;
+  path: string;
+  notAfter: string;
+  notAfterMs: number;
+  files: Partial<Record<RuntimeFileName, string>>;
+}
+
+export interface ValidBundle {
+  revision: Revision;
+  enclaves: HeldEnclave[];
+}
+
+export class InvalidBundle extends Error {
+  constructor(message: string) {
+    super(`bundle refused: ${message}`);
+    this.name = 'InvalidBundle';
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export function parseBundle(body: unknown): ValidBundle {
+  if (!isObject(body)) throw new InvalidBundle('not a JSON object');
+  const { revision, keystores } = body;
+  if (typeof revision !== 'string' && typeof revision !== 'number') throw new InvalidBundle('no revision');
+  if (!Array.isArray(keystores)) throw new InvalidBundle('no keystores list');
+  const enclaves: HeldEnclave[] = [];
+  const seenKeystores = new Set<string>();
+  for (const ks of keystores) {
+    if (!isObject(ks)) throw new InvalidBundle('a keystore entry is not an object');
+    const name = ks.name;
+    if (!isKeystoreName(name)) throw new InvalidBundle(`invalid keystore name ${JSON.stringify(name)?.slice(0, 80)}`);
+    if (seenKeystores.has(name)) throw new InvalidBundle(`keystore ${name} listed twice`);
+    seenKeystores.add(name);
+    if (!Array.isArray(ks.enclaves)) throw new InvalidBundle(`keystore ${name}: no enclaves list`);
+    const seenPaths = new Set<string>();
+    for (const e of ks.enclaves) {
+      if (!isObject(e)) throw new InvalidBundle(`keystore ${name}: an enclave entry is not an object`);
+      const path = e.path;
+      if (!isEnclavePath(path)) {
+        throw new InvalidBundle(`keystore ${name}: invalid enclave path ${JSON.stringify(path)?.slice(0, 80)}`);
+      }
+      const where = `${name}:${path}`;
+      if (seenPaths.has(path)) throw new InvalidBundle(`${where} listed twice`);
+      seenPaths.add(path);
+      const notAfterMs = typeof e.notAfter === 'string' ? Date.parse(e.notAfter) : Number.NaN;
+      if (Number.isNaN(notAfterMs)) throw new InvalidBundle(`${where}: invalid notAfter`);
+      if (!isObject(e.files)) throw new InvalidBundle(`${where}: no files`);
+      const files: Partial<Record<RuntimeFileName, string>> = {};
+      for (const [file, content] of Object.entries(e.files)) {
+        if (!isRuntimeFileName(file)) throw new InvalidBundle(`${where}: unexpected file ${JSON.stringify(file).slice(0, 80)}`);
+        if (typeof content !== 'string' || content.length === 0) throw new InvalidBundle(`${where}: ${file} is empty`);
+        if (Buffer.byteLength(content) > MAX_FILE_BYTES) throw new InvalidBundle(`${where}: ${file} is too large`);
+        files[file] = content;
+      }
+      for (const file of REQUIRED_RUNTIME_FILES) {
+        if (files[file] === undefined) throw new InvalidBundle(`${where}: ${file} is missing`);
+      }
+      enclaves.push({ keystore: name, path, notAfter: new Date(notAfterMs).toISOString(), notAfterMs, files });
+    }
+  }
+  return { revision, enclaves };
+}
+
+export function enclaveId(e: { keystore: string; path: string }): string {
+  return `${e.keystore}:${e.path}`;
+}
+
+/** A digest of an enclave's files, to tell a rotation from an unchanged enclave. */
+export function enclaveDigest(e: HeldEnclave): string {
+  const h = createHash('sha256');
+  for (const name of Object.keys(e.files).sort()) {
+    h.update(name).update('\0').update(e.files[name as RuntimeFileName]!).update('\0');
+  }
+  return h.digest('hex');
+}
+
+/** Enclaves whose certificate starts after `nowMs` (this clock is behind, or the server's is ahead). */
+export function notYetValid(enclaves: HeldEnclave[], nowMs: number): { enclave: HeldEnclave; notBefore: string }[] {
+  const out: { enclave: HeldEnclave; notBefore: string }[] = [];
+  for (const enclave of enclaves) {
+    try {
+      const from = Date.parse(new X509Certificate(enclave.files['cert.pem']!).validFrom);
+      if (!Number.isNaN(from) && from > nowMs) out.push({ enclave, notBefore: new Date(from).toISOString() });
+    } catch {
+      // Not a certificate Node can read: DDS will say so; nothing to compare here.
+    }
+  }
+  return out;
+}
+
+/** What changed between two sets of held enclaves, as `KEYSTORE:PATH` names. */
+export function diffEnclaves(before: HeldEnclave[], after: HeldEnclave[]): { added: string[]; rotated: string[]; removed: string[] } {
+  const old = new Map(before.map((e) => [enclaveId(e), enclaveDigest(e)]));
+  const added: string[] = [];
+  const rotated: string[] = [];
+  for (const e of after) {
+    const id = enclaveId(e);
+    const digest = old.get(id);
+    if (digest === undefined) added.push(id);
+    else if (digest !== enclaveDigest(e)) rotated.push(id);
+    old.delete(id);
+  }
+  return { added, rotated, removed: [...old.keys()] };
+}

@@ -1,0 +1,182 @@
+/**
+ * The robot's side of the API: device login with a signed assertion, the bundle (long poll) and the report.
+ * Keeps the robot token in memory only and renews it before it expires. Measures the clock skew against
+ * the server's `Date` header on every answer.
+ */
+import { randomBytes, sign, type KeyObject } from 'node:crypto';
+import { HttpClient, HttpStatusError, parseJson, statusError, type HttpResponse } from '../common/http.js';
+import type { RobotAssertionClaims, RobotAuthResponse, RobotReport } from '../common/robot-wire.js';
+import { RefusedError } from './errors.js';
+import type { Logger } from './log.js';
+
+export const AUDIENCE = 'enclave-server';
+/** Lifetime of a device assertion; the server accepts at most 300 s. */
+const ASSERTION_TTL_S = 120;
+/** Renew the robot token when less than this is left (plus the long-poll wait). */
+const TOKEN_MARGIN_MS = 60_000;
+/** A skew this large makes a retry of a refused login with the server's time worthwhile. */
+const SKEW_RETRY_MS = 60_000;
+const REQUEST_TIMEOUT_MS = 15_000;
+const MAX_BUNDLE_BYTES = 64 * 1024 * 1024;
+
+function b64url(data: Buffer | string): string {
+  return Buffer.from(data).toString('base64url');
+}
+
+/** A compact ES256 JWT signed by the device key, fresh `jti` each time. */
+export function signAssertion(key: KeyObject, robot: string, nowMs: number): string {
+  const iat = Math.floor(nowMs / 1000);
+  const claims: RobotAssertionClaims = {
+    sub: robot,
+    aud: AUDIENCE,
+    iat,
+    exp: iat + ASSERTION_TTL_S,
+    jti: randomBytes(18).toString('base64url'),
+  };
+  const input = `${b64url(JSON.stringify({ alg: 'ES256', typ: 'JWT' }))}.${b64url(JSON.stringify(claims))}`;
+  const signature = sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
+  return `${input}.${b64url(signature)}`;
+}
+
+export type BundleFetch =
+  | { changed: true; body: unknown; etag: string | undefined }
+  | { changed: false };
+
+export interface RobotClientOptions {
+  server: string;
+  ca: string | undefined;
+  robot: string;
+  key: KeyObject;
+  log: Logger;
+}
+
+export class RobotClient {
+  readonly http: HttpClient;
+  /** Server clock minus local clock, from the last answer's `Date` header (±0.5 s). */
+  clockSkewMs = 0;
+  private skewKnown = false;
+  private token: { value: string; expiresAtMs: number } | undefined;
+
+  constructor(private readonly opts: RobotClientOptions) {
+    this.http = new HttpClient(opts.server, opts.ca);
+  }
+
+  close(): void {
+    this.http.close();
+  }
+
+  /** The server's idea of now, as far as this robot can tell. */
+  serverNow(): number {
+    return Date.now() + this.clockSkewMs;
+  }
+
+  private observe(res: HttpResponse): void {
+    const date = res.headers.date;
+    if (!date) return;
+    const serverMs = Date.parse(date);
+    if (Number.isNaN(serverMs)) return;
+    // `Date` has one-second resolution: the server's time lies in [serverMs, serverMs + 1000).
+    this.clockSkewMs = Math.round(serverMs + 500 - res.receivedAt);
+    this.skewKnown = true;
+  }
+
+  private async send(...args: Parameters<HttpClient['request']>): Promise<HttpResponse> {
+    const res = await this.http.request(...args);
+    this.observe(res);
+    return res;
+  }
+
+  /** Logs in with a fresh assertion. Throws RefusedError when the server refuses the device itself. */
+  async login(signal?: AbortSignal): Promise<void> {
+    const hadSkew = this.skewKnown;
+    const attempt = (): Promise<HttpResponse> =>
+      this.send({
+        method: 'POST',
+        path: 'v1/auth/robot',
+        json: { assertion: signAssertion(this.opts.key, this.opts.robot, this.serverNow()) },
+        timeoutMs: REQUEST_TIMEOUT_MS,
+        signal,
+      });
+    let res = await attempt();
+    if ((res.status === 401 || res.status === 403) && !hadSkew && Math.abs(this.clockSkewMs) > SKEW_RETRY_MS) {
+      // First contact with a clock far off (a robot that booted in 1970): sign again on the server's time.
+      this.opts.log.warn(`clock differs from the server's by ${Math.round(this.clockSkewMs / 1000)} s: signing the login on the server's time`);
+      res = await attempt();
+    }
+    if (res.status === 401 || res.status === 403) {
+      const err = statusError(res, 'login');
+      throw new RefusedError(
+        `the server refused this device (${err.code ?? res.status}${err.serverMessage ? `: ${err.serverMessage}` : ''}): ` +
+          'it was revoked or deleted; enroll it again',
+      );
+    }
+    if (res.status !== 200) throw statusError(res, 'login');
+    const body = parseJson(res) as Partial<RobotAuthResponse> | undefined;
+    if (typeof body?.token !== 'string' || body.token.length === 0) throw new HttpStatusError(res.status, 'bad-response', 'no token in the answer', 'login');
+    const expiresAtMs = typeof body.expiresAt === 'string' ? Date.parse(body.expiresAt) : Number.NaN;
+    this.token = { value: body.token, expiresAtMs: Number.isNaN(expiresAtMs) ? this.serverNow() + 300_000 : expiresAtMs };
+    this.opts.log.debug(`logged in as ${this.opts.robot}, token valid until ${new Date(this.token.expiresAtMs).toISOString()}`);
+  }
+
+  /** Logs in when there is no token or it would expire within `needMs` (server clock). */
+  private async ensureToken(needMs: number, signal?: AbortSignal): Promise<string> {
+    if (!this.token || this.token.expiresAtMs - this.serverNow() < needMs + TOKEN_MARGIN_MS) {
+      await this.login(signal);
+    }
+    return this.token!.value;
+  }
+
+  /** Runs an authenticated request; on 401 logs in again once (the token expired or was invalidated). */
+  private async authed(
+    build: (token: string) => Parameters<HttpClient['request']>[0],
+    needMs: number,
+    signal?: AbortSignal,
+  ): Promise<HttpResponse> {
+    let res = await this.send(build(await this.ensureToken(needMs, signal)));
+    if (res.status === 401) {
+      this.token = undefined;
+      res = await this.send(build(await this.ensureToken(needMs, signal)));
+    }
+    return res;
+  }
+
+  /**
+   * Fetches the bundle. With `etag`, the server answers 304 when nothing changed; with `waitS` > 0 it holds
+   * the request until the revision changes (long poll).
+   */
+  async fetchBundle(opts: { etag?: string; waitS: number; signal?: AbortSignal }): Promise<BundleFetch> {
+    const waitS = opts.etag ? Math.min(Math.max(Math.floor(opts.waitS), 0), 60) : 0;
+    const res = await this.authed(
+      (token) => ({
+        method: 'GET',
+        path: waitS > 0 ? `v1/robot/bundle?wait=${waitS}` : 'v1/robot/bundle',
+        headers: { authorization: `Bearer ${token}`, ...(opts.etag ? { 'if-none-match': opts.etag } : {}) },
+        timeoutMs: REQUEST_TIMEOUT_MS + waitS * 1000,
+        signal: opts.signal,
+        maxBytes: MAX_BUNDLE_BYTES,
+      }),
+      waitS * 1000,
+      opts.signal,
+    );
+    if (res.status === 304) return { changed: false };
+    if (res.status !== 200) throw statusError(res, 'bundle');
+    const etag = typeof res.headers.etag === 'string' ? res.headers.etag : undefined;
+    return { changed: true, body: parseJson(res), etag };
+  }
+
+  async report(report: RobotReport, signal?: AbortSignal): Promise<void> {
+    const res = await this.authed(
+      (token) => ({
+        method: 'POST',
+        path: 'v1/robot/report',
+        headers: { authorization: `Bearer ${token}` },
+        json: report,
+        timeoutMs: REQUEST_TIMEOUT_MS,
+        signal,
+      }),
+      0,
+      signal,
+    );
+    if (res.status < 200 || res.status > 299) throw statusError(res, 'report');
+  }
+}

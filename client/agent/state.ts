@@ -1,0 +1,89 @@
+/**
+ * The state folder (default /var/lib/enclave-agent, 0700) holds the enrollment:
+ *   state.json       server URL, robot name and labels (written last: it marks a complete enrollment)
+ *   ca.pem           the pinned server CA (absent for a loopback http:// server)
+ *   device.key.pem   the device private key, PKCS#8 PEM, 0600; it never leaves this folder
+ */
+import * as fs from 'node:fs';
+import { createPrivateKey, type KeyObject } from 'node:crypto';
+import { join } from 'node:path';
+import { AgentError } from './errors.js';
+import { lstatOrNull, readFileNoFollow } from './fsutil.js';
+
+export const STATE_FILE = 'state.json';
+export const CA_FILE = 'ca.pem';
+export const KEY_FILE = 'device.key.pem';
+
+export interface SavedState {
+  version: 1;
+  server: string;
+  robot: string;
+  labels: Record<string, string>;
+  enrolledAt: string;
+}
+
+export interface Enrollment extends SavedState {
+  stateDir: string;
+  ca: string | undefined;
+  key: KeyObject;
+}
+
+/** True when the folder holds an enrollment (or the remains of one). */
+export function hasEnrollment(stateDir: string): boolean {
+  return lstatOrNull(join(stateDir, STATE_FILE)) !== null || lstatOrNull(join(stateDir, KEY_FILE)) !== null;
+}
+
+/** Creates the state folder 0700, or checks that an existing one is a real folder. */
+export function ensureStateDir(stateDir: string): void {
+  const st = lstatOrNull(stateDir);
+  if (!st) {
+    fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    fs.chmodSync(stateDir, 0o700);
+    return;
+  }
+  if (st.isSymbolicLink() || !st.isDirectory()) throw new AgentError(`state folder ${stateDir} is not a folder`);
+  if ((st.mode & 0o022) !== 0) {
+    throw new AgentError(`state folder ${stateDir} is writable by others (mode ${(st.mode & 0o7777).toString(8)}): chmod 700 it`);
+  }
+}
+
+export function loadEnrollment(stateDir: string): Enrollment {
+  const statePath = join(stateDir, STATE_FILE);
+  let saved: SavedState;
+  try {
+    saved = JSON.parse(readFileNoFollow(statePath).toString('utf8')) as SavedState;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new AgentError(`not enrolled: no ${statePath} (run "enclave-agent enroll" first)`);
+    if (code === 'EACCES') throw new AgentError(`cannot read ${statePath}: permission denied (run as the user that enrolled, or pass --state-dir)`);
+    throw new AgentError(`cannot read ${statePath}: ${(err as Error).message}`);
+  }
+  if (typeof saved?.server !== 'string' || typeof saved.robot !== 'string') {
+    throw new AgentError(`${statePath} is damaged: enroll again with --force`);
+  }
+
+  const keyPath = join(stateDir, KEY_FILE);
+  const st = lstatOrNull(keyPath);
+  if (!st) throw new AgentError(`device key ${keyPath} is missing: enroll again with --force`);
+  if (!st.isFile()) throw new AgentError(`device key ${keyPath} is not a regular file`);
+  if ((st.mode & 0o077) !== 0) {
+    throw new AgentError(`device key ${keyPath} is accessible by others (mode ${(st.mode & 0o777).toString(8)}): chmod 600 it`);
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(readFileNoFollow(keyPath));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EACCES') {
+      throw new AgentError(`cannot read device key ${keyPath}: permission denied (run as the user that enrolled, or pass --state-dir)`);
+    }
+    throw new AgentError(`device key ${keyPath} is unreadable: enroll again with --force`);
+  }
+
+  let ca: string | undefined;
+  try {
+    ca = readFileNoFollow(join(stateDir, CA_FILE)).toString('utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new AgentError(`cannot read ${join(stateDir, CA_FILE)}: ${(err as Error).message}`);
+  }
+  return { ...saved, labels: saved.labels ?? {}, stateDir, ca, key };
+}

@@ -1,0 +1,209 @@
+/**
+ * A small JSON-over-HTTPS client on Node's own `http`/`https` (no dependency, quick to load).
+ *
+ * TLS: the server's CA is pinned by passing it as the only trusted root (`ca`), with certificate and host
+ * name checks left on. There is deliberately no way to turn verification off. Plain `http://` is accepted
+ * only for loopback addresses (tests, or a TLS proxy on the same host): enclave private keys travel in
+ * bundles, so they must never cross a network in clear.
+ */
+import * as http from 'node:http';
+import * as https from 'node:https';
+import type { IncomingHttpHeaders } from 'node:http';
+
+export interface HttpResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+  /** Local clock (ms) when the request was sent and when the response head arrived. */
+  sentAt: number;
+  receivedAt: number;
+}
+
+export interface RequestOptions {
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  /** Relative to the server URL, without a leading slash: `v1/robot/bundle?wait=30`. */
+  path: string;
+  headers?: Record<string, string>;
+  json?: unknown;
+  timeoutMs: number;
+  signal?: AbortSignal;
+  /** Largest accepted response body. */
+  maxBytes?: number;
+}
+
+/** The server could not be reached, or the exchange failed below HTTP (TLS, timeout, reset). */
+export class NetworkError extends Error {
+  constructor(
+    message: string,
+    readonly code?: string,
+  ) {
+    super(message);
+    this.name = 'NetworkError';
+  }
+}
+
+/** The server answered with an unexpected status. `code`/`serverMessage` come from `{error:{code,message}}`. */
+export class HttpStatusError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string | undefined,
+    readonly serverMessage: string | undefined,
+    what: string,
+  ) {
+    super(`${what}: HTTP ${status}${code ? ` ${code}` : ''}${serverMessage ? `: ${serverMessage}` : ''}`);
+    this.name = 'HttpStatusError';
+  }
+}
+
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/**
+ * Checks a server URL for use by a client: `https:` (then a CA is required), or `http:` on loopback only.
+ * Returns an error message, or undefined when the URL is usable.
+ */
+export function checkServerUrl(raw: string, haveCa: boolean): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return `invalid server URL "${raw}"`;
+  }
+  if (url.username || url.password) return 'the server URL must not contain credentials';
+  if (url.protocol === 'https:') return haveCa ? undefined : 'an https server needs its CA certificate (--ca FILE)';
+  if (url.protocol === 'http:') {
+    return isLoopbackHost(url.hostname)
+      ? undefined
+      : `refusing plain http to ${url.hostname}: enclave keys must not cross a network unencrypted (use https)`;
+  }
+  return `unsupported URL scheme ${url.protocol} (use https)`;
+}
+
+const TLS_HINTS: Record<string, string> = {
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'the server certificate is not signed by the pinned CA',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'the server certificate is not signed by the pinned CA',
+  SELF_SIGNED_CERT_IN_CHAIN: 'the server certificate is not signed by the pinned CA',
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'the server certificate is self-signed and not the pinned CA',
+  ERR_TLS_CERT_ALTNAME_INVALID: 'the server certificate does not name this host',
+  CERT_HAS_EXPIRED: 'the server certificate has expired (or this clock is wrong)',
+  CERT_NOT_YET_VALID: 'the server certificate is not yet valid (is this clock wrong?)',
+};
+
+export class HttpClient {
+  readonly base: URL;
+  private readonly agent: http.Agent;
+  private readonly mod: typeof http | typeof https;
+
+  constructor(serverUrl: string, ca?: string) {
+    const problem = checkServerUrl(serverUrl, ca !== undefined);
+    if (problem) throw new Error(problem);
+    const base = new URL(serverUrl);
+    if (!base.pathname.endsWith('/')) base.pathname += '/';
+    this.base = base;
+    if (base.protocol === 'https:') {
+      this.mod = https;
+      this.agent = new https.Agent({ keepAlive: true, maxSockets: 4, ca, rejectUnauthorized: true });
+    } else {
+      this.mod = http;
+      this.agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+    }
+  }
+
+  /** Closes idle keep-alive connections so the process can exit. */
+  close(): void {
+    this.agent.destroy();
+  }
+
+  request(opts: RequestOptions): Promise<HttpResponse> {
+    const url = new URL(opts.path, this.base);
+    const maxBytes = opts.maxBytes ?? 1024 * 1024;
+    const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
+    let payload: Buffer | undefined;
+    if (opts.json !== undefined) {
+      payload = Buffer.from(JSON.stringify(opts.json));
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = String(payload.length);
+    }
+    const what = `${opts.method} /${opts.path.split('?')[0]}`;
+    return new Promise<HttpResponse>((resolve, reject) => {
+      if (opts.signal?.aborted) {
+        reject(new NetworkError(`${what}: aborted`, 'ABORT_ERR'));
+        return;
+      }
+      const sentAt = Date.now();
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const onAbort = (): void => {
+        req.destroy();
+        fail(new NetworkError(`${what}: aborted`, 'ABORT_ERR'));
+      };
+      function cleanup(): void {
+        clearTimeout(timer);
+        opts.signal?.removeEventListener('abort', onAbort);
+      }
+      function fail(err: Error): void {
+        if (settled) return;
+        settled = true;
+        cleanup();
+        reject(err);
+      }
+      const req = this.mod.request(url, { method: opts.method, headers, agent: this.agent }, (res) => {
+        const receivedAt = Date.now();
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > maxBytes) {
+            req.destroy();
+            fail(new NetworkError(`${what}: response larger than ${maxBytes} bytes`, 'ETOOBIG'));
+            return;
+          }
+          chunks.push(chunk);
+        });
+        res.on('end', () => {
+          if (settled) return;
+          settled = true;
+          cleanup();
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), sentAt, receivedAt });
+        });
+        res.on('error', (err) => fail(describe(what, err)));
+      });
+      timer = setTimeout(() => {
+        req.destroy();
+        fail(new NetworkError(`${what}: no answer within ${Math.round(opts.timeoutMs / 1000)} s`, 'ETIMEDOUT'));
+      }, opts.timeoutMs);
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      req.on('error', (err) => fail(describe(what, err)));
+      req.end(payload);
+    });
+  }
+}
+
+function describe(what: string, err: Error & { code?: string }): NetworkError {
+  const code = err.code;
+  const hint = code ? TLS_HINTS[code] : undefined;
+  if (hint) return new NetworkError(`${what}: TLS: ${hint} (${code})`, code);
+  if (code === 'ECONNREFUSED') return new NetworkError(`${what}: connection refused`, code);
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new NetworkError(`${what}: host name not resolved`, code);
+  return new NetworkError(`${what}: ${err.message}`, code);
+}
+
+/** Parses a JSON body, or returns undefined. */
+export function parseJson(res: HttpResponse): unknown {
+  if (res.body.length === 0) return undefined;
+  try {
+    return JSON.parse(res.body.toString('utf8')) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Builds the error for a response whose status was not the expected one, using the API's error body. */
+export function statusError(res: HttpResponse, what: string): HttpStatusError {
+  const body = parseJson(res) as { error?: { code?: unknown; message?: unknown } } | undefined;
+  const code = typeof body?.error?.code === 'string' ? body.error.code : undefined;
+  const message = typeof body?.error?.message === 'string' ? body.error.message.slice(0, 300) : undefined;
+  return new HttpStatusError(res.status, code, message, what);
+}

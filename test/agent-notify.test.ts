@@ -1,0 +1,100 @@
+/**
+ * sd_notify with a real unix datagram receiver (python3): messages arrive attributed to the agent's own PID
+ * (what systemd needs with NotifyAccess=main), READY=1 only once every bound enclave is on disk, never
+ * without enclaves (fail closed), STOPPING=1 on SIGTERM; and sd_notify never fails the process.
+ */
+import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { sdNotify } from '../client/agent/notify.js';
+import { NotifyReceiver } from './helpers/agent-notify.js';
+import { enrollAgent, shmDir, spawnAgent, waitUntil } from './helpers/agent-proc.js';
+import { fakeEnclaveFiles, StubServer } from './helpers/agent-stub-server.js';
+import { makeTestPki, type TestPki } from './helpers/agent-tls.js';
+
+const base = fs.mkdtempSync(join(tmpdir(), 'agent-notify-'));
+let pki: TestPki;
+let stub: StubServer;
+
+before(async () => {
+  pki = makeTestPki(join(base, 'pki'));
+  stub = await StubServer.start({ pki });
+});
+after(async () => {
+  await stub.stop();
+  fs.rmSync(base, { recursive: true, force: true });
+});
+
+describe('agent sd_notify', () => {
+  test('sends VAR=VALUE datagrams attributed to this process, one line each', async () => {
+    const dir = fs.mkdtempSync(join(base, 'unit-'));
+    const rx = await NotifyReceiver.start(dir);
+    const saved = process.env.NOTIFY_SOCKET;
+    process.env.NOTIFY_SOCKET = rx.socketPath;
+    try {
+      sdNotify({ READY: '1', STATUS: 'two\nlines' });
+      await waitUntil('READY=1', () => rx.find('READY', '1') !== undefined, 5000);
+      const m = rx.find('READY')!;
+      assert.equal(m.pid, process.pid, 'sender is the agent itself, not the helper it spawned');
+      assert.equal(m.fields.STATUS, 'two lines');
+    } finally {
+      process.env.NOTIFY_SOCKET = saved;
+      rx.stop();
+    }
+  });
+
+  test('does nothing without NOTIFY_SOCKET and never throws when systemd is not there', async () => {
+    const saved = process.env.NOTIFY_SOCKET;
+    try {
+      delete process.env.NOTIFY_SOCKET;
+      assert.doesNotThrow(() => sdNotify({ READY: '1' }));
+      process.env.NOTIFY_SOCKET = join(base, 'nobody-listens.sock');
+      const warnings: string[] = [];
+      const log = { debug() {}, info() {}, error() {}, warn: (m: string) => warnings.push(m) };
+      assert.doesNotThrow(() => sdNotify({ READY: '1' }, log));
+      await waitUntil('the failure to be logged', () => warnings.length > 0, 5000);
+      assert.match(warnings[0]!, /could not notify systemd/);
+    } finally {
+      process.env.NOTIFY_SOCKET = saved;
+    }
+  });
+
+  test('run: READY=1 only after every bound enclave is in place, never without enclaves; STOPPING=1 on SIGTERM', async () => {
+    const token = stub.createRobot('notify_robot');
+    const stateDir = await enrollAgent({ base, server: stub.url, caFile: pki.caFile, token });
+    const rt = shmDir('agent-notify');
+    try {
+      const lastKey = join(rt, 'ks/enclaves/z/last/key.pem');
+      const rx = await NotifyReceiver.start(fs.mkdtempSync(join(base, 'rx-')), lastKey);
+      const p = spawnAgent(['run', '--state-dir', stateDir, '--runtime-dir', rt, '--splay', '0'], { env: { NOTIFY_SOCKET: rx.socketPath } });
+      try {
+        // Nothing bound yet: the agent must not report ready.
+        await waitUntil('a waiting status', () => rx.messages.some((m) => /waiting/.test(m.fields.STATUS ?? '')), 5000);
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(rx.find('READY'), undefined, 'no READY=1 without enclaves');
+
+        const notAfter = new Date(Date.now() + 3600_000).toISOString();
+        stub.setKeystores('notify_robot', [
+          { name: 'ks', enclaves: ['/a', '/m/n', '/z/last'].map((path) => ({ path, notAfter, files: fakeEnclaveFiles('g1', { size: 200_000 }) })) },
+        ]);
+        await waitUntil('READY=1', () => rx.find('READY', '1') !== undefined, 5000);
+        const ready = rx.find('READY', '1')!;
+        assert.equal(ready.fileExists, true, 'the last enclave was on disk when READY=1 arrived');
+        assert.equal(ready.pid, p.child.pid, 'attributed to the main PID');
+        assert.match(ready.fields.STATUS ?? '', /^holding 3 enclave\(s\) in 1 keystore\(s\), revision \S+, next expiry /);
+
+        p.child.kill('SIGTERM');
+        assert.equal((await p.exited).code, 0);
+        await waitUntil('STOPPING=1', () => rx.find('STOPPING', '1') !== undefined, 5000);
+        assert.equal(rx.messages.filter((m) => m.fields.READY).length, 1, 'READY=1 sent once');
+      } finally {
+        p.child.kill('SIGKILL');
+        rx.stop();
+      }
+    } finally {
+      fs.rmSync(rt, { recursive: true, force: true });
+    }
+  });
+});
