@@ -1,3 +1,3 @@
 #!/usr/bin/env node
-process.stderr.write('enclavectl: not yet implemented (see the README, "Status")\n');
-process.exit(2);
+// enclavectl: the admin CLI (see docs/enclavectl.md). Runs the compiled code from `npm run build`.
+import '../dist/client/ctl/main.js';

@@ -1,0 +1,122 @@
+/** `robot create|list|show|delete|token|set-labels|revoke-key`. */
+import type { Command } from 'commander';
+import { dash, keyValues, labels, note, out, printJson, table, time } from '../output.js';
+import { collectPairs, integer, pairsOf, withApi, withJson } from './shared.js';
+
+interface Report {
+  revision: string | null;
+  filesystem: string | null;
+  clockSkewMs: number | null;
+  agentVersion: string | null;
+  enclaves: { keystore: string; path: string; notAfter: string }[];
+  reportedAt: string;
+  lastSeenAt: string;
+}
+interface Robot {
+  name: string;
+  labels: Record<string, string>;
+  enrolled: boolean;
+  enrolledAt: string | null;
+  keyFingerprint: string | null;
+  agentVersion: string | null;
+  createdAt: string;
+  updatedAt: string;
+  report?: Report | null;
+}
+
+const robotUrl = (name: string): string => `v1/robots/${encodeURIComponent(name)}`;
+
+function describe(r: Robot): string {
+  const lines = keyValues([
+    ['name', r.name],
+    ['labels', labels(r.labels)],
+    ['enrolled', r.enrolled ? `yes, ${time(r.enrolledAt)}` : 'no'],
+    ['key SHA-256', r.keyFingerprint ?? undefined],
+    ['agent', r.agentVersion ?? undefined],
+    ['created', time(r.createdAt)],
+    ['last report', r.report ? time(r.report.reportedAt) : r.report === null ? 'never' : undefined],
+    ['last seen', r.report ? time(r.report.lastSeenAt) : undefined],
+    ['revision', r.report?.revision ?? undefined],
+    ['filesystem', r.report?.filesystem ?? undefined],
+    ['clock skew', r.report?.clockSkewMs != null ? `${r.report.clockSkewMs} ms` : undefined],
+  ]);
+  const held = r.report?.enclaves ?? [];
+  if (held.length === 0) return lines;
+  return `${lines}\n\nheld enclaves:\n${table(held, [
+    { header: 'KEYSTORE', value: (e) => e.keystore },
+    { header: 'PATH', value: (e) => e.path },
+    { header: 'NOT AFTER', value: (e) => time(e.notAfter) },
+  ])}`;
+}
+
+export function register(program: Command): void {
+  const robot = program.command('robot').description('robots: devices that enroll with a one-time token and hold enclaves');
+
+  withJson(
+    robot
+      .command('create <name>')
+      .description('register a robot (then give it an enrollment token: robot token NAME)')
+      .option('--label <k=v>', 'a label, repeatable (site=tokyo)', collectPairs),
+  ).action(async (name: string, o: { label?: Record<string, string>; json?: boolean }) => {
+    const r = await withApi((api) => api.call<Robot>('POST', 'v1/robots', { json: { name, labels: o.label ?? {} } }));
+    if (o.json) printJson(r);
+    else out(`created robot ${r.name} (labels: ${labels(r.labels)})`);
+  });
+
+  withJson(robot.command('list').description('robots (members see the ones their bind grants may reach)')).action(async (o: { json?: boolean }) => {
+    const res = await withApi((api) => api.call<{ robots: Robot[] }>('GET', 'v1/robots'));
+    if (o.json) return printJson(res);
+    if (res.robots.length === 0) return note('no robots');
+    out(
+      table(res.robots, [
+        { header: 'NAME', value: (r) => r.name },
+        { header: 'LABELS', value: (r) => labels(r.labels) },
+        { header: 'ENROLLED', value: (r) => (r.enrolled ? time(r.enrolledAt) : 'no') },
+        { header: 'AGENT', value: (r) => dash(r.agentVersion) },
+      ]),
+    );
+  });
+
+  withJson(robot.command('show <name>').description('a robot and what its agent last reported')).action(async (name: string, o: { json?: boolean }) => {
+    const r = await withApi((api) => api.call<Robot>('GET', robotUrl(name)));
+    if (o.json) printJson(r);
+    else out(describe(r));
+  });
+
+  robot
+    .command('delete <name>')
+    .description('delete a robot; its tokens stop working at once')
+    .action(async (name: string) => {
+      await withApi((api) => api.call('DELETE', robotUrl(name)));
+      out(`deleted robot ${name}`);
+    });
+
+  withJson(
+    robot
+      .command('token <name>')
+      .description('a one-time enrollment token for enclave-agent enroll (prints only the token)')
+      .option('--ttl <seconds>', 'lifetime of the token (default 3600)', integer(1, 31_536_000)),
+  ).action(async (name: string, o: { ttl?: number; json?: boolean }) => {
+    const t = await withApi((api) =>
+      api.call<{ token: string; expiresAt: string }>('POST', `${robotUrl(name)}/enrollment-tokens`, { json: o.ttl !== undefined ? { ttlSeconds: o.ttl } : {} }),
+    );
+    if (o.json) printJson(t);
+    else out(t.token);
+  });
+
+  withJson(
+    robot.command('set-labels <name> [labels...]').description('replace all labels of a robot (none given: remove them); selector bindings follow'),
+  ).action(async (name: string, pairs: string[], o: { json?: boolean }) => {
+    const r = await withApi((api) => api.call<Robot>('PATCH', robotUrl(name), { json: { labels: pairsOf(pairs) } }));
+    if (o.json) printJson(r);
+    else out(`robot ${r.name} labels: ${labels(r.labels)}`);
+  });
+
+  withJson(robot.command('revoke-key <name>').description('forget the device key: tokens stop working, the robot must enroll again')).action(
+    async (name: string, o: { json?: boolean }) => {
+      const r = await withApi((api) => api.call<Robot>('POST', `${robotUrl(name)}/revoke-key`));
+      if (o.json) printJson(r);
+      else out(`device key of ${r.name} revoked: it must enroll again`);
+    },
+  );
+}
