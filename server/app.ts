@@ -129,6 +129,8 @@ export function createApp(deps: AppDeps): Express {
         res: (res: { statusCode: number }) => ({ status: res.statusCode }),
       },
       customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : 'info'),
+      // Probes hit these every few seconds; their counts are in /metrics, not in the log.
+      autoLogging: { ignore: (req) => req.url === '/health' || req.url === '/ready' || req.url === '/metrics' },
     }),
   );
   app.use(metrics.middleware());
