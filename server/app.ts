@@ -81,11 +81,11 @@ export function createApp(deps: AppDeps): Express {
   const options = { ...DEFAULT_APP_OPTIONS, ...deps.options };
   const now = deps.now ?? (() => new Date());
   const audit = new AuditService(deps.db, now);
-  const users = new UsersService(deps.db, audit, now);
+  const changes = new ChangeFeed();
+  const users = new UsersService(deps.db, audit, changes, now);
   const tokens = new TokenIssuer(deps.jwtSecret, options.tokenTtlSeconds, options.robotTokenTtlSeconds, () => now().getTime());
   const limiter = new LoginLimiter(options.loginMaxFailuresPerUser, options.loginMaxFailuresPerIp);
   const auth = new AuthService(users.repo, tokens, limiter, audit);
-  const changes = new ChangeFeed();
   const grantsRepo = new GrantsRepo(deps.db);
   const access = new Access(grantsRepo);
   const grants = new GrantsService(deps.db, grantsRepo, audit, changes, now);

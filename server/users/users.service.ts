@@ -3,6 +3,7 @@ import type { AuditService } from '../audit/audit.service.js';
 import { hashPassword } from '../auth/passwords.js';
 import type { Role, UserPrincipal } from '../auth/principal.js';
 import { Conflict, NotFound } from '../errors.js';
+import type { ChangeFeed } from '../events/changes.js';
 import { UsersRepo, type User } from './users.repo.js';
 
 export interface PublicUser {
@@ -19,6 +20,7 @@ export class UsersService {
   constructor(
     private readonly db: Db,
     private readonly audit: AuditService,
+    private readonly changes: ChangeFeed,
     private readonly now: () => Date = () => new Date(),
   ) {
     this.repo = new UsersRepo(db);
@@ -86,5 +88,7 @@ export class UsersService {
       this.repo.delete(name);
       this.audit.record({ actor: actor.name, actorKind: 'user', action: 'user.delete', target: name });
     }).immediate();
+    // Their grants went with them, and so did the bindings made through those grants.
+    this.changes.publish({ kind: 'bindings' });
   }
 }

@@ -1,0 +1,124 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import request from 'supertest';
+import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
+import { assertion, deviceKey } from './helpers/robot.js';
+import { FIXTURES } from './helpers/tools.js';
+
+/** Every kind of change reaches a waiting robot quickly, and only the robots it concerns. */
+describe('bundles follow every change', () => {
+  let ctx: TestContext;
+  let admin: string;
+  const robotToken: Record<string, string> = {};
+
+  const enrollRobot = async (name: string, labels: Record<string, string>) => {
+    await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name, labels }).expect(201);
+    const t = await request(ctx.app).post(`/v1/robots/${name}/enrollment-tokens`).set(bearer(admin)).send({});
+    ctx.secrets.add(t.body.token);
+    const key = deviceKey();
+    await request(ctx.app).post('/v1/enroll').send({ token: t.body.token, publicKey: key.publicKeyPem }).expect(201);
+    robotToken[name] = (await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion(name, key) })).body.token;
+    ctx.secrets.add(robotToken[name]!);
+  };
+  const bundle = (robot: string) => request(ctx.app).get('/v1/robot/bundle').set(bearer(robotToken[robot]!));
+  const paths = (b: request.Response) => b.body.keystores.flatMap((k: { name: string; enclaves: { path: string }[] }) => k.enclaves.map((e) => `${k.name}:${e.path}`));
+
+  /** Starts a long poll on the robot's current revision, runs the change, returns the answer and its delay. */
+  const afterChange = async (robot: string, change: () => Promise<unknown>) => {
+    const cur = await bundle(robot);
+    const poll = request(ctx.app).get('/v1/robot/bundle?wait=20').set(bearer(robotToken[robot]!)).set('If-None-Match', `"${cur.body.revision}"`).then((r) => r);
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = Date.now();
+    await change();
+    const res = await poll;
+    return { res, ms: Date.now() - t0, before: cur };
+  };
+
+  before(async () => {
+    ctx = await makeTestApp();
+    admin = await ctx.adminToken();
+    const a = bearer(admin);
+    await request(ctx.app).post('/v1/keystores').set(a).send({ name: 'ks' }).expect(201);
+    await request(ctx.app).post('/v1/keystores/ks/enclaves:batch').set(a).send({ paths: ['/a', '/b', '/c', '/d', '/m/x'] }).expect(201);
+    await enrollRobot('r1', { site: 'osaka' });
+    await enrollRobot('r2', { site: 'kobe' });
+  });
+  after(() => {
+    ctx.services.bundles.close();
+    ctx.close();
+  });
+
+  test('a selector binding reaches matching robots only; a label change moves it', async () => {
+    const { res, ms } = await afterChange('r1', () => request(ctx.app).post('/v1/bindings').set(bearer(admin)).send({ keystore: 'ks', enclave: '/a', selector: { site: 'osaka' } }).expect(201));
+    assert.equal(res.status, 200);
+    assert.ok(ms < 1000, `${ms} ms`);
+    assert.deepEqual(paths(res), ['ks:/a']);
+    assert.deepEqual(paths(await bundle('r2')), []);
+    const moved = await afterChange('r2', () => request(ctx.app).patch('/v1/robots/r2').set(bearer(admin)).send({ labels: { site: 'osaka' } }).expect(200));
+    assert.deepEqual(paths(moved.res), ['ks:/a']);
+  });
+
+  test('rotation and governance changes produce a new revision with new bytes', async () => {
+    const rot = await afterChange('r1', () => request(ctx.app).post('/v1/keystores/ks/enclaves/a/rotate').set(bearer(admin)).expect(200));
+    assert.equal(rot.res.status, 200);
+    assert.notEqual(rot.res.body.keystores[0].enclaves[0].files['cert.pem'], rot.before.body.keystores[0].enclaves[0].files['cert.pem']);
+    const gov = fs.readFileSync(path.join(FIXTURES, 'governance.default.xml'), 'utf8').replace('<rtps_protection_kind>SIGN</rtps_protection_kind>', '<rtps_protection_kind>ENCRYPT</rtps_protection_kind>');
+    const g = await afterChange('r1', () => request(ctx.app).put('/v1/keystores/ks/governance').set(bearer(admin)).type('application/xml').send(gov).expect(200));
+    assert.notEqual(g.res.body.keystores[0].enclaves[0].files['governance.p7s'], g.before.body.keystores[0].enclaves[0].files['governance.p7s']);
+  });
+
+  test('a revocation elsewhere in the keystore adds crl.pem; the revoked enclave leaves', async () => {
+    await request(ctx.app).post('/v1/bindings').set(bearer(admin)).send({ keystore: 'ks', enclave: '/b', robot: 'r1' }).expect(201);
+    const { res } = await afterChange('r1', () => request(ctx.app).post('/v1/keystores/ks/enclaves/b/revoke').set(bearer(admin)).expect(200));
+    assert.deepEqual(paths(res), ['ks:/a']);
+    assert.ok(res.body.keystores[0].enclaves[0].files['crl.pem'].includes('BEGIN X509 CRL'));
+  });
+
+  test('deleting an enclave removes it', async () => {
+    await request(ctx.app).post('/v1/bindings').set(bearer(admin)).send({ keystore: 'ks', enclave: '/c', robot: 'r1' }).expect(201);
+    const { res } = await afterChange('r1', () => request(ctx.app).delete('/v1/keystores/ks/enclaves/c').set(bearer(admin)).expect(204));
+    assert.deepEqual(paths(res), ['ks:/a']);
+  });
+
+  test('deleting a grant removes the bindings made through it; deleting the user does too', async () => {
+    for (const name of ['dev1', 'dev2']) {
+      await request(ctx.app).post('/v1/users').set(bearer(admin)).send({ name, password: `${name}-password-long` }).expect(201);
+    }
+    const g1 = (await request(ctx.app).post('/v1/grants').set(bearer(admin)).send({ user: 'dev1', keystore: 'ks', pattern: '/d', capabilities: ['read', 'bind'] })).body;
+    await request(ctx.app).post('/v1/grants').set(bearer(admin)).send({ user: 'dev2', keystore: 'ks', pattern: '/m/*', capabilities: ['read', 'bind'] }).expect(201);
+    const dev1 = await ctx.login('dev1', 'dev1-password-long');
+    const dev2 = await ctx.login('dev2', 'dev2-password-long');
+    await request(ctx.app).post('/v1/bindings').set(bearer(dev1)).send({ keystore: 'ks', enclave: '/d', robot: 'r2' }).expect(201);
+    await request(ctx.app).post('/v1/bindings').set(bearer(dev2)).send({ keystore: 'ks', enclave: '/m/x', robot: 'r2' }).expect(201);
+    assert.deepEqual(paths(await bundle('r2')).sort(), ['ks:/a', 'ks:/d', 'ks:/m/x']);
+    const byGrant = await afterChange('r2', () => request(ctx.app).delete(`/v1/grants/${g1.id}`).set(bearer(admin)).expect(204));
+    assert.deepEqual(paths(byGrant.res).sort(), ['ks:/a', 'ks:/m/x']);
+    const byUser = await afterChange('r2', () => request(ctx.app).delete('/v1/users/dev2').set(bearer(admin)).expect(204));
+    assert.deepEqual(paths(byUser.res), ['ks:/a']);
+  });
+
+  test('a change for one robot does not wake another robot', async () => {
+    const cur = await bundle('r2');
+    const poll = request(ctx.app).get('/v1/robot/bundle?wait=2').set(bearer(robotToken.r2!)).set('If-None-Match', `W/"${cur.body.revision}"`).then((r) => r);
+    await request(ctx.app).post('/v1/bindings').set(bearer(admin)).send({ keystore: 'ks', enclave: '/d', robot: 'r1' }).expect(201);
+    assert.equal((await poll).status, 304);
+  });
+
+  test('deleting a waiting robot answers its long poll with 401', async () => {
+    const cur = await bundle('r2');
+    const poll = request(ctx.app).get('/v1/robot/bundle?wait=20').set(bearer(robotToken.r2!)).set('If-None-Match', `"${cur.body.revision}"`).then((r) => r);
+    await new Promise((r) => setTimeout(r, 100));
+    await request(ctx.app).delete('/v1/robots/r2').set(bearer(admin)).expect(204);
+    assert.equal((await poll).status, 401);
+  });
+
+  test('the bundle is computed once per change, not per request', async () => {
+    const first = await bundle('r1');
+    const computeSpy = ctx.services.bundles as unknown as { cache: Map<string, unknown> };
+    const cached = computeSpy.cache.get('r1');
+    for (let i = 0; i < 5; i++) assert.equal((await bundle('r1')).body.revision, first.body.revision);
+    assert.equal(computeSpy.cache.get('r1'), cached, 'the same cache entry served every request');
+  });
+});
