@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { Passport } from 'passport';
 import { ExtractJwt, Strategy as JwtStrategy } from 'passport-jwt';
@@ -26,13 +27,16 @@ interface Claims {
  * without a token pass through anonymous; the route decides whether that is a 401.
  */
 export function authenticate(secret: Buffer, resolver: PrincipalResolver): RequestHandler {
+  // A KeyObject, made once: given raw bytes, jsonwebtoken first tries (and fails) to parse them as a public
+  // key on every request, which was most of the CPU of an authenticated request.
+  const key = crypto.createSecretKey(secret);
   const passport = new Passport();
   passport.use(
     'bearer-jwt',
     new JwtStrategy(
       {
         jwtFromRequest: ExtractJwt.fromAuthHeaderAsBearerToken(),
-        secretOrKey: secret,
+        secretOrKey: key as unknown as Buffer,
         algorithms: [TOKEN_ALGORITHM],
         issuer: TOKEN_ISSUER,
         audience: [USER_AUDIENCE, ROBOT_AUDIENCE],

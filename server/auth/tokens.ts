@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import jwt from 'jsonwebtoken';
 import type { Principal } from './principal.js';
 
@@ -21,19 +22,22 @@ export interface IssuedToken {
 
 /** Signs our own bearer tokens with the server's secret (generated once, kept in the data folder). */
 export class TokenIssuer {
+  private readonly key: crypto.KeyObject;
   constructor(
-    private readonly secret: Buffer,
+    secret: Buffer,
     private readonly userTtlSeconds: number,
     private readonly robotTtlSeconds: number,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.key = crypto.createSecretKey(secret);
+  }
 
   issue(principal: Principal, ver: string): IssuedToken {
     const ttl = principal.kind === 'user' ? this.userTtlSeconds : this.robotTtlSeconds;
     const iat = Math.floor(this.now() / 1000);
     const token = jwt.sign(
       { ver, iat, exp: iat + ttl },
-      this.secret,
+      this.key,
       {
         algorithm: TOKEN_ALGORITHM,
         issuer: TOKEN_ISSUER,

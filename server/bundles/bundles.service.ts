@@ -53,6 +53,11 @@ const MAX_WAIT_S = 60;
  */
 export class BundlesService {
   private readonly cache = new Map<string, CacheEntry>();
+  /**
+   * Each enclave's serialized `{path,notAfter,files}` (key unsealed once), shared by every robot bound to
+   * it: a change that touches a thousand robots costs a thousand cheap assemblies, not a thousand unseals.
+   */
+  private readonly enclaveJson = new Map<string, string | null>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private readonly unsubscribe: () => void;
 
@@ -127,6 +132,11 @@ export class BundlesService {
   }
 
   private onChange(change: Change): void {
+    if (change.kind === 'keystore') {
+      for (const key of this.enclaveJson.keys()) if (key.startsWith(`${change.keystore}\0`)) this.enclaveJson.delete(key);
+    } else if (change.kind === 'enclave') {
+      this.enclaveJson.delete(`${change.keystore}\0${change.enclave}`);
+    }
     const affected = new Set<string>();
     for (const [robot, entry] of this.cache) {
       if (this.touches(change, robot, entry)) affected.add(robot);
@@ -184,30 +194,34 @@ export class BundlesService {
       list.push(t.enclave);
       byKeystore.set(t.keystore, list);
     }
-    const keystores: Bundle['keystores'] = [];
+    const parts: string[] = [];
     const enclaveKeys = new Set<string>();
     const summary: string[] = [];
     for (const name of [...byKeystore.keys()].sort()) {
-      const ks = this.keystores.get(name);
-      if (!ks) continue;
-      const rows = this.keystores
-        .enclavesByPath(name, byKeystore.get(name)!)
-        .filter((e) => e.status === 'active')
-        .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-      if (rows.length === 0) continue;
-      keystores.push({ name, enclaves: rows.map((e) => this.enclaveFiles(ks, e)) });
-      for (const e of rows) {
-        enclaveKeys.add(`${name}:${e.path}`);
-        summary.push(`${name}:${e.path}`);
+      let ks: KeystoreRow | undefined;
+      const enclaves: string[] = [];
+      for (const path of byKeystore.get(name)!.sort()) {
+        const key = `${name}\0${path}`;
+        // Bound-but-revoked enclaves are tracked too, so a change to them reaches this robot.
+        enclaveKeys.add(`${name}:${path}`);
+        let json = this.enclaveJson.get(key);
+        if (json === undefined) {
+          ks ??= this.keystores.get(name);
+          const row = ks && this.keystores.getEnclave(name, path);
+          json = ks && row && row.status === 'active' ? JSON.stringify(this.enclaveFiles(ks, row)) : null;
+          this.enclaveJson.set(key, json);
+        }
+        if (json === null) continue;
+        enclaves.push(json);
+        summary.push(`${name}:${path}`);
       }
+      if (enclaves.length) parts.push(`{"name":${JSON.stringify(name)},"enclaves":[${enclaves.join(',')}]}`);
     }
-    const content = JSON.stringify(keystores);
+    const content = `[${parts.join(',')}]`;
     const revision = crypto.createHash('sha256').update(robot).update('\n').update(content).digest('hex').slice(0, 32);
-    // Bound-but-revoked enclaves are tracked too, so an un-revocation or rebinding reaches this robot.
-    for (const t of targets) enclaveKeys.add(`${t.keystore}:${t.enclave}`);
     return {
       revision,
-      body: JSON.stringify({ revision, robot, keystores }),
+      body: `{"revision":"${revision}","robot":${JSON.stringify(robot)},"keystores":${content}}`,
       keystores: new Set(byKeystore.keys()),
       enclaves: enclaveKeys,
       summary,
