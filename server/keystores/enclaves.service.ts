@@ -73,10 +73,7 @@ export class EnclavesService {
   }
 
   private keystore(user: UserPrincipal, name: string): KeystoreRow {
-    this.access.requireKeystoreVisible(user, name);
-    const row = this.repo.get(name);
-    if (!row) throw new NotFound(`no keystore "${name}"`);
-    return row;
+    return this.keystores.row(user, name);
   }
 
   private enclave(keystore: string, path: string): EnclaveRow {

@@ -86,7 +86,8 @@ export class KeystoresService {
     this.repo = new KeystoresRepo(db);
   }
 
-  private row(user: UserPrincipal, name: string): KeystoreRow {
+  /** The keystore's row, when the caller may see it at all (404 otherwise, the same for absent ones). */
+  row(user: UserPrincipal, name: string): KeystoreRow {
     this.access.requireKeystoreVisible(user, name);
     const row = this.repo.get(name);
     if (!row) throw new NotFound(`no keystore "${name}"`);
