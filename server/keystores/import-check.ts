@@ -3,9 +3,9 @@
  * comparing signed text with its XML, comparing distinguished names, and validity windows.
  * Each returns problems as short public messages; the caller prefixes what file they are about.
  */
-import { X509Certificate, verify as cryptoVerify } from 'node:crypto';
 import { DOMParser, onErrorStopParsing } from '@xmldom/xmldom';
 import type { Document, Element, Node } from '@xmldom/xmldom';
+import { canonicalSerial, PkiError, readCrl } from '../pki/index.js';
 import { domainIdProblem } from '../policy/names.js';
 
 const ELEMENT_NODE = 1;
@@ -168,57 +168,9 @@ function iso(d: Date): string {
 
 // ---- CRLs ----------------------------------------------------------------------------------------
 // sros2 keystores have no CRL; ours may carry one (`public/crl.pem`, the identity CRL). On import it is
-// checked so that a revoked enclave certificate can never come back as active. A minimal DER reader is
-// enough for an X.509 v2 CRL: only its structure, the revoked serials and the signature are needed.
+// checked so that a revoked enclave certificate can never come back as active (the parsing is pki's).
 
-interface Tlv {
-  tag: number;
-  /** Offset of the first byte of the TLV, of its content, and one past its end. */
-  start: number;
-  content: number;
-  end: number;
-}
-
-function readTlv(der: Buffer, offset: number, limit = der.length): Tlv {
-  if (offset + 2 > limit) throw new Error('truncated DER');
-  const tag = der[offset]!;
-  let len = der[offset + 1]!;
-  let content = offset + 2;
-  if (len & 0x80) {
-    const n = len & 0x7f;
-    if (n === 0 || n > 4 || content + n > limit) throw new Error('bad DER length');
-    len = 0;
-    for (let i = 0; i < n; i++) len = len * 256 + der[content + i]!;
-    content += n;
-  }
-  const end = content + len;
-  if (end > limit) throw new Error('truncated DER');
-  return { tag, start: offset, content, end };
-}
-
-function tlvChildren(der: Buffer, parent: Tlv): Tlv[] {
-  const out: Tlv[] = [];
-  for (let off = parent.content; off < parent.end; ) {
-    const t = readTlv(der, off, parent.end);
-    out.push(t);
-    off = t.end;
-  }
-  return out;
-}
-
-const SIGNATURE_DIGESTS = new Map<string, string>([
-  ['2a8648ce3d040302', 'sha256'], // ecdsa-with-SHA256
-  ['2a8648ce3d040303', 'sha384'],
-  ['2a8648ce3d040304', 'sha512'],
-  ['2a864886f70d01010b', 'sha256'], // sha256WithRSAEncryption
-  ['2a864886f70d01010c', 'sha384'],
-  ['2a864886f70d01010d', 'sha512'],
-]);
-
-/** A serial as upper-case hex without leading zero bytes (how inspectCertificate prints serials, minus any sign byte). */
-export function canonicalSerial(hex: string): string {
-  return hex.replace(/:/g, '').toUpperCase().replace(/^(00)+(?=.)/, '');
-}
+export { canonicalSerial };
 
 export interface CrlCheck {
   /** Canonical serials (see canonicalSerial) of the revoked certificates. */
@@ -226,51 +178,12 @@ export interface CrlCheck {
   problem?: string;
 }
 
-/** Parses a PEM CRL and verifies its signature with the CA certificate's key. */
+/** A CRL's revoked serials, or the problem that makes it unusable (unreadable, or not signed by the CA). */
 export function checkCrl(crlPem: string, caCertPem: string): CrlCheck {
-  const m = /-----BEGIN X509 CRL-----([A-Za-z0-9+/=\s]+)-----END X509 CRL-----/.exec(crlPem);
-  if (!m) return { problem: 'is not a PEM X509 CRL' };
-  const der = Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64');
-  let tbs: Tlv;
-  let digest: string | undefined;
-  let signature: Buffer;
-  const revoked = new Set<string>();
   try {
-    const outer = readTlv(der, 0);
-    const parts = tlvChildren(der, outer);
-    if (outer.tag !== 0x30 || parts.length !== 3) throw new Error('not a CertificateList');
-    const [t, alg, sig] = parts as [Tlv, Tlv, Tlv];
-    tbs = t;
-    const algOid = tlvChildren(der, alg)[0];
-    if (!algOid || algOid.tag !== 0x06) throw new Error('bad signature algorithm');
-    digest = SIGNATURE_DIGESTS.get(der.subarray(algOid.content, algOid.end).toString('hex'));
-    if (sig.tag !== 0x03 || der[sig.content] !== 0) throw new Error('bad signature');
-    signature = der.subarray(sig.content + 1, sig.end);
-    const fields = tlvChildren(der, tbs);
-    let i = fields[0]?.tag === 0x02 ? 1 : 0; // version
-    i += 2; // signature algorithm, issuer
-    if (fields[i]?.tag !== 0x17 && fields[i]?.tag !== 0x18) throw new Error('bad thisUpdate');
-    i++;
-    if (fields[i]?.tag === 0x17 || fields[i]?.tag === 0x18) i++; // nextUpdate
-    const list = fields[i];
-    if (list?.tag === 0x30) {
-      for (const entry of tlvChildren(der, list)) {
-        const serial = tlvChildren(der, entry)[0];
-        if (!serial || serial.tag !== 0x02) throw new Error('bad revoked entry');
-        revoked.add(canonicalSerial(der.subarray(serial.content, serial.end).toString('hex')));
-      }
-    }
+    return { revoked: readCrl(crlPem, caCertPem).revokedSerials };
   } catch (err) {
-    return { problem: `is not a readable CRL (${err instanceof Error ? err.message : String(err)})` };
+    if (err instanceof PkiError) return { problem: err.message.replace(/^CRL /, '') };
+    throw err;
   }
-  if (!digest) return { problem: 'uses an unsupported signature algorithm' };
-  let valid = false;
-  try {
-    const ca = new X509Certificate(caCertPem);
-    valid = cryptoVerify(digest, der.subarray(tbs.start, tbs.end), ca.publicKey, signature);
-  } catch {
-    valid = false;
-  }
-  if (!valid) return { problem: 'is not signed by the identity CA' };
-  return { revoked };
 }

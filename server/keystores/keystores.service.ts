@@ -4,7 +4,7 @@ import type { UserPrincipal } from '../auth/principal.js';
 import type { Db } from '../db/database.js';
 import { Conflict, Forbidden, InvalidInput, NotFound } from '../errors.js';
 import type { ChangeFeed } from '../events/changes.js';
-import { generateKeyPair, inspectCertificate, issueCertificate, signSmime } from '../pki/index.js';
+import { generateKeyPair, inspectCertificate, issueCertificate, readCrl, signSmime } from '../pki/index.js';
 import { defaultGovernance } from '../policy/governance.js';
 import { domainIdProblem, keystoreNameProblem } from '../policy/names.js';
 import { validateXml } from '../policy/xsd.js';
@@ -13,7 +13,6 @@ import { readTarGz, writeTarGz } from './archive.js';
 import type { IssuingKeystore } from './issuer.js';
 import type { KeystoreMaterial } from './model.js';
 import { KeystoresRepo, type KeystoreRow } from './keystores.repo.js';
-import { checkCrl } from './import-check.js';
 import { readSros2Keystore, writeSros2Keystore } from './sros2-layout.js';
 
 const DAY_MS = 86_400_000;
@@ -251,7 +250,7 @@ export class KeystoresService {
       updated_at: at,
     };
     // Serials an imported CRL revokes stay revoked in every CRL this server signs later.
-    const importedRevocations = crlPem ? [...(checkCrl(crlPem, material.identityCaCertPem).revoked ?? [])] : [];
+    const importedRevocations = crlPem ? [...readCrl(crlPem, material.identityCaCertPem).revokedSerials] : [];
     this.db.transaction(() => {
       this.repo.insert(row);
       for (const serial of importedRevocations) this.repo.addRevocation(name, serial, '(imported CRL)', at);

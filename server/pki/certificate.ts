@@ -63,6 +63,9 @@ function parse(der: Buffer, what: string): ParsedCertificate {
   } catch (cause) {
     throw new PkiError(`${what} is not a valid X.509 certificate`, { cause });
   }
+  // Names and the certificate itself are re-emitted from the parsed tree (issuer fields, embedded
+  // signer certificates); that is only verbatim for DER, so refuse anything else up front.
+  if (!toDer(node).equals(der)) throw new PkiError(`${what} is not DER-encoded`);
   try {
     const tbs = children(children(node)[0]);
     const fields = isContext(tbs[0], 0) ? tbs.slice(1) : tbs;

@@ -1,5 +1,26 @@
+import crypto from 'node:crypto';
+import forge from 'node-forge';
 import { PkiError } from './errors.js';
-import { type Asn1, OID, ECDSA_WITH_SHA256, ctx, ctxPrim, extension, seq, smallInt, time, toPem, unsignedInt } from './der.js';
+import {
+  type Asn1,
+  OID,
+  ECDSA_WITH_SHA256,
+  bytesOf,
+  children,
+  ctx,
+  ctxPrim,
+  extension,
+  fromPem,
+  isUniversal,
+  oidOf,
+  parseDer,
+  seq,
+  smallInt,
+  time,
+  toDer,
+  toPem,
+  unsignedInt,
+} from './der.js';
 import { type PrivateKeyInput, privateKeyObject, requireEcSigningKey } from './keys.js';
 import { keyMatches, parseCertificate } from './certificate.js';
 import { signTbs } from './x509.js';
@@ -56,4 +77,50 @@ export function issueCrl(spec: CrlSpec): string {
     ),
   );
   return toPem('X509 CRL', signTbs(seq(...fields), key));
+}
+
+const SIGNATURE_DIGESTS = new Map<string, string>([
+  ['1.2.840.10045.4.3.2', 'sha256'], // ecdsa-with-SHA256
+  ['1.2.840.10045.4.3.3', 'sha384'],
+  ['1.2.840.10045.4.3.4', 'sha512'],
+  ['1.2.840.113549.1.1.11', 'sha256'], // sha256WithRSAEncryption
+  ['1.2.840.113549.1.1.12', 'sha384'],
+  ['1.2.840.113549.1.1.13', 'sha512'],
+]);
+
+/** A serial as upper-case hex without leading zero bytes: the form `inspectCertificate` gives. */
+export function canonicalSerial(hex: string): string {
+  return hex.replace(/:/g, '').toUpperCase().replace(/^(00)+(?=.)/, '');
+}
+
+/**
+ * Reads a PEM CRL that must be signed by `caCertPem` (signature checked with Node's crypto) and returns
+ * the revoked serials in canonical form. Throws PkiError for anything unreadable or not signed by the CA.
+ */
+export function readCrl(crlPem: string, caCertPem: string): { revokedSerials: Set<string> } {
+  const der = fromPem(crlPem, 'X509 CRL', 'CRL');
+  let root: Asn1;
+  try {
+    root = parseDer(der);
+  } catch {
+    throw new PkiError('CRL is not readable DER');
+  }
+  if (!toDer(root).equals(der)) throw new PkiError('CRL is not DER-encoded');
+  const [tbs, alg, sig] = children(root);
+  const digest = SIGNATURE_DIGESTS.get(oidOf(children(alg)[0]) ?? '');
+  if (!tbs || !sig) throw new PkiError('CRL is not a CertificateList');
+  if (!digest) throw new PkiError('CRL uses an unsupported signature algorithm');
+  const ca = parseCertificate(caCertPem, 'CRL issuer certificate');
+  const signature = bytesOf(sig).subarray(1); // BIT STRING: first byte is the unused-bits count
+  if (!crypto.verify(digest, toDer(tbs), ca.x509.publicKey, signature)) throw new PkiError('CRL is not signed by the identity CA');
+  const fields = children(tbs);
+  let i = isUniversal(fields[0], forge.asn1.Type.INTEGER) ? 1 : 0; // optional version
+  i += 3; // signature algorithm, issuer, thisUpdate
+  if (isUniversal(fields[i], forge.asn1.Type.UTCTIME) || isUniversal(fields[i], forge.asn1.Type.GENERALIZEDTIME)) i++; // nextUpdate
+  const revokedSerials = new Set<string>();
+  const list = fields[i];
+  if (isUniversal(list, forge.asn1.Type.SEQUENCE)) {
+    for (const entry of children(list)) revokedSerials.add(canonicalSerial(bytesOf(children(entry)[0]).toString('hex')));
+  }
+  return { revokedSerials };
 }

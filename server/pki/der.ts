@@ -14,12 +14,11 @@ export type Asn1 = forge.asn1.Asn1;
 const U = asn1.Class.UNIVERSAL;
 const CTX = asn1.Class.CONTEXT_SPECIFIC;
 const T = asn1.Type;
-export { U as UNIVERSAL, CTX as CONTEXT, T as TYPE };
+export { U as UNIVERSAL, T as TYPE };
 
 export const OID = {
   commonName: '2.5.4.3',
   ecPublicKey: '1.2.840.10045.2.1',
-  prime256v1: '1.2.840.10045.3.1.7',
   ecdsaWithSha256: '1.2.840.10045.4.3.2',
   ecdsaWithSha384: '1.2.840.10045.4.3.3',
   ecdsaWithSha512: '1.2.840.10045.4.3.4',
@@ -83,7 +82,6 @@ export const octets = (bytes: Buffer): Asn1 => asn1.create(U, T.OCTETSTRING, fal
 /** BIT STRING with no unused bits (signatures, key bits). */
 export const bits = (bytes: Buffer): Asn1 => asn1.create(U, T.BITSTRING, false, '\x00' + bytes.toString('latin1'));
 export const utf8 = (s: string): Asn1 => asn1.create(U, T.UTF8, false, Buffer.from(s, 'utf8').toString('latin1'));
-export const ia5 = (s: string): Asn1 => asn1.create(U, T.IA5STRING, false, s);
 
 /** INTEGER from a small non-negative JS number. */
 export function smallInt(n: number): Asn1 {
@@ -177,11 +175,16 @@ export function stringOf(node: Asn1 | undefined): string | undefined {
 
 // ----- PEM -----------------------------------------------------------------------------------
 
-export function toPem(label: string, der: Buffer): string {
+/** Base64 in 64-column lines, each ending in LF (PEM bodies, S/MIME signature parts). */
+export function base64Lines(der: Buffer): string {
   const b64 = der.toString('base64');
-  let body = '';
-  for (let i = 0; i < b64.length; i += 64) body += b64.slice(i, i + 64) + '\n';
-  return `-----BEGIN ${label}-----\n${body}-----END ${label}-----\n`;
+  let out = '';
+  for (let i = 0; i < b64.length; i += 64) out += b64.slice(i, i + 64) + '\n';
+  return out;
+}
+
+export function toPem(label: string, der: Buffer): string {
+  return `-----BEGIN ${label}-----\n${base64Lines(der)}-----END ${label}-----\n`;
 }
 
 /** The DER of the first PEM block with this label (Buffer's base64 decoder skips the line breaks). */

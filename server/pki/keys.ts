@@ -15,8 +15,8 @@ export interface KeyPair {
 
 // Fixed DER framing of a P-256 key: SPKI = prefix || 04 X Y; PKCS#8 = prefix || d || middle || 04 X Y
 // (ECPrivateKey v1 with the public key in [1], no [0] parameters: OpenSSL 3's output). The tests
-// compare these byte for byte with Node's own exports. Filling the frame from a JWK export costs a
-// few µs where OpenSSL's encoder framework takes ~80 µs (PKCS#8) and ~150 µs (SPKI) per key.
+// compare these byte for byte with OpenSSL's own re-serialisation. Filling the frame costs a few µs
+// where OpenSSL 3's encoder framework takes ~80 µs (PKCS#8) and ~150 µs (SPKI) per key.
 const P256_SPKI_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
 const P256_PKCS8_PREFIX = Buffer.from('308187020100301306072a8648ce3d020106082a8648ce3d030107046d306b0201010420', 'hex');
 const P256_PKCS8_MIDDLE = Buffer.from('a144034200', 'hex');
@@ -28,22 +28,50 @@ function jwkCoordinate(value: string | undefined): Buffer {
   return bytes;
 }
 
-/** 04 || X || Y of an EC P-256 key, or undefined for any other key type/curve. */
-function p256Point(key: KeyObject): { point: Buffer; d?: Buffer } | undefined {
-  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') return undefined;
-  const jwk = key.export({ format: 'jwk' });
-  const point = Buffer.concat([Buffer.of(4), jwkCoordinate(jwk.x), jwkCoordinate(jwk.y)]);
-  return jwk.d === undefined ? { point } : { point, d: jwkCoordinate(jwk.d) };
+function pointFromJwk(jwk: crypto.JsonWebKey): Buffer {
+  return Buffer.concat([Buffer.of(4), jwkCoordinate(jwk.x), jwkCoordinate(jwk.y)]);
 }
 
-/** EC P-256 (prime256v1), the DDS-Security and sros2 default. */
+/** 04 || X || Y of an EC P-256 key, or undefined for any other key type or curve. */
+function p256Point(key: KeyObject): Buffer | undefined {
+  if (key.asymmetricKeyType !== 'ec') return undefined;
+  let jwk: crypto.JsonWebKey;
+  try {
+    jwk = key.export({ format: 'jwk' });
+  } catch {
+    return undefined; // a curve JWK has no name for
+  }
+  return jwk.crv === 'P-256' ? pointFromJwk(jwk) : undefined;
+}
+
+// Public keys this process generated recently: known to be valid P-256 points, so issuing their
+// certificate can skip re-validating them (the usual generate-then-issue sequence).
+const OWN_KEYS_SIZE = 1024;
+const ownPublicKeys = new Set<string>();
+const ownKeyRing: string[] = [];
+let ownKeyNext = 0;
+
+/**
+ * EC P-256 (prime256v1), the DDS-Security and sros2 default. Generated through OpenSSL's ECDH
+ * interface, which hands out the scalar and the point directly: half the cost of
+ * generateKeyPairSync plus a JWK export, and the same OpenSSL EC key generation underneath.
+ */
 export function generateKeyPair(): KeyPair {
-  const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-  const parts = p256Point(privateKey);
-  if (parts?.d === undefined) throw new PkiError('key generation produced an unexpected key');
+  const ecdh = crypto.createECDH('prime256v1');
+  const point = ecdh.generateKeys();
+  const scalar = ecdh.getPrivateKey();
+  // The scalar comes without leading zero bytes (1 key in 256); ECPrivateKey wants exactly 32.
+  const d = scalar.length === 32 ? scalar : Buffer.concat([Buffer.alloc(32 - scalar.length), scalar]);
+  const publicKeyPem = toPem('PUBLIC KEY', Buffer.concat([P256_SPKI_PREFIX, point]));
+  // A ring rather than Set-iteration eviction: iterating a Set past deleted entries is not O(1).
+  const evicted = ownKeyRing[ownKeyNext];
+  if (evicted !== undefined) ownPublicKeys.delete(evicted);
+  ownKeyRing[ownKeyNext] = publicKeyPem;
+  ownKeyNext = (ownKeyNext + 1) % OWN_KEYS_SIZE;
+  ownPublicKeys.add(publicKeyPem);
   return {
-    privateKeyPem: toPem('PRIVATE KEY', Buffer.concat([P256_PKCS8_PREFIX, parts.d, P256_PKCS8_MIDDLE, parts.point])),
-    publicKeyPem: toPem('PUBLIC KEY', Buffer.concat([P256_SPKI_PREFIX, parts.point])),
+    privateKeyPem: toPem('PRIVATE KEY', Buffer.concat([P256_PKCS8_PREFIX, d, P256_PKCS8_MIDDLE, point])),
+    publicKeyPem,
   };
 }
 
@@ -85,14 +113,15 @@ export function requireEcSigningKey(key: KeyObject, what: string): void {
 export function spkiDer(input: PublicKeyInput, what = 'public key'): Buffer {
   if (typeof input !== 'string') {
     const publicKey = input.type === 'private' ? crypto.createPublicKey(input) : input;
-    const p256 = p256Point(publicKey);
-    return p256 !== undefined
-      ? Buffer.concat([P256_SPKI_PREFIX, p256.point])
+    const point = p256Point(publicKey);
+    return point !== undefined
+      ? Buffer.concat([P256_SPKI_PREFIX, point])
       : (publicKey.export({ type: 'spki', format: 'der' }) as Buffer);
   }
   const der = fromPem(input, 'PUBLIC KEY', what);
   if (der.length === P256_SPKI_LENGTH && der.subarray(0, P256_SPKI_PREFIX.length).equals(P256_SPKI_PREFIX)) {
-    // convertKey rejects points that are not on the curve, at a sixth of createPublicKey's cost.
+    if (ownPublicKeys.has(input)) return der;
+    // convertKey rejects points that are not on the curve, for a fraction of createPublicKey's cost.
     try {
       crypto.ECDH.convertKey(der.subarray(P256_SPKI_PREFIX.length), 'prime256v1');
     } catch (cause) {

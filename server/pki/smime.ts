@@ -6,6 +6,7 @@ import {
   OID,
   TYPE,
   algorithm,
+  base64Lines,
   bytesOf,
   children,
   ctx,
@@ -24,6 +25,7 @@ import {
 } from './der.js';
 import { type PrivateKeyInput, privateKeyObject, requireEcSigningKey } from './keys.js';
 import { type ParsedCertificate, keyMatches, parseCertificate, parseCertificateDer } from './certificate.js';
+import { randomBytes } from './random.js';
 
 export interface SmimeSigner {
   certPem: string;
@@ -51,14 +53,9 @@ const SHA256_ALG = algorithm(OID.sha256, true); // OpenSSL writes the NULL param
  * ends in CRLF (trailing CRs folded, as OpenSSL strips them per line) after a text/plain header.
  */
 export function smimeSignedBytes(content: string): string {
+  // Most documents have plain LF line ends: a native replaceAll is several times faster than the regexes.
+  if (!content.includes('\r')) return TEXT_HEADER + content.replaceAll('\n', '\r\n');
   return TEXT_HEADER + content.replace(/\r*\n/g, '\r\n').replace(/\r+$/, '');
-}
-
-function base64Lines(der: Buffer): string {
-  const b64 = der.toString('base64');
-  let out = '';
-  for (let i = 0; i < b64.length; i += 64) out += b64.slice(i, i + 64) + '\n';
-  return out;
 }
 
 function encodedAttribute(type: string, value: Asn1): { node: Asn1; der: Buffer } {
@@ -114,7 +111,7 @@ export function signSmime(content: string, signer: SmimeSigner, signingTime: Dat
     ),
   );
 
-  const boundary = '----' + crypto.randomBytes(16).toString('hex').toUpperCase();
+  const boundary = '----' + randomBytes(16).toString('hex').toUpperCase();
   return (
     'MIME-Version: 1.0\n' +
     `Content-Type: multipart/signed; protocol="application/x-pkcs7-signature"; micalg="sha-256"; boundary="${boundary}"\n\n` +
@@ -196,6 +193,15 @@ const DIGESTS = new Map<string, string>([
 ]);
 const EC_SIGNATURES = new Set<string>([OID.ecdsaWithSha256, OID.ecdsaWithSha384, OID.ecdsaWithSha512, OID.ecPublicKey]);
 const RSA_SIGNATURES = new Set<string>([OID.rsaEncryption, OID.sha256WithRsa, OID.sha384WithRsa, OID.sha512WithRsa]);
+/** Signature algorithms that name their own hash; the bare key-type OIDs use the digestAlgorithm's. */
+const SIGNATURE_HASHES = new Map<string, string>([
+  [OID.ecdsaWithSha256, 'sha256'],
+  [OID.ecdsaWithSha384, 'sha384'],
+  [OID.ecdsaWithSha512, 'sha512'],
+  [OID.sha256WithRsa, 'sha256'],
+  [OID.sha384WithRsa, 'sha384'],
+  [OID.sha512WithRsa, 'sha512'],
+]);
 
 /**
  * Verifies an S/MIME (.p7s) document signed by the permissions CA, as a DDS-Security participant
@@ -265,8 +271,8 @@ export function verifySmime(
 
   const cms = readSignedData(Buffer.from(body, 'base64'), fail);
 
-  const hash = crypto.createHash(cms.digestName).update(signed, 'latin1').digest();
-  if (!hash.equals(cms.messageDigest)) fail('signature does not match its content');
+  const contentDigest = crypto.createHash(cms.digestName).update(signed, 'latin1').digest();
+  if (!contentDigest.equals(cms.messageDigest)) fail('signature does not match its content');
 
   const signerCert = cms.certificates.find((c) => cms.identifies(c));
   if (signerCert === undefined) fail('does not embed its signer certificate');
@@ -276,7 +282,8 @@ export function verifySmime(
   if (allowed === undefined || !allowed.has(cms.signatureAlgorithm)) fail('uses an unsupported signature algorithm');
   let valid = false;
   try {
-    valid = crypto.verify(cms.digestName, cms.signedAttributes, signerCert.x509.publicKey, cms.signature);
+    const signatureHash = SIGNATURE_HASHES.get(cms.signatureAlgorithm) ?? cms.digestName;
+    valid = crypto.verify(signatureHash, cms.signedAttributes, signerCert.x509.publicKey, cms.signature);
   } catch (cause) {
     fail('signature does not match its content', cause);
   }

@@ -13,6 +13,7 @@ import {
   ctx,
   ctxPrim,
   extension,
+  octets,
   oid,
   parseDer,
   seq,
@@ -25,6 +26,7 @@ import {
 } from './der.js';
 import { type PrivateKeyInput, type PublicKeyInput, privateKeyObject, requireEcSigningKey, spkiDer } from './keys.js';
 import { keyIdentifier, keyMatches, parseCertificate } from './certificate.js';
+import { randomBytes } from './random.js';
 
 /**
  * - `ca`: the sros2 identity/permissions CA (basicConstraints critical CA:TRUE pathlen:1, nothing else).
@@ -52,7 +54,7 @@ export interface CertificateSpec {
 /** 20 random bytes, top bit cleared (positive, ~159 bits); never a leading zero byte so it stays 20 octets. */
 export function randomSerial(): Buffer {
   for (;;) {
-    const serial = crypto.randomBytes(20);
+    const serial = randomBytes(20);
     serial[0]! &= 0x7f;
     if (serial[0] !== 0) return serial;
   }
@@ -60,10 +62,10 @@ export function randomSerial(): Buffer {
 
 function serialFrom(serial: Buffer | undefined): Asn1 {
   if (serial === undefined) return unsignedInt(randomSerial());
-  const value = unsignedInt(serial);
-  const len = (value.value as string).length;
   if (serial.every((b) => b === 0)) throw new PkiError('certificate serial must be positive');
-  if (len > 20) throw new PkiError('certificate serial must fit in 20 octets');
+  const value = unsignedInt(serial);
+  // RFC 5280 4.1.2.2, counting the sign byte a high first bit needs.
+  if ((value.value as string).length > 20) throw new PkiError('certificate serial must fit in 20 octets');
   return value;
 }
 
@@ -71,8 +73,9 @@ function serialFrom(serial: Buffer | undefined): Asn1 {
 const CA_EXTENSIONS = [extension(OID.basicConstraints, true, seq(bool(true), smallInt(1)))];
 const ENCLAVE_EXTENSIONS = [extension(OID.basicConstraints, false, seq())];
 
+// keyUsage BIT STRINGs in DER (trailing zero bits dropped, their count first):
+// digitalSignature(0) = 1 bit used; digitalSignature(0) keyCertSign(5) cRLSign(6) = 7 bits used.
 const KEY_USAGE_DIGITAL_SIGNATURE = forge.asn1.create(UNIVERSAL, TYPE.BITSTRING, false, '\x07\x80');
-// digitalSignature(0) keyCertSign(5) cRLSign(6): 1000 0110, lowest bit unused.
 const KEY_USAGE_CA = forge.asn1.create(UNIVERSAL, TYPE.BITSTRING, false, '\x01\x86');
 
 /** IPv4 or IPv6 text to the 4 or 16 octets of a GeneralName iPAddress. */
@@ -114,7 +117,7 @@ function tlsExtensions(spec: CertificateSpec, subjectKeyId: Buffer, authorityKey
   const dnsNames = spec.dnsNames ?? [];
   const ipAddresses = spec.ipAddresses ?? [];
   const keyIds = [
-    extension(OID.subjectKeyIdentifier, false, forge.asn1.create(UNIVERSAL, TYPE.OCTETSTRING, false, subjectKeyId.toString('latin1'))),
+    extension(OID.subjectKeyIdentifier, false, octets(subjectKeyId)),
     extension(OID.authorityKeyIdentifier, false, seq(ctxPrim(0, authorityKeyId))),
   ];
   if (spec.profile === 'tls-ca') {
@@ -137,6 +140,9 @@ function tlsExtensions(spec: CertificateSpec, subjectKeyId: Buffer, authorityKey
 }
 
 function checkSpec(spec: CertificateSpec): void {
+  if (!['ca', 'enclave', 'tls-ca', 'tls-server'].includes(spec.profile)) {
+    throw new PkiError(`unknown certificate profile "${String(spec.profile)}"`);
+  }
   if (typeof spec.subjectCN !== 'string' || spec.subjectCN.length === 0 || spec.subjectCN.length > 1024) {
     throw new PkiError('certificate subject CN must be a non-empty string');
   }
@@ -146,9 +152,6 @@ function checkSpec(spec: CertificateSpec): void {
   if (Math.floor(na / 1000) <= Math.floor(nb / 1000)) throw new PkiError('certificate notAfter must be later than notBefore');
   if (spec.profile !== 'tls-server' && ((spec.dnsNames?.length ?? 0) > 0 || (spec.ipAddresses?.length ?? 0) > 0)) {
     throw new PkiError('dnsNames and ipAddresses are only allowed in tls-server certificates');
-  }
-  if (!['ca', 'enclave', 'tls-ca', 'tls-server'].includes(spec.profile)) {
-    throw new PkiError(`unknown certificate profile "${String(spec.profile)}"`);
   }
 }
 
