@@ -1,8 +1,9 @@
 /**
  * The robot agent against the real server (`server/main.ts serve`, HTTPS with its self-generated CA, driven
- * through the contract's HTTP API): enroll → run → files, SIGTERM purge, stale tree after SIGKILL,
- * revocation and unbinding within 2 s, rotation, server down at start, device deletion, exec, and two agents
- * whose enclaves authenticate each other in real DDS (dds-pair-check.sh).
+ * through its HTTP API): enroll → run → files, SIGTERM purge, stale tree after SIGKILL, revocation and
+ * unbinding within 2 s, rotation, server down at start, device deletion, exec, and two agents whose
+ * enclaves authenticate each other in real DDS (dds-pair-check.sh). The enclaves' permissions come from
+ * sros2's own talker_listener policy with its xi:includes (`common/`), sent as a policy folder archive.
  * Skipped while the server is not in the tree.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -11,28 +12,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Admin, serverBuilt, startServer, type RealServer } from './helpers/agent-server.js';
+import { Admin, serverBuilt, startServer, waitForReport, type RealServer } from './helpers/agent-server.js';
+import { FIXTURE_KEYSTORE, talkerListenerPolicyArchive } from './helpers/agent-keystore.js';
 import { enrollAgent, exists, listTree, REPO, runAgent, shmDir, spawnAgent, waitUntil, type AgentProc } from './helpers/agent-proc.js';
 
 const PAIR_CHECK = join(REPO, '../shared/tools/dds/dds-pair-check.sh');
 const RUNTIME_FILES = ['cert.pem', 'governance.p7s', 'identity_ca.cert.pem', 'key.pem', 'permissions.p7s', 'permissions_ca.cert.pem'];
 const KS = 'e2e';
+/** A second keystore for the DDS pair, whose talker and listener are never rotated or revoked. */
+const PAIR_KS = 'e2e_pair';
 const TALKER = '/talker_listener/talker';
 const LISTENER = '/talker_listener/listener';
-/** sros2's talker_listener policy with its xi:includes left out (they only add logging/parameter topics). */
-const TALKER_LISTENER_POLICY = `<?xml version="1.0" encoding="UTF-8"?>
-<policy version="0.2.0">
-  <enclaves>
-    <enclave path="${TALKER}">
-      <profiles><profile ns="/" node="talker"><topics publish="ALLOW"><topic>chatter</topic></topics></profile></profiles>
-    </enclave>
-    <enclave path="${LISTENER}">
-      <profiles><profile ns="/" node="listener"><topics subscribe="ALLOW"><topic>chatter</topic></topics></profile></profiles>
-    </enclave>
-  </enclaves>
-</policy>
-`;
-
 const skip = serverBuilt() ? false : 'server not built yet';
 const base = fs.mkdtempSync(join(tmpdir(), 'agent-e2e-'));
 const shm: string[] = [];
@@ -46,8 +36,9 @@ before(async () => {
   server = await startServer({ dataDir: join(base, 'data') });
   admin = await Admin.login(server);
   await admin.createKeystore(KS);
-  await admin.createEnclave(KS, TALKER, TALKER_LISTENER_POLICY);
-  await admin.createEnclave(KS, LISTENER, TALKER_LISTENER_POLICY);
+  const policy = { policyArchive: talkerListenerPolicyArchive() };
+  await admin.createEnclave(KS, TALKER, policy);
+  await admin.createEnclave(KS, LISTENER, policy);
 });
 after(async () => {
   for (const p of procs) p.child.kill('SIGKILL');
@@ -64,11 +55,11 @@ function runtimeDir(): string {
 }
 
 /** A new robot on the server, enrolled by the agent into a fresh state folder. */
-async function newRobot(bind: string[] = []): Promise<{ robot: string; stateDir: string; bindings: string[] }> {
+async function newRobot(bind: string[] = [], ks = KS): Promise<{ robot: string; stateDir: string; bindings: string[] }> {
   const robot = `e2e_robot_${++seq}`;
   await admin.createRobot(robot, { site: 'e2e' });
   const bindings: string[] = [];
-  for (const path of bind) bindings.push(await admin.bind(KS, path, robot));
+  for (const path of bind) bindings.push(await admin.bind(ks, path, robot));
   const stateDir = await enrollAgent({ base, server: server.url, caFile: server.caFile, token: await admin.enrollmentToken(robot) });
   return { robot, stateDir, bindings };
 }
@@ -79,7 +70,10 @@ function run(stateDir: string, rt: string, extra: string[] = []): AgentProc {
   return p;
 }
 
-const enclaveDir = (rt: string, path: string): string => join(rt, KS, 'enclaves', path);
+const enclaveDir = (rt: string, path: string, ks = KS): string => join(rt, ks, 'enclaves', path);
+
+/** A permissions document without its `<validity>` (the dates differ per issue), whitespace between tags dropped. */
+const rulesOf = (xml: string): string => xml.replace(/<validity>[\s\S]*?<\/validity>/g, '').replace(/>\s+</g, '><').trim();
 
 describe('agent against the real server', { skip }, () => {
   test('enroll → run → verified enclave files on tmpfs, report, SIGTERM purges and exits 0', async () => {
@@ -94,8 +88,16 @@ describe('agent against the real server', { skip }, () => {
     execFileSync('openssl', ['verify', '-CAfile', join(dir, 'identity_ca.cert.pem'), join(dir, 'cert.pem')], { stdio: 'pipe' });
     const subject = execFileSync('openssl', ['x509', '-noout', '-subject', '-in', join(dir, 'cert.pem')], { encoding: 'utf8' });
     assert.match(subject, new RegExp(`CN ?= ?${TALKER}`));
+    // The permissions were made from the policy *with* its includes: the same rules sros2 made from it.
+    const signed = execFileSync('openssl', ['smime', '-verify', '-in', join(dir, 'permissions.p7s'), '-CAfile', join(dir, 'permissions_ca.cert.pem'), '-text'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const bySros2 = execFileSync('tar', ['-xzOf', FIXTURE_KEYSTORE, 'keystore/enclaves/talker_listener/talker/permissions.xml'], { encoding: 'utf8' });
+    assert.match(signed, /<topic>rt\/rosout<\/topic>/, 'a topic that only common/node/logging.xml grants');
+    assert.equal(rulesOf(signed), rulesOf(bySros2));
 
-    const shown = await waitForReport(robot);
+    const shown = await waitForReport(admin, robot);
     assert.equal(shown.filesystem, 'tmpfs');
 
     p.child.kill('SIGTERM');
@@ -194,17 +196,19 @@ describe('agent against the real server', { skip }, () => {
 
   const haveDds = fs.existsSync(PAIR_CHECK) && spawnSync('sh', ['-c', 'command -v ddsperf && command -v gcc && command -v openssl']).status === 0;
   test('two agents: their enclaves talk secure DDS to each other (dds-pair-check)', { skip: !haveDds && 'Cyclone DDS tools not installed' }, async () => {
-    await admin.createEnclave(KS, '/pair/talker', TALKER_LISTENER_POLICY.replaceAll(TALKER, '/pair/talker'));
-    await admin.createEnclave(KS, '/pair/listener', TALKER_LISTENER_POLICY.replaceAll(LISTENER, '/pair/listener'));
-    const a = await newRobot(['/pair/talker']);
-    const b = await newRobot(['/pair/listener']);
+    await admin.createKeystore(PAIR_KS);
+    const policy = { policyArchive: talkerListenerPolicyArchive() };
+    await admin.createEnclave(PAIR_KS, TALKER, policy);
+    await admin.createEnclave(PAIR_KS, LISTENER, policy);
+    const a = await newRobot([TALKER], PAIR_KS);
+    const b = await newRobot([LISTENER], PAIR_KS);
     const rtA = runtimeDir();
     const rtB = runtimeDir();
     const pa = run(a.stateDir, rtA);
     const pb = run(b.stateDir, rtB);
     await Promise.all([pa.waitForLog(/ready/, 15_000), pb.waitForLog(/ready/, 15_000)]);
-    assert.ok(!exists(enclaveDir(rtA, '/pair/listener')), 'each robot holds only its own enclave');
-    const check = spawnSync(PAIR_CHECK, ['-T', 'rt/chatter', '--roles', 'pub,sub', enclaveDir(rtA, '/pair/talker'), enclaveDir(rtB, '/pair/listener')], {
+    assert.ok(!exists(enclaveDir(rtA, LISTENER, PAIR_KS)), 'each robot holds only its own enclave');
+    const check = spawnSync(PAIR_CHECK, ['-T', 'rt/chatter', '--roles', 'pub,sub', enclaveDir(rtA, TALKER, PAIR_KS), enclaveDir(rtB, LISTENER, PAIR_KS)], {
       encoding: 'utf8',
       timeout: 120_000,
     });
@@ -216,17 +220,6 @@ describe('agent against the real server', { skip }, () => {
     assert.equal((await pb.exited).code, 0);
   });
 });
-
-async function waitForReport(robot: string): Promise<Record<string, unknown>> {
-  let report: Record<string, unknown> | null = null;
-  const start = Date.now();
-  while (Date.now() - start < 5000) {
-    report = (await admin.getRobot<{ report: Record<string, unknown> | null }>(robot)).report;
-    if (report) return report;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`no report from ${robot}`);
-}
 
 async function waitExit(p: AgentProc, ms: number): Promise<{ code: number | null }> {
   const timer = setTimeout(() => p.child.kill('SIGKILL'), ms);

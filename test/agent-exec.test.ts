@@ -1,45 +1,49 @@
 /**
- * `enclave-agent exec` as a real process running real commands: environment, exit codes, signal
- * forwarding, purge on exit, revocation (SIGTERM then SIGKILL after the grace period), rotation with and
- * without --restart-on-change. Against the contract stub of the robot API over HTTPS.
+ * `enclave-agent exec` as a real process running real commands, against the real server (one per file,
+ * `server/main.ts serve` over HTTPS with its own CA): environment, exit codes, signal forwarding, purge on
+ * exit, revocation (SIGTERM then SIGKILL after the grace period), rotation with and without
+ * --restart-on-change.
  */
+import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { enrollAgent, exists, listTree, shmDir, spawnAgent, waitUntil, type AgentProc } from './helpers/agent-proc.js';
-import { fakeEnclaveFiles, StubServer } from './helpers/agent-stub-server.js';
-import { makeTestPki, type TestPki } from './helpers/agent-tls.js';
+import { serverFixture, type ServerFixture } from './helpers/agent-server.js';
 
+const RUNTIME_FILES = ['cert.pem', 'governance.p7s', 'identity_ca.cert.pem', 'key.pem', 'permissions.p7s', 'permissions_ca.cert.pem'];
 const base = fs.mkdtempSync(join(tmpdir(), 'agent-exec-'));
 const shm: string[] = [];
 const procs: AgentProc[] = [];
-let pki: TestPki;
-let stub: StubServer;
+let fx: ServerFixture;
 let seq = 0;
 
 before(async () => {
-  pki = makeTestPki(join(base, 'pki'));
-  stub = await StubServer.start({ pki });
+  fx = await serverFixture({ dataDir: join(base, 'data') });
+  await fx.admin.createKeystore('ks');
 });
 after(async () => {
   for (const p of procs) p.child.kill('SIGKILL');
-  await stub.stop();
+  await fx?.stop();
   fs.rmSync(base, { recursive: true, force: true });
   for (const d of shm) fs.rmSync(d, { recursive: true, force: true });
 });
 
-async function robotWith(tag: string, paths = ['/app/talker']): Promise<{ robot: string; stateDir: string }> {
+/** A robot with its own enclave `KS:/app/talker_N` (created and bound), enrolled by the agent CLI. */
+async function robotWith(ks = 'ks'): Promise<{ robot: string; stateDir: string; ks: string; path: string; enclave: string; binding: string }> {
   const robot = `exec_${++seq}`;
-  const stateDir = await enrollAgent({ base, server: stub.url, caFile: pki.caFile, token: stub.createRobot(robot) });
-  setEnclaves(robot, tag, paths);
-  return { robot, stateDir };
+  const path = `/app/talker_${seq}`;
+  await fx.admin.createRobot(robot);
+  await fx.admin.createEnclave(ks, path);
+  const binding = await fx.admin.bind(ks, path, robot);
+  const stateDir = await enrollAgent({ base, server: fx.server.url, caFile: fx.server.caFile, token: await fx.admin.enrollmentToken(robot) });
+  return { robot, stateDir, ks, path, enclave: `${ks}:${path}`, binding };
 }
 
-function setEnclaves(robot: string, tag: string, paths: string[]): void {
-  const notAfter = new Date(Date.now() + 3600_000).toISOString();
-  stub.setKeystores(robot, paths.length ? [{ name: 'ks', enclaves: paths.map((path) => ({ path, notAfter, files: fakeEnclaveFiles(tag) })) }] : []);
+async function serialOf(ks: string, path: string): Promise<string> {
+  return (await fx.admin.getEnclave(ks, path)).serial.toUpperCase();
 }
 
 function exec(stateDir: string, args: string[], command: string[], env?: NodeJS.ProcessEnv): AgentProc {
@@ -57,44 +61,59 @@ function runtimeDir(): string {
 /** A node one-liner as COMMAND. */
 const node = (code: string): string[] => [process.execPath, '-e', code];
 
+/** COMMAND printing `loaded <certificate serial>` of its enclave, then running until stopped. */
+const showSerial = node(`
+  const e = process.env;
+  const pem = require('fs').readFileSync(e.ROS_SECURITY_KEYSTORE + '/enclaves' + e.ROS_SECURITY_ENCLAVE_OVERRIDE + '/cert.pem');
+  console.log('loaded ' + new (require('crypto').X509Certificate)(pem).serialNumber.toUpperCase()); setInterval(() => {}, 1000);
+`);
+
 describe('agent exec', () => {
   test('runs COMMAND with the ROS security variables and the enclave on disk, exits with its code, purges', async () => {
-    const { stateDir } = await robotWith('g1');
+    const { stateDir, ks, path, enclave } = await robotWith();
     const rt = runtimeDir();
-    const p = exec(stateDir, ['--enclave', 'ks:/app/talker', '--runtime-dir', rt], node(`
+    const p = exec(stateDir, ['--enclave', enclave, '--runtime-dir', rt], node(`
       const fs = require('fs');
       const e = process.env;
       const dir = e.ROS_SECURITY_KEYSTORE + '/enclaves' + e.ROS_SECURITY_ENCLAVE_OVERRIDE;
       console.log(JSON.stringify({
         keystore: e.ROS_SECURITY_KEYSTORE, enable: e.ROS_SECURITY_ENABLE, strategy: e.ROS_SECURITY_STRATEGY,
-        override: e.ROS_SECURITY_ENCLAVE_OVERRIDE, files: fs.readdirSync(dir).sort(), key: fs.readFileSync(dir + '/key.pem', 'utf8'),
+        override: e.ROS_SECURITY_ENCLAVE_OVERRIDE, files: fs.readdirSync(dir).sort(),
+        key: fs.readFileSync(dir + '/key.pem', 'utf8'), cert: fs.readFileSync(dir + '/cert.pem', 'utf8'),
       }));
       process.exit(7);
     `));
     const { code } = await p.exited;
     assert.equal(code, 7, p.stderr());
     const seen = JSON.parse(p.stdout());
-    assert.equal(seen.keystore, join(rt, 'ks'));
+    assert.equal(seen.keystore, join(rt, ks));
     assert.equal(seen.enable, 'true');
     assert.equal(seen.strategy, 'Enforce');
-    assert.equal(seen.override, '/app/talker');
-    assert.deepEqual(seen.files, ['cert.pem', 'governance.p7s', 'identity_ca.cert.pem', 'key.pem', 'permissions.p7s', 'permissions_ca.cert.pem']);
-    assert.equal(seen.key, fakeEnclaveFiles('g1')['key.pem']);
+    assert.equal(seen.override, path);
+    assert.deepEqual(seen.files, RUNTIME_FILES);
+    const cert = new X509Certificate(seen.cert);
+    assert.equal(cert.serialNumber.toUpperCase(), await serialOf(ks, path), 'the certificate the server issued');
+    assert.match(cert.subject, new RegExp(`CN=${path}`));
+    assert.equal(
+      createPublicKey(createPrivateKey(seen.key)).export({ type: 'spki', format: 'pem' }),
+      cert.publicKey.export({ type: 'spki', format: 'pem' }),
+      'its private key',
+    );
     assert.deepEqual(listTree(rt), [], 'purged when COMMAND exited');
   });
 
   test('default runtime folder is private under /dev/shm (or $XDG_RUNTIME_DIR) and removed afterwards', async () => {
-    const { stateDir } = await robotWith('g1');
+    const { stateDir, ks, enclave } = await robotWith();
     const xdg = runtimeDir();
-    const p = exec(stateDir, ['--enclave', 'ks:/app/talker'], node('console.log(process.env.ROS_SECURITY_KEYSTORE)'), { XDG_RUNTIME_DIR: xdg });
+    const p = exec(stateDir, ['--enclave', enclave], node('console.log(process.env.ROS_SECURITY_KEYSTORE)'), { XDG_RUNTIME_DIR: xdg });
     assert.equal((await p.exited).code, 0, p.stderr());
-    assert.equal(p.stdout().trim(), join(xdg, 'enclave-agent', `exec-${p.child.pid}`, 'ks'));
+    assert.equal(p.stdout().trim(), join(xdg, 'enclave-agent', `exec-${p.child.pid}`, ks));
     assert.deepEqual(fs.readdirSync(join(xdg, 'enclave-agent')), [], 'private folder removed');
 
-    const p2 = exec(stateDir, ['--enclave', 'ks:/app/talker'], node('console.log(process.env.ROS_SECURITY_KEYSTORE)'), { XDG_RUNTIME_DIR: undefined });
+    const p2 = exec(stateDir, ['--enclave', enclave], node('console.log(process.env.ROS_SECURITY_KEYSTORE)'), { XDG_RUNTIME_DIR: undefined });
     assert.equal((await p2.exited).code, 0, p2.stderr());
     const uid = process.getuid!();
-    assert.equal(p2.stdout().trim(), `/dev/shm/enclave-agent-${uid}/exec-${p2.child.pid}/ks`);
+    assert.equal(p2.stdout().trim(), `/dev/shm/enclave-agent-${uid}/exec-${p2.child.pid}/${ks}`);
     assert.ok(!exists(`/dev/shm/enclave-agent-${uid}/exec-${p2.child.pid}`));
     try {
       fs.rmdirSync(`/dev/shm/enclave-agent-${uid}`); // left (empty) by design; tidy up if no one else uses it
@@ -104,23 +123,23 @@ describe('agent exec', () => {
   });
 
   test('forwards SIGTERM to COMMAND and exits with its code; 128+N when COMMAND dies of a signal', async () => {
-    const { stateDir } = await robotWith('g1');
+    const { stateDir, enclave } = await robotWith();
     const rt = runtimeDir();
-    const p = exec(stateDir, ['--enclave', 'ks:/app/talker', '--runtime-dir', rt], node(`
+    const p = exec(stateDir, ['--enclave', enclave, '--runtime-dir', rt], node(`
       process.on('SIGTERM', () => { console.log('got SIGTERM'); process.exit(42); });
       console.log('started'); setInterval(() => {}, 1000);
     `));
-    await waitUntil('COMMAND started', () => p.stdout().includes('started'));
+    await waitUntil('COMMAND started', () => p.stdout().includes('started'), 15_000);
     p.child.kill('SIGTERM');
     assert.equal((await p.exited).code, 42);
     assert.match(p.stdout(), /got SIGTERM/);
     assert.deepEqual(listTree(rt), []);
 
-    const p2 = exec(stateDir, ['--enclave', 'ks:/app/talker', '--runtime-dir', rt], node(`
+    const p2 = exec(stateDir, ['--enclave', enclave, '--runtime-dir', rt], node(`
       process.on('SIGUSR1', () => console.log('got SIGUSR1'));
       console.log('started'); setInterval(() => {}, 1000);
     `));
-    await waitUntil('COMMAND started', () => p2.stdout().includes('started'));
+    await waitUntil('COMMAND started', () => p2.stdout().includes('started'), 15_000);
     p2.child.kill('SIGUSR1');
     await waitUntil('SIGUSR1 forwarded', () => p2.stdout().includes('got SIGUSR1'));
     p2.child.kill('SIGHUP'); // COMMAND's default action: die of SIGHUP
@@ -129,60 +148,77 @@ describe('agent exec', () => {
   });
 
   test('revocation stops COMMAND (SIGTERM, then SIGKILL after the grace period), purges, exits 3', async () => {
-    const { robot, stateDir } = await robotWith('g1');
+    await fx.admin.createKeystore('revoking'); // the revocation adds a CRL to this keystore only
+    const { stateDir, ks, path, enclave } = await robotWith('revoking');
     const rt = runtimeDir();
-    const p = exec(stateDir, ['--enclave', 'ks:/app/talker', '--runtime-dir', rt, '--grace', '0.5'], node(`
+    const p = exec(stateDir, ['--enclave', enclave, '--runtime-dir', rt, '--grace', '0.5'], node(`
       process.on('SIGTERM', () => console.log('ignoring SIGTERM'));
       console.log('started'); setInterval(() => {}, 1000);
     `));
-    await waitUntil('COMMAND started', () => p.stdout().includes('started'));
+    await waitUntil('COMMAND started', () => p.stdout().includes('started'), 15_000);
     const t0 = Date.now();
-    setEnclaves(robot, 'g1', []);
+    await fx.admin.revoke(ks, path);
     const { code } = await p.exited;
     const took = Date.now() - t0;
     assert.equal(code, 3);
     assert.ok(took < 2000, `stopped within ${took} ms`);
     assert.match(p.stdout(), /ignoring SIGTERM/);
-    assert.match(p.stderr(), /enclave ks:\/app\/talker was revoked or unbound: stopping/);
+    assert.match(p.stderr(), new RegExp(`enclave ${enclave} was revoked or unbound: stopping`));
     assert.match(p.stderr(), /did not stop within 0.5 s: killing it/);
     assert.deepEqual(listTree(rt), []);
   });
 
-  test('rotation: restarts COMMAND with --restart-on-change, otherwise keeps it and logs', async () => {
-    const { robot, stateDir } = await robotWith('g1');
+  test('unbinding stops COMMAND too', async () => {
+    const { stateDir, enclave, binding } = await robotWith();
     const rt = runtimeDir();
-    const show = node(`
-      const e = process.env;
-      const key = require('fs').readFileSync(e.ROS_SECURITY_KEYSTORE + '/enclaves' + e.ROS_SECURITY_ENCLAVE_OVERRIDE + '/key.pem', 'utf8');
-      console.log('loaded ' + key.split(' ')[1]); setInterval(() => {}, 1000);
-    `);
-    const p = exec(stateDir, ['--enclave', 'ks:/app/talker', '--runtime-dir', rt, '--restart-on-change'], show);
-    await waitUntil('first start', () => p.stdout().includes('loaded g1'));
-    setEnclaves(robot, 'g2', ['/app/talker']);
-    await waitUntil('restart with new files', () => p.stdout().includes('loaded g2'), 3000);
+    const p = exec(stateDir, ['--enclave', enclave, '--runtime-dir', rt, '--grace', '2'], node(`
+      process.on('SIGTERM', () => { console.log('stopping'); process.exit(0); });
+      console.log('started'); setInterval(() => {}, 1000);
+    `));
+    await waitUntil('COMMAND started', () => p.stdout().includes('started'), 15_000);
+    await fx.admin.unbind(binding);
+    assert.equal((await p.exited).code, 3);
+    assert.match(p.stdout(), /stopping/);
+    assert.match(p.stderr(), new RegExp(`enclave ${enclave} was revoked or unbound: stopping`));
+    assert.deepEqual(listTree(rt), []);
+  });
+
+  test('rotation: restarts COMMAND with --restart-on-change, otherwise keeps it and logs', async () => {
+    const { stateDir, ks, path, enclave } = await robotWith();
+    const rt = runtimeDir();
+    const first = await serialOf(ks, path);
+    const p = exec(stateDir, ['--enclave', enclave, '--runtime-dir', rt, '--restart-on-change'], showSerial);
+    await waitUntil('first start', () => p.stdout().includes(`loaded ${first}`), 15_000);
+    await fx.admin.rotate(ks, path);
+    const second = await serialOf(ks, path);
+    assert.notEqual(second, first);
+    await waitUntil('restart with new files', () => p.stdout().includes(`loaded ${second}`), 3000);
     assert.match(p.stderr(), /rotated: restarting/);
     p.child.kill('SIGTERM');
     await p.exited;
     assert.deepEqual(listTree(rt), []);
 
     const rt2 = runtimeDir();
-    const q = exec(stateDir, ['--enclave', 'ks:/app/talker', '--runtime-dir', rt2], show);
-    await waitUntil('first start', () => q.stdout().includes('loaded g2'));
-    setEnclaves(robot, 'g3', ['/app/talker']);
+    const q = exec(stateDir, ['--enclave', enclave, '--runtime-dir', rt2], showSerial);
+    await waitUntil('first start', () => q.stdout().includes(`loaded ${second}`), 15_000);
+    await fx.admin.rotate(ks, path);
+    const third = await serialOf(ks, path);
     await q.waitForLog(/rotated: new files in place; .* keeps the ones it loaded/, 3000);
-    assert.equal(fs.readFileSync(join(rt2, 'ks/enclaves/app/talker/key.pem'), 'utf8'), fakeEnclaveFiles('g3')['key.pem']);
+    const onDisk = new X509Certificate(fs.readFileSync(join(rt2, ks, 'enclaves', path, 'cert.pem')));
+    assert.equal(onDisk.serialNumber.toUpperCase(), third);
     assert.equal(q.stdout().match(/loaded/g)?.length, 1, 'not restarted');
     q.child.kill('SIGTERM');
     await q.exited;
   });
 
   test('an enclave not bound to this robot, or a missing command, fails clearly', async () => {
-    const { stateDir } = await robotWith('g1');
+    const { robot, stateDir, ks, enclave } = await robotWith();
+    await fx.admin.createEnclave(ks, '/other');
     const rt = runtimeDir();
-    const p = exec(stateDir, ['--enclave', 'ks:/other', '--runtime-dir', rt], ['true']);
+    const p = exec(stateDir, ['--enclave', `${ks}:/other`, '--runtime-dir', rt], ['true']);
     assert.equal((await p.exited).code, 3);
-    assert.match(p.stderr(), /enclave ks:\/other is not bound to robot exec_\d+/);
-    const q = exec(stateDir, ['--enclave', 'ks:/app/talker', '--runtime-dir', rt], ['/nonexistent/ros2-app']);
+    assert.match(p.stderr(), new RegExp(`enclave ${ks}:/other is not bound to robot ${robot}`));
+    const q = exec(stateDir, ['--enclave', enclave, '--runtime-dir', rt], ['/nonexistent/ros2-app']);
     assert.equal((await q.exited).code, 127);
     assert.match(q.stderr(), /cannot run \/nonexistent\/ros2-app: command not found/);
     assert.deepEqual(listTree(rt), []);

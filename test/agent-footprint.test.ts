@@ -1,8 +1,9 @@
 /**
  * The agent's footprint: its module graph is Node built-ins and its own files only (no npm dependency, no
  * server code, nothing heavy loaded before the command is known), and the compiled agent gets enclaves on
- * disk quickly with little private memory. Timing bounds are loose (shared CI machines); the measured
- * numbers are printed as test diagnostics.
+ * disk quickly with little private memory, pulling from the real server (a child process) over loopback
+ * HTTPS. Timing bounds are loose (shared CI machines); the measured numbers are printed as test
+ * diagnostics. bench/agent.sh measures the same against baselines.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -11,8 +12,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { enrollAgent, REPO, shmDir } from './helpers/agent-proc.js';
-import { fakeEnclaveFiles, StubServer } from './helpers/agent-stub-server.js';
-import { makeTestPki } from './helpers/agent-tls.js';
+import { serverFixture } from './helpers/agent-server.js';
 
 const CLIENT = join(REPO, 'client');
 const work = fs.mkdtempSync(join(tmpdir(), 'agent-footprint-'));
@@ -69,12 +69,16 @@ describe('agent footprint', () => {
       { stdio: 'pipe' },
     );
     fs.copyFileSync(join(REPO, 'package.json'), join(out, 'package.json'));
-    const pki = makeTestPki(join(work, 'pki'));
-    const stub = await StubServer.start({ pki });
+    const fx = await serverFixture({ dataDir: join(work, 'data') });
     try {
-      const stateDir = await enrollAgent({ base: work, server: stub.url, caFile: pki.caFile, token: stub.createRobot('fast') });
-      const notAfter = new Date(Date.now() + 3600_000).toISOString();
-      stub.setKeystores('fast', [{ name: 'ks', enclaves: ['/a', '/b', '/c'].map((path) => ({ path, notAfter, files: fakeEnclaveFiles('g', { size: 1500 }) })) }]);
+      const { admin, server } = fx;
+      await admin.createKeystore('ks');
+      await admin.createRobot('fast');
+      for (const path of ['/a', '/b', '/c']) {
+        await admin.createEnclave('ks', path);
+        await admin.bind('ks', path, 'fast');
+      }
+      const stateDir = await enrollAgent({ base: work, server: server.url, caFile: server.caFile, token: await admin.enrollmentToken('fast') });
       const times: number[] = [];
       const memory: { rss: number; anon: number }[] = [];
       for (let i = 0; i < 5; i++) {
@@ -109,7 +113,7 @@ describe('agent footprint', () => {
       assert.ok(best < 1000, `best start-to-written ${best} ms`);
       assert.ok(anon < 40, `private memory ${anon} MB`);
     } finally {
-      await stub.stop();
+      await fx.stop();
     }
   });
 });

@@ -2,28 +2,23 @@
  * sd_notify with a real unix datagram receiver (python3): messages arrive attributed to the agent's own PID
  * (what systemd needs with NotifyAccess=main), READY=1 only once every bound enclave is on disk, never
  * without enclaves (fail closed), STOPPING=1 on SIGTERM; and sd_notify never fails the process.
+ * `run` pulls from the real server (`server/main.ts serve` as a child process).
  */
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { sdNotify } from '../client/agent/notify.js';
 import { NotifyReceiver } from './helpers/agent-notify.js';
 import { enrollAgent, shmDir, spawnAgent, waitUntil } from './helpers/agent-proc.js';
-import { fakeEnclaveFiles, StubServer } from './helpers/agent-stub-server.js';
-import { makeTestPki, type TestPki } from './helpers/agent-tls.js';
+import { serverFixture, type ServerFixture } from './helpers/agent-server.js';
 
 const base = fs.mkdtempSync(join(tmpdir(), 'agent-notify-'));
-let pki: TestPki;
-let stub: StubServer;
+let fx: ServerFixture | undefined;
 
-before(async () => {
-  pki = makeTestPki(join(base, 'pki'));
-  stub = await StubServer.start({ pki });
-});
 after(async () => {
-  await stub.stop();
+  await fx?.stop();
   fs.rmSync(base, { recursive: true, force: true });
 });
 
@@ -62,8 +57,17 @@ describe('agent sd_notify', () => {
   });
 
   test('run: READY=1 only after every bound enclave is in place, never without enclaves; STOPPING=1 on SIGTERM', async () => {
-    const token = stub.createRobot('notify_robot');
-    const stateDir = await enrollAgent({ base, server: stub.url, caFile: pki.caFile, token });
+    // The real server (a child process). Three enclaves are bound by label selector to a label the robot
+    // does not have yet: giving it the label binds all three in one change (one new bundle revision).
+    fx = await serverFixture({ dataDir: join(base, 'data') });
+    const { admin, server } = fx;
+    await admin.createKeystore('ks');
+    for (const path of ['/a', '/m/n', '/z/last']) {
+      await admin.createEnclave('ks', path);
+      await admin.bindSelector('ks', path, { notify: 'yes' });
+    }
+    await admin.createRobot('notify_robot', { notify: 'not-yet' });
+    const stateDir = await enrollAgent({ base, server: server.url, caFile: server.caFile, token: await admin.enrollmentToken('notify_robot') });
     const rt = shmDir('agent-notify');
     try {
       const lastKey = join(rt, 'ks/enclaves/z/last/key.pem');
@@ -75,10 +79,7 @@ describe('agent sd_notify', () => {
         await new Promise((r) => setTimeout(r, 300));
         assert.equal(rx.find('READY'), undefined, 'no READY=1 without enclaves');
 
-        const notAfter = new Date(Date.now() + 3600_000).toISOString();
-        stub.setKeystores('notify_robot', [
-          { name: 'ks', enclaves: ['/a', '/m/n', '/z/last'].map((path) => ({ path, notAfter, files: fakeEnclaveFiles('g1', { size: 200_000 }) })) },
-        ]);
+        await admin.setLabels('notify_robot', { notify: 'yes' });
         await waitUntil('READY=1', () => rx.find('READY', '1') !== undefined, 5000);
         const ready = rx.find('READY', '1')!;
         assert.equal(ready.fileExists, true, 'the last enclave was on disk when READY=1 arrived');

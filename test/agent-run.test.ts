@@ -1,33 +1,35 @@
 /**
- * `enclave-agent enroll`, `run`, `status` and `purge` as real processes against the contract stub of the
- * robot API over HTTPS with a pinned CA (helpers/agent-stub-server.ts), writing to a real tmpfs.
- * The same life cycle against the real server is in agent-e2e.test.ts.
+ * `enclave-agent enroll`, `run`, `status` and `purge` as real processes against the real server
+ * (`server/main.ts serve` as a child process, HTTPS with its own CA, driven through its HTTP API), writing
+ * real enclaves to a real tmpfs. One server is shared by the tests that leave it running; the tests that
+ * stop, restart or reconfigure a server get their own.
  */
-import { createPrivateKey } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { makeLeafCert, makeTestPki, type TestPki } from './helpers/agent-tls.js';
-import { fakeEnclaveFiles, StubServer, type StubKeystore } from './helpers/agent-stub-server.js';
+import { makeTestCa } from './helpers/agent-tls.js';
+import { shiftedClockEnv } from './helpers/agent-clock.js';
+import { datedKeystoreArchive } from './helpers/agent-keystore.js';
+import { freePort, serverFixture, waitForReport, type Admin, type ServerFixture } from './helpers/agent-server.js';
 import { enrollAgent, exists, listTree, runAgent, shmDir, spawnAgent, waitUntil, type AgentProc } from './helpers/agent-proc.js';
 
 const base = fs.mkdtempSync(join(tmpdir(), 'agent-run-'));
 const shm: string[] = [];
 const procs: AgentProc[] = [];
-let pki: TestPki;
-let stub: StubServer;
+const servers: ServerFixture[] = [];
+let fx: ServerFixture;
 let robotSeq = 0;
+let dirSeq = 0;
 
 before(async () => {
-  pki = makeTestPki(join(base, 'pki'));
-  stub = await StubServer.start({ pki });
+  fx = await serverFixture({ dataDir: join(base, 'data') });
 });
 after(async () => {
   for (const p of procs) p.child.kill('SIGKILL');
-  await stub.stop();
+  for (const s of [fx, ...servers]) await s?.stop().catch(() => undefined);
   fs.rmSync(base, { recursive: true, force: true });
   for (const d of shm) fs.rmSync(d, { recursive: true, force: true });
 });
@@ -38,15 +40,39 @@ function runtimeDir(): string {
   return d;
 }
 
-function keystore(name: string, tag: string, paths: string[], notAfter = new Date(Date.now() + 3600_000)): StubKeystore {
-  return { name, enclaves: paths.map((path) => ({ path, notAfter: notAfter.toISOString(), files: fakeEnclaveFiles(tag) })) };
+/** A server of its own (for tests that stop, restart or reconfigure it). */
+async function ownServer(opts: { port?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ServerFixture> {
+  const s = await serverFixture({ dataDir: join(base, `data-${++dirSeq}`), ...opts });
+  servers.push(s);
+  return s;
 }
 
-async function newRobot(server = stub): Promise<{ robot: string; stateDir: string }> {
+/** Creates the keystores and enclaves that do not exist yet (`KS:/path`). */
+async function enclaves(admin: Admin, ids: string[], keystoreOpts: Record<string, unknown> = {}): Promise<void> {
+  const have = new Set(((await admin.call<{ keystores: { name: string }[] }>('GET', '/v1/keystores')).keystores).map((k) => k.name));
+  for (const id of ids) {
+    const [ks, path] = id.split(':') as [string, string];
+    if (!have.has(ks)) {
+      await admin.createKeystore(ks, keystoreOpts);
+      have.add(ks);
+    }
+    const list = (await admin.call<{ enclaves: { path: string }[] }>('GET', `/v1/keystores/${ks}/enclaves`)).enclaves;
+    if (!list.some((e) => e.path === path)) await admin.createEnclave(ks, path);
+  }
+}
+
+/** A robot on `s` with `bind` (`KS:/path`, created as needed) bound, enrolled by the agent CLI. */
+async function newRobot(bind: string[] = [], s: ServerFixture = fx): Promise<{ robot: string; stateDir: string; bindings: Map<string, string> }> {
   const robot = `robot_${++robotSeq}`;
-  const token = server.createRobot(robot, { site: 'test' });
-  const stateDir = await enrollAgent({ base, server: server.url, caFile: pki.caFile, token });
-  return { robot, stateDir };
+  await s.admin.createRobot(robot, { site: 'test' });
+  await enclaves(s.admin, bind);
+  const bindings = new Map<string, string>();
+  for (const id of bind) {
+    const [ks, path] = id.split(':') as [string, string];
+    bindings.set(id, await s.admin.bind(ks, path, robot));
+  }
+  const stateDir = await enrollAgent({ base, server: s.server.url, caFile: s.server.caFile, token: await s.admin.enrollmentToken(robot) });
+  return { robot, stateDir, bindings };
 }
 
 function run(stateDir: string, runtime: string, extra: string[] = [], env?: NodeJS.ProcessEnv): AgentProc {
@@ -55,13 +81,18 @@ function run(stateDir: string, runtime: string, extra: string[] = [], env?: Node
   return p;
 }
 
-const keyOf = (runtime: string, ks: string, path: string): string => join(runtime, ks, 'enclaves', path, 'key.pem');
+const enclaveDir = (runtime: string, ks: string, path: string): string => join(runtime, ks, 'enclaves', path);
+const keyOf = (runtime: string, ks: string, path: string): string => join(enclaveDir(runtime, ks, path), 'key.pem');
+const certOf = (runtime: string, ks: string, path: string): string => fs.readFileSync(join(enclaveDir(runtime, ks, path), 'cert.pem'), 'utf8');
+const serialOf = (pem: string): string => new X509Certificate(pem).serialNumber.toUpperCase();
 
 describe('agent enroll', () => {
   test('creates the device key 0600 in a 0700 state folder and saves server, robot and CA', async () => {
-    const token = stub.createRobot('enroll_1', { site: 'tokyo' });
+    await fx.admin.createRobot('enroll_1', { site: 'tokyo' });
+    const token = await fx.admin.enrollmentToken('enroll_1');
     const stateDir = join(base, 'enroll-1');
-    const r = await runAgent(['enroll', '--server', stub.url, '--ca', pki.caFile, '--token', token, '--state-dir', stateDir]);
+    const caFile = fx.server.caFile!;
+    const r = await runAgent(['enroll', '--server', fx.server.url, '--ca', caFile, '--token', token, '--state-dir', stateDir]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /enrolled as robot enroll_1 \(site=tokyo\)/);
     assert.equal(fs.statSync(stateDir).mode & 0o777, 0o700);
@@ -70,42 +101,60 @@ describe('agent enroll', () => {
     const key = createPrivateKey(fs.readFileSync(keyPath));
     assert.equal(key.asymmetricKeyDetails?.namedCurve, 'prime256v1');
     assert.match(fs.readFileSync(keyPath, 'utf8'), /^-----BEGIN PRIVATE KEY-----/);
-    assert.equal(fs.readFileSync(join(stateDir, 'ca.pem'), 'utf8'), pki.caPem);
+    assert.equal(fs.readFileSync(join(stateDir, 'ca.pem'), 'utf8'), fs.readFileSync(caFile, 'utf8'));
     const state = JSON.parse(fs.readFileSync(join(stateDir, 'state.json'), 'utf8'));
-    assert.equal(state.server, stub.url);
+    assert.equal(state.server, fx.server.url);
     assert.equal(state.robot, 'enroll_1');
     assert.deepEqual(fs.readdirSync(stateDir).sort(), ['ca.pem', 'device.key.pem', 'state.json']);
     assert.ok(!r.stderr.includes(token), 'the token is never logged');
+    // The server holds the public half of exactly this key.
+    const robot = await fx.admin.getRobot<{ enrolled: boolean; keyFingerprint: string }>('enroll_1');
+    assert.equal(robot.enrolled, true);
+    const spki = createPublicKey(key).export({ type: 'spki', format: 'der' });
+    assert.equal(robot.keyFingerprint, createHash('sha256').update(spki).digest('hex'), 'the server holds this key');
 
-    const again = await runAgent(['enroll', '--server', stub.url, '--ca', pki.caFile, '--token', stub.createRobot('enroll_2'), '--state-dir', stateDir]);
+    await fx.admin.createRobot('enroll_2');
+    const again = await runAgent(['enroll', '--server', fx.server.url, '--ca', caFile, '--token', await fx.admin.enrollmentToken('enroll_2'), '--state-dir', stateDir]);
     assert.equal(again.code, 1);
     assert.match(again.stderr, /already enrolled as robot enroll_1 .*--force/);
     assert.equal(fs.readFileSync(keyPath, 'utf8'), key.export({ type: 'pkcs8', format: 'pem' }), 'key untouched');
+    assert.equal((await fx.admin.getRobot<{ enrolled: boolean }>('enroll_2')).enrolled, false, 'the server was not asked');
 
-    const forced = await runAgent(['enroll', '--force', '--server', stub.url, '--ca', pki.caFile, '--token', stub.createRobot('enroll_3'), '--state-dir', stateDir]);
+    await fx.admin.createRobot('enroll_3');
+    const forced = await runAgent(['enroll', '--force', '--server', fx.server.url, '--ca', caFile, '--token', await fx.admin.enrollmentToken('enroll_3'), '--state-dir', stateDir]);
     assert.equal(forced.code, 0, forced.stderr);
     assert.notEqual(fs.readFileSync(keyPath, 'utf8'), key.export({ type: 'pkcs8', format: 'pem' }), 'new key');
     assert.equal(JSON.parse(fs.readFileSync(join(stateDir, 'state.json'), 'utf8')).robot, 'enroll_3');
+    const newSpki = createPublicKey(createPrivateKey(fs.readFileSync(keyPath))).export({ type: 'spki', format: 'der' });
+    assert.ok(!newSpki.equals(spki));
+    const enroll3 = await fx.admin.getRobot<{ keyFingerprint: string }>('enroll_3');
+    assert.equal(enroll3.keyFingerprint, createHash('sha256').update(newSpki).digest('hex'));
   });
 
   test('a used or invalid token is refused (exit 3) and leaves no enrollment', async () => {
-    const token = stub.createRobot('enroll_used');
-    await enrollAgent({ base, server: stub.url, caFile: pki.caFile, token });
+    await fx.admin.createRobot('enroll_used');
+    const token = await fx.admin.enrollmentToken('enroll_used');
+    await enrollAgent({ base, server: fx.server.url, caFile: fx.server.caFile, token });
     const stateDir = join(base, 'enroll-used');
-    const r = await runAgent(['enroll', '--server', stub.url, '--ca', pki.caFile, '--token', token, '--state-dir', stateDir]);
+    const r = await runAgent(['enroll', '--server', fx.server.url, '--ca', fx.server.caFile!, '--token', token, '--state-dir', stateDir]);
     assert.equal(r.code, 3);
-    assert.match(r.stderr, /enrollment refused: enrollment token invalid, expired or used/);
+    assert.match(r.stderr, /enrollment refused: enrollment token is invalid, expired or already used/);
+    assert.deepEqual(fs.readdirSync(stateDir), []);
+    const bogus = await runAgent(['enroll', '--server', fx.server.url, '--ca', fx.server.caFile!, '--token', 'not-a-token', '--state-dir', stateDir]);
+    assert.equal(bogus.code, 3);
     assert.deepEqual(fs.readdirSync(stateDir), []);
   });
 
   test('a server whose certificate is not from the pinned CA is refused', async () => {
-    const other = makeTestPki(join(base, 'other-pki'), 'other-ca');
+    const other = makeTestCa(join(base, 'other-ca'), 'other-ca');
+    await fx.admin.createRobot('enroll_ca');
     const stateDir = join(base, 'enroll-wrong-ca');
-    const r = await runAgent(['enroll', '--server', stub.url, '--ca', other.caFile, '--token', stub.createRobot('enroll_ca'), '--state-dir', stateDir]);
+    const r = await runAgent(['enroll', '--server', fx.server.url, '--ca', other.caFile, '--token', await fx.admin.enrollmentToken('enroll_ca'), '--state-dir', stateDir]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /TLS: the server certificate is not signed by the pinned CA/);
     assert.ok(!exists(join(stateDir, 'state.json')));
-    const noCa = await runAgent(['enroll', '--server', stub.url, '--token', 'x', '--state-dir', stateDir]);
+    assert.equal((await fx.admin.getRobot<{ enrolled: boolean }>('enroll_ca')).enrolled, false);
+    const noCa = await runAgent(['enroll', '--server', fx.server.url, '--token', 'x', '--state-dir', stateDir]);
     assert.equal(noCa.code, 2);
     assert.match(noCa.stderr, /needs its CA certificate \(--ca FILE\)/);
   });
@@ -113,28 +162,29 @@ describe('agent enroll', () => {
 
 describe('agent run', () => {
   test('pulls and writes enclaves, reports, shows status, purges on SIGTERM and exits 0', async () => {
-    const { robot, stateDir } = await newRobot();
-    stub.setKeystores(robot, [keystore('fleet', 'g1', ['/fleet/r/driver', '/fleet/r/nav']), keystore('lab', 'g1', ['/cam'])]);
+    const { robot, stateDir } = await newRobot(['fleet:/fleet/r/driver', 'fleet:/fleet/r/nav', 'lab:/cam']);
     const rt = runtimeDir();
     const p = run(stateDir, rt);
-    await p.waitForLog(/ready: holding 3 enclave\(s\) in 2 keystore\(s\)/);
-    assert.equal(fs.readFileSync(join(rt, 'fleet/enclaves/fleet/r/nav/cert.pem'), 'utf8'), fakeEnclaveFiles('g1')['cert.pem']);
-    assert.equal(fs.statSync(keyOf(rt, 'lab', '/cam')).mode & 0o777, 0o600);
+    await p.waitForLog(/ready: holding 3 enclave\(s\) in 2 keystore\(s\)/, 15_000);
+    const nav = await fx.admin.getEnclave('fleet', '/fleet/r/nav');
+    assert.equal(certOf(rt, 'fleet', '/fleet/r/nav').trim(), nav.certificate.trim(), 'the certificate the server issued');
+    const cam = enclaveDir(rt, 'lab', '/cam');
+    assert.equal(fs.statSync(join(cam, 'key.pem')).mode & 0o777, 0o600);
+    const camKey = createPublicKey(createPrivateKey(fs.readFileSync(join(cam, 'key.pem')))).export({ type: 'spki', format: 'pem' });
+    assert.equal(camKey, new X509Certificate(fs.readFileSync(join(cam, 'cert.pem'))).publicKey.export({ type: 'spki', format: 'pem' }), 'key matches cert');
 
-    await waitUntil('a report', () => stub.reports.some((r) => r.robot === robot));
-    const report = stub.reports.filter((r) => r.robot === robot).at(-1)!.body;
+    const report = await waitForReport(fx.admin, robot, (r) => r.enclaves.length === 3);
     assert.equal(report.filesystem, 'tmpfs');
     assert.equal(typeof report.clockSkewMs, 'number');
+    assert.ok(Math.abs(report.clockSkewMs) < 2000, `same host, skew ${report.clockSkewMs} ms`);
     assert.match(String(report.agentVersion), /^\d+\.\d+\.\d+/);
-    assert.deepEqual(
-      (report.enclaves as { keystore: string; path: string }[]).map((e) => `${e.keystore}:${e.path}`).sort(),
-      ['fleet:/fleet/r/driver', 'fleet:/fleet/r/nav', 'lab:/cam'],
-    );
+    assert.deepEqual(report.enclaves.map((e) => `${e.keystore}:${e.path}`).sort(), ['fleet:/fleet/r/driver', 'fleet:/fleet/r/nav', 'lab:/cam']);
 
+    const driver = await fx.admin.getEnclave('fleet', '/fleet/r/driver');
     const status = await runAgent(['status', '--runtime-dir', rt]);
     assert.equal(status.code, 0);
     assert.match(status.stdout, new RegExp(`robot ${robot} at .*: running \\(pid ${p.child.pid}\\), ready`));
-    assert.match(status.stdout, /fleet\s+\/fleet\/r\/driver\s+\S+ \(in 60 min\)/);
+    assert.match(status.stdout, new RegExp(`fleet\\s+/fleet/r/driver\\s+${driver.notAfter.replace(/\./g, '\\.')} \\(in 36[45] d\\)`));
     const json = JSON.parse((await runAgent(['status', '--json', '--runtime-dir', rt])).stdout);
     assert.equal(json.running, true);
     assert.equal(json.ready, true);
@@ -150,121 +200,161 @@ describe('agent run', () => {
   });
 
   test('SIGINT also purges; after SIGKILL the next start removes the stale tree', async () => {
-    const { robot, stateDir } = await newRobot();
-    stub.setKeystores(robot, [keystore('ks', 'g1', ['/a'])]);
+    const { robot, stateDir, bindings } = await newRobot(['stale:/a']);
     const rt = runtimeDir();
     const p1 = run(stateDir, rt);
-    await p1.waitForLog(/ready/);
+    await p1.waitForLog(/ready/, 15_000);
     p1.child.kill('SIGKILL');
     await p1.exited;
-    assert.ok(exists(keyOf(rt, 'ks', '/a')), 'SIGKILL leaves the tree behind');
+    assert.ok(exists(keyOf(rt, 'stale', '/a')), 'SIGKILL leaves the tree behind');
 
-    stub.setKeystores(robot, [keystore('ks', 'g2', ['/b'])]);
+    await enclaves(fx.admin, ['stale:/b']);
+    await fx.admin.bind('stale', '/b', robot);
+    await fx.admin.unbind(bindings.get('stale:/a')!);
     const p2 = run(stateDir, rt);
-    await p2.waitForLog(/ready/);
+    await p2.waitForLog(/ready/, 15_000);
     assert.match(p2.stderr(), /removed 1 keystore\(s\) left in .* by an earlier run/);
-    assert.ok(!exists(join(rt, 'ks/enclaves/a')), 'stale enclave removed');
-    assert.equal(fs.readdirSync(rt).filter((n) => n.startsWith('.ks.')).length, 1, 'one generation: the new one');
-    assert.ok(exists(keyOf(rt, 'ks', '/b')));
+    assert.ok(!exists(join(rt, 'stale/enclaves/a')), 'stale enclave removed');
+    assert.equal(fs.readdirSync(rt).filter((n) => n.startsWith('.stale.')).length, 1, 'one generation: the new one');
+    assert.ok(exists(keyOf(rt, 'stale', '/b')));
     p2.child.kill('SIGINT');
     assert.equal((await p2.exited).code, 0);
     assert.deepEqual(listTree(rt), []);
   });
 
-  test('revocation, unbinding and rotation reach the files within a second', async () => {
-    const { robot, stateDir } = await newRobot();
-    stub.setKeystores(robot, [keystore('ks', 'g1', ['/a', '/b'])]);
+  test('rotation, revocation and unbinding reach the files within a second', async () => {
+    const { robot, stateDir, bindings } = await newRobot(['rot:/a', 'rot:/b']);
     const rt = runtimeDir();
     const p = run(stateDir, rt);
-    await p.waitForLog(/ready/);
-    await waitUntil('first report', () => stub.reports.filter((r) => r.robot === robot).length === 1);
+    await p.waitForLog(/ready/, 15_000);
+    const first = await waitForReport(fx.admin, robot, (r) => r.enclaves.length === 2);
 
-    stub.setKeystores(robot, [keystore('ks', 'g2', ['/a', '/b'])]);
-    const rotated = await waitUntil('rotation', () => fs.readFileSync(keyOf(rt, 'ks', '/a'), 'utf8').includes('g2'), 2000);
+    const before = serialOf(certOf(rt, 'rot', '/a'));
+    await fx.admin.rotate('rot', '/a');
+    const { serial } = await fx.admin.getEnclave('rot', '/a');
+    const rotated = await waitUntil('rotation', () => serialOf(certOf(rt, 'rot', '/a')) === serial.toUpperCase(), 3000);
+    assert.notEqual(serial.toUpperCase(), before);
     assert.ok(rotated < 1000, `rotation applied in ${rotated} ms`);
+    // The server keeps the last report only: each change must show up there.
+    await waitForReport(fx.admin, robot, (r) => r.revision !== first.revision && r.enclaves.length === 2);
 
-    stub.setKeystores(robot, [keystore('ks', 'g2', ['/a'])]);
-    const revoked = await waitUntil('revocation', () => !exists(join(rt, 'ks/enclaves/b')), 2000);
+    await fx.admin.revoke('rot', '/b');
+    const revoked = await waitUntil('revocation', () => !exists(enclaveDir(rt, 'rot', '/b')), 3000);
     assert.ok(revoked < 1000, `revocation applied in ${revoked} ms`);
-    assert.ok(exists(keyOf(rt, 'ks', '/a')));
+    assert.ok(exists(keyOf(rt, 'rot', '/a')));
+    await waitUntil('the CRL next to the enclave left', () => exists(join(enclaveDir(rt, 'rot', '/a'), 'crl.pem')), 3000);
+    const report = await waitForReport(fx.admin, robot, (r) => r.enclaves.length === 1);
+    assert.deepEqual(report.enclaves.map((e) => e.path), ['/a']);
 
-    stub.setKeystores(robot, []);
-    await waitUntil('last enclave removed', () => !exists(join(rt, 'ks')), 2000);
-    await waitUntil('a report per change', () => stub.reports.filter((r) => r.robot === robot).length === 4);
-    assert.deepEqual(stub.reports.filter((r) => r.robot === robot).at(-1)!.body.enclaves, []);
-    assert.match(p.stderr(), /enclave ks:\/a updated \(rotated\)/);
-    assert.match(p.stderr(), /enclave ks:\/b removed \(revoked or unbound\)/);
+    await fx.admin.unbind(bindings.get('rot:/a')!);
+    const unbound = await waitUntil('last enclave removed', () => !exists(join(rt, 'rot')), 3000);
+    assert.ok(unbound < 1000, `unbinding applied in ${unbound} ms`);
+    await waitForReport(fx.admin, robot, (r) => r.enclaves.length === 0);
+    assert.match(p.stderr(), /enclave rot:\/a updated \(rotated\)/);
+    assert.match(p.stderr(), /enclave rot:\/b removed \(revoked or unbound\)/);
+    assert.match(p.stderr(), /enclave rot:\/a removed \(revoked or unbound\)/);
+    assert.equal(p.child.exitCode, null, 'still running, waiting for a binding');
     p.child.kill('SIGTERM');
     assert.equal((await p.exited).code, 0);
   });
 
-  test('a deleted device is purged and the agent fails with exit 3', async () => {
-    const { robot, stateDir } = await newRobot();
-    stub.setKeystores(robot, [keystore('ks', 'g1', ['/a'])]);
+  test('a deleted robot is purged and the agent fails with exit 3', async () => {
+    const { robot, stateDir } = await newRobot(['doomed:/a']);
     const rt = runtimeDir();
     const p = run(stateDir, rt);
-    await p.waitForLog(/ready/);
-    stub.deleteRobot(robot);
-    const { code } = await p.exited;
-    assert.equal(code, 3);
+    await p.waitForLog(/ready/, 15_000);
+    await fx.admin.deleteRobot(robot);
+    const { code } = await waitExit(p, 10_000);
+    assert.equal(code, 3, p.stderr());
     assert.match(p.stderr(), /the server refused this device .*revoked or deleted/);
     assert.deepEqual(listTree(rt), []);
   });
 
-  test('an expired token is renewed transparently (fresh assertion, unique jti)', async () => {
-    const { robot, stateDir } = await newRobot();
-    stub.setKeystores(robot, [keystore('ks', 'g1', ['/a'])]);
+  test('expiring tokens (ENCLAVE_ROBOT_TOKEN_TTL_SECONDS=2) are renewed with fresh assertions; changes keep arriving', async () => {
+    const s = await ownServer({ env: { ENCLAVE_ROBOT_TOKEN_TTL_SECONDS: '2' } });
+    const { robot, stateDir } = await newRobot(['ks:/a'], s);
     const rt = runtimeDir();
     const p = run(stateDir, rt, ['--poll-wait', '1']);
-    await p.waitForLog(/ready/);
-    const logins = stub.logins;
-    stub.dropTokens();
-    stub.setKeystores(robot, [keystore('ks', 'g2', ['/a'])]);
-    await waitUntil('rotation after re-login', () => fs.readFileSync(keyOf(rt, 'ks', '/a'), 'utf8').includes('g2'), 5000);
-    assert.ok(stub.logins > logins);
+    await p.waitForLog(/ready/, 15_000);
+    const logins = await s.admin.robotLogins(robot);
+    assert.ok(logins >= 1);
+    await new Promise((r) => setTimeout(r, 3000)); // longer than a token lives
+    await s.admin.rotate('ks', '/a');
+    const { serial } = await s.admin.getEnclave('ks', '/a');
+    await waitUntil('rotation after the first token expired', () => serialOf(certOf(rt, 'ks', '/a')) === serial.toUpperCase(), 5000);
+    const later = await s.admin.robotLogins(robot);
+    assert.ok(later >= logins + 2, `logins: ${logins} at ready, ${later} after 3 s (each a new assertion: the server refuses a reused jti)`);
+    assert.ok(!/refused|retrying/.test(p.stderr()), p.stderr());
     assert.equal(p.child.exitCode, null, 'still running');
     p.child.kill('SIGTERM');
     assert.equal((await p.exited).code, 0);
   });
 
+  test('a token the server no longer accepts (restarted with a new signing key) is answered 401; the agent logs in again', async () => {
+    const s = await ownServer();
+    const { robot, stateDir } = await newRobot(['ks:/a'], s);
+    const rt = runtimeDir();
+    const p = run(stateDir, rt, ['--backoff-base', '0.1', '--backoff-max', '0.3']);
+    await p.waitForLog(/ready/, 15_000);
+    const logins = await s.admin.robotLogins(robot);
+    await s.stop();
+    fs.rmSync(join(s.server.dataDir, 'jwt.secret')); // every token issued so far is now invalid
+    await s.restart();
+    await waitUntil('a refused bundle request', () => /"path":"\/v1\/robot\/bundle"[^\n]*"status":401/.test(s.server.output()), 10_000);
+    await s.admin.rotate('ks', '/a');
+    const { serial } = await s.admin.getEnclave('ks', '/a');
+    await waitUntil('rotation after the new login', () => serialOf(certOf(rt, 'ks', '/a')) === serial.toUpperCase(), 5000);
+    assert.ok((await s.admin.robotLogins(robot)) > logins, 'logged in again');
+    assert.ok(!/refused this device/.test(p.stderr()));
+    assert.equal(p.child.exitCode, null, 'still running');
+    p.child.kill('SIGTERM');
+    assert.equal((await p.exited).code, 0);
+    assert.deepEqual(listTree(rt), []);
+  });
+
   test('server down at start: retries with jittered backoff, never ready before enclaves, then catches up', async () => {
     const port = await freePort();
-    const down = await StubServer.start({ pki, port });
-    const robot = 'late_robot';
-    const token = down.createRobot(robot);
-    const stateDir = await enrollAgent({ base, server: down.url, caFile: pki.caFile, token });
-    down.setKeystores(robot, [keystore('ks', 'g1', ['/late'])]);
-    await down.stop();
+    const s = await ownServer({ port });
+    const { stateDir } = await newRobot(['ks:/late'], s);
+    await s.stop();
     const rt = runtimeDir();
     const p = run(stateDir, rt, ['--backoff-base', '0.1', '--backoff-max', '0.4']);
-    await waitUntil('three retries', () => (p.stderr().match(/retrying in/g) ?? []).length >= 3, 10_000);
+    await waitUntil('three retries', () => (p.stderr().match(/retrying in/g) ?? []).length >= 3, 15_000);
     assert.match(p.stderr(), /server unreachable or failing: .*connection refused; retrying in \d\.\d s/);
     const delays = [...p.stderr().matchAll(/retrying in (\d+\.\d) s/g)].map((m) => Number(m[1]));
     assert.ok(delays.every((d) => d <= 0.4), `capped: ${delays}`);
     assert.ok(!p.stderr().includes('ready'), 'not ready without enclaves');
     assert.deepEqual(listTree(rt), ['.status.json'], 'no enclave written, only the status');
     assert.equal(p.child.exitCode, null, 'keeps trying');
-    await down.listen(port);
-    await p.waitForLog(/ready/, 5000);
+    await s.restart(); // the same port and data folder (CA, keys, robot)
+    assert.equal(s.server.port, port);
+    await p.waitForLog(/ready/, 10_000);
     assert.ok(exists(keyOf(rt, 'ks', '/late')));
     p.child.kill('SIGTERM');
     assert.equal((await p.exited).code, 0);
-    await down.stop();
   });
 
-  test('server lost while running: keeps the enclaves until they expire, then removes them', async () => {
-    const port = await freePort();
-    const s = await StubServer.start({ pki, port });
-    const token = s.createRobot('lonely');
-    const stateDir = await enrollAgent({ base, server: s.url, caFile: pki.caFile, token });
-    s.setKeystores('lonely', [keystore('ks', 'g1', ['/short'], new Date(Date.now() + 4000)), keystore('ks2', 'g1', ['/long'])]);
+  test('server lost while running (killed): keeps the enclaves until they expire, then removes them', async (t) => {
+    const s = await ownServer();
+    const { robot, stateDir } = await newRobot(['ks2:/long'], s);
+    // The API issues whole days; a keystore imported from sros2 files can hold a certificate that ends in seconds.
+    const now = Date.now();
+    const expiresAt = new Date(Math.ceil((now + 7000) / 1000) * 1000);
+    await s.admin.importKeystore('ks', datedKeystoreArchive(join(base, `short-ks-${++dirSeq}`), [
+      { path: '/short', notBefore: new Date(now - 3600_000), notAfter: expiresAt },
+    ]));
+    await s.admin.bind('ks', '/short', robot);
     const rt = runtimeDir();
     const p = run(stateDir, rt, ['--backoff-max', '0.5']);
-    await p.waitForLog(/ready/);
-    await s.stop();
-    await p.waitForLog(/server unreachable/);
+    await p.waitForLog(/ready: holding 2 enclave/, 15_000);
+    await s.stop('SIGKILL');
+    await p.waitForLog(/server unreachable/, 10_000);
+    t.diagnostic(`outage seen ${expiresAt.getTime() - Date.now()} ms before the certificate ends`);
+    assert.ok(Date.now() < expiresAt.getTime() - 500, 'setup took too long to observe the outage before the expiry');
     assert.ok(exists(keyOf(rt, 'ks', '/short')), 'still served while the server is away');
-    await p.waitForLog(/enclave ks:\/short expired at .*: removed/, 8000);
+    await p.waitForLog(/enclave ks:\/short expired at .*: removed/, 20_000);
+    assert.ok(Date.now() >= expiresAt.getTime(), 'not removed before its notAfter');
+    assert.match(p.stderr(), new RegExp(`enclave ks:/short expired at ${expiresAt.toISOString().replace(/\./g, '\\.')}: removed`));
     assert.ok(!exists(join(rt, 'ks')));
     assert.ok(exists(keyOf(rt, 'ks2', '/long')));
     const status = JSON.parse((await runAgent(['status', '--json', '--runtime-dir', rt])).stdout);
@@ -274,28 +364,20 @@ describe('agent run', () => {
     assert.equal((await p.exited).code, 0);
   });
 
-  test('clock behind the server: login signed on server time, warning for a not-yet-valid certificate, skew reported', async () => {
-    const s = await StubServer.start({ pki });
-    try {
-      const token = s.createRobot('slow_clock');
-      const stateDir = await enrollAgent({ base, server: s.url, caFile: pki.caFile, token });
-      s.dateOffsetMs = 3600_000; // the server is an hour ahead of this robot
-      const cert = makeLeafCert(pki, 'slow', new Date(Date.now() + 1800_000), new Date(Date.now() + 86400_000));
-      const files = { ...fakeEnclaveFiles('g1'), 'cert.pem': cert };
-      s.setKeystores('slow_clock', [{ name: 'ks', enclaves: [{ path: '/slow', notAfter: new Date(Date.now() + 86400_000).toISOString(), files }] }]);
-      const rt = runtimeDir();
-      const p = run(stateDir, rt);
-      await p.waitForLog(/ready/);
-      assert.match(p.stderr(), /signing the login on the server's time/);
-      assert.match(p.stderr(), /certificate of ks:\/slow is not valid before .* \(the server's clock is 3600 s ahead\)/);
-      await waitUntil('report', () => s.reports.length > 0);
-      const skew = Number(s.reports[0]!.body.clockSkewMs);
-      assert.ok(Math.abs(skew - 3600_000) < 2000, `skew ${skew}`);
-      p.child.kill('SIGTERM');
-      assert.equal((await p.exited).code, 0);
-    } finally {
-      await s.stop();
-    }
+  test('clock an hour behind the server: login signed on server time, warning for a not-yet-valid certificate, skew reported', async () => {
+    // backdateSeconds 0: the certificate starts at the server's now, an hour after this robot's now.
+    await fx.admin.createKeystore('clock', { backdateSeconds: 0 });
+    const { robot, stateDir } = await newRobot(['clock:/slow']);
+    const rt = runtimeDir();
+    // The real server, the real time; only the agent process's clock is an hour behind (helpers/agent-clock.ts).
+    const p = run(stateDir, rt, [], shiftedClockEnv(base, -3600_000));
+    await p.waitForLog(/ready/, 15_000);
+    assert.match(p.stderr(), /signing the login on the server's time/);
+    assert.match(p.stderr(), /certificate of clock:\/slow is not valid before .* \(the server's clock is (3599|3600|3601) s ahead\)/);
+    const report = await waitForReport(fx.admin, robot);
+    assert.ok(Math.abs(report.clockSkewMs - 3600_000) < 2000, `skew ${report.clockSkewMs}`);
+    p.child.kill('SIGTERM');
+    assert.equal((await p.exited).code, 0);
   });
 
   test('refuses a runtime folder on disk, with a clear message and nothing written', async () => {
@@ -312,25 +394,23 @@ describe('agent run', () => {
   });
 
   test('a planted symlink in the runtime folder stops the agent; its target is untouched', async () => {
-    const { robot, stateDir } = await newRobot();
-    stub.setKeystores(robot, [keystore('ks', 'g1', ['/a'])]);
+    const { stateDir } = await newRobot(['planted:/a']);
     const rt = runtimeDir();
     const target = runtimeDir();
-    fs.symlinkSync(target, join(rt, 'ks'));
+    fs.symlinkSync(target, join(rt, 'planted'));
     const p = run(stateDir, rt);
-    const { code } = await p.exited;
+    const { code } = await waitExit(p, 15_000);
     assert.equal(code, 1);
-    assert.match(p.stderr(), /ks is a symlink the agent did not create/);
+    assert.match(p.stderr(), /planted is a symlink the agent did not create/);
     assert.deepEqual(fs.readdirSync(target), []);
     assert.ok(!p.stderr().includes('ready'));
   });
 
   test('purge command removes a tree left behind; status without a run says so', async () => {
-    const { robot, stateDir } = await newRobot();
-    stub.setKeystores(robot, [keystore('ks', 'g1', ['/a'])]);
+    const { stateDir } = await newRobot(['purge:/a']);
     const rt = runtimeDir();
     const p = run(stateDir, rt);
-    await p.waitForLog(/ready/);
+    await p.waitForLog(/ready/, 15_000);
     p.child.kill('SIGKILL');
     await p.exited;
     const st = await runAgent(['status', '--runtime-dir', rt]);
@@ -343,13 +423,9 @@ describe('agent run', () => {
   });
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
+async function waitExit(p: AgentProc, ms: number): Promise<{ code: number | null }> {
+  const timer = setTimeout(() => p.child.kill('SIGKILL'), ms);
+  const r = await p.exited;
+  clearTimeout(timer);
+  return r;
 }

@@ -13,7 +13,7 @@ import { InvalidBundle, parseBundle, type HeldEnclave } from '../client/agent/bu
 import { Backoff } from '../client/agent/backoff.js';
 import { prepareRuntimeDir } from '../client/agent/runtime-dir.js';
 import { RuntimeWriter, STATUS_FILE } from '../client/agent/writer.js';
-import { fakeEnclaveFiles } from './helpers/agent-stub-server.js';
+import { taggedEnclaveFiles } from './helpers/agent-files.js';
 import { exists, listTree, REPO, shmDir } from './helpers/agent-proc.js';
 
 const cleanup: string[] = [];
@@ -28,7 +28,7 @@ function runtime(): string {
 }
 
 function enclave(keystore: string, path: string, tag = 'g1', size?: number): HeldEnclave {
-  return { keystore, path, notAfter: '2099-01-01T00:00:00.000Z', notAfterMs: Date.parse('2099-01-01'), files: fakeEnclaveFiles(tag, { size }) };
+  return { keystore, path, notAfter: '2099-01-01T00:00:00.000Z', notAfterMs: Date.parse('2099-01-01'), files: taggedEnclaveFiles(tag, { size }) };
 }
 
 function mode(path: string): number {
@@ -46,7 +46,7 @@ describe('agent writer', () => {
     assert.match(linkTarget, /^\.fleet\.\d+$/);
     const encl = join(dir, 'fleet/enclaves/amr_07/driver');
     for (const f of ['identity_ca.cert.pem', 'cert.pem', 'key.pem', 'permissions_ca.cert.pem', 'governance.p7s', 'permissions.p7s']) {
-      assert.equal(fs.readFileSync(join(encl, f), 'utf8'), fakeEnclaveFiles('g1')[f]);
+      assert.equal(fs.readFileSync(join(encl, f), 'utf8'), taggedEnclaveFiles('g1')[f]);
       assert.equal(mode(join(encl, f)), 0o600, f);
     }
     assert.ok(!exists(join(encl, 'crl.pem')));
@@ -276,7 +276,7 @@ describe('agent name rules and bundle validation', () => {
   const good = (): Record<string, unknown> => ({
     revision: '7',
     robot: { name: 'r1' },
-    keystores: [{ name: 'ks', enclaves: [{ path: '/a/b', notAfter: '2030-01-01T00:00:00Z', files: fakeEnclaveFiles('t', { crl: true }) }] }],
+    keystores: [{ name: 'ks', enclaves: [{ path: '/a/b', notAfter: '2030-01-01T00:00:00Z', files: taggedEnclaveFiles('t', { crl: true }) }] }],
   });
   test('a valid bundle is accepted', () => {
     const b = parseBundle(good());

@@ -1,10 +1,12 @@
 /**
- * Starts the real `enclave-server` as a child process and drives it through the contract's HTTP API only
- * (CONTRACT.md "HTTP API"): admin login, keystores, enclaves, robots, enrollment tokens, bindings, rotate,
- * revoke. Used by agent-e2e.test.ts.
+ * Starts the real `enclave-server` as a child process and drives it through its HTTP API only
+ * (docs/api.md): admin login, keystores (create, import), enclaves, robots, enrollment tokens, bindings,
+ * rotate, revoke, audit. Every agent test that needs a server uses this one: there is no stand-in.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as https from 'node:https';
+import * as net from 'node:net';
 import { join } from 'node:path';
 import { HttpClient, parseJson, statusError } from '../../client/common/http.js';
 import { REPO } from './agent-proc.js';
@@ -24,8 +26,8 @@ export interface RealServer {
   dataDir: string;
   proc: ChildProcess;
   output(): string;
-  /** SIGTERM and wait for the exit. */
-  stop(): Promise<void>;
+  /** SIGTERM (or `signal`) and wait for the exit. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
 /** Runs `server/main.ts serve` on 127.0.0.1 (port 0 = any) and waits for its "listening" log line. */
@@ -71,8 +73,8 @@ export async function startServer(opts: { dataDir: string; port?: number; insecu
     dataDir: opts.dataDir,
     proc,
     output: () => out,
-    async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+    async stop(signal = 'SIGTERM') {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
       await exited;
     },
   };
@@ -83,13 +85,16 @@ export class Admin {
   private constructor(
     private readonly http: HttpClient,
     private readonly token: string,
+    private readonly url: string,
+    private readonly ca: string | undefined,
   ) {}
 
   static async login(server: { url: string; caFile?: string }, username = 'admin', password = ADMIN_PASSWORD): Promise<Admin> {
-    const http = new HttpClient(server.url, server.caFile ? fs.readFileSync(server.caFile, 'utf8') : undefined);
+    const ca = server.caFile ? fs.readFileSync(server.caFile, 'utf8') : undefined;
+    const http = new HttpClient(server.url, ca);
     const res = await http.request({ method: 'POST', path: 'v1/auth/login', json: { username, password }, timeoutMs: 15_000 });
     if (res.status !== 200) throw statusError(res, 'login');
-    return new Admin(http, (parseJson(res) as { token: string }).token);
+    return new Admin(http, (parseJson(res) as { token: string }).token, server.url, ca);
   }
 
   close(): void {
@@ -112,12 +117,47 @@ export class Admin {
     return this.call('POST', '/v1/keystores', { name, ...extra });
   }
 
-  createEnclave(ks: string, path: string, policy?: string): Promise<unknown> {
-    return this.call('POST', `/v1/keystores/${ks}/enclaves`, policy === undefined ? { path } : { path, policy });
+  /** `policy`: plain policy XML, or `{ policyArchive, policyFile? }` (a base64 .tar.gz policy folder). */
+  createEnclave(ks: string, path: string, policy?: string | { policyArchive: string; policyFile?: string }): Promise<unknown> {
+    const body = policy === undefined ? { path } : typeof policy === 'string' ? { path, policy } : { path, ...policy };
+    return this.call('POST', `/v1/keystores/${ks}/enclaves`, body);
+  }
+
+  getEnclave<T = EnclaveDetail>(ks: string, path: string): Promise<T> {
+    return this.call<T>('GET', `/v1/keystores/${ks}/enclaves/${path.replace(/^\//, '')}`);
+  }
+
+  /** `POST /v1/keystores/{ks}/import` with an sros2 keystore `.tar.gz` (raw body, not JSON). */
+  importKeystore(ks: string, archive: Buffer): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const req = https.request(
+        new URL(`v1/keystores/${ks}/import`, this.url.endsWith('/') ? this.url : `${this.url}/`),
+        {
+          method: 'POST',
+          ca: this.ca,
+          headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/gzip', 'content-length': archive.length },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            if (res.statusCode === 201) resolve(JSON.parse(text));
+            else reject(new Error(`import ${ks}: HTTP ${res.statusCode}: ${text}`));
+          });
+        },
+      );
+      req.on('error', reject);
+      req.end(archive);
+    });
   }
 
   createRobot(name: string, labels: Record<string, string> = {}): Promise<unknown> {
     return this.call('POST', '/v1/robots', { name, labels });
+  }
+
+  setLabels(name: string, labels: Record<string, string>): Promise<unknown> {
+    return this.call('PATCH', `/v1/robots/${name}`, { labels });
   }
 
   async enrollmentToken(robot: string): Promise<string> {
@@ -126,6 +166,10 @@ export class Admin {
 
   async bind(keystore: string, enclave: string, robot: string): Promise<string> {
     return String((await this.call<{ id: string | number }>('POST', '/v1/bindings', { keystore, enclave, robot })).id);
+  }
+
+  async bindSelector(keystore: string, enclave: string, selector: Record<string, string>): Promise<string> {
+    return String((await this.call<{ id: string | number }>('POST', '/v1/bindings', { keystore, enclave, selector })).id);
   }
 
   unbind(id: string): Promise<unknown> {
@@ -147,4 +191,87 @@ export class Admin {
   getRobot<T = Record<string, unknown>>(name: string): Promise<T> {
     return this.call<T>('GET', `/v1/robots/${name}`);
   }
+
+  /** The robot's last report (`GET /v1/robots/{name}` → `report`), or null before the first. */
+  async report(robot: string): Promise<RobotReport | null> {
+    return (await this.getRobot<{ report: RobotReport | null }>(robot)).report;
+  }
+
+  /** Successful device logins of `robot` (audit action `auth.robot`). */
+  async robotLogins(robot: string): Promise<number> {
+    const { entries } = await this.call<{ entries: { actor: string; result: string }[] }>(
+      'GET',
+      `/v1/audit?actor=${encodeURIComponent(robot)}&action=auth.robot&limit=10000`,
+    );
+    return entries.filter((e) => e.actor === robot && e.result !== 'failure').length;
+  }
+}
+
+export interface EnclaveDetail {
+  path: string;
+  status: string;
+  serial: string;
+  notBefore: string;
+  notAfter: string;
+  certificate: string;
+  fingerprintSha256: string;
+}
+
+export interface RobotReport {
+  revision: string | null;
+  filesystem: string;
+  clockSkewMs: number;
+  agentVersion: string;
+  enclaves: { keystore: string; path: string; notAfter: string }[];
+  reportedAt?: string;
+}
+
+/** Polls the robot's report until `ok(report)` holds. */
+export async function waitForReport(admin: Admin, robot: string, ok: (r: RobotReport) => boolean = () => true, timeoutMs = 5000): Promise<RobotReport> {
+  const start = Date.now();
+  let last: RobotReport | null = null;
+  while (Date.now() - start < timeoutMs) {
+    last = await admin.report(robot);
+    if (last && ok(last)) return last;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no matching report from ${robot} within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (for a server started later on a known port). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** A real server plus an admin session on it, with a keystore per name in `keystores`. */
+export interface ServerFixture {
+  server: RealServer;
+  admin: Admin;
+  /** Stops the server (admin session closed); `restart` starts it again on the same data folder and port. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  restart(env?: NodeJS.ProcessEnv): Promise<void>;
+}
+
+export async function serverFixture(opts: { dataDir: string; port?: number; env?: NodeJS.ProcessEnv }): Promise<ServerFixture> {
+  const fx: ServerFixture = {
+    server: await startServer(opts),
+    admin: undefined as unknown as Admin,
+    async stop(signal) {
+      fx.admin.close();
+      await fx.server.stop(signal);
+    },
+    async restart(env = opts.env) {
+      fx.server = await startServer({ dataDir: opts.dataDir, port: fx.server.port, env });
+      fx.admin = await Admin.login(fx.server);
+    },
+  };
+  fx.admin = await Admin.login(fx.server);
+  return fx;
 }
