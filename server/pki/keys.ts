@@ -7,7 +7,7 @@ export type PrivateKeyInput = string | KeyObject;
 export type PublicKeyInput = string | KeyObject;
 
 export interface KeyPair {
-  /** PKCS#8, `-----BEGIN PRIVATE KEY-----`, byte-identical to what OpenSSL/sros2 write. */
+  /** Unencrypted PKCS#8 PEM (label "PRIVATE KEY"), byte-identical to what OpenSSL/sros2 write. */
   privateKeyPem: string;
   /** SubjectPublicKeyInfo, `-----BEGIN PUBLIC KEY-----`. */
   publicKeyPem: string;
