@@ -303,3 +303,24 @@ describe('keystores and enclaves as sros2 makes them', () => {
     assert.equal((await request(ctx.app).get('/v1/keystores/split').set(bearer(admin))).status, 404);
   });
 });
+
+describe('concurrent batches', () => {
+  test('two overlapping batches at once: one wins, the other is a 409, nothing half-stored', async () => {
+    const ctx = await makeTestApp();
+    try {
+      const admin = await ctx.adminToken();
+      await request(ctx.app).post('/v1/keystores').set(bearer(admin)).send({ name: 'race' }).expect(201);
+      const paths = Array.from({ length: 400 }, (_, i) => `/race/r_${i}`);
+      const [a, b] = await Promise.all([
+        request(ctx.app).post('/v1/keystores/race/enclaves:batch').set(bearer(admin)).send({ paths }),
+        request(ctx.app).post('/v1/keystores/race/enclaves:batch').set(bearer(admin)).send({ paths: [...paths.slice(200), '/race/extra'] }),
+      ]);
+      assert.deepEqual([a.status, b.status].sort(), [201, 409]);
+      const count = ctx.db.prepare("SELECT count(*) FROM enclaves WHERE keystore = 'race'").pluck().get() as number;
+      assert.equal(count, a.status === 201 ? 400 : 201);
+    } finally {
+      ctx.services.bundles.close();
+      ctx.close();
+    }
+  });
+});
