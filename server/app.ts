@@ -8,7 +8,7 @@ import { authRoutes } from './auth/auth.routes.js';
 import { AuthService } from './auth/auth.service.js';
 import { authenticate, type PrincipalResolver } from './auth/authenticate.js';
 import { LoginLimiter } from './auth/rate-limit.js';
-import { TokenIssuer } from './auth/tokens.js';
+import { robotTokenVersion, TokenIssuer, userTokenVersion } from './auth/tokens.js';
 import type { Db } from './db/database.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import type { Logger } from './logger.js';
@@ -92,7 +92,7 @@ export function createApp(deps: AppDeps): Express {
   const importLimits = { maxUnpackedBytes: options.maxImportBytes * 4, maxEntries: 100_000, maxFileBytes: 4 * 1024 * 1024 };
   const keystores = new KeystoresService(deps.db, deps.sealer, access, audit, changes, importLimits, now);
   const enclaves = new EnclavesService(deps.db, deps.sealer, access, keystores, audit, changes, now);
-  const robots = new RobotsService(deps.db, grantsRepo, tokens, audit, changes, now);
+  const robots = new RobotsService(deps.db, access, tokens, audit, changes, now);
   const bindings = new BindingsService(deps.db, access, keystores.repo, robots.repo, audit, changes, now);
   const bundles = new BundlesService(keystores.repo, robots.repo, bindings, deps.sealer, audit, changes);
   const services: Services = { audit, users, auth, tokens, changes, access, grants, keystores, enclaves, robots, bindings, bundles };
@@ -100,11 +100,11 @@ export function createApp(deps: AppDeps): Express {
   const resolver: PrincipalResolver = {
     user(name, ver) {
       const u = users.repo.get(name);
-      return u && String(u.tokenEpoch) === ver ? { kind: 'user', name: u.name, role: u.role } : undefined;
+      return u && userTokenVersion(u) === ver ? { kind: 'user', name: u.name, role: u.role } : undefined;
     },
     robot(name, ver) {
       const r = robots.repo.get(name);
-      return r && r.keyId !== null && r.keyId === ver ? { kind: 'robot', name: r.name, keyId: r.keyId } : undefined;
+      return r && r.keyId !== null && robotTokenVersion(r) === ver ? { kind: 'robot', name: r.name, keyId: r.keyId } : undefined;
     },
   };
 
@@ -135,7 +135,7 @@ export function createApp(deps: AppDeps): Express {
   );
   app.use(metrics.middleware());
   app.use(helmet());
-  app.use(express.json({ limit: options.jsonLimit, strict: true }));
+  app.use(express.json({ limit: options.jsonLimit, strict: true, inflate: false }));
 
   app.use(opsRoutes(deps.db, metrics));
   app.use(authRoutes(auth));

@@ -20,19 +20,35 @@ export function prepareDataDir(dir: string, logger: Logger): void {
   if (mode & 0o077) logger.warn({ dataDir: dir, mode: mode.toString(8) }, 'data folder is readable by others; expected 0700');
 }
 
-/** Writes a new file with mode 0600, failing if it already exists (no race with a second process). */
+/**
+ * Writes a new file with mode 0600, all or nothing: the content goes to a temporary file first, which is then
+ * hard-linked into place (failing if the file exists: no race with a second process). A crash or a full disk
+ * never leaves a short secret behind.
+ */
 export function writeSecretFile(file: string, content: string | Buffer): void {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+  const tmp = `${file}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`;
+  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
   try {
-    fs.writeFileSync(fd, content);
+    try {
+      fs.writeFileSync(fd, content);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.linkSync(tmp, file);
   } finally {
-    fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
   }
 }
 
 function readOrCreate(file: string, make: () => Buffer, logger: Logger, what: string): Buffer {
-  if (fs.existsSync(file)) return fs.readFileSync(file);
+  if (fs.existsSync(file)) {
+    const value = fs.readFileSync(file);
+    // Never run with a damaged secret: an empty HMAC key would let anyone forge tokens.
+    if (value.length < 32) throw new ConfigError(`${file} is damaged (${value.length} bytes, expected 32): restore it from a backup, or delete it to make a new ${what}`);
+    return value;
+  }
   const value = make();
   writeSecretFile(file, value);
   logger.info({ file }, `created ${what}`);

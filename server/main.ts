@@ -111,6 +111,8 @@ async function backup(config: ServerConfig, out: string | undefined, logger: Log
   const file = path.join(config.dataDir, 'enclaves.db');
   if (!fs.existsSync(file)) throw new ConfigError(`backup: no database at ${file}`);
   const db = openDatabase(file);
+  // The copy holds every sealed key: owner-only from its first byte, not just after the chmod at the end.
+  const umask = process.umask(0o077);
   try {
     // SQLite's online backup API: a consistent snapshot while the server keeps running.
     await db.backup(target, {
@@ -120,6 +122,7 @@ async function backup(config: ServerConfig, out: string | undefined, logger: Log
       },
     });
   } finally {
+    process.umask(umask);
     db.close();
   }
   fs.chmodSync(target, 0o600);

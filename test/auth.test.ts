@@ -2,6 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import jwt from 'jsonwebtoken';
 import request from 'supertest';
+import { userTokenVersion } from '../server/auth/tokens.js';
 import { ADMIN, bearer, makeTestApp, type TestContext } from './helpers/app.js';
 
 describe('login and bearer tokens', () => {
@@ -13,6 +14,23 @@ describe('login and bearer tokens', () => {
 
   const forge = (claims: object, secret: Buffer | string, options: jwt.SignOptions = {}) =>
     jwt.sign(claims, secret, { algorithm: 'HS256', ...options });
+  const adminVer = () => userTokenVersion(ctx.services.users.repo.get('admin')!);
+
+  test('control: a token made with the server secret and every right claim is accepted', async () => {
+    const t = forge({ ver: adminVer() }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 });
+    ctx.secrets.add(t);
+    assert.equal((await request(ctx.app).get('/v1/users').set(bearer(t))).status, 200);
+  });
+
+  test('a deleted user created again does not get the old tokens back', async () => {
+    const admin = await ctx.adminToken();
+    await request(ctx.app).post('/v1/users').set(bearer(admin)).send({ name: 'phoenix', password: 'phoenix-password-1', role: 'admin' }).expect(201);
+    const old = await ctx.login('phoenix', 'phoenix-password-1');
+    await request(ctx.app).delete('/v1/users/phoenix').set(bearer(admin)).expect(204);
+    await new Promise((r) => setTimeout(r, 5));
+    await request(ctx.app).post('/v1/users').set(bearer(admin)).send({ name: 'phoenix', password: 'phoenix-password-1', role: 'member' }).expect(201);
+    assert.equal((await request(ctx.app).get('/v1/audit').set(bearer(old))).status, 401);
+  });
 
   test('login succeeds with the right password and the token works', async () => {
     const res = await request(ctx.app).post('/v1/auth/login').send(ADMIN);
@@ -47,6 +65,27 @@ describe('login and bearer tokens', () => {
     assert.ok(Number(res.headers['retry-after']) > 0);
   });
 
+  test('guesses sent all at once cannot pass the limit', async () => {
+    const burst = await makeTestApp({ loginMaxFailuresPerUser: 5, loginMaxFailuresPerIp: 100 });
+    try {
+      const results = await Promise.all(
+        Array.from({ length: 30 }, () => request(burst.app).post('/v1/auth/login').send({ username: 'admin', password: 'wrong-wrong-wrong' })),
+      );
+      const evaluated = results.filter((r) => r.status === 401).length;
+      assert.equal(evaluated, 5, `${evaluated} guesses were checked`);
+      assert.equal(results.filter((r) => r.status === 429).length, 25);
+    } finally {
+      burst.close();
+    }
+  });
+
+  test('an unknown user name is not written to the audit log as typed', async () => {
+    await request(ctx.app).post('/v1/auth/login').send({ username: 'Sup3r-Secret-Pasted', password: 'whatever-whatever' });
+    const admin = await ctx.adminToken();
+    const res = await request(ctx.app).get('/v1/audit?action=auth.login&limit=100').set(bearer(admin));
+    assert.ok(!JSON.stringify(res.body).includes('Sup3r-Secret-Pasted'));
+  });
+
   test('per-IP limit applies across user names', async () => {
     const limited = await makeTestApp({ loginMaxFailuresPerUser: 100, loginMaxFailuresPerIp: 4 });
     try {
@@ -61,26 +100,26 @@ describe('login and bearer tokens', () => {
   });
 
   const badTokens: [string, () => string][] = [
-    ['expired', () => forge({ ver: '0', exp: Math.floor(Date.now() / 1000) - 60 }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin' })],
+    ['expired', () => forge({ ver: adminVer(), exp: Math.floor(Date.now() / 1000) - 60 }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin' })],
     ['tampered signature', () => {
-      const t = forge({ ver: '0' }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 });
+      const t = forge({ ver: adminVer() }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 });
       return t.slice(0, -4) + (t.endsWith('AAAA') ? 'BBBB' : 'AAAA');
     }],
     ['tampered payload (role claim added)', () => {
-      const t = forge({ ver: '0' }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 });
+      const t = forge({ ver: adminVer() }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 });
       const [h, , s] = t.split('.');
-      const p = Buffer.from(JSON.stringify({ sub: 'someone-else', ver: '0', aud: 'enclave-server:user', iss: 'enclave-server', exp: 9999999999 })).toString('base64url');
+      const p = Buffer.from(JSON.stringify({ sub: 'someone-else', ver: adminVer(), aud: 'enclave-server:user', iss: 'enclave-server', exp: 9999999999 })).toString('base64url');
       return `${h}.${p}.${s}`;
     }],
-    ['wrong audience', () => forge({ ver: '0' }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'something-else', subject: 'admin', expiresIn: 60 })],
-    ['wrong issuer', () => forge({ ver: '0' }, ctx.jwtSecret, { issuer: 'evil', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 })],
-    ['signed with another secret', () => forge({ ver: '0' }, 'another-secret-entirely', { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 })],
+    ['wrong audience', () => forge({ ver: adminVer() }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'something-else', subject: 'admin', expiresIn: 60 })],
+    ['wrong issuer', () => forge({ ver: adminVer() }, ctx.jwtSecret, { issuer: 'evil', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 })],
+    ['signed with another secret', () => forge({ ver: adminVer() }, 'another-secret-entirely', { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 })],
     ['alg none', () => {
       const h = Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url');
-      const p = Buffer.from(JSON.stringify({ sub: 'admin', ver: '0', aud: 'enclave-server:user', iss: 'enclave-server', exp: Math.floor(Date.now() / 1000) + 60 })).toString('base64url');
+      const p = Buffer.from(JSON.stringify({ sub: 'admin', ver: adminVer(), aud: 'enclave-server:user', iss: 'enclave-server', exp: Math.floor(Date.now() / 1000) + 60 })).toString('base64url');
       return `${h}.${p}.`;
     }],
-    ['HS512 instead of the pinned HS256', () => jwt.sign({ ver: '0' }, ctx.jwtSecret, { algorithm: 'HS512', issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 })],
+    ['HS512 instead of the pinned HS256', () => jwt.sign({ ver: adminVer() }, ctx.jwtSecret, { algorithm: 'HS512', issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 })],
     ['garbage', () => 'not-a-jwt'],
   ];
   for (const [name, make] of badTokens) {

@@ -149,7 +149,7 @@ describe('enclavectl: the seed scenario against a real server', () => {
     const refused = await acme('bind', 'fleet', '/thirdparty/acme/camera', '--robot', 'r2');
     assert.equal(refused.status, 1, describeRun(refused));
     assert.equal(refused.stdout, '');
-    assert.equal(refused.stderr, 'enclavectl: your grant does not allow binding fleet:/thirdparty/acme/camera to these robots\n');
+    assert.equal(refused.stderr, 'enclavectl: no robot "r2"\n');
     const hidden = await acme('enclave', 'show', 'fleet', '/fleet/amr_07/driver');
     assert.equal(hidden.status, 1);
     assert.match(hidden.stderr, /^enclavectl: .*\n$/);

@@ -324,3 +324,79 @@ describe('concurrent batches', () => {
     }
   });
 });
+
+describe('imported CRLs', () => {
+  test('a short-lived imported CRL is re-signed to last as long as the CA; without the CA key it is refused', async () => {
+    const ctx = await makeTestApp();
+    try {
+      const admin = await ctx.adminToken();
+      const { execFileSync } = await import('node:child_process');
+      const { issueCrl, readCrl, inspectCertificate } = await import('../server/pki/index.js');
+      await request(ctx.app).post('/v1/keystores').set(bearer(admin)).send({ name: 'src' }).expect(201);
+      await request(ctx.app).post('/v1/keystores/src/enclaves:batch').set(bearer(admin)).send({ paths: ['/keep', '/gone'] }).expect(201);
+      const gone = (await request(ctx.app).get('/v1/keystores/src/enclaves/gone').set(bearer(admin))).body.serial as string;
+      const res = await request(ctx.app).get('/v1/keystores/src/export?private=true').set(bearer(admin)).buffer(true).parse(binaryParser);
+      const dir = path.join(ctx.dir, 'crl-import');
+      untar(res.body as Buffer, dir);
+      const root = path.join(dir, 'keystore');
+      const caCert = fs.readFileSync(path.join(root, 'public', 'ca.cert.pem'), 'utf8');
+      const caKey = fs.readFileSync(path.join(root, 'private', 'ca.key.pem'), 'utf8');
+      const now = new Date();
+      const shortCrl = issueCrl({ issuer: { certPem: caCert, keyPem: caKey }, revoked: [{ serialHex: gone, revokedAt: now }], thisUpdate: now, nextUpdate: new Date(now.getTime() + 86400_000), crlNumber: 7 });
+      fs.writeFileSync(path.join(root, 'public', 'crl.pem'), shortCrl);
+      fs.rmSync(path.join(root, 'enclaves', 'gone'), { recursive: true });
+      const withKey = execFileSync('tar', ['-czf', '-', '-C', dir, 'keystore']);
+      const imported = await request(ctx.app).post('/v1/keystores/withkey/import').set(bearer(admin)).type('application/gzip').send(withKey);
+      assert.equal(imported.status, 201, JSON.stringify(imported.body));
+      const stored = ctx.services.keystores.repo.get('withkey')!.crl_pem!;
+      const read = readCrl(stored, caCert);
+      assert.deepEqual([...read.revokedSerials], [gone]);
+      assert.equal(read.nextUpdate?.toISOString(), inspectCertificate(caCert).notAfter.toISOString());
+      fs.rmSync(path.join(root, 'private'), { recursive: true });
+      const withoutKey = execFileSync('tar', ['-czf', '-', '-C', dir, 'keystore']);
+      const refused = await request(ctx.app).post('/v1/keystores/nokey/import').set(bearer(admin)).type('application/gzip').send(withoutKey);
+      assert.equal(refused.status, 422);
+      assert.match(refused.body.error.message, /crl\.pem expires/);
+    } finally {
+      ctx.services.bundles.close();
+      ctx.close();
+    }
+  });
+});
+
+describe('concurrent keystore creation', () => {
+  test('the same name created five times at once: one 201, the rest 409, never a 500', async () => {
+    const ctx = await makeTestApp();
+    try {
+      const admin = await ctx.adminToken();
+      const results = await Promise.all(Array.from({ length: 5 }, () => request(ctx.app).post('/v1/keystores').set(bearer(admin)).send({ name: 'twin' })));
+      assert.deepEqual(results.map((r) => r.status).sort(), [201, 409, 409, 409, 409]);
+    } finally {
+      ctx.services.bundles.close();
+      ctx.close();
+    }
+  });
+});
+
+describe('rotation after a suspected leak', () => {
+  test('revokePrevious puts the old serial on the CRL; a plain rotation does not', async () => {
+    const ctx = await makeTestApp();
+    try {
+      const admin = await ctx.adminToken();
+      const { readCrl } = await import('../server/pki/index.js');
+      await request(ctx.app).post('/v1/keystores').set(bearer(admin)).send({ name: 'k' }).expect(201);
+      const first = (await request(ctx.app).post('/v1/keystores/k/enclaves').set(bearer(admin)).send({ path: '/a' })).body.serial;
+      const second = (await request(ctx.app).post('/v1/keystores/k/enclaves/a/rotate').set(bearer(admin)).send({})).body.serial;
+      assert.equal(ctx.services.keystores.repo.get('k')!.crl_pem, null);
+      const third = (await request(ctx.app).post('/v1/keystores/k/enclaves/a/rotate').set(bearer(admin)).send({ revokePrevious: true })).body;
+      assert.equal(third.status, 'active');
+      const ks = ctx.services.keystores.repo.get('k')!;
+      const revoked = readCrl(ks.crl_pem!, ks.identity_ca_cert).revokedSerials;
+      assert.deepEqual([...revoked], [second]);
+      assert.ok(!revoked.has(first) && !revoked.has(third.serial));
+    } finally {
+      ctx.services.bundles.close();
+      ctx.close();
+    }
+  });
+});

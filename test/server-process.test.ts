@@ -146,3 +146,24 @@ describe('the real server process', () => {
     allLogs.push(b.stdout, b.stderr);
   });
 });
+
+describe('damaged secrets', () => {
+  test('an empty jwt.secret stops the start-up instead of making tokens forgeable', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-damaged-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'jwt.secret'), '', { mode: 0o600 });
+      const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO, 'server', 'main.ts'), '--data-dir', dir, '--listen', '127.0.0.1:0'], {
+        cwd: REPO,
+        env: { ...process.env, ENCLAVE_ADMIN_PASSWORD: 'long-enough-password' },
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      assert.equal(r.status, 2);
+      assert.match(r.stderr, /jwt\.secret is damaged \(0 bytes/);
+      assert.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.tmp')), [], 'no temporary secret left behind');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

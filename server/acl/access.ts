@@ -1,7 +1,7 @@
 import type { UserPrincipal } from '../auth/principal.js';
 import { Forbidden, NotFound } from '../errors.js';
 import type { GrantsRepo } from '../grants/grants.repo.js';
-import { allowedBy, decide, patternMatches, type Action, type Capability } from './acl.js';
+import { allowedBy, decide, patternMatches, selectorMatches, type Action, type Capability, type Labels } from './acl.js';
 
 /**
  * Applies the pure decision to a calling user, loading their grants. The status rules live here so every
@@ -45,6 +45,14 @@ export class Access {
   visibleKeystores(user: UserPrincipal): Set<string> | 'all' {
     if (user.role === 'admin') return 'all';
     return new Set(this.grants.forUser(user.name).map((g) => g.keystore));
+  }
+
+  /** A member sees the robots their `bind` grants may reach (to bind them); admins see every robot. */
+  robotVisible(user: UserPrincipal, labels: Labels): boolean {
+    if (user.role === 'admin') return true;
+    return this.grants
+      .forUser(user.name)
+      .some((g) => g.capabilities.includes('bind') && selectorMatches(g.robotSelector ?? {}, labels));
   }
 
   requireKeystoreVisible(user: UserPrincipal, keystore: string): void {

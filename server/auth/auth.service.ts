@@ -3,7 +3,7 @@ import { Unauthorized } from '../errors.js';
 import type { UsersRepo } from '../users/users.repo.js';
 import { decoyHash, verifyPassword } from './passwords.js';
 import type { LoginLimiter } from './rate-limit.js';
-import type { IssuedToken, TokenIssuer } from './tokens.js';
+import { userTokenVersion, type IssuedToken, type TokenIssuer } from './tokens.js';
 
 export class AuthService {
   constructor(
@@ -15,12 +15,15 @@ export class AuthService {
 
   async login(username: string, password: string, ip: string): Promise<IssuedToken> {
     this.limiter.check(ip, username);
+    // Counted as a failure before the (slow) hash and refunded on success: otherwise many guesses sent at
+    // once would all pass the check before any of them is counted.
+    this.limiter.fail(ip, username);
     const user = this.users.get(username);
     const ok = await verifyPassword(password, user?.passwordHash ?? (await decoyHash()));
     if (!user || !ok) {
-      this.limiter.fail(ip, username);
       this.audit.record({
-        actor: username,
+        // An unknown name is not recorded as typed: it may be a password pasted into the wrong field.
+        actor: user ? user.name : '(unknown user)',
         actorKind: 'anonymous',
         action: 'auth.login',
         result: 'failure',
@@ -29,8 +32,8 @@ export class AuthService {
       // Same answer for unknown user and wrong password.
       throw new Unauthorized('invalid username or password', 'invalid-credentials');
     }
-    this.limiter.succeed(username);
+    this.limiter.succeed(ip, username);
     this.audit.record({ actor: user.name, actorKind: 'user', action: 'auth.login', details: { ip } });
-    return this.tokens.issue({ kind: 'user', name: user.name, role: user.role }, String(user.tokenEpoch));
+    return this.tokens.issue({ kind: 'user', name: user.name, role: user.role }, userTokenVersion(user));
   }
 }

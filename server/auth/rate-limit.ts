@@ -6,10 +6,11 @@ interface Window {
 }
 
 /**
- * Counts failed logins per client IP and per user name in fixed windows. Only failures count, so a
- * user who types the right password is never slowed down; once a key reaches its limit every attempt
- * (right or wrong) gets 429 until the window ends, which stops online guessing against one account
- * and from one address. In memory: one server process holds the counters.
+ * Counts failed logins per client IP and per user name in fixed windows. Every attempt is charged before
+ * the password is checked and refunded when it was right, so a user who types the right password is never
+ * slowed down and concurrent guesses cannot slip past the limit. Once a key reaches its limit every attempt
+ * (right or wrong) gets 429 until the window ends, which stops online guessing against one account and from
+ * one address. In memory: one server process holds the counters.
  */
 export class LoginLimiter {
   private readonly byIp = new Map<string, Window>();
@@ -48,8 +49,11 @@ export class LoginLimiter {
     if (this.byIp.size + this.byUser.size > 100_000) this.sweep(t);
   }
 
-  succeed(user: string): void {
+  /** A right password: the user's count starts over; the attempt charged to the address is refunded. */
+  succeed(ip: string, user: string): void {
     this.byUser.delete(user);
+    const w = this.byIp.get(ip);
+    if (w && w.failures > 0) w.failures--;
   }
 
   private sweep(t: number): void {

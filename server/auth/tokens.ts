@@ -15,6 +15,14 @@ export interface TokenClaims {
   ver: string;
 }
 
+/**
+ * What a token's `ver` claim binds it to. A user's creation time is in it, so a user deleted and created
+ * again under the same name does not get the old tokens back; a robot's enrollment time is in it, so a
+ * re-enrollment (even with the same device key) ends the tokens issued before.
+ */
+export const userTokenVersion = (u: { createdAt: string; tokenEpoch: number }) => `${u.createdAt}/${u.tokenEpoch}`;
+export const robotTokenVersion = (r: { keyId: string | null; enrolledAt: string | null }) => `${r.keyId}/${r.enrolledAt}`;
+
 export interface IssuedToken {
   token: string;
   expiresAt: string;

@@ -38,7 +38,19 @@ export class BindingsService {
   }
 
   list(user: UserPrincipal): Binding[] {
-    return this.repo.list().filter((b) => this.access.can(user, 'read', b.keystore, b.enclave));
+    return this.repo
+      .list()
+      .filter((b) => this.access.can(user, 'read', b.keystore, b.enclave))
+      .map((b) => {
+        if (b.robot === undefined || user.role === 'admin') return b;
+        const robot = this.robots.get(b.robot);
+        // Robot names a member may not see are not shown to them.
+        return robot && this.robotVisible(user, robot.labels) ? b : { ...b, robot: '(hidden)' };
+      });
+  }
+
+  private robotVisible(user: UserPrincipal, labels: Labels): boolean {
+    return this.access.robotVisible(user, labels);
   }
 
   create(user: UserPrincipal, input: BindingInput): Binding {
@@ -57,7 +69,8 @@ export class BindingsService {
     let robotLabels: Labels[] | undefined;
     if (input.robot !== undefined) {
       const robot = this.robots.get(input.robot);
-      if (!robot) throw new NotFound(`no robot "${input.robot}"`);
+      // A robot outside every bind grant of a member does not exist for them (as in GET /v1/robots).
+      if (!robot || !this.robotVisible(user, robot.labels)) throw new NotFound(`no robot "${input.robot}"`);
       robotLabels = [robot.labels];
     }
     const allowedBy = this.access.require(user, {
@@ -96,7 +109,15 @@ export class BindingsService {
   delete(user: UserPrincipal, id: string): void {
     const b = this.repo.get(id);
     if (!b || !this.access.can(user, 'read', b.keystore, b.enclave)) throw new NotFound(`no binding "${id}"`);
-    const allowedBy = this.access.require(user, { capability: 'bind', keystore: b.keystore, enclave: b.enclave });
+    // The same rule as creating it: a member may only remove bindings their grant's robot selector covers.
+    const robot = b.robot === undefined ? undefined : this.robots.get(b.robot);
+    const allowedBy = this.access.require(user, {
+      capability: 'bind',
+      keystore: b.keystore,
+      enclave: b.enclave,
+      robots: robot ? [robot.labels] : undefined,
+      selector: b.selector,
+    });
     this.repo.remove(id);
     this.audit.record({ actor: user.name, actorKind: 'user', action: 'binding.delete', target: id, grantId: allowedBy, details: { keystore: b.keystore, enclave: b.enclave, robot: b.robot, selector: b.selector } });
     this.changes.publish({ kind: 'bindings', robot: b.robot, selector: b.selector });

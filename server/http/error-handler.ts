@@ -39,7 +39,12 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       res.status(422).json(errorBody('invalid-input', `${first.field}: ${first.problem}`, problems));
       return;
     }
-    const e = err as { type?: string; status?: number };
+    const e = err as { type?: string; status?: number; code?: string };
+    // A uniqueness race the services' own checks could not see (two requests creating the same name at once).
+    if (e?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || e?.code === 'SQLITE_CONSTRAINT_UNIQUE') {
+      res.status(409).json(errorBody('conflict', 'it already exists (created by a concurrent request)'));
+      return;
+    }
     if (e?.type === 'entity.parse.failed') {
       res.status(400).json(errorBody('invalid-json', 'request body is not valid JSON'));
       return;

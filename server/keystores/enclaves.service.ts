@@ -83,6 +83,16 @@ export class EnclavesService {
     return row;
   }
 
+  /**
+   * The rights check alone, for handlers to run before they parse an expensive body (a policy archive):
+   * a caller who may not manage these enclaves never gets the server to do that work.
+   */
+  requireManage(user: UserPrincipal, keystore: string, paths: readonly string[]): void {
+    this.keystore(user, keystore);
+    if (user.role === 'admin') return;
+    for (const enclave of paths) this.access.require(user, { capability: 'manage', keystore, enclave });
+  }
+
   list(user: UserPrincipal, keystore: string): EnclaveSummary[] {
     this.keystore(user, keystore);
     const readable = this.access.readable(user, keystore);
@@ -110,9 +120,15 @@ export class EnclavesService {
     };
   }
 
-  async create(user: UserPrincipal, keystore: string, path: string, opts: CreateOptions): Promise<EnclaveView> {
+  async create(user: UserPrincipal, keystore: string, path: string, opts: CreateOptions): Promise<EnclaveSummary | EnclaveView> {
     await this.createMany(user, keystore, [path], opts, 'enclave.create');
-    return this.view(this.enclave(keystore, path));
+    return this.viewFor(user, keystore, path);
+  }
+
+  /** The full view (certificate, permissions, policy) only for callers who may `read`; `manage` alone gets the summary. */
+  private viewFor(user: UserPrincipal, keystore: string, path: string): EnclaveSummary | EnclaveView {
+    const row = this.enclave(keystore, path);
+    return this.access.can(user, 'read', keystore, path) ? this.view(row) : summary(row);
   }
 
   /** All or nothing, in one transaction: names, rights and conflicts are checked before any key is made. */
@@ -181,7 +197,7 @@ export class EnclavesService {
     return paths.map((p) => summary(this.repo.getEnclave(keystore, p)!));
   }
 
-  async setPolicy(user: UserPrincipal, keystore: string, path: string, policyXml: string): Promise<EnclaveView> {
+  async setPolicy(user: UserPrincipal, keystore: string, path: string, policyXml: string): Promise<EnclaveSummary | EnclaveView> {
     const ks = this.keystore(user, keystore);
     const grant = this.access.require(user, { capability: 'manage', keystore, enclave: path });
     const row = this.enclave(keystore, path);
@@ -201,10 +217,14 @@ export class EnclavesService {
     });
     this.audit.record({ actor: user.name, actorKind: 'user', action: 'enclave.policy', target: `${keystore}:${path}`, grantId: grant });
     this.changes.publish({ kind: 'enclave', keystore, enclave: path });
-    return this.view(this.enclave(keystore, path));
+    return this.viewFor(user, keystore, path);
   }
 
-  rotate(user: UserPrincipal, keystore: string, path: string, validityDays?: number): EnclaveView {
+  /**
+   * New key and certificate. With `revokePrevious` (a suspected key leak) the old certificate's serial also
+   * joins the CRL; otherwise it stays valid until it expires, so robots can switch over without a gap.
+   */
+  rotate(user: UserPrincipal, keystore: string, path: string, validityDays?: number, revokePrevious = false): EnclaveSummary | EnclaveView {
     const ks = this.keystore(user, keystore);
     const grant = this.access.require(user, { capability: 'manage', keystore, enclave: path });
     const row = this.enclave(keystore, path);
@@ -220,20 +240,23 @@ export class EnclavesService {
     } else {
       issued = issueEnclave(signer, path, row.policy_xml, validity, now);
     }
-    this.repo.replaceIdentity({ keystore, path, ...this.identityColumns(keystore, path, issued), updated_at: now.toISOString() });
-    this.audit.record({
-      actor: user.name,
-      actorKind: 'user',
-      action: 'enclave.rotate',
-      target: `${keystore}:${path}`,
-      grantId: grant,
-      details: { oldSerial: row.serial, serial: issued.serial, notAfter: issued.notAfter.toISOString() },
-    });
-    this.changes.publish({ kind: 'enclave', keystore, enclave: path });
-    return this.view(this.enclave(keystore, path));
+    this.db.transaction(() => {
+      this.repo.replaceIdentity({ keystore, path, ...this.identityColumns(keystore, path, issued), updated_at: now.toISOString() });
+      if (revokePrevious) this.revokeSerial(ks, row);
+      this.audit.record({
+        actor: user.name,
+        actorKind: 'user',
+        action: 'enclave.rotate',
+        target: `${keystore}:${path}`,
+        grantId: grant,
+        details: { oldSerial: row.serial, serial: issued.serial, notAfter: issued.notAfter.toISOString(), oldRevoked: revokePrevious },
+      });
+    }).immediate();
+    this.changes.publish(revokePrevious ? { kind: 'keystore', keystore } : { kind: 'enclave', keystore, enclave: path });
+    return this.viewFor(user, keystore, path);
   }
 
-  revoke(user: UserPrincipal, keystore: string, path: string): EnclaveView {
+  revoke(user: UserPrincipal, keystore: string, path: string): EnclaveSummary | EnclaveView {
     const ks = this.keystore(user, keystore);
     const grant = this.access.require(user, { capability: 'manage', keystore, enclave: path });
     const row = this.enclave(keystore, path);
@@ -245,7 +268,7 @@ export class EnclavesService {
     }).immediate();
     // The CRL changed for the whole keystore: every bundle holding one of its enclaves changes.
     this.changes.publish({ kind: 'keystore', keystore });
-    return this.view(this.enclave(keystore, path));
+    return this.viewFor(user, keystore, path);
   }
 
   /**

@@ -1,6 +1,6 @@
-import express, { Router, type Request } from 'express';
+import express, { Router, type Request, type RequestHandler } from 'express';
 import { z } from 'zod';
-import { userOf } from '../auth/principal.js';
+import { adminOf, userOf } from '../auth/principal.js';
 import { InvalidInput } from '../errors.js';
 import { h } from '../http/handler.js';
 import { body, query } from '../http/validate.js';
@@ -31,7 +31,7 @@ const PolicyFields = {
 };
 const CreateEnclave = z.object({ path: z.string().max(300), ...PolicyFields }).strict();
 const BatchCreate = z.object({ paths: z.array(z.string().max(300)).min(1), ...PolicyFields }).strict();
-const Rotate = z.object({ validityDays: z.number().int().min(1).optional() }).strict();
+const Rotate = z.object({ validityDays: z.number().int().min(1).optional(), revokePrevious: z.boolean().default(false) }).strict();
 const ExportQuery = z.object({ private: z.enum(['true', 'false']).default('false') });
 const PolicyQuery = z.object({ file: z.string().max(255).optional() });
 
@@ -47,8 +47,20 @@ async function policyOf(b: { policy?: string; policyArchive?: string; policyFile
 
 export function keystoresRoutes(keystores: KeystoresService, enclaves: EnclavesService, maxImportBytes: number): Router {
   const r = Router();
-  const gzip = express.raw({ type: GZIP_TYPES, limit: maxImportBytes });
-  const xml = express.text({ type: XML_TYPES, limit: '1mb' });
+  // Bodies are read only after the caller is known to be allowed to send one (an anonymous client must not
+  // make the server buffer 64 MB), and never inflated: archives are gzip already, and a Content-Encoding
+  // would multiply what the limit lets in.
+  const archive = express.raw({ type: GZIP_TYPES, limit: maxImportBytes, inflate: false });
+  const policyArchive = express.raw({ type: GZIP_TYPES, limit: '8mb', inflate: false });
+  const xml = express.text({ type: XML_TYPES, limit: '1mb', inflate: false });
+  const user: RequestHandler = (req, _res, next) => {
+    userOf(req);
+    next();
+  };
+  const admin: RequestHandler = (req, _res, next) => {
+    adminOf(req);
+    next();
+  };
 
   r.get('/v1/keystores', h((req, res) => {
     res.json({ keystores: keystores.list(userOf(req)) });
@@ -63,7 +75,7 @@ export function keystoresRoutes(keystores: KeystoresService, enclaves: EnclavesS
     keystores.delete(userOf(req), req.params.ks!);
     res.status(204).end();
   }));
-  r.post('/v1/keystores/:ks/import', gzip, h(async (req, res) => {
+  r.post('/v1/keystores/:ks/import', admin, archive, h(async (req, res) => {
     const user = userOf(req);
     if (!Buffer.isBuffer(req.body) || req.body.length === 0) {
       throw new InvalidInput('send the keystore as a .tar.gz body with Content-Type: application/gzip', undefined, 'invalid-keystore');
@@ -80,7 +92,7 @@ export function keystoresRoutes(keystores: KeystoresService, enclaves: EnclavesS
       .setHeader('Cache-Control', 'no-store')
       .send(archive);
   }));
-  r.put('/v1/keystores/:ks/governance', xml, h(async (req, res) => {
+  r.put('/v1/keystores/:ks/governance', admin, xml, h(async (req, res) => {
     const user = userOf(req);
     if (typeof req.body !== 'string' || !req.body.trim()) throw new InvalidInput('send governance XML with Content-Type: application/xml', undefined, 'invalid-governance');
     res.json(await keystores.setGovernance(user, req.params.ks!, req.body));
@@ -92,19 +104,23 @@ export function keystoresRoutes(keystores: KeystoresService, enclaves: EnclavesS
   r.post('/v1/keystores/:ks/enclaves', h(async (req, res) => {
     const user = userOf(req);
     const b = body(req, CreateEnclave);
+    enclaves.requireManage(user, req.params.ks!, [b.path]);
     const policyXml = await policyOf(b);
     res.status(201).json(await enclaves.create(user, req.params.ks!, b.path, { policyXml, validityDays: b.validityDays }));
   }));
   r.post(/^\/v1\/keystores\/([^/]+)\/enclaves:batch$/, h(async (req, res) => {
     const user = userOf(req);
     const b = body(req, BatchCreate);
+    // Express has decoded the parameter already.
+    const ks = String((req.params as Record<string, string>)[0]);
+    enclaves.requireManage(user, ks, b.paths);
     const policyXml = await policyOf(b);
-    const ks = decodeURIComponent(String((req.params as Record<string, string>)[0]));
     const created = await enclaves.createMany(user, ks, b.paths, { policyXml, validityDays: b.validityDays });
     res.status(201).json({ created: created.length, enclaves: created });
   }));
-  r.put('/v1/keystores/:ks/enclaves/*/policy', gzip, xml, h(async (req, res) => {
+  r.put('/v1/keystores/:ks/enclaves/*/policy', user, policyArchive, xml, h(async (req, res) => {
     const user = userOf(req);
+    enclaves.requireManage(user, req.params.ks!, [enclavePath(req)]);
     const policyXml = Buffer.isBuffer(req.body)
       ? await policyFromArchive(req.body, query(req, PolicyQuery).file)
       : typeof req.body === 'string' && req.body.trim()
@@ -116,8 +132,8 @@ export function keystoresRoutes(keystores: KeystoresService, enclaves: EnclavesS
   }));
   r.post('/v1/keystores/:ks/enclaves/*/rotate', h((req, res) => {
     const user = userOf(req);
-    const { validityDays } = body(req, Rotate);
-    res.json(enclaves.rotate(user, req.params.ks!, enclavePath(req), validityDays));
+    const { validityDays, revokePrevious } = body(req, Rotate);
+    res.json(enclaves.rotate(user, req.params.ks!, enclavePath(req), validityDays, revokePrevious));
   }));
   r.post('/v1/keystores/:ks/enclaves/*/revoke', h((req, res) => {
     res.json(enclaves.revoke(userOf(req), req.params.ks!, enclavePath(req)));

@@ -4,7 +4,7 @@ import type { UserPrincipal } from '../auth/principal.js';
 import type { Db } from '../db/database.js';
 import { Conflict, Forbidden, InvalidInput, NotFound } from '../errors.js';
 import type { ChangeFeed } from '../events/changes.js';
-import { generateKeyPair, inspectCertificate, issueCertificate, readCrl, signSmime } from '../pki/index.js';
+import { generateKeyPair, inspectCertificate, issueCertificate, issueCrl, readCrl, signSmime } from '../pki/index.js';
 import { defaultGovernance } from '../policy/governance.js';
 import { domainIdProblem, keystoreNameProblem } from '../policy/names.js';
 import { validateXml } from '../policy/xsd.js';
@@ -228,6 +228,27 @@ export class KeystoresService {
     if (governanceProblems.length) {
       throw new InvalidInput(`governance.xml does not validate: ${governanceProblems[0]}`, governanceProblems, 'invalid-keystore');
     }
+    // Serials an imported CRL revokes stay revoked in every CRL this server signs later.
+    const importedCrl = crlPem ? readCrl(crlPem, material.identityCaCertPem) : undefined;
+    const importedRevocations = importedCrl ? [...importedCrl.revokedSerials] : [];
+    let crlToStore = crlPem ?? null;
+    if (importedCrl && material.identityCaKeyPem) {
+      // Re-signed under this server's rule (nextUpdate = the CA's expiry): an imported CRL that expires in a
+      // month would otherwise make DDS refuse every enclave of the keystore a month from now.
+      crlToStore = issueCrl({
+        issuer: { certPem: material.identityCaCertPem, keyPem: material.identityCaKeyPem },
+        revoked: importedRevocations.map((serialHex) => ({ serialHex, revokedAt: this.now() })),
+        thisUpdate: new Date(this.now().getTime() - 3600_000),
+        nextUpdate: inspectCertificate(material.identityCaCertPem).notAfter,
+        crlNumber: 1,
+      });
+    } else if (importedCrl?.nextUpdate && importedCrl.nextUpdate.getTime() < this.now().getTime() + 7 * 86400_000) {
+      throw new InvalidInput(
+        `public/crl.pem expires ${importedCrl.nextUpdate.toISOString()} and this import has no identity CA key to re-sign it: DDS would refuse every enclave once it expires`,
+        undefined,
+        'invalid-keystore',
+      );
+    }
     const at = this.now().toISOString();
     const row: KeystoreRow = {
       name,
@@ -241,7 +262,7 @@ export class KeystoresService {
         : null,
       governance_xml: material.governanceXml,
       governance_p7s: material.governanceP7s,
-      crl_pem: crlPem ?? null,
+      crl_pem: crlToStore,
       crl_number: crlPem ? 1 : 0,
       validity_days: 365,
       backdate_seconds: 3600,
@@ -249,8 +270,6 @@ export class KeystoresService {
       created_at: at,
       updated_at: at,
     };
-    // Serials an imported CRL revokes stay revoked in every CRL this server signs later.
-    const importedRevocations = crlPem ? [...readCrl(crlPem, material.identityCaCertPem).revokedSerials] : [];
     this.db.transaction(() => {
       this.repo.insert(row);
       for (const serial of importedRevocations) this.repo.addRevocation(name, serial, '(imported CRL)', at);

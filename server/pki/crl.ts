@@ -97,7 +97,7 @@ export function canonicalSerial(hex: string): string {
  * Reads a PEM CRL that must be signed by `caCertPem` (signature checked with Node's crypto) and returns
  * the revoked serials in canonical form. Throws PkiError for anything unreadable or not signed by the CA.
  */
-export function readCrl(crlPem: string, caCertPem: string): { revokedSerials: Set<string> } {
+export function readCrl(crlPem: string, caCertPem: string): { revokedSerials: Set<string>; nextUpdate?: Date } {
   const der = fromPem(crlPem, 'X509 CRL', 'CRL');
   let root: Asn1;
   try {
@@ -116,11 +116,17 @@ export function readCrl(crlPem: string, caCertPem: string): { revokedSerials: Se
   const fields = children(tbs);
   let i = isUniversal(fields[0], forge.asn1.Type.INTEGER) ? 1 : 0; // optional version
   i += 3; // signature algorithm, issuer, thisUpdate
-  if (isUniversal(fields[i], forge.asn1.Type.UTCTIME) || isUniversal(fields[i], forge.asn1.Type.GENERALIZEDTIME)) i++; // nextUpdate
+  let nextUpdate: Date | undefined;
+  const next = fields[i];
+  if (isUniversal(next, forge.asn1.Type.UTCTIME) || isUniversal(next, forge.asn1.Type.GENERALIZEDTIME)) {
+    const text = bytesOf(next).toString('latin1');
+    nextUpdate = isUniversal(next, forge.asn1.Type.UTCTIME) ? forge.asn1.utcTimeToDate(text) : forge.asn1.generalizedTimeToDate(text);
+    i++;
+  }
   const revokedSerials = new Set<string>();
   const list = fields[i];
   if (isUniversal(list, forge.asn1.Type.SEQUENCE)) {
     for (const entry of children(list)) revokedSerials.add(canonicalSerial(bytesOf(children(entry)[0]).toString('hex')));
   }
-  return { revokedSerials };
+  return { revokedSerials, ...(nextUpdate ? { nextUpdate } : {}) };
 }

@@ -34,6 +34,11 @@ export interface XIncludeLimits {
   maxElements?: number;
   /** Deepest chain of files including files. Default 32. */
   maxDepth?: number;
+  /**
+   * Most text all includes together may add, in characters. Default 4 MiB. Counting elements alone lets one
+   * element holding a megabyte of text, included a thousand times, expand a 2 KB upload into gigabytes.
+   */
+  maxChars?: number;
 }
 
 export interface XIncludeOptions extends XIncludeLimits {
@@ -123,10 +128,12 @@ interface Context {
   readonly readFile: ReadPolicyFile;
   readonly maxElements: number;
   readonly maxDepth: number;
+  readonly maxChars: number;
   /** Resolved documents by root-relative path: a file included twice is read and resolved once. */
   readonly resolved: Map<string, Document>;
   readonly files: Set<string>;
   elements: number;
+  chars: number;
 }
 
 function newContext(opts: XIncludeOptions): Context {
@@ -134,9 +141,11 @@ function newContext(opts: XIncludeOptions): Context {
     readFile: opts.readFile,
     maxElements: opts.maxElements ?? 100_000,
     maxDepth: opts.maxDepth ?? 32,
+    maxChars: opts.maxChars ?? 4 * 1024 * 1024,
     resolved: new Map(),
     files: new Set(),
     elements: 0,
+    chars: 0,
   };
 }
 
@@ -216,6 +225,8 @@ function resolveInclude(ctx: Context, doc: Document, include: Element, file: str
   const relBase = relativeUri(target, file);
   const parent = include.parentNode!;
   for (const node of selected) {
+    ctx.chars += node.textContent?.length ?? 0;
+    if (ctx.chars > ctx.maxChars) fail(`includes add more than ${ctx.maxChars} characters of text`);
     const copy = doc.importNode(node, true) as Element;
     ctx.elements += 1 + copy.getElementsByTagName('*').length;
     if (ctx.elements > ctx.maxElements) fail(`includes add more than ${ctx.maxElements} elements`);

@@ -1,12 +1,12 @@
 import crypto from 'node:crypto';
-import { selectorMatches, type Labels } from '../acl/acl.js';
+import type { Labels } from '../acl/acl.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { RobotPrincipal, UserPrincipal } from '../auth/principal.js';
-import type { IssuedToken, TokenIssuer } from '../auth/tokens.js';
+import { robotTokenVersion, type IssuedToken, type TokenIssuer } from '../auth/tokens.js';
 import type { Db } from '../db/database.js';
 import { Conflict, Forbidden, InvalidInput, NotFound, Unauthorized } from '../errors.js';
 import type { ChangeFeed } from '../events/changes.js';
-import type { GrantsRepo } from '../grants/grants.repo.js';
+import type { Access } from '../acl/access.js';
 import { parseDeviceKey, unverifiedSubject, verifyAssertion } from './device-key.js';
 import { RobotsRepo, type Robot, type RobotReport } from './robots.repo.js';
 
@@ -40,7 +40,7 @@ export class RobotsService {
   readonly repo: RobotsRepo;
   constructor(
     private readonly db: Db,
-    private readonly grants: GrantsRepo,
+    private readonly access: Access,
     private readonly tokens: TokenIssuer,
     private readonly audit: AuditService,
     private readonly changes: ChangeFeed,
@@ -60,24 +60,22 @@ export class RobotsService {
   }
 
   /** Admins see every robot; a member sees those their bind grants may reach (so they can bind to them). */
-  visibleTo(user: UserPrincipal): (r: Robot) => boolean {
-    if (user.role === 'admin') return () => true;
-    const selectors = this.grants
-      .forUser(user.name)
-      .filter((g) => g.capabilities.includes('bind'))
-      .map((g) => g.robotSelector ?? {});
-    return (r) => selectors.some((s) => selectorMatches(s, r.labels));
-  }
-
   list(user: UserPrincipal): RobotView[] {
-    const visible = this.visibleTo(user);
-    return this.repo.list().filter(visible).map(toRobotView);
+    return this.repo
+      .list()
+      .filter((r) => this.access.robotVisible(user, r.labels))
+      .map(toRobotView);
   }
 
   get(user: UserPrincipal, name: string): RobotView & { report: RobotReport | null } {
     const r = this.repo.get(name);
-    if (!r || !this.visibleTo(user)(r)) throw new NotFound(`no robot "${name}"`);
-    return { ...toRobotView(r), report: this.repo.report(name) ?? null };
+    if (!r || !this.access.robotVisible(user, r.labels)) throw new NotFound(`no robot "${name}"`);
+    const report = this.repo.report(name) ?? null;
+    // What the robot holds is shown only for enclaves the caller may read: names must not leak.
+    if (report && user.role !== 'admin') {
+      report.enclaves = report.enclaves.filter((e) => this.access.can(user, 'read', e.keystore, e.path));
+    }
+    return { ...toRobotView(r), report };
   }
 
   create(user: UserPrincipal, name: string, labels: Labels): RobotView {
@@ -169,7 +167,7 @@ export class RobotsService {
     const keepUntil = new Date((claims.exp + 120) * 1000).toISOString();
     if (!this.repo.recordAssertion(claims.jti, robot.name, keepUntil)) return refuse('replayed jti');
     this.audit.record({ actor: robot.name, actorKind: 'robot', action: 'auth.robot', details: { ip, keyFingerprint: robot.keyId } });
-    return this.tokens.issue({ kind: 'robot', name: robot.name, keyId: robot.keyId }, robot.keyId);
+    return this.tokens.issue({ kind: 'robot', name: robot.name, keyId: robot.keyId }, robotTokenVersion(robot));
   }
 
   report(robot: RobotPrincipal, rep: Omit<RobotReport, 'reportedAt' | 'lastSeenAt'>): void {
