@@ -108,6 +108,22 @@ describe('robot enrollment', () => {
     assert.equal((await request(ctx.app).post('/v1/enroll').send({ token: t.token, publicKey: deviceKey().publicKeyPem })).status, 201);
   });
 
+  test('unauthenticated failures are limited per address (each one is an audit entry)', async () => {
+    const limited = await makeTestApp();
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 102; i++) {
+        statuses.push((await request(limited.app).post('/v1/enroll').send({ token: `et_${'x'.repeat(20)}${i}`, publicKey: deviceKey().publicKeyPem })).status);
+      }
+      assert.equal(statuses.filter((s) => s === 401).length, 100);
+      assert.deepEqual(statuses.slice(100), [429, 429]);
+      assert.equal((await request(limited.app).post('/v1/auth/robot').send({ assertion: assertion('x', deviceKey()) })).status, 429);
+    } finally {
+      limited.services.bundles.close();
+      limited.close();
+    }
+  });
+
   test('robot reports appear in the inventory', async () => {
     const k = deviceKey();
     await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'reporter', labels: {} }).expect(201);

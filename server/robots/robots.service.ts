@@ -7,6 +7,7 @@ import type { Db } from '../db/database.js';
 import { Conflict, Forbidden, InvalidInput, NotFound, Unauthorized } from '../errors.js';
 import type { ChangeFeed } from '../events/changes.js';
 import type { Access } from '../acl/access.js';
+import { LoginLimiter } from '../auth/rate-limit.js';
 import { parseDeviceKey, unverifiedSubject, verifyAssertion } from './device-key.js';
 import { RobotsRepo, type Robot, type RobotReport } from './robots.repo.js';
 
@@ -32,12 +33,21 @@ export const toRobotView = (r: Robot): RobotView => ({
   updatedAt: r.updatedAt,
 });
 
+/** One key for every robot: the limit that matters here is per client address. */
+const ANY = '*';
+
 export const ROBOT_NAME = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/;
 const hashToken = (token: string) => crypto.createHash('sha256').update(token).digest('hex');
 
 /** The robot registry, enrollment (one-time tokens, device keys) and robot login. */
 export class RobotsService {
   readonly repo: RobotsRepo;
+  /**
+   * Failed enrollments and robot logins per client address (100 per 15 min, then 429): each failure writes
+   * an audit entry, so an unauthenticated client must not be able to grow the log without bound. Only
+   * failures count: a fleet behind one NAT address logging in correctly is never slowed down.
+   */
+  private readonly anonymousFailures = new LoginLimiter(Number.MAX_SAFE_INTEGER, 100);
   constructor(
     private readonly db: Db,
     private readonly access: Access,
@@ -127,6 +137,7 @@ export class RobotsService {
 
   /** Burns the one-time token and registers the device key in one transaction: one winner per token. */
   enroll(token: string, publicKeyPem: string, agentVersion: string | undefined, ip: string): RobotView {
+    this.anonymousFailures.check(ip, ANY);
     const key = parseDeviceKey(publicKeyPem);
     const now = this.now().toISOString();
     const robot = this.db
@@ -139,6 +150,7 @@ export class RobotsService {
       })
       .immediate();
     if (!robot) {
+      this.anonymousFailures.fail(ip, ANY);
       this.audit.record({ actor: 'unknown', actorKind: 'anonymous', action: 'robot.enroll', result: 'failure', details: { ip } });
       throw new Unauthorized('enrollment token is invalid, expired or already used', 'invalid-enrollment-token');
     }
@@ -147,10 +159,12 @@ export class RobotsService {
   }
 
   login(assertion: string, ip: string): IssuedToken {
+    this.anonymousFailures.check(ip, ANY);
     const name = unverifiedSubject(assertion);
     const robot = this.repo.get(name);
     const refuse = (why: string): never => {
-      this.audit.record({ actor: name.slice(0, 64), actorKind: 'anonymous', action: 'auth.robot', result: 'failure', details: { ip, reason: why } });
+      this.anonymousFailures.fail(ip, ANY);
+      this.audit.record({ actor: robot ? robot.name : '(unknown robot)', actorKind: 'anonymous', action: 'auth.robot', result: 'failure', details: { ip, reason: why } });
       throw new Unauthorized('assertion refused', 'invalid-assertion');
     };
     if (!robot || !robot.publicKey || !robot.keyId) return refuse('unknown or unenrolled robot');
