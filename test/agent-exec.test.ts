@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { enrollAgent, exists, listTree, shmDir, spawnAgent, waitUntil, type AgentProc } from './helpers/agent-proc.js';
+import { faultOnSigwinchEnv } from './helpers/agent-fault.js';
+import { enrollAgent, exists, listTree, runAgent, shmDir, spawnAgent, waitUntil, type AgentProc } from './helpers/agent-proc.js';
 import { serverFixture, type ServerFixture } from './helpers/agent-server.js';
 
 const RUNTIME_FILES = ['cert.pem', 'governance.p7s', 'identity_ca.cert.pem', 'key.pem', 'permissions.p7s', 'permissions_ca.cert.pem'];
@@ -47,7 +48,7 @@ async function serialOf(ks: string, path: string): Promise<string> {
 }
 
 function exec(stateDir: string, args: string[], command: string[], env?: NodeJS.ProcessEnv): AgentProc {
-  const p = spawnAgent(['exec', '--state-dir', stateDir, '--backoff-max', '0.5', ...args, '--', ...command], { env });
+  const p = spawnAgent(['exec', '--state-dir', stateDir, '--backoff-max', '1', ...args, '--', ...command], { env });
   procs.push(p);
   return p;
 }
@@ -56,6 +57,31 @@ function runtimeDir(): string {
   const d = shmDir('agent-exec');
   shm.push(d);
   return d;
+}
+
+/** A process that exists and is not a zombie. */
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** COMMAND: a shell that starts `sleep 300` in the background, writes both pids to `file`, and waits. */
+function shellWithChild(file: string, then = 'wait'): string[] {
+  return ['sh', '-c', `sleep 300 & echo "$$ $!" > ${file}; echo started; ${then}`];
+}
+
+async function pidsFrom(p: AgentProc, file: string): Promise<{ sh: number; sleep: number }> {
+  await waitUntil('COMMAND started', () => fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes('\n'), 15_000);
+  const [sh, sleep] = fs.readFileSync(file, 'utf8').trim().split(' ').map(Number) as [number, number];
+  return { sh, sleep };
 }
 
 /** A node one-liner as COMMAND. */
@@ -166,6 +192,61 @@ describe('agent exec', () => {
     assert.match(p.stderr(), new RegExp(`enclave ${enclave} was revoked or unbound: stopping`));
     assert.match(p.stderr(), /did not stop within 0.5 s: killing it/);
     assert.deepEqual(listTree(rt), []);
+  });
+
+  test('revocation stops COMMAND\'s whole process group: a process COMMAND started is gone too', async () => {
+    await fx.admin.createKeystore('revgroup');
+    const { stateDir, ks, path, enclave } = await robotWith('revgroup');
+    const rt = runtimeDir();
+    const file = join(base, `pids-${seq}`);
+    const p = exec(stateDir, ['--enclave', enclave, '--runtime-dir', rt, '--grace', '1'], shellWithChild(file));
+    const { sh, sleep } = await pidsFrom(p, file);
+    assert.ok(running(sleep));
+    await fx.admin.revoke(ks, path);
+    assert.equal((await p.exited).code, 3, p.stderr());
+    await waitUntil('the background process of COMMAND gone', () => !running(sleep) && !running(sh), 3000);
+    assert.deepEqual(listTree(rt), []);
+  });
+
+  test('when COMMAND exits, what it left running in its group is killed; an uncaught exception in the agent kills the group', async () => {
+    const { stateDir, enclave } = await robotWith();
+    const rt = runtimeDir();
+    const file = join(base, `pids-${seq}`);
+    // COMMAND exits at once, leaving `sleep 300` behind in its process group.
+    const p = exec(stateDir, ['--enclave', enclave, '--runtime-dir', rt], shellWithChild(file, 'exit 5'));
+    const first = await pidsFrom(p, file);
+    assert.equal((await p.exited).code, 5, p.stderr());
+    await waitUntil('the leftover process gone', () => !running(first.sleep), 3000);
+    assert.deepEqual(listTree(rt), []);
+
+    const file2 = join(base, `pids-${seq}-fault`);
+    const q = exec(stateDir, ['--enclave', enclave, '--runtime-dir', rt], shellWithChild(file2), faultOnSigwinchEnv(base));
+    const second = await pidsFrom(q, file2);
+    q.child.kill('SIGWINCH'); // the agent throws: uncaught exception
+    assert.equal((await q.exited).code, 1, q.stderr());
+    assert.match(q.stderr(), /internal error: injected fault/);
+    await waitUntil('COMMAND and its child gone', () => !running(second.sh) && !running(second.sleep), 3000);
+    assert.deepEqual(listTree(rt), [], 'purged');
+  });
+
+  test('SIGTERM to the agent reaches COMMAND\'s whole group', async () => {
+    const { stateDir, enclave } = await robotWith();
+    const rt = runtimeDir();
+    const file = join(base, `pids-${seq}`);
+    const p = exec(stateDir, ['--enclave', enclave, '--runtime-dir', rt], shellWithChild(file));
+    const { sh, sleep } = await pidsFrom(p, file);
+    p.child.kill('SIGTERM');
+    assert.equal((await p.exited).code, 128 + 15, p.stderr());
+    await waitUntil('COMMAND and its child gone', () => !running(sh) && !running(sleep), 3000);
+    assert.deepEqual(listTree(rt), []);
+  });
+
+  test('--backoff-base below 0.1 s or --backoff-max below 1 s is a usage error', async () => {
+    for (const args of [['--backoff-base', '0'], ['--backoff-base', '0.05'], ['--backoff-max', '0'], ['--backoff-max', '0.5']]) {
+      const r = await runAgent(['exec', '--state-dir', join(base, 'nowhere'), '--enclave', 'ks:/a', ...args, '--', 'true']);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`${args[0]} must be at least (0\\.1|1) s`));
+    }
   });
 
   test('unbinding stops COMMAND too', async () => {

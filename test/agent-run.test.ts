@@ -4,6 +4,7 @@
  * real enclaves to a real tmpfs. One server is shared by the tests that leave it running; the tests that
  * stop, restart or reconfigure a server get their own.
  */
+import { execFileSync } from 'node:child_process';
 import { createHash, createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -294,7 +295,7 @@ describe('agent run', () => {
     const s = await ownServer();
     const { robot, stateDir } = await newRobot(['ks:/a'], s);
     const rt = runtimeDir();
-    const p = run(stateDir, rt, ['--backoff-base', '0.1', '--backoff-max', '0.3']);
+    const p = run(stateDir, rt, ['--backoff-base', '0.1', '--backoff-max', '1']);
     await p.waitForLog(/ready/, 15_000);
     const logins = await s.admin.robotLogins(robot);
     await s.stop();
@@ -318,13 +319,13 @@ describe('agent run', () => {
     const { stateDir } = await newRobot(['ks:/late'], s);
     await s.stop();
     const rt = runtimeDir();
-    const p = run(stateDir, rt, ['--backoff-base', '0.1', '--backoff-max', '0.4']);
+    const p = run(stateDir, rt, ['--backoff-base', '0.1', '--backoff-max', '1']);
     await waitUntil('three retries', () => (p.stderr().match(/retrying in/g) ?? []).length >= 3, 15_000);
     assert.match(p.stderr(), /server unreachable or failing: .*connection refused; retrying in \d\.\d s/);
     const delays = [...p.stderr().matchAll(/retrying in (\d+\.\d) s/g)].map((m) => Number(m[1]));
-    assert.ok(delays.every((d) => d <= 0.4), `capped: ${delays}`);
+    assert.ok(delays.every((d) => d <= 1), `capped: ${delays}`);
     assert.ok(!p.stderr().includes('ready'), 'not ready without enclaves');
-    assert.deepEqual(listTree(rt), ['.status.json'], 'no enclave written, only the status');
+    assert.deepEqual(listTree(rt), ['.lock', '.status.json'], 'no enclave written, only the lock and the status');
     assert.equal(p.child.exitCode, null, 'keeps trying');
     await s.restart(); // the same port and data folder (CA, keys, robot)
     assert.equal(s.server.port, port);
@@ -345,7 +346,7 @@ describe('agent run', () => {
     ]));
     await s.admin.bind('ks', '/short', robot);
     const rt = runtimeDir();
-    const p = run(stateDir, rt, ['--backoff-max', '0.5']);
+    const p = run(stateDir, rt, ['--backoff-max', '1']);
     await p.waitForLog(/ready: holding 2 enclave/, 15_000);
     await s.stop('SIGKILL');
     await p.waitForLog(/server unreachable/, 10_000);
@@ -404,6 +405,120 @@ describe('agent run', () => {
     assert.match(p.stderr(), /planted is a symlink the agent did not create/);
     assert.deepEqual(fs.readdirSync(target), []);
     assert.ok(!p.stderr().includes('ready'));
+  });
+
+  test('a disk folder mounted over the runtime folder after the first write: the agent refuses to write there and says why', async (t) => {
+    const { stateDir } = await newRobot(['mnt:/a']);
+    const rt = runtimeDir();
+    const disk = fs.mkdtempSync('/var/tmp/agent-run-mnt-');
+    const p = run(stateDir, rt);
+    try {
+      await p.waitForLog(/ready/, 15_000);
+      try {
+        execFileSync('mount', ['--bind', disk, rt], { stdio: 'pipe' });
+      } catch (err) {
+        t.skip(`cannot bind-mount here: ${(err as Error).message.split('\n')[0]}`);
+        return;
+      }
+      try {
+        await fx.admin.rotate('mnt', '/a'); // a new generation to write
+        const { code } = await waitExit(p, 10_000);
+        assert.equal(code, 1, p.stderr());
+        assert.match(p.stderr(), /runtime folder .* was replaced after the agent checked it \(.*on ext2\/3\/4 .*\): refusing to write enclave keys there/);
+        assert.deepEqual(listTree(disk), [], 'no key.pem (nothing at all) on the disk folder');
+      } finally {
+        execFileSync('umount', [rt]);
+      }
+      assert.deepEqual(listTree(rt), [], 'the tmpfs folder it had written to was purged on the way out');
+    } finally {
+      fs.rmSync(disk, { recursive: true, force: true });
+    }
+  });
+
+  test('one agent per runtime folder: exec on the folder run uses is refused, run keeps its enclaves', async () => {
+    const { stateDir } = await newRobot(['shared:/a', 'shared:/b']);
+    const rt = runtimeDir();
+    const p = run(stateDir, rt);
+    await p.waitForLog(/ready/, 15_000);
+    const key = fs.readFileSync(keyOf(rt, 'shared', '/b'), 'utf8');
+    const link = fs.readlinkSync(join(rt, 'shared'));
+    const second = await runAgent(['exec', '--state-dir', stateDir, '--runtime-dir', rt, '--enclave', 'shared:/a', '--', 'true']);
+    assert.equal(second.code, 1, second.stderr);
+    assert.match(second.stderr, new RegExp(`runtime folder ${rt} is in use by another enclave-agent \\(pid ${p.child.pid}\\): refusing to run a second agent`));
+    const third = await runAgent(['run', '--state-dir', stateDir, '--runtime-dir', rt, '--splay', '0']);
+    assert.equal(third.code, 1);
+    assert.match(third.stderr, /is in use by another enclave-agent/);
+    const purge = await runAgent(['purge', '--runtime-dir', rt]);
+    assert.equal(purge.code, 1);
+    assert.match(purge.stderr, /is in use by another enclave-agent/);
+    assert.equal(fs.readFileSync(keyOf(rt, 'shared', '/b'), 'utf8'), key, 'run\'s enclaves untouched');
+    assert.equal(fs.readlinkSync(join(rt, 'shared')), link);
+    assert.equal(p.child.exitCode, null, 'run keeps running');
+    p.child.kill('SIGTERM');
+    assert.equal((await p.exited).code, 0);
+    assert.deepEqual(listTree(rt), [], 'purged, lock released');
+  });
+
+  test('stale trees are purged before the enrollment and --group are checked', async () => {
+    const { stateDir } = await newRobot(['early:/a']);
+    const rt = runtimeDir();
+    const p = run(stateDir, rt);
+    await p.waitForLog(/ready/, 15_000);
+    p.child.kill('SIGKILL');
+    await p.exited;
+    assert.ok(exists(keyOf(rt, 'early', '/a')));
+    const badGroup = await runAgent(['run', '--state-dir', stateDir, '--runtime-dir', rt, '--splay', '0', '--group', 'no_such_group_x']);
+    assert.equal(badGroup.code, 1);
+    assert.match(badGroup.stderr, /removed 1 keystore\(s\) left in .* by an earlier run/);
+    assert.match(badGroup.stderr, /group no_such_group_x does not exist/);
+    assert.deepEqual(listTree(rt), [], 'stale tree and lock gone');
+
+    const p2 = run(stateDir, rt);
+    await p2.waitForLog(/ready/, 15_000);
+    p2.child.kill('SIGKILL');
+    await p2.exited;
+    const r = await runAgent(['run', '--state-dir', join(base, 'not-enrolled'), '--runtime-dir', rt, '--splay', '0']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /not enrolled/);
+    assert.deepEqual(listTree(rt), []);
+  });
+
+  test('a state folder or pinned CA that others can change is refused', async () => {
+    const { stateDir } = await newRobot();
+    const rt = runtimeDir();
+    fs.chmodSync(join(stateDir, 'ca.pem'), 0o666);
+    const r = await runAgent(['run', '--state-dir', stateDir, '--runtime-dir', rt, '--splay', '0']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /pinned CA .*ca\.pem is writable by others \(mode 666\): refusing to trust it/);
+    fs.chmodSync(join(stateDir, 'ca.pem'), 0o644);
+    fs.chmodSync(stateDir, 0o757);
+    const r2 = await runAgent(['run', '--state-dir', stateDir, '--runtime-dir', rt, '--splay', '0']);
+    assert.equal(r2.code, 1);
+    assert.match(r2.stderr, /state folder .* is writable by others \(mode 757\)/);
+    assert.deepEqual(listTree(rt), []);
+  });
+
+  test('--backoff-base 0 or --backoff-max 0 is a usage error (exit 2)', async () => {
+    for (const args of [['--backoff-base', '0'], ['--backoff-max', '0']]) {
+      const r = await runAgent(['run', '--state-dir', join(base, 'nowhere'), '--runtime-dir', runtimeDir(), ...args]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /must be at least (0\.1|1) s/);
+    }
+  });
+
+  test('purge refuses a runtime folder of another user or writable by others', async () => {
+    const rt = runtimeDir();
+    fs.mkdirSync(join(rt, '.ks.3'));
+    fs.chmodSync(rt, 0o777);
+    const r = await runAgent(['purge', '--runtime-dir', rt]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /is writable by others \(mode 777\)/);
+    fs.chmodSync(rt, 0o700);
+    fs.chownSync(rt, 65534, 65534);
+    const r2 = await runAgent(['purge', '--runtime-dir', rt]);
+    assert.equal(r2.code, 1);
+    assert.match(r2.stderr, /belongs to uid 65534, not to this agent/);
+    assert.ok(exists(join(rt, '.ks.3')), 'nothing removed');
   });
 
   test('purge command removes a tree left behind; status without a run says so', async () => {

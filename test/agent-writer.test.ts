@@ -1,10 +1,14 @@
 /**
- * The agent's runtime-folder writer on a real tmpfs (/dev/shm): modes, contents, refusal of disk folders and
- * planted symlinks, atomic rotation seen by a separate reader process, removal and purge. Plus the name rules
- * and bundle validation that guard every path.
+ * The agent's runtime-folder writer on a real tmpfs (/dev/shm): modes, contents, refusal of disk folders,
+ * unsafe parents, a disk folder mounted over the runtime folder (mount --bind) and planted symlinks, atomic
+ * rotation seen by a separate reader process, retention of replaced generations, short writes on a full
+ * tmpfs, the single-agent lock, removal and a race-free purge. Plus the name rules and bundle validation
+ * that guard every path. Needs root for mount(8) and chown (the tests that mount skip without it).
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import nodeFs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,9 +16,9 @@ import { isEnclavePath, isKeystoreName } from '../client/common/names.js';
 import { InvalidBundle, parseBundle, type HeldEnclave } from '../client/agent/bundle.js';
 import { Backoff } from '../client/agent/backoff.js';
 import { prepareRuntimeDir } from '../client/agent/runtime-dir.js';
-import { RuntimeWriter, STATUS_FILE } from '../client/agent/writer.js';
+import { RETAIN_MS, RuntimeWriter, STATUS_FILE } from '../client/agent/writer.js';
 import { taggedEnclaveFiles } from './helpers/agent-files.js';
-import { exists, listTree, REPO, shmDir } from './helpers/agent-proc.js';
+import { exists, listTree, REPO, shmDir, waitUntil } from './helpers/agent-proc.js';
 
 const cleanup: string[] = [];
 after(() => {
@@ -43,7 +47,7 @@ describe('agent writer', () => {
     w.apply([enclave('fleet', '/amr_07/driver'), enclave('fleet', '/amr_07'), enclave('site.b', '/x')]);
 
     const linkTarget = fs.readlinkSync(join(dir, 'fleet'));
-    assert.match(linkTarget, /^\.fleet\.\d+$/);
+    assert.match(linkTarget, new RegExp(`^\\.fleet\\.g${process.pid}-[0-9a-f]{8}-\\d+$`), 'pid and random in the name');
     const encl = join(dir, 'fleet/enclaves/amr_07/driver');
     for (const f of ['identity_ca.cert.pem', 'cert.pem', 'key.pem', 'permissions_ca.cert.pem', 'governance.p7s', 'permissions.p7s']) {
       assert.equal(fs.readFileSync(join(encl, f), 'utf8'), taggedEnclaveFiles('g1')[f]);
@@ -175,6 +179,7 @@ describe('agent writer', () => {
       process.stdout.write(JSON.stringify(r));
     `;
     const child = spawn(process.execPath, ['-e', reader, enclaveDir, '1500', String(size)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const started = Date.now();
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     const done = new Promise<void>((res) => child.once('exit', () => res()));
@@ -184,16 +189,167 @@ describe('agent writer', () => {
     while (!finished) {
       rotations++;
       w.apply([enclave('ks', '/robot/driver', `gen${rotations}`, size)]);
-      await new Promise((r) => setTimeout(r, 2));
+      await new Promise((r) => setTimeout(r, 5));
     }
     await done;
     const r = JSON.parse(out) as Record<string, number>;
     assert.equal(r.mixed, 0, `mixed reads: ${out}`);
     assert.equal(r.partial, 0, `partial files: ${out}`);
+    // A reader inside a replaced generation can finish: that generation is kept for a while (RETAIN_MS).
+    assert.equal(r.missing, 0, `files vanished under a reader: ${out}`);
     assert.ok(r.matched! > 100, `the reader read consistently: ${out}`);
     assert.ok(r.generations! > 10, `the reader saw many generations: ${out} (${rotations} rotations)`);
-    // Only the current generation remains.
-    assert.equal(fs.readdirSync(dir).filter((n) => n.startsWith('.ks.')).length, 1);
+    const kept = fs.readdirSync(dir).filter((n) => n.startsWith('.ks.')).length;
+    if (Date.now() - started < RETAIN_MS - 500) assert.ok(kept > 1, 'replaced generations are kept for RETAIN_MS');
+    w.purge();
+    assert.deepEqual(listTree(dir), [], 'purge removes kept generations too');
+  });
+
+  test('a replaced generation is removed after the retention time; a removed enclave goes at once, also from kept ones', async () => {
+    const dir = runtime();
+    const w = new RuntimeWriter(dir, undefined, { retainMs: 300 });
+    w.apply([enclave('ks', '/a', 'g1'), enclave('ks', '/b', 'g1')]);
+    const first = fs.readlinkSync(join(dir, 'ks'));
+    w.apply([enclave('ks', '/a', 'g2'), enclave('ks', '/b', 'g2')]);
+    const second = fs.readlinkSync(join(dir, 'ks'));
+    assert.ok(exists(join(dir, first, 'enclaves/b/key.pem')), 'the previous generation is kept');
+    // /b revoked: its key leaves the current generation and every kept one at once.
+    w.apply([enclave('ks', '/a', 'g3')]);
+    const generations = fs.readdirSync(dir).filter((n) => n.startsWith('.ks.'));
+    assert.equal(generations.length, 3);
+    for (const g of generations) assert.ok(!exists(join(dir, g, 'enclaves/b')), `${g} holds no file of the removed enclave`);
+    assert.ok(exists(join(dir, first, 'enclaves/a/key.pem')) && exists(join(dir, second, 'enclaves/a/key.pem')));
+    await waitUntil('kept generations removed', () => fs.readdirSync(dir).filter((n) => n.startsWith('.ks.')).length === 1, 3000);
+    assert.equal(fs.readFileSync(join(dir, 'ks/enclaves/a/key.pem'), 'utf8'), taggedEnclaveFiles('g3')['key.pem']);
+    w.close();
+  });
+
+  test('a link is the agent\'s only if it points at the very folder (inode) the agent created', () => {
+    const dir = runtime();
+    const w = new RuntimeWriter(dir);
+    w.apply([enclave('ks', '/a', 'g1')]);
+    const target = fs.readlinkSync(join(dir, 'ks'));
+    // Same name, another folder: someone moved the generation away and put their own in its place.
+    fs.renameSync(join(dir, target), join(dir, 'moved-away'));
+    fs.mkdirSync(join(dir, target), { mode: 0o700 });
+    fs.writeFileSync(join(dir, target, 'theirs'), 'x');
+    assert.throws(() => w.apply([enclave('ks', '/a', 'g2')]), /no longer the folder the agent created/);
+    assert.deepEqual(fs.readdirSync(join(dir, target)), ['theirs'], 'their folder untouched');
+    assert.equal(fs.readlinkSync(join(dir, 'ks')), target, 'link not replaced');
+    // Two writers (two processes) never pick the same generation name.
+    const other = runtime();
+    const a = new RuntimeWriter(other);
+    a.apply([enclave('x', '/a')]);
+    a.purge();
+    const b = new RuntimeWriter(other);
+    b.apply([enclave('x', '/a')]);
+    assert.notEqual(fs.readlinkSync(join(other, 'x')).replace(/-\d+$/, ''), target.replace(/-\d+$/, ''));
+  });
+
+  test('a full tmpfs: a short write is completed or fails (ENOSPC); nothing partial is published, the previous generation stays', (t) => {
+    const mnt = join(runtime(), 'small');
+    fs.mkdirSync(mnt);
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tmpfs', mnt], { stdio: 'pipe' });
+    } catch (err) {
+      t.skip(`cannot mount a tmpfs here: ${(err as Error).message.split('\n')[0]}`);
+      return;
+    }
+    const w = new RuntimeWriter(join(mnt, 'rt'));
+    try {
+      const dir = join(mnt, 'rt');
+      fs.mkdirSync(dir, { mode: 0o700 });
+      w.apply([enclave('ks', '/a', 'small', 100)]); // 6 files of one page each
+      const before = fs.readlinkSync(join(dir, 'ks'));
+      // The last file written (permissions_ca.cert.pem) is larger than what is left: write(2) writes part of it.
+      const big = enclave('ks', '/a', 'big', 100);
+      big.files['permissions_ca.cert.pem'] = 'y'.repeat(200 * 1024);
+      assert.throws(() => w.apply([big]), (err: NodeJS.ErrnoException) => err.code === 'ENOSPC');
+      assert.equal(fs.readlinkSync(join(dir, 'ks')), before, 'the previous generation is still the one linked');
+      for (const [name, content] of Object.entries(taggedEnclaveFiles('small', { size: 100 }))) {
+        assert.equal(fs.readFileSync(join(dir, 'ks/enclaves/a', name), 'utf8'), content, name);
+      }
+      assert.deepEqual(fs.readdirSync(dir).filter((n) => n.startsWith('.ks.')), [before], 'the failed generation was removed');
+      w.purge();
+    } finally {
+      w.close(); // the writer holds the runtime folder open
+      execFileSync('umount', [mnt]);
+    }
+  });
+
+  test('a disk folder mounted over the runtime folder is refused; purge still empties the folder the writer checked', (t) => {
+    const dir = runtime();
+    const disk = fs.mkdtempSync('/var/tmp/agent-writer-mnt-');
+    cleanup.push(disk);
+    const w = new RuntimeWriter(dir);
+    w.apply([enclave('ks', '/a', 'g1')]);
+    try {
+      execFileSync('mount', ['--bind', disk, dir], { stdio: 'pipe' });
+    } catch (err) {
+      t.skip(`cannot bind-mount here: ${(err as Error).message.split('\n')[0]}`);
+      return;
+    }
+    try {
+      assert.throws(() => w.apply([enclave('ks', '/a', 'g2')]), /runtime folder .* was replaced after the agent checked it .*on ext2\/3\/4.*refusing to write/);
+      assert.throws(() => w.writeStatusFile('{}'), /was replaced/);
+      assert.deepEqual(listTree(disk), [], 'nothing written to the disk folder');
+      w.purge(); // the tmpfs folder under the mount, through the descriptor the writer holds
+    } finally {
+      execFileSync('umount', [dir]);
+    }
+    assert.deepEqual(listTree(dir), [], 'the hidden tmpfs folder was purged');
+    assert.deepEqual(listTree(disk), []);
+  });
+
+  test('refuses a runtime folder whose parents another user could change', () => {
+    const base = runtime();
+    const open = join(base, 'open');
+    fs.mkdirSync(open, { mode: 0o777 });
+    fs.chmodSync(open, 0o777); // writable by all, no sticky bit
+    fs.mkdirSync(join(open, 'rt'), { mode: 0o700 });
+    assert.throws(() => prepareRuntimeDir(join(open, 'rt')), /the folder above it, .*\/open, is writable by others \(mode 777\) without the sticky bit/);
+    assert.throws(() => new RuntimeWriter(join(open, 'rt')).apply([enclave('ks', '/a')]), /without the sticky bit/);
+    assert.deepEqual(fs.readdirSync(join(open, 'rt')), []);
+    const theirs = join(base, 'theirs');
+    fs.mkdirSync(theirs, { mode: 0o755 });
+    fs.chownSync(theirs, 65534, 65534);
+    assert.throws(() => prepareRuntimeDir(join(theirs, 'rt')), /the folder above it, .*\/theirs, belongs to uid 65534/);
+    // Sticky and writable by all (like /dev/shm): fine for a 0700 folder of ours, not for a 0755 one.
+    const sticky = join(base, 'sticky');
+    fs.mkdirSync(sticky);
+    fs.chmodSync(sticky, 0o1777);
+    assert.equal(prepareRuntimeDir(join(sticky, 'rt')), 'tmpfs');
+    fs.chmodSync(join(sticky, 'rt'), 0o755);
+    assert.throws(() => prepareRuntimeDir(join(sticky, 'rt')), /inside the shared folder .*\/sticky and must be 0700/);
+  });
+
+  test('one agent per runtime folder: the lock refuses a second one and takes over a stale one', async () => {
+    const dir = runtime();
+    const a = new RuntimeWriter(dir);
+    a.lock();
+    const lock = fs.readFileSync(join(dir, '.lock'), 'utf8');
+    assert.match(lock, new RegExp(`^${process.pid} \\d+ [0-9a-f]+\n$`));
+    const b = new RuntimeWriter(dir);
+    assert.throws(() => b.lock(), new RegExp(`runtime folder ${dir} is in use by another enclave-agent \\(pid ${process.pid}\\)`));
+    assert.throws(() => b.purge(), /in use by enclave-agent pid/);
+    a.apply([enclave('ks', '/a')]);
+    // Someone replaced the lock: the holder refuses to write.
+    fs.writeFileSync(join(dir, '.lock.x'), `${process.pid} 1 abcdef\n`);
+    fs.renameSync(join(dir, '.lock.x'), join(dir, '.lock'));
+    assert.throws(() => a.apply([enclave('ks', '/a', 'g2')]), /lock .* was taken by pid \d+ while this agent held it/);
+    // Stale: the pid is gone, or it is a pid reused by another process (other start time).
+    const dead = spawn(process.execPath, ['-e', '0']);
+    await new Promise((r) => dead.once('exit', r));
+    for (const stale of [`${dead.pid} 1234 abcdef\n`, `${process.pid} 1 abcdef\n`, 'garbage']) {
+      fs.writeFileSync(join(dir, '.lock'), stale);
+      const c = new RuntimeWriter(dir);
+      c.lock();
+      assert.match(fs.readFileSync(join(dir, '.lock'), 'utf8'), new RegExp(`^${process.pid} \\d+ `));
+      assert.notEqual(fs.readFileSync(join(dir, '.lock'), 'utf8'), stale);
+      c.close();
+      assert.ok(!exists(join(dir, '.lock')), 'released');
+    }
+    assert.deepEqual(fs.readdirSync(dir).filter((n) => n.startsWith('.lock')), []);
   });
 
   test('unchanged keystores are not rewritten; unbound enclaves and keystores are removed', () => {
@@ -230,6 +386,68 @@ describe('agent writer', () => {
     assert.deepEqual(fs.readdirSync(elsewhere), ['keep'], 'nothing followed');
     assert.deepEqual(fresh.purge(), { keystores: 0, foreign: ['notes.txt', 'planted'] }, 'idempotent');
     assert.deepEqual(new RuntimeWriter(join(dir, 'missing')).purge(), { keystores: 0, foreign: [] });
+  });
+
+  test('purge refuses a folder of another user or writable by others, and deletes only the agent\'s own names', () => {
+    const base = runtime();
+    const open = join(base, 'open');
+    fs.mkdirSync(open);
+    fs.mkdirSync(join(open, '.ks.3'));
+    fs.chmodSync(open, 0o777);
+    assert.throws(() => new RuntimeWriter(open).purge(), /runtime folder .*\/open is writable by others \(mode 777\)/);
+    const theirs = join(base, 'theirs');
+    fs.mkdirSync(theirs, { mode: 0o700 });
+    fs.mkdirSync(join(theirs, '.ks.3'));
+    fs.chownSync(theirs, 65534, 65534);
+    assert.throws(() => new RuntimeWriter(theirs).purge(), /belongs to uid 65534, not to this agent/);
+    assert.ok(exists(join(open, '.ks.3')) && exists(join(theirs, '.ks.3')), 'nothing removed');
+
+    const dir = runtime();
+    const gen = join(dir, '.ks.5');
+    fs.mkdirSync(join(gen, 'enclaves/a'), { recursive: true });
+    fs.writeFileSync(join(gen, 'enclaves/a/key.pem'), 'k');
+    fs.writeFileSync(join(gen, 'enclaves/a/notes.txt'), 'not the agent\'s');
+    fs.writeFileSync(join(gen, 'other'), 'x');
+    const r = new RuntimeWriter(dir).purge();
+    assert.deepEqual(r.foreign, ['.ks.5/enclaves/a/notes.txt', '.ks.5/other']);
+    assert.deepEqual(listTree(dir), ['.ks.5/', '.ks.5/enclaves/', '.ks.5/enclaves/a/', '.ks.5/enclaves/a/notes.txt', '.ks.5/other']);
+  });
+
+  test('purge never descends into a folder that was swapped for a symlink while it was being removed', () => {
+    const dir = runtime();
+    const victim = runtime();
+    for (let i = 0; i < 5; i++) fs.writeFileSync(join(victim, `key${i}.pem`), 'keep');
+    const gen = join(dir, '.ks.7');
+    fs.mkdirSync(join(gen, 'enclaves/zz_swap'), { recursive: true });
+    fs.writeFileSync(join(gen, 'enclaves/zz_swap/key.pem'), 'k');
+    // Between the check (lstat: a folder) and the descent, the folder becomes a symlink to the victim, as a
+    // renameat2(RENAME_EXCHANGE) loop by an attacker would make it at some point.
+    const mutableFs = nodeFs as { lstatSync: typeof nodeFs.lstatSync };
+    const realLstat = nodeFs.lstatSync;
+    let swapped = false;
+    mutableFs.lstatSync = ((p: fs.PathLike, o?: fs.StatSyncOptions) => {
+      const st = realLstat(p, o);
+      if (!swapped && String(p).endsWith('/zz_swap')) {
+        swapped = true;
+        const real = join(gen, 'enclaves/zz_swap');
+        fs.renameSync(real, `${real}_moved`);
+        fs.symlinkSync(victim, real);
+      }
+      return st;
+    }) as typeof nodeFs.lstatSync;
+    syncBuiltinESMExports(); // the agent's `import * as fs` sees the wrapper
+    try {
+      try {
+        new RuntimeWriter(dir).purge();
+      } catch (err) {
+        assert.match((err as Error).message, /symlink|changed/);
+      }
+    } finally {
+      mutableFs.lstatSync = realLstat;
+      syncBuiltinESMExports();
+    }
+    assert.ok(swapped, 'the swap happened during the purge');
+    assert.deepEqual(fs.readdirSync(victim).sort(), ['key0.pem', 'key1.pem', 'key2.pem', 'key3.pem', 'key4.pem'], 'nothing deleted through the link');
   });
 });
 
@@ -298,7 +516,19 @@ describe('agent name rules and bundle validation', () => {
     ['duplicate enclave', (b) => b.keystores[0].enclaves.push(b.keystores[0].enclaves[0]), /listed twice/],
     ['duplicate keystore', (b) => b.keystores.push(b.keystores[0]), /listed twice/],
     ['no revision', (b) => delete b.revision, /no revision/],
+    ['revision with a newline', (b) => (b.revision = 'r1\n'), /invalid revision/],
+    ['revision not ASCII', (b) => (b.revision = 'r\u20ac1'), /invalid revision/],
+    ['revision with a quote', (b) => (b.revision = 'a"b'), /invalid revision/],
+    ['empty revision', (b) => (b.revision = ''), /invalid revision/],
+    ['revision too long', (b) => (b.revision = 'a'.repeat(129)), /invalid revision/],
+    ['negative revision', (b) => (b.revision = -1), /invalid revision/],
+    ['fractional revision', (b) => (b.revision = 1.5), /invalid revision/],
   ];
+  test('revisions of letters and digits (or a whole number) are accepted', () => {
+    for (const revision of ['7', 'abcDEF0123', 'a'.repeat(128), 42]) {
+      assert.equal(parseBundle({ ...good(), revision }).revision, revision);
+    }
+  });
   for (const [name, mutate, re] of bad) {
     test(`bundle refused: ${name}`, () => {
       const b = good();
@@ -309,6 +539,11 @@ describe('agent name rules and bundle validation', () => {
 });
 
 describe('agent backoff', () => {
+  test('floors: a base below 0.1 s or a cap below the base cannot make a retry storm', () => {
+    const zero = new Backoff(0, 0, () => 0.999999);
+    assert.deepEqual([1, 2, 3].map(() => zero.next()), [99, 99, 99]);
+  });
+
   test('full jitter: uniform below an exponentially growing ceiling, capped', () => {
     const top = new Backoff(1000, 8000, () => 0.999999);
     assert.deepEqual([1, 2, 3, 4, 5, 6].map(() => top.next()), [999, 1999, 3999, 7999, 7999, 7999]);

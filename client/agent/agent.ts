@@ -38,6 +38,7 @@ export class Agent {
   private reportPending = false;
   private skewWarned = false;
   private expiryTimer: NodeJS.Timeout | undefined;
+  private tornDown = false;
 
   constructor(
     private readonly opts: RunOptions,
@@ -90,13 +91,21 @@ export class Agent {
     clearTimeout(this.expiryTimer);
     this.expiryTimer = undefined;
     this.abort.abort();
+    const s = this.session;
+    if (!s || this.tornDown) return;
+    this.tornDown = true;
     try {
-      this.session?.writer.purge();
+      s.writer.purge();
     } catch (err) {
       this.log.error(`purge failed: ${errorMessage(err)}`);
     }
     try {
-      this.session?.client.close();
+      s.writer.close(); // releases the lock
+    } catch (err) {
+      this.log.error(`releasing the runtime folder failed: ${errorMessage(err)}`);
+    }
+    try {
+      s.client.close();
     } catch {
       // nothing left to close
     }
@@ -109,6 +118,8 @@ export class Agent {
 
   private async onBundle(bundle: ValidBundle): Promise<void> {
     const s = this.session!;
+    // The same revision again is no change: no rewrite, no report, no notification (watch.ts filters it too).
+    if (this.revision !== null && String(this.revision) === String(bundle.revision)) return;
     const live = liveEnclaves(bundle.enclaves, s.client.clockSkewMs, this.log);
     const changes = diffEnclaves(this.held, live);
     s.writer.apply(live); // throws AgentError on a foreign symlink etc.: fatal
@@ -215,10 +226,10 @@ export class Agent {
 
   private saveStatus(): void {
     const s = this.session;
-    if (!s || this.stopped) return;
+    if (!s || this.stopped || this.tornDown) return;
     try {
       writeStatus(
-        s.runtimeDir,
+        s.writer,
         {
           pid: process.pid,
           robot: s.enrollment.robot,
@@ -232,7 +243,6 @@ export class Agent {
           updatedAt: new Date().toISOString(),
           enclaves: this.held.map((e) => ({ keystore: e.keystore, path: e.path, notAfter: e.notAfter })),
         },
-        s.gid,
       );
     } catch (err) {
       this.log.debug(`status file not written: ${errorMessage(err)}`);

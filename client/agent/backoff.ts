@@ -1,12 +1,24 @@
-/** Exponential backoff with full jitter: the n-th wait is uniform in [0, min(cap, base * 2^n)]. */
+/** The smallest --backoff-base and --backoff-max (main.ts refuses smaller values): no retry storm. */
+export const MIN_BACKOFF_BASE_MS = 100;
+export const MIN_BACKOFF_MAX_MS = 1000;
+
+/**
+ * Exponential backoff with full jitter: the n-th wait is uniform in [0, min(cap, base * 2^n)]. The base is
+ * at least MIN_BACKOFF_BASE_MS and the cap at least the base.
+ */
 export class Backoff {
   private attempt = 0;
+  private readonly baseMs: number;
+  private readonly capMs: number;
 
   constructor(
-    private readonly baseMs: number,
-    private readonly capMs: number,
+    baseMs: number,
+    capMs: number,
     private readonly random: () => number = Math.random,
-  ) {}
+  ) {
+    this.baseMs = Math.max(Number.isFinite(baseMs) ? baseMs : 0, MIN_BACKOFF_BASE_MS);
+    this.capMs = Math.max(Number.isFinite(capMs) ? capMs : 0, this.baseMs);
+  }
 
   next(): number {
     const ceiling = Math.min(this.capMs, this.baseMs * 2 ** Math.min(this.attempt, 30));

@@ -14,6 +14,11 @@ import {
 import type { Revision } from '../common/robot-wire.js';
 
 const MAX_FILE_BYTES = 1024 * 1024;
+/**
+ * A revision is sent back as `If-None-Match: "<revision>"` and written to logs and reports: only letters and
+ * digits (the server uses 32 hex digits), so a hostile value can never break a header or a log line.
+ */
+const REVISION = /^[A-Za-z0-9]{1,128}$/;
 
 export interface HeldEnclave {
   keystore: string;
@@ -43,6 +48,7 @@ export function parseBundle(body: unknown): ValidBundle {
   if (!isObject(body)) throw new InvalidBundle('not a JSON object');
   const { revision, keystores } = body;
   if (typeof revision !== 'string' && typeof revision !== 'number') throw new InvalidBundle('no revision');
+  if (!REVISION.test(String(revision))) throw new InvalidBundle(`invalid revision ${JSON.stringify(revision).slice(0, 40)} (letters and digits only)`);
   if (!Array.isArray(keystores)) throw new InvalidBundle('no keystores list');
   const enclaves: HeldEnclave[] = [];
   const seenKeystores = new Set<string>();

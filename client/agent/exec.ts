@@ -6,7 +6,10 @@
  *   - enclave rotated: the new files are swapped in; COMMAND is restarted with --restart-on-change, otherwise
  *     it keeps what it loaded (DDS reads the files once) and the change is logged;
  *   - COMMAND exits: purge, exit with its code (128+N if it died of signal N).
- * Signals the agent receives are forwarded to COMMAND (see README.md for SIGINT on a terminal).
+ * COMMAND runs in a process group (and session) of its own: every stop, and every signal the agent forwards,
+ * goes to the whole group, so processes COMMAND started (`sh -c 'worker & wait'`) hold no keys after it.
+ * When the agent ends for any reason it can handle (COMMAND exited, stop, crash in the agent), whatever is
+ * left of the group gets SIGKILL.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -17,9 +20,9 @@ import { enclaveDigest, enclaveId, type HeldEnclave, type ValidBundle } from './
 import { AgentError, EXIT_FAILURE, EXIT_REFUSED } from './errors.js';
 import { lstatOrNull } from './fsutil.js';
 import { errorMessage, type Logger } from './log.js';
+import { isAlive } from './lock.js';
 import { checkRuntimeDir } from './runtime-dir.js';
 import { liveEnclaves, openSession, type Session, type SessionOptions } from './session.js';
-import { isAlive } from './status.js';
 import { watchBundles } from './watch.js';
 import { RuntimeWriter } from './writer.js';
 
@@ -49,11 +52,14 @@ export function defaultExecRuntimeDir(log: Logger): string {
     for (const name of fs.readdirSync(base)) {
       const m = /^exec-(\d+)$/.exec(name);
       if (!m || Number(m[1]) === process.pid || isAlive(Number(m[1]))) continue;
+      const writer = new RuntimeWriter(join(base, name));
       try {
-        new RuntimeWriter(join(base, name)).purge();
+        writer.purge();
+        writer.close();
         fs.rmdirSync(join(base, name));
         log.debug(`removed ${join(base, name)} left by a crashed exec`);
       } catch (err) {
+        writer.close();
         log.debug(`could not remove ${join(base, name)}: ${errorMessage(err)}`);
       }
     }
@@ -65,10 +71,15 @@ export class Exec {
   private readonly abort = new AbortController();
   private session: Session | undefined;
   private child: ChildProcess | undefined;
+  /** Process groups of COMMANDs started (their leader's pid) that may still have members. */
+  private readonly groups = new Set<number>();
   private held: HeldEnclave | undefined;
   private restarting = false;
   private ending: number | undefined;
   private finished = false;
+  private tornDown = false;
+  /** When COMMAND's group was asked to stop (SIGTERM): the rest of the group gets until then + grace. */
+  private stopDeadline: number | undefined;
   private killTimer: NodeJS.Timeout | undefined;
   private expiryTimer: NodeJS.Timeout | undefined;
   private resolveDone!: (code: number) => void;
@@ -109,16 +120,42 @@ export class Exec {
     return this.done;
   }
 
-  /** A signal the agent received: forwarded to COMMAND, or ends the agent when COMMAND is not running. */
-  signal(sig: NodeJS.Signals, fromTerminal: boolean): void {
+  /**
+   * A signal the agent received: forwarded to COMMAND's process group, or ends the agent when COMMAND is not
+   * running. COMMAND has a session of its own, so a terminal's ^C reaches only the agent: it is forwarded here.
+   */
+  signal(sig: NodeJS.Signals): void {
     const terminating = sig === 'SIGHUP' || sig === 'SIGTERM' || sig === 'SIGINT' || sig === 'SIGQUIT';
     if (terminating) this.restarting = false; // being stopped: do not start COMMAND again after a rotation
-    if (this.child && this.child.exitCode === null && this.child.signalCode === null) {
-      // A terminal's ^C / ^\ already reached COMMAND (same foreground process group): don't send it twice.
-      if (!fromTerminal) this.child.kill(sig);
+    const child = this.child;
+    if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+      if (terminating) this.stopDeadline ??= Date.now() + this.opts.graceMs;
+      this.signalGroup(child.pid, sig);
       return;
     }
     if (terminating) this.end(128 + (constants.signals[sig] ?? 15));
+  }
+
+  /** Sends `sig` to the process group led by `pgid` (COMMAND and what it started). */
+  private signalGroup(pgid: number, sig: NodeJS.Signals): void {
+    try {
+      process.kill(-pgid, sig);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') this.groups.delete(pgid); // nobody left in it
+      else this.log.warn(`cannot send ${sig} to process group ${pgid}: ${errorMessage(err)}`);
+    }
+  }
+
+  /** SIGKILL to every group COMMAND ever had that may still have members: nothing started by it outlives the agent. */
+  killGroups(): void {
+    for (const pgid of [...this.groups]) {
+      try {
+        process.kill(-pgid, 'SIGKILL');
+      } catch {
+        // already empty
+      }
+      this.groups.delete(pgid);
+    }
   }
 
   private async onBundle(bundle: ValidBundle): Promise<void> {
@@ -165,8 +202,10 @@ export class Exec {
       ROS_SECURITY_STRATEGY: 'Enforce',
       ROS_SECURITY_ENCLAVE_OVERRIDE: this.opts.path,
     };
-    const child = spawn(cmd!, args, { stdio: 'inherit', env });
+    // detached: COMMAND leads a new process group (and session), so the whole group can be signalled.
+    const child = spawn(cmd!, args, { stdio: 'inherit', env, detached: true });
     this.child = child;
+    if (child.pid !== undefined) this.groups.add(child.pid);
     child.once('error', (err: NodeJS.ErrnoException) => {
       if (child.pid !== undefined) return; // a failed kill(): the exit event follows
       this.child = undefined;
@@ -180,12 +219,47 @@ export class Exec {
 
   private onChildExit(code: number | null, signal: NodeJS.Signals | null): void {
     clearTimeout(this.killTimer);
+    const pgid = this.child?.pid;
     this.child = undefined;
     const status = code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0);
+    if (pgid !== undefined && this.stopDeadline !== undefined) this.drainGroup(pgid, () => this.afterExit(pgid, code, signal, status));
+    else this.afterExit(pgid, code, signal, status);
+  }
+
+  /**
+   * COMMAND itself exited after its group was asked to stop: give the rest of the group what is left of the
+   * grace period, then SIGKILL whatever remains.
+   */
+  private drainGroup(pgid: number, then: () => void): void {
+    const tick = (): void => {
+      let alive = true;
+      try {
+        process.kill(-pgid, 0);
+      } catch (err) {
+        alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+      }
+      if (!alive) {
+        this.groups.delete(pgid);
+      } else if (Date.now() < this.stopDeadline!) {
+        this.killTimer = setTimeout(tick, 50);
+        return;
+      } else {
+        this.log.warn(`processes started by ${this.opts.command[0]} did not stop within ${this.opts.graceMs / 1000} s: killing them`);
+        this.signalGroup(pgid, 'SIGKILL');
+      }
+      then();
+    };
+    tick();
+  }
+
+  private afterExit(pgid: number | undefined, code: number | null, signal: NodeJS.Signals | null, status: number): void {
+    this.stopDeadline = undefined;
     if (this.ending !== undefined) {
       this.finish(this.ending);
     } else if (this.restarting) {
       this.restarting = false;
+      // What the old COMMAND left of its group still holds the replaced files: it goes before the new one starts.
+      if (pgid !== undefined) this.signalGroup(pgid, 'SIGKILL');
       this.start();
     } else {
       this.log.debug(`${this.opts.command[0]} exited with ${signal ?? code}`);
@@ -194,14 +268,16 @@ export class Exec {
     }
   }
 
+  /** SIGTERM to COMMAND's whole process group, SIGKILL to the group after the grace period. */
   private stopChild(): void {
-    const child = this.child;
-    if (!child) return;
-    child.kill('SIGTERM');
+    const pgid = this.child?.pid;
+    if (pgid === undefined) return;
+    this.stopDeadline ??= Date.now() + this.opts.graceMs;
+    this.signalGroup(pgid, 'SIGTERM');
     clearTimeout(this.killTimer);
     this.killTimer = setTimeout(() => {
       this.log.warn(`${this.opts.command[0]} did not stop within ${this.opts.graceMs / 1000} s: killing it`);
-      child.kill('SIGKILL');
+      this.signalGroup(pgid, 'SIGKILL');
     }, this.opts.graceMs);
   }
 
@@ -245,16 +321,28 @@ export class Exec {
     }, delay);
   }
 
-  /** Purges the enclave (and the private runtime folder). Guarded, idempotent: also used on 'exit'. */
+  /**
+   * Kills what is left of COMMAND's process group, purges the enclave (and the private runtime folder) and
+   * releases the lock. Guarded, idempotent: also used on 'exit' (normal exit, or after an uncaught exception).
+   */
   teardown(): void {
     this.abort.abort();
     clearTimeout(this.expiryTimer);
+    clearTimeout(this.killTimer);
+    this.killGroups();
     const s = this.session;
-    if (!s) return;
+    if (!s || this.tornDown) return;
+    this.tornDown = true;
     try {
       s.writer.purge();
+      s.writer.close();
       if (this.opts.privateRuntimeDir) fs.rmdirSync(resolve(s.runtimeDir));
     } catch (err) {
+      try {
+        s.writer.close();
+      } catch {
+        // the error above is the one to report
+      }
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.error(`purge failed: ${errorMessage(err)}`);
     }
     try {

@@ -28,7 +28,8 @@ options for every command:
   -h, --help, --version
 
 run/exec: --splay SECONDS (random delay before the first contact; run 3, exec 0),
-  --backoff-base SECONDS (1), --backoff-max SECONDS (300), --poll-wait SECONDS (30), --group NAME
+  --backoff-base SECONDS (1, at least 0.1), --backoff-max SECONDS (300, at least 1), --poll-wait SECONDS (30),
+  --group NAME
 exit codes: 0 ok, 1 failure, 2 usage, 3 refused by the server (or enclave not bound/revoked);
   exec: COMMAND's code
 `;
@@ -64,12 +65,17 @@ class UsageError extends AgentError {
   }
 }
 
-function seconds(value: string | undefined, name: string, fallback: number): number {
+function seconds(value: string | undefined, name: string, fallback: number, min = 0): number {
   if (value === undefined) return fallback * 1000;
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw new UsageError(`--${name} needs a number of seconds`);
+  if (n < min) throw new UsageError(`--${name} must be at least ${min} s (smaller values would retry in a storm)`);
   return n * 1000;
 }
+
+/** Floors of the retry backoff, in seconds (MIN_BACKOFF_* in backoff.ts). */
+const MIN_BACKOFF_BASE_S = 0.1;
+const MIN_BACKOFF_MAX_S = 1;
 
 function required(value: string | undefined, name: string): string {
   if (value === undefined || value === '') throw new UsageError(`--${name} is required`);
@@ -117,9 +123,18 @@ async function main(argv: string[]): Promise<number> {
       return EXIT_OK;
     }
     case 'purge': {
-      const { RuntimeWriter } = await import('./writer.js');
+      const [{ RuntimeWriter }, { lstatOrNull }] = await Promise.all([import('./writer.js'), import('./fsutil.js')]);
       const dir = str('runtime-dir') ?? DEFAULT_RUNTIME_DIR;
-      const { keystores, foreign } = new RuntimeWriter(dir).purge();
+      // Same checks as run (owner, mode, parents, tmpfs); refused while an agent runs there (it holds the lock).
+      const writer = new RuntimeWriter(dir);
+      let result;
+      try {
+        if (lstatOrNull(dir)) writer.lock();
+        result = writer.purge();
+      } finally {
+        writer.close();
+      }
+      const { keystores, foreign } = result;
       log.info(keystores > 0 ? `purged ${keystores} keystore(s) from ${dir}` : `nothing to purge in ${dir}`);
       if (foreign.length > 0) log.warn(`left entries the agent did not create in ${dir}: ${foreign.join(', ')}`);
       return EXIT_OK;
@@ -141,8 +156,8 @@ function pullOptions(str: (k: string) => string | undefined, stateDir: string, s
     stateDir,
     group: str('group'),
     splayMs: seconds(str('splay'), 'splay', splayDefault),
-    backoffBaseMs: seconds(str('backoff-base'), 'backoff-base', 1),
-    backoffMaxMs: seconds(str('backoff-max'), 'backoff-max', 300),
+    backoffBaseMs: seconds(str('backoff-base'), 'backoff-base', 1, MIN_BACKOFF_BASE_S),
+    backoffMaxMs: seconds(str('backoff-max'), 'backoff-max', 300, MIN_BACKOFF_MAX_S),
     pollWaitS: Math.min(seconds(str('poll-wait'), 'poll-wait', 30) / 1000, 60),
   };
 }
@@ -189,10 +204,12 @@ async function execCommand(
     },
     log,
   );
+  // COMMAND runs in its own process group and session: the agent forwards these signals to that group
+  // (a terminal's ^C or ^\ reaches only the agent's group).
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) {
-    process.on(sig, () => exec.signal(sig, (sig === 'SIGINT' || sig === 'SIGQUIT') && process.stdin.isTTY === true));
+    process.on(sig, () => exec.signal(sig));
   }
-  process.on('exit', () => exec.teardown());
+  process.on('exit', () => exec.teardown()); // also after an uncaught exception: SIGKILL to COMMAND's group, purge
   return exec.run();
 }
 

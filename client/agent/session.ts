@@ -1,8 +1,9 @@
-/** Start-up shared by `run` and `exec`: enrollment, runtime folder, writer, server client. */
+/** Start-up shared by `run` and `exec`: runtime folder (checked, locked, cleaned), enrollment, writer, server client. */
 import { resolve } from 'node:path';
 import { Backoff } from './backoff.js';
 import { enclaveId, notYetValid, type HeldEnclave } from './bundle.js';
-import type { Logger } from './log.js';
+import { lstatOrNull } from './fsutil.js';
+import { errorMessage, type Logger } from './log.js';
 import { RobotClient } from './robot-client.js';
 import { prepareRuntimeDir, resolveGroup, type RamFs } from './runtime-dir.js';
 import { loadEnrollment, type Enrollment } from './state.js';
@@ -26,19 +27,39 @@ export interface Session {
   backoff: Backoff;
 }
 
-/** Loads the enrollment, checks and prepares the runtime folder, and removes what a crashed run left there. */
+/**
+ * Checks and prepares the runtime folder, takes its lock (a second agent on the same folder is refused),
+ * removes what a crashed run left there, and only then loads the enrollment and the group: a bad
+ * enrollment or --group must not leave stale keys behind. On any error the lock is released again.
+ */
 export function openSession(opts: SessionOptions, log: Logger): Session {
-  const enrollment = loadEnrollment(opts.stateDir);
-  const gid = opts.group === undefined ? undefined : resolveGroup(opts.group);
   const runtimeDir = resolve(opts.runtimeDir);
+  let gid: number | undefined;
+  let groupProblem: unknown;
+  if (opts.group !== undefined) {
+    try {
+      gid = resolveGroup(opts.group);
+    } catch (err) {
+      groupProblem = err;
+    }
+  }
+  if (groupProblem !== undefined && !lstatOrNull(runtimeDir)) throw groupProblem; // nothing there to clean up
   const filesystem = prepareRuntimeDir(runtimeDir, gid);
-  const writer = new RuntimeWriter(runtimeDir, gid);
-  const stale = writer.purge();
-  if (stale.keystores > 0) log.warn(`removed ${stale.keystores} keystore(s) left in ${runtimeDir} by an earlier run`);
-  if (stale.foreign.length > 0) log.warn(`${runtimeDir} holds entries the agent did not create: ${stale.foreign.join(', ')}`);
-  const client = new RobotClient({ server: enrollment.server, ca: enrollment.ca, robot: enrollment.robot, key: enrollment.key, log });
-  const backoff = new Backoff(opts.backoffBaseMs, Math.max(opts.backoffMaxMs, 1));
-  return { enrollment, runtimeDir, gid, filesystem, writer, client, backoff };
+  const writer = new RuntimeWriter(runtimeDir, gid, { onError: (err) => log.warn(`removing an old generation failed: ${errorMessage(err)}`) });
+  try {
+    writer.lock();
+    const stale = writer.purge();
+    if (stale.keystores > 0) log.warn(`removed ${stale.keystores} keystore(s) left in ${runtimeDir} by an earlier run`);
+    if (stale.foreign.length > 0) log.warn(`${runtimeDir} holds entries the agent did not create: ${stale.foreign.join(', ')}`);
+    if (groupProblem !== undefined) throw groupProblem;
+    const enrollment = loadEnrollment(opts.stateDir);
+    const client = new RobotClient({ server: enrollment.server, ca: enrollment.ca, robot: enrollment.robot, key: enrollment.key, log });
+    const backoff = new Backoff(opts.backoffBaseMs, opts.backoffMaxMs);
+    return { enrollment, runtimeDir, gid, filesystem, writer, client, backoff };
+  } catch (err) {
+    writer.close();
+    throw err;
+  }
 }
 
 /**

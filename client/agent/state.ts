@@ -33,7 +33,45 @@ export function hasEnrollment(stateDir: string): boolean {
   return lstatOrNull(join(stateDir, STATE_FILE)) !== null || lstatOrNull(join(stateDir, KEY_FILE)) !== null;
 }
 
-/** Creates the state folder 0700, or checks that an existing one is a real folder. */
+function mode(st: fs.Stats): string {
+  return (st.mode & 0o7777).toString(8);
+}
+
+/** The agent's user, or undefined where there are no uids. */
+function agentUid(): number | undefined {
+  return process.getuid?.();
+}
+
+/**
+ * The state folder must be a real folder owned by the agent's user that nobody else can write into: whoever
+ * can write there can swap the pinned CA or the server URL (and so receive the device's login).
+ */
+function checkStateDir(stateDir: string, st: fs.Stats): void {
+  if (st.isSymbolicLink() || !st.isDirectory()) throw new AgentError(`state folder ${stateDir} is not a folder`);
+  const uid = agentUid();
+  if (uid !== undefined && st.uid !== uid) {
+    throw new AgentError(`state folder ${stateDir} belongs to uid ${st.uid}, not to this agent (uid ${uid}): refusing to use it (chown it, or enroll again)`);
+  }
+  if ((st.mode & 0o022) !== 0) {
+    throw new AgentError(`state folder ${stateDir} is writable by others (mode ${mode(st)}): chmod 700 it`);
+  }
+}
+
+/** `state.json` and `ca.pem`: regular files of the agent's user, not writable by group or others. */
+function checkStateFile(path: string, what: string): void {
+  const st = lstatOrNull(path);
+  if (!st) return; // missing: reported where it is read
+  if (!st.isFile()) throw new AgentError(`${what} ${path} is not a regular file`);
+  const uid = agentUid();
+  if (uid !== undefined && st.uid !== uid) {
+    throw new AgentError(`${what} ${path} belongs to uid ${st.uid}, not to this agent (uid ${uid}): refusing to trust it`);
+  }
+  if ((st.mode & 0o022) !== 0) {
+    throw new AgentError(`${what} ${path} is writable by others (mode ${mode(st)}): refusing to trust it (chmod go-w it)`);
+  }
+}
+
+/** Creates the state folder 0700, or checks that an existing one is a real folder of ours. */
 export function ensureStateDir(stateDir: string): void {
   const st = lstatOrNull(stateDir);
   if (!st) {
@@ -41,14 +79,16 @@ export function ensureStateDir(stateDir: string): void {
     fs.chmodSync(stateDir, 0o700);
     return;
   }
-  if (st.isSymbolicLink() || !st.isDirectory()) throw new AgentError(`state folder ${stateDir} is not a folder`);
-  if ((st.mode & 0o022) !== 0) {
-    throw new AgentError(`state folder ${stateDir} is writable by others (mode ${(st.mode & 0o7777).toString(8)}): chmod 700 it`);
-  }
+  checkStateDir(stateDir, st);
 }
 
 export function loadEnrollment(stateDir: string): Enrollment {
   const statePath = join(stateDir, STATE_FILE);
+  const dirSt = lstatOrNull(stateDir);
+  if (!dirSt) throw new AgentError(`not enrolled: no ${stateDir} (run "enclave-agent enroll" first)`);
+  checkStateDir(stateDir, dirSt);
+  checkStateFile(statePath, 'enrollment file');
+  checkStateFile(join(stateDir, CA_FILE), 'pinned CA');
   let saved: SavedState;
   try {
     saved = JSON.parse(readFileNoFollow(statePath).toString('utf8')) as SavedState;
@@ -66,6 +106,10 @@ export function loadEnrollment(stateDir: string): Enrollment {
   const st = lstatOrNull(keyPath);
   if (!st) throw new AgentError(`device key ${keyPath} is missing: enroll again with --force`);
   if (!st.isFile()) throw new AgentError(`device key ${keyPath} is not a regular file`);
+  const uid = agentUid();
+  if (uid !== undefined && st.uid !== uid) {
+    throw new AgentError(`device key ${keyPath} belongs to uid ${st.uid}, not to this agent (uid ${uid}): refusing to use it`);
+  }
   if ((st.mode & 0o077) !== 0) {
     throw new AgentError(`device key ${keyPath} is accessible by others (mode ${(st.mode & 0o777).toString(8)}): chmod 600 it`);
   }

@@ -4,8 +4,11 @@
  */
 import { join } from 'node:path';
 import type { Revision } from '../common/robot-wire.js';
-import { readFileNoFollow, replaceFile } from './fsutil.js';
-import { STATUS_FILE } from './writer.js';
+import { readFileNoFollow } from './fsutil.js';
+import { isAlive } from './lock.js';
+import { STATUS_FILE, type RuntimeWriter } from './writer.js';
+
+export { isAlive };
 
 export interface AgentStatus {
   pid: number;
@@ -22,8 +25,9 @@ export interface AgentStatus {
   enclaves: { keystore: string; path: string; notAfter: string }[];
 }
 
-export function writeStatus(runtimeDir: string, status: AgentStatus, gid?: number): void {
-  replaceFile(join(runtimeDir, STATUS_FILE), `${JSON.stringify(status, null, 2)}\n`, gid === undefined ? 0o600 : 0o640, { gid });
+/** Writes the status file through the writer, which checks the runtime folder first. */
+export function writeStatus(writer: RuntimeWriter, status: AgentStatus): void {
+  writer.writeStatusFile(`${JSON.stringify(status, null, 2)}\n`);
 }
 
 export function readStatus(runtimeDir: string): AgentStatus | null {
@@ -32,16 +36,6 @@ export function readStatus(runtimeDir: string): AgentStatus | null {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
-  }
-}
-
-/** True when a process with this pid exists (EPERM: it exists but belongs to someone else). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

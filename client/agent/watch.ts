@@ -2,25 +2,37 @@
  * The pull loop shared by `run` and `exec`: fetch the bundle, then long-poll for changes. Network trouble and
  * server errors are retried with exponential backoff and full jitter; a refused device (RefusedError) and
  * anything `onBundle` throws end the loop. A bundle that fails validation is refused whole and retried.
+ *
+ * Whatever the server does, the loop never asks more often than once per `minIntervalMs`, and a bundle with
+ * the revision already held is no change (a server or proxy that ignores If-None-Match and answers at once
+ * costs one request per interval, not a rewrite, a report and a notification each time).
  */
+import { performance } from 'node:perf_hooks';
 import { Backoff, sleep } from './backoff.js';
 import { InvalidBundle, parseBundle, type ValidBundle } from './bundle.js';
 import { RefusedError } from './errors.js';
 import { errorMessage, type Logger } from './log.js';
-import type { RobotClient } from './robot-client.js';
+import type { BundleFetch } from './robot-client.js';
 
-/** If a server answers a long poll with 304 at once, wait at least this long before asking again. */
-const MIN_POLL_INTERVAL_MS = 500;
+/** The shortest time between the starts of two bundle requests. */
+export const MIN_POLL_INTERVAL_MS = 500;
+
+/** What the loop needs from the server client (RobotClient). */
+export interface BundleSource {
+  fetchBundle(opts: { etag?: string; waitS: number; signal?: AbortSignal }): Promise<BundleFetch>;
+}
 
 export interface WatchOptions {
-  client: RobotClient;
+  client: BundleSource;
   log: Logger;
   signal: AbortSignal;
   pollWaitS: number;
   backoff: Backoff;
+  /** Shortest time between two requests (default MIN_POLL_INTERVAL_MS). */
+  minIntervalMs?: number;
   /** A new bundle (revision changed). Throwing ends the loop with that error. */
   onBundle(bundle: ValidBundle): Promise<void> | void;
-  /** Any good exchange with the server; `changed` is false for a 304 (nothing new). */
+  /** Any good exchange with the server; `changed` is false when nothing is new (304, or the same revision). */
   onContact?(changed: boolean): Promise<void> | void;
   /** The server could not be reached or answered with an error; the loop retries after `delayMs`. */
   onTrouble?(message: string, delayMs: number): void;
@@ -28,7 +40,11 @@ export interface WatchOptions {
 
 export async function watchBundles(opts: WatchOptions): Promise<void> {
   const { client, log, signal, backoff } = opts;
+  const minInterval = opts.minIntervalMs ?? MIN_POLL_INTERVAL_MS;
   let etag: string | undefined;
+  /** Revision of the last bundle handed to onBundle. */
+  let held: string | undefined;
+  let lastStart = -Infinity;
   const trouble = async (message: string, level: 'warn' | 'error'): Promise<void> => {
     const delay = backoff.next();
     log[level](`${message}; retrying in ${(delay / 1000).toFixed(1)} s`);
@@ -36,21 +52,25 @@ export async function watchBundles(opts: WatchOptions): Promise<void> {
     await sleep(delay, signal);
   };
   while (!signal.aborted) {
-    const started = Date.now();
+    const wait = lastStart + minInterval - performance.now();
+    if (wait > 0) await sleep(wait, signal);
+    if (signal.aborted) return;
+    lastStart = performance.now();
     let fetched;
     try {
       fetched = await client.fetchBundle({ etag, waitS: opts.pollWaitS, signal });
     } catch (err) {
       if (signal.aborted) return;
       if (err instanceof RefusedError) throw err;
+      // Ask afresh next time: whatever went wrong (also locally, before anything was sent) must not repeat
+      // because of a stale If-None-Match. An unchanged answer is recognised by its revision.
+      etag = undefined;
       await trouble(`server unreachable or failing: ${errorMessage(err)}`, 'warn');
       continue;
     }
     if (!fetched.changed) {
       backoff.reset();
       await opts.onContact?.(false);
-      const elapsed = Date.now() - started;
-      if (elapsed < MIN_POLL_INTERVAL_MS) await sleep(MIN_POLL_INTERVAL_MS - elapsed, signal);
       continue;
     }
     let bundle: ValidBundle;
@@ -62,9 +82,16 @@ export async function watchBundles(opts: WatchOptions): Promise<void> {
       continue;
     }
     backoff.reset();
+    const revision = String(bundle.revision);
+    // Built from the checked revision only (letters and digits), never from a header the server sent.
+    etag = `"${revision}"`;
+    if (revision === held) {
+      await opts.onContact?.(false);
+      continue;
+    }
     await opts.onContact?.(true);
     if (signal.aborted) return;
     await opts.onBundle(bundle);
-    etag = fetched.etag ?? `"${bundle.revision}"`;
+    held = revision;
   }
 }
