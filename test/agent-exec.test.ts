@@ -79,7 +79,9 @@ function shellWithChild(file: string, then = 'wait'): string[] {
 }
 
 async function pidsFrom(p: AgentProc, file: string): Promise<{ sh: number; sleep: number }> {
-  await waitUntil('COMMAND started', () => fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes('\n'), 15_000);
+  await waitUntil('COMMAND started', () => fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes('\n'), 15_000).catch((err: Error) => {
+    throw new Error(`${err.message}; agent stderr:\n${p.stderr()}`);
+  });
   const [sh, sleep] = fs.readFileSync(file, 'utf8').trim().split(' ').map(Number) as [number, number];
   return { sh, sleep };
 }

@@ -67,6 +67,34 @@ export function defaultExecRuntimeDir(log: Logger): string {
   return join(base, `exec-${process.pid}`);
 }
 
+/**
+ * Whether a process group still has a member that has not exited. Exited members whose parent is gone wait
+ * for init to reap them (zombies); they count as gone. Without /proc, any member counts.
+ */
+function groupHasLiveMembers(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  let pids: string[];
+  try {
+    pids = fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n));
+  } catch {
+    return true;
+  }
+  for (const pid of pids) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields 3 (state), 4, 5 (pgrp)
+      if (Number(pgrp) === pgid && state !== 'Z') return true;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return false;
+}
+
 export class Exec {
   private readonly abort = new AbortController();
   private session: Session | undefined;
@@ -232,13 +260,7 @@ export class Exec {
    */
   private drainGroup(pgid: number, then: () => void): void {
     const tick = (): void => {
-      let alive = true;
-      try {
-        process.kill(-pgid, 0);
-      } catch (err) {
-        alive = (err as NodeJS.ErrnoException).code === 'EPERM';
-      }
-      if (!alive) {
+      if (!groupHasLiveMembers(pgid)) {
         this.groups.delete(pgid);
       } else if (Date.now() < this.stopDeadline!) {
         this.killTimer = setTimeout(tick, 50);

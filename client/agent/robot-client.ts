@@ -145,12 +145,14 @@ export class RobotClient {
    * the request until the revision changes (long poll).
    */
   async fetchBundle(opts: { etag?: string; waitS: number; signal?: AbortSignal }): Promise<BundleFetch> {
-    const waitS = opts.etag ? Math.min(Math.max(Math.floor(opts.waitS), 0), 60) : 0;
+    // Only a quoted revision of letters and digits is ever sent back (watch.ts builds it from a checked one).
+    const sent = opts.etag !== undefined && /^"[A-Za-z0-9]{1,128}"$/.test(opts.etag) ? opts.etag : undefined;
+    const waitS = sent ? Math.min(Math.max(Math.floor(opts.waitS), 0), 60) : 0;
     const res = await this.authed(
       (token) => ({
         method: 'GET',
         path: waitS > 0 ? `v1/robot/bundle?wait=${waitS}` : 'v1/robot/bundle',
-        headers: { authorization: `Bearer ${token}`, ...(opts.etag ? { 'if-none-match': opts.etag } : {}) },
+        headers: { authorization: `Bearer ${token}`, ...(sent ? { 'if-none-match': sent } : {}) },
         timeoutMs: REQUEST_TIMEOUT_MS + waitS * 1000,
         signal: opts.signal,
         maxBytes: MAX_BUNDLE_BYTES,
@@ -160,8 +162,7 @@ export class RobotClient {
     );
     if (res.status === 304) return { changed: false };
     if (res.status !== 200) throw statusError(res, 'bundle');
-    const etag = typeof res.headers.etag === 'string' ? res.headers.etag : undefined;
-    return { changed: true, body: parseJson(res), etag };
+    return { changed: true, body: parseJson(res), etag: typeof res.headers.etag === 'string' ? res.headers.etag : undefined };
   }
 
   async report(report: RobotReport, signal?: AbortSignal): Promise<void> {
