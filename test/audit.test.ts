@@ -36,6 +36,13 @@ describe('audit log', () => {
     assert.ok(res.body.entries >= 5);
   });
 
+  test('verification pages through the chain with the same result', async () => {
+    const whole = await ctx.services.audit.verify();
+    const paged = await ctx.services.audit.verify(2);
+    assert.deepEqual(paged, whole);
+    assert.equal(paged.ok, true);
+  });
+
   test('the table refuses UPDATE and DELETE', () => {
     assert.throws(() => ctx.db.prepare("UPDATE audit_log SET actor = 'x' WHERE id = 1").run(), /append-only/);
     assert.throws(() => ctx.db.prepare('DELETE FROM audit_log WHERE id = 1').run(), /append-only/);

@@ -65,8 +65,8 @@ export class AuditRepo {
     return this.db.prepare(sql).all(params) as AuditRow[];
   }
 
-  /** Streams the whole chain in order, without loading it into memory. */
-  *all(): IterableIterator<AuditRow> {
-    yield* this.db.prepare('SELECT * FROM audit_log ORDER BY id').iterate() as IterableIterator<AuditRow>;
+  /** The chain in order, one page after `afterId` at a time (so a caller can yield between pages). */
+  page(afterId: number, size: number): AuditRow[] {
+    return this.db.prepare('SELECT * FROM audit_log WHERE id > ? ORDER BY id LIMIT ?').all(afterId, size) as AuditRow[];
   }
 }

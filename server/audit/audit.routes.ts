@@ -22,9 +22,9 @@ export function auditRoutes(audit: AuditService): Router {
     adminOf(req);
     res.json({ entries: audit.list(query(req, AuditQuery)) });
   }));
-  r.get('/v1/audit/verify', h((req, res) => {
+  r.get('/v1/audit/verify', h(async (req, res) => {
     adminOf(req);
-    res.json(audit.verify());
+    res.json(await audit.verify());
   }));
   return r;
 }
