@@ -9,8 +9,9 @@ import tar from 'tar-stream';
 import type { Header } from 'tar-stream';
 import { InvalidInput, PayloadTooLarge } from '../server/errors.js';
 import { readTarGz, resolveEntry, writeTarGz, type ArchiveEntry } from '../server/keystores/archive.js';
+import { FIXTURES } from './helpers/tools.js';
 
-const FIXTURE = '/work/shared/fixtures/sros2/talker-listener-keystore.tar.gz';
+const FIXTURE = `${FIXTURES}/talker-listener-keystore.tar.gz`;
 const LIMITS = { maxUnpackedBytes: 8 * 1024 * 1024, maxEntries: 1000, maxFileBytes: 1024 * 1024 };
 
 type RawEntry = Partial<Header> & { name: string; content?: string | Buffer };

@@ -13,8 +13,9 @@ import {
   mapPolicyReader,
   resolveXIncludes,
 } from '../server/policy/index.js';
+import { FIXTURES } from './helpers/tools.js';
 
-const POLICIES = '/work/shared/fixtures/sros2/policies';
+const POLICIES = `${FIXTURES}/policies`;
 const XI = 'xmlns:xi="http://www.w3.org/2001/XInclude"';
 
 const fixturePolicies = readdirSync(POLICIES).filter((f) => f.endsWith('.policy.xml')).sort();

@@ -13,8 +13,9 @@ import {
   validateXmlBatch,
   type PermissionsParams,
 } from '../server/policy/index.js';
+import { FIXTURES } from './helpers/tools.js';
 
-const POLICIES = '/work/shared/fixtures/sros2/policies';
+const POLICIES = `${FIXTURES}/policies`;
 
 const PARAM_SETS: Record<string, PermissionsParams> = {
   default_params: {

@@ -13,8 +13,9 @@ import { readTarGz, writeTarGz, type ArchiveEntry } from '../server/keystores/ar
 import type { KeystoreMaterial } from '../server/keystores/model.js';
 import { inspectCertificate, issueCrl } from '../server/pki/index.js';
 import { readSros2Keystore, writeSros2Keystore, type Sros2ReadResult } from '../server/keystores/sros2-layout.js';
+import { FIXTURES } from './helpers/tools.js';
 
-const FIXTURE = '/work/shared/fixtures/sros2/talker-listener-keystore.tar.gz';
+const FIXTURE = `${FIXTURES}/talker-listener-keystore.tar.gz`;
 const LIMITS = { maxUnpackedBytes: 16 * 1024 * 1024, maxEntries: 2000, maxFileBytes: 1024 * 1024 };
 /** The fixture's certificates run from 2026-11-25T23:44:08Z for 10 years: pin the clock inside that. */
 const NOW = new Date('2026-12-01T00:00:00Z');
@@ -445,7 +446,7 @@ describe('split identity / permissions CAs', () => {
     permCa.cert = join(ks, 'public/permissions_ca.cert.pem');
     const sign = (xml: string, p7s: string): void =>
       void sh('openssl', ['smime', '-sign', '-text', '-md', 'sha256', '-in', xml, '-out', p7s, '-signer', permCa.cert, '-inkey', permCa.key]);
-    const governance = readFileSync('/work/shared/fixtures/sros2/governance.default.xml', 'utf8').replace('<id>0</id>', '<id>7</id>');
+    const governance = readFileSync(`${FIXTURES}/governance.default.xml`, 'utf8').replace('<id>0</id>', '<id>7</id>');
     writeFileSync(join(ks, 'enclaves/governance.xml'), governance);
     sign(join(ks, 'enclaves/governance.xml'), join(ks, 'enclaves/governance.p7s'));
     const enclave = join(ks, 'enclaves/robot/one');

@@ -81,7 +81,8 @@ export function checkServerUrl(raw: string, haveCa: boolean): string | undefined
   return `unsupported URL scheme ${url.protocol} (use https)`;
 }
 
-const TLS_HINTS: Record<string, string> = {
+/** What a TLS verification failure means for a client that pins the server's CA (agent and enclavectl). */
+export const TLS_HINTS: Record<string, string> = {
   UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'the server certificate is not signed by the pinned CA',
   UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'the server certificate is not signed by the pinned CA',
   SELF_SIGNED_CERT_IN_CHAIN: 'the server certificate is not signed by the pinned CA',

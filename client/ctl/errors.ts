@@ -10,7 +10,7 @@
  *
  * Scripts can tell "fix the request" (1, 2) from "log in again" (3) from "retry later" (4).
  */
-import { HttpStatusError, NetworkError } from '../common/http.js';
+import { HttpStatusError, NetworkError, TLS_HINTS } from '../common/http.js';
 
 export const EXIT_OK = 0;
 export const EXIT_REFUSED = 1;
@@ -52,16 +52,6 @@ export class ServerError extends CtlError {
     this.name = 'ServerError';
   }
 }
-
-const TLS_HINTS: Record<string, string> = {
-  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'the server certificate is not signed by the pinned CA',
-  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'the server certificate is not signed by the pinned CA',
-  SELF_SIGNED_CERT_IN_CHAIN: 'the server certificate is not signed by the pinned CA',
-  DEPTH_ZERO_SELF_SIGNED_CERT: 'the server certificate is self-signed and not the pinned CA',
-  ERR_TLS_CERT_ALTNAME_INVALID: 'the server certificate does not name this host',
-  CERT_HAS_EXPIRED: 'the server certificate has expired (or this clock is wrong)',
-  CERT_NOT_YET_VALID: 'the server certificate is not yet valid (is this clock wrong?)',
-};
 
 const NETWORK_HINTS: Record<string, string> = {
   ECONNREFUSED: 'connection refused (is the server running?)',

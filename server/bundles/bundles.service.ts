@@ -8,25 +8,10 @@ import { enclaveKeyContext } from '../keystores/keystores.service.js';
 import type { RobotsRepo } from '../robots/robots.repo.js';
 import type { Sealer } from '../secrets/seal.js';
 
-export const RUNTIME_FILES = [
-  'identity_ca.cert.pem',
-  'cert.pem',
-  'key.pem',
-  'permissions_ca.cert.pem',
-  'governance.p7s',
-  'permissions.p7s',
-] as const;
-
 export interface BundleEnclave {
   path: string;
   notAfter: string;
   files: Record<string, string>;
-}
-
-export interface Bundle {
-  revision: string;
-  robot: string;
-  keystores: { name: string; enclaves: BundleEnclave[] }[];
 }
 
 interface CacheEntry {

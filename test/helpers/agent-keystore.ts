@@ -1,5 +1,5 @@
 /**
- * Real inputs for the real server, made from the sros2 fixtures in /work/shared/fixtures/sros2:
+ * Real inputs for the real server, made from the sros2 fixtures in ../shared/fixtures/sros2:
  * - a policy folder (`*.policy.xml` plus its `common/` includes) as the base64 `.tar.gz` that
  *   `POST /v1/keystores/{ks}/enclaves` takes as `policyArchive`;
  * - an sros2 keystore (sros2's own CA, CA key and governance) holding enclaves whose certificate and
@@ -11,8 +11,9 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { dirname, join, relative } from 'node:path';
+import { FIXTURES } from './tools.js';
 
-export const SROS2_FIXTURES = '/work/shared/fixtures/sros2';
+export const SROS2_FIXTURES = FIXTURES;
 export const POLICIES_DIR = join(SROS2_FIXTURES, 'policies');
 export const FIXTURE_KEYSTORE = join(SROS2_FIXTURES, 'talker-listener-keystore.tar.gz');
 

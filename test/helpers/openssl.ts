@@ -3,12 +3,11 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { DDS_PAIR_CHECK, FIXTURES, REPO, SHARED } from './tools.js';
 
-export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const SHARED = path.resolve(REPO, '..', 'shared');
-export const SROS2_FIXTURES = path.join(SHARED, 'fixtures', 'sros2');
-export const PAIR_CHECK = path.join(SHARED, 'tools', 'dds', 'dds-pair-check.sh');
+export { REPO, SHARED };
+export const SROS2_FIXTURES = FIXTURES;
+export const PAIR_CHECK = DDS_PAIR_CHECK;
 
 export interface RunResult {
   status: number;
