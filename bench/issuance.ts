@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { enclaveValidity, issueEnclave } from '../server/keystores/issuer.js';
+import { enclaveValidity, issueEnclave, permissionsFor } from '../server/keystores/issuer.js';
 import { generateKeyPair, issueCertificate } from '../server/pki/index.js';
 import { defaultPermissions } from '../server/policy/permissions.js';
 import { pinnedRequest, readCa, startServer } from '../test/helpers/server-process.js';
@@ -61,9 +61,9 @@ function inProcess(): number {
   const ca = { certPem: caCert, keyPem: caKey.privateKeyPem };
   const ks = { identityCa: ca, permissionsCa: ca, domainId: 0 };
   const v = enclaveValidity(now, 365, 3600, new Date(now.getTime() + 3650 * 86400_000));
-  for (let i = 0; i < 200; i++) issueEnclave(ks, `/warm/robot_${i}`, null, v, now);
+  for (let i = 0; i < 200; i++) issueEnclave(ks, `/warm/robot_${i}`, permissionsFor(ks, `/warm/robot_${i}`, null, v), v, now);
   const t0 = process.hrtime.bigint();
-  for (let i = 0; i < N; i++) issueEnclave(ks, `/bench/robot_${i}`, null, v, now);
+  for (let i = 0; i < N; i++) issueEnclave(ks, `/bench/robot_${i}`, permissionsFor(ks, `/bench/robot_${i}`, null, v), v, now);
   return N / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 

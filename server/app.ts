@@ -1,5 +1,5 @@
 import crypto from 'node:crypto';
-import express, { type Express } from 'express';
+import express, { type ErrorRequestHandler, type Express } from 'express';
 import helmet from 'helmet';
 import { pinoHttp } from 'pino-http';
 import { AuditService } from './audit/audit.service.js';
@@ -7,7 +7,10 @@ import { auditRoutes } from './audit/audit.routes.js';
 import { authRoutes } from './auth/auth.routes.js';
 import { AuthService } from './auth/auth.service.js';
 import { authenticate, type PrincipalResolver } from './auth/authenticate.js';
-import { LoginLimiter } from './auth/rate-limit.js';
+import { DEFAULT_LOGIN_THROTTLE, LoginThrottle, type LoginThrottleOptions } from './auth/throttle.js';
+import { RefusalLog } from './audit/refusals.js';
+import { Denied } from './errors.js';
+import { Guards } from './acl/guard.js';
 import { robotTokenVersion, TokenIssuer, userTokenVersion } from './auth/tokens.js';
 import type { Db } from './db/database.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
@@ -17,7 +20,6 @@ import { opsRoutes } from './ops/ops.routes.js';
 import type { Sealer } from './secrets/seal.js';
 import { usersRoutes } from './users/users.routes.js';
 import { UsersService } from './users/users.service.js';
-import { Access } from './acl/access.js';
 import { bindingsRoutes } from './bindings/bindings.routes.js';
 import { BindingsService } from './bindings/bindings.service.js';
 import { bundlesRoutes } from './bundles/bundles.routes.js';
@@ -37,8 +39,14 @@ export interface AppOptions {
   robotTokenTtlSeconds: number;
   jsonLimit: string;
   maxImportBytes: number;
-  loginMaxFailuresPerUser: number;
-  loginMaxFailuresPerIp: number;
+  loginThrottle: LoginThrottleOptions;
+  /** Failed enrollments / robot logins per address and window before they are answered 429. */
+  robotMaxFailuresPerAddress: number;
+  /**
+   * Express's `trust proxy`: which proxies may tell the client address (X-Forwarded-For). false: none (the
+   * socket's address is the client's); otherwise a list of addresses/CIDRs of the TLS proxies in front.
+   */
+  trustProxy: false | string[];
 }
 
 export interface AppDeps {
@@ -55,8 +63,9 @@ export const DEFAULT_APP_OPTIONS: AppOptions = {
   robotTokenTtlSeconds: 900,
   jsonLimit: '1mb',
   maxImportBytes: 64 * 1024 * 1024,
-  loginMaxFailuresPerUser: 5,
-  loginMaxFailuresPerIp: 20,
+  loginThrottle: DEFAULT_LOGIN_THROTTLE,
+  robotMaxFailuresPerAddress: 100,
+  trustProxy: false,
 };
 
 export interface Services {
@@ -65,7 +74,7 @@ export interface Services {
   auth: AuthService;
   tokens: TokenIssuer;
   changes: ChangeFeed;
-  access: Access;
+  refusals: RefusalLog;
   grants: GrantsService;
   keystores: KeystoresService;
   enclaves: EnclavesService;
@@ -81,21 +90,25 @@ export function createApp(deps: AppDeps): Express {
   const options = { ...DEFAULT_APP_OPTIONS, ...deps.options };
   const now = deps.now ?? (() => new Date());
   const audit = new AuditService(deps.db, now);
+  const refusals = new RefusalLog(audit, () => now().getTime());
   const changes = new ChangeFeed();
   const users = new UsersService(deps.db, audit, changes, now);
   const tokens = new TokenIssuer(deps.jwtSecret, options.tokenTtlSeconds, options.robotTokenTtlSeconds, () => now().getTime());
-  const limiter = new LoginLimiter(options.loginMaxFailuresPerUser, options.loginMaxFailuresPerIp);
-  const auth = new AuthService(users.repo, tokens, limiter, audit);
+  const throttle = new LoginThrottle(() => now().getTime(), options.loginThrottle);
+  const auth = new AuthService(users.repo, tokens, throttle, audit);
   const grantsRepo = new GrantsRepo(deps.db);
-  const access = new Access(grantsRepo);
-  const grants = new GrantsService(deps.db, grantsRepo, audit, changes, now);
+  const guards = new Guards((user) => grantsRepo.forUser(user));
   const importLimits = { maxUnpackedBytes: options.maxImportBytes * 4, maxEntries: 100_000, maxFileBytes: 4 * 1024 * 1024 };
-  const keystores = new KeystoresService(deps.db, deps.sealer, access, audit, changes, importLimits, now);
-  const enclaves = new EnclavesService(deps.db, deps.sealer, access, keystores, audit, changes, now);
-  const robots = new RobotsService(deps.db, access, tokens, audit, changes, now);
-  const bindings = new BindingsService(deps.db, access, keystores.repo, robots.repo, audit, changes, now);
+  const keystores = new KeystoresService(deps.db, deps.sealer, audit, changes, importLimits, now);
+  const grants = new GrantsService(deps.db, grantsRepo, users.repo, keystores.repo, audit, changes, now);
+  const enclaves = new EnclavesService(deps.db, deps.sealer, keystores, audit, changes, now);
+  const robots = new RobotsService(deps.db, tokens, audit, changes, now, {
+    maxFailuresPerAddress: options.robotMaxFailuresPerAddress,
+    failureWindowMs: 15 * 60_000,
+  });
+  const bindings = new BindingsService(deps.db, keystores.repo, robots.repo, audit, changes, now);
   const bundles = new BundlesService(keystores.repo, robots.repo, bindings, deps.sealer, audit, changes);
-  const services: Services = { audit, users, auth, tokens, changes, access, grants, keystores, enclaves, robots, bindings, bundles };
+  const services: Services = { audit, users, auth, tokens, changes, refusals, grants, keystores, enclaves, robots, bindings, bundles };
 
   const resolver: PrincipalResolver = {
     user(name, ver) {
@@ -111,7 +124,7 @@ export function createApp(deps: AppDeps): Express {
   const metrics = new HttpMetrics();
   const app = express();
   app.disable('x-powered-by');
-  app.set('trust proxy', false);
+  app.set('trust proxy', options.trustProxy === false ? false : options.trustProxy.join(','));
   app.locals.services = services;
 
   app.use(
@@ -140,16 +153,23 @@ export function createApp(deps: AppDeps): Express {
   app.use(opsRoutes(deps.db, metrics));
   app.use(authRoutes(auth));
   app.use(robotsRoutes(robots));
-  app.use(authenticate(deps.jwtSecret, resolver));
-  app.use(usersRoutes(users));
-  app.use(grantsRoutes(grants));
-  app.use(keystoresRoutes(keystores, enclaves, options.maxImportBytes));
-  app.use(robotsAuthedRoutes(robots));
-  app.use(bindingsRoutes(bindings));
-  app.use(bundlesRoutes(bundles));
-  app.use(auditRoutes(audit));
+  app.use(authenticate(deps.jwtSecret, resolver, { userSeconds: options.tokenTtlSeconds, robotSeconds: options.robotTokenTtlSeconds }));
+  app.use(usersRoutes(users, guards));
+  app.use(grantsRoutes(grants, guards));
+  app.use(keystoresRoutes(keystores, enclaves, guards, options.maxImportBytes));
+  app.use(robotsAuthedRoutes(robots, guards));
+  app.use(bindingsRoutes(bindings, guards));
+  app.use(bundlesRoutes(bundles, guards));
+  app.use(auditRoutes(audit, guards));
 
   app.use(notFoundHandler);
+  // Refusals of authenticated callers go to the audit log (bounded); the renderer below answers them.
+  app.use(((err, req, _res, next) => {
+    if (err instanceof Denied && req.principal) {
+      refusals.record(req.principal.name, req.principal.kind, err.refusal, `${req.method} ${req.path}`);
+    }
+    next(err);
+  }) as ErrorRequestHandler);
   app.use(errorHandler(deps.logger));
   return app;
 }

@@ -10,6 +10,8 @@ export interface ServerConfig {
   tlsCertFile?: string;
   tlsKeyFile?: string;
   insecureHttp: boolean;
+  /** Proxies (addresses, CIDRs, `loopback`...) whose X-Forwarded-For names the client; empty: trust none. */
+  trustProxy: string[];
   masterKeyFile?: string;
   adminUser: string;
   adminPassword?: string;
@@ -40,6 +42,8 @@ options (flag wins over environment):
   --tls-key FILE        ENCLAVE_TLS_KEY         PEM private key for --tls-cert
   --tls-san NAME,...    ENCLAVE_TLS_SAN         extra host names/IPs for the self-generated certificate
   --insecure-http                               plain HTTP, only behind a TLS-terminating proxy
+  --trust-proxy LIST    ENCLAVE_TRUST_PROXY     proxies whose X-Forwarded-For names the client (addresses,
+                                                CIDRs, loopback, uniquelocal; comma-separated)
   ENCLAVE_MASTER_KEY_FILE                       32-byte master key (default <data>/master.key)
   ENCLAVE_ADMIN_PASSWORD(_FILE)                 first admin's password (only when no user exists)
   ENCLAVE_LOG_LEVEL                             pino level (default info)`;
@@ -72,6 +76,16 @@ export function parseListen(value: string, setting: string): { host: string; por
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
 }
 
+const PROXY = /^(loopback|linklocal|uniquelocal|[0-9.]+(\/\d{1,2})?|[0-9a-fA-F:]+(\/\d{1,3})?)$/;
+
+/** Rate limits and the audit log see the client address; only the listed proxies may say what it is. */
+export function parseTrustProxy(value: string): string[] {
+  const list = value.split(',').map((s) => s.trim()).filter(Boolean);
+  const bad = list.find((p) => !PROXY.test(p));
+  if (bad) throw new ConfigError(`--trust-proxy: "${bad}" is not an address, a CIDR, loopback, linklocal or uniquelocal`);
+  return list;
+}
+
 export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = process.env): ParsedCommand {
   let parsed;
   try {
@@ -85,6 +99,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
         'tls-key': { type: 'string' },
         'tls-san': { type: 'string' },
         'insecure-http': { type: 'boolean' },
+        'trust-proxy': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -115,6 +130,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     tlsCertFile,
     tlsKeyFile,
     insecureHttp: Boolean(values['insecure-http']) || env.ENCLAVE_INSECURE_HTTP === 'true',
+    trustProxy: parseTrustProxy(values['trust-proxy'] ?? env.ENCLAVE_TRUST_PROXY ?? ''),
     masterKeyFile: env.ENCLAVE_MASTER_KEY_FILE || undefined,
     adminUser: env.ENCLAVE_ADMIN_USER || 'admin',
     adminPassword: secretFromEnv(env, 'ENCLAVE_ADMIN_PASSWORD'),

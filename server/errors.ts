@@ -56,3 +56,20 @@ export class TooManyRequests extends DomainError {
     super(429, 'too-many-requests', message);
   }
 }
+
+/** What an access refusal was about, for the audit log (never a secret: names and reasons only). */
+export interface Refusal {
+  capability: string;
+  target?: string;
+  reason: string;
+}
+
+/**
+ * An access decision said no. Rendered like any 403/404 (a member asking about an enclave they may not read
+ * gets the same 404 as for one that does not exist), and recorded in the audit log as `denied`.
+ */
+export class Denied extends DomainError {
+  constructor(status: 403 | 404, message: string, readonly refusal: Refusal, code = status === 404 ? 'not-found' : 'forbidden') {
+    super(status, code, message);
+  }
+}

@@ -55,6 +55,7 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
       tokenTtlSeconds: config.tokenTtlSeconds,
       robotTokenTtlSeconds: config.robotTokenTtlSeconds,
       maxImportBytes: config.maxImportBytes,
+      trustProxy: config.trustProxy.length ? config.trustProxy : false,
     },
   });
   await ensureFirstAdmin(servicesOf(app), config, logger);

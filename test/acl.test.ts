@@ -15,6 +15,8 @@ const g = (id: string, pattern: string, capabilities: Grant['capabilities'], ext
   ...extra,
 });
 
+const env = { publish: ['rt/t/**'], subscribe: ['rt/t/cam/cmd'] };
+
 type Row = [name: string, subject: Subject, grants: Grant[], action: Action, expected: 'allow' | 'deny', by?: string];
 
 const rows: Row[] = [
@@ -40,6 +42,15 @@ const rows: Row[] = [
   ['member/bind without selector on grant → any robot', acme, [g('g1', '/t/**', ['bind'])], { capability: 'bind', keystore: 'X', enclave: '/t/cam', robots: [{}] }, 'allow', 'g1'],
   ['member/read is not limited by robot selector', acme, [g('g1', '/t/**', ['read'], { robotSelector: { tenant: 'acme' } })], { capability: 'read', keystore: 'X', enclave: '/t/cam' }, 'allow', 'g1'],
   ['member/bind needs bind, not manage', acme, [g('g1', '/t/**', ['manage', 'read'])], { capability: 'bind', keystore: 'X', enclave: '/t/cam', robots: [{}] }, 'deny'],
+  ['admin/admin-only capability → allow by admin', admin, [], { capability: 'keystore:create' }, 'allow', 'admin'],
+  ['member/admin-only capability → deny whatever the grants', acme, [g('g1', '/**', ['read', 'manage', 'bind'])], { capability: 'user:manage' }, 'deny'],
+  ['member/manage inside envelope → allow', acme, [g('g1', '/t/**', ['manage'], { permissionsEnvelope: env })], { capability: 'manage', keystore: 'X', enclave: '/t/cam', permissions: { publish: ['rt/t/cam/image', 'ros_discovery_info'], subscribe: [] } }, 'allow', 'g1'],
+  ['member/manage outside envelope → deny', acme, [g('g1', '/t/**', ['manage'], { permissionsEnvelope: env })], { capability: 'manage', keystore: 'X', enclave: '/t/cam', permissions: { publish: ['rt/cmd_vel'], subscribe: [] } }, 'deny'],
+  ['member/allow-all permissions outside any envelope', acme, [g('g1', '/t/**', ['manage'], { permissionsEnvelope: env })], { capability: 'manage', keystore: 'X', enclave: '/t/cam', permissions: { publish: ['rt/*'], subscribe: ['rt/*'] } }, 'deny'],
+  ['member/subscribe is checked on its own', acme, [g('g1', '/t/**', ['manage'], { permissionsEnvelope: env })], { capability: 'manage', keystore: 'X', enclave: '/t/cam', permissions: { publish: [], subscribe: ['rt/t/other'] } }, 'deny'],
+  ['member/no envelope on the grant → unbounded', acme, [g('g1', '/t/**', ['manage'])], { capability: 'manage', keystore: 'X', enclave: '/t/cam', permissions: { publish: ['rt/*'], subscribe: [] } }, 'allow', 'g1'],
+  ['member/second grant\'s envelope covers it → names that grant', acme, [g('g1', '/t/**', ['manage'], { permissionsEnvelope: env }), g('g2', '/t/cam', ['manage'], { permissionsEnvelope: { publish: ['rt/cmd_vel'], subscribe: [] } })], { capability: 'manage', keystore: 'X', enclave: '/t/cam', permissions: { publish: ['rt/cmd_vel'], subscribe: [] } }, 'allow', 'g2'],
+  ['member/envelope does not bound read', acme, [g('g1', '/t/**', ['read'], { permissionsEnvelope: { publish: [], subscribe: [] } })], { capability: 'read', keystore: 'X', enclave: '/t/cam', permissions: { publish: ['rt/*'], subscribe: [] } }, 'allow', 'g1'],
 ];
 
 describe('acl decide()', () => {
@@ -50,6 +61,14 @@ describe('acl decide()', () => {
       if (d.allowed) assert.equal(d.by === 'admin' ? 'admin' : d.grantId, by);
     });
   }
+  test('a denial names the most specific reason', () => {
+    const grants = [g('g1', '/t/**', ['manage'], { permissionsEnvelope: env }), g('g2', '/other/**', ['manage'])];
+    assert.deepEqual(decide(acme, grants, { capability: 'manage', keystore: 'X', enclave: '/t/c', permissions: { publish: ['rt/x'], subscribe: [] } }), {
+      allowed: false,
+      reason: 'outside-permissions-envelope',
+    });
+    assert.deepEqual(decide(acme, grants, { capability: 'keystore:delete' }), { allowed: false, reason: 'admin-only' });
+  });
   test('bind denied by selector says why', () => {
     const d = decide(acme, [g('g1', '/t/**', ['bind'], { robotSelector: { tenant: 'acme' } })], { capability: 'bind', keystore: 'X', enclave: '/t/c', robots: [{}] });
     assert.deepEqual(d, { allowed: false, reason: 'outside-robot-selector' });

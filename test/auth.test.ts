@@ -2,13 +2,17 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import jwt from 'jsonwebtoken';
 import request from 'supertest';
+import { DEFAULT_LOGIN_THROTTLE } from '../server/auth/throttle.js';
 import { userTokenVersion } from '../server/auth/tokens.js';
 import { ADMIN, bearer, makeTestApp, type TestContext } from './helpers/app.js';
 
 describe('login and bearer tokens', () => {
   let ctx: TestContext;
+  // The throttle's waits are measured on this clock, frozen: a slow machine must not let a wait run out.
+  const frozen = Date.now();
+  let t = frozen;
   before(async () => {
-    ctx = await makeTestApp({ loginMaxFailuresPerUser: 3, loginMaxFailuresPerIp: 50 });
+    ctx = await makeTestApp({ now: () => new Date(t), loginThrottle: { ...DEFAULT_LOGIN_THROTTLE, freeFailures: 3, perAddressBurst: 1000 } });
   });
   after(() => ctx.close());
 
@@ -27,7 +31,7 @@ describe('login and bearer tokens', () => {
     await request(ctx.app).post('/v1/users').set(bearer(admin)).send({ name: 'phoenix', password: 'phoenix-password-1', role: 'admin' }).expect(201);
     const old = await ctx.login('phoenix', 'phoenix-password-1');
     await request(ctx.app).delete('/v1/users/phoenix').set(bearer(admin)).expect(204);
-    await new Promise((r) => setTimeout(r, 5));
+    t += 1000;
     await request(ctx.app).post('/v1/users').set(bearer(admin)).send({ name: 'phoenix', password: 'phoenix-password-1', role: 'member' }).expect(201);
     assert.equal((await request(ctx.app).get('/v1/audit').set(bearer(old))).status, 401);
   });
@@ -37,8 +41,8 @@ describe('login and bearer tokens', () => {
     assert.equal(res.status, 200);
     assert.match(res.body.token, /^eyJ/);
     ctx.secrets.add(res.body.token);
-    const exp = Date.parse(res.body.expiresAt) - Date.now();
-    assert.ok(exp > 14 * 60_000 && exp <= 15 * 60_000 + 1000, 'default lifetime is 15 minutes');
+    const exp = Date.parse(res.body.expiresAt) - t;
+    assert.ok(exp > 15 * 60_000 - 1000 && exp <= 15 * 60_000, 'default lifetime is 15 minutes');
     const me = await request(ctx.app).get('/v1/users').set(bearer(res.body.token));
     assert.equal(me.status, 200);
     const claims = jwt.decode(res.body.token, { complete: true })!;
@@ -55,7 +59,7 @@ describe('login and bearer tokens', () => {
     assert.equal(wrong.body.error.code, 'invalid-credentials');
   });
 
-  test('repeated failures for one user are rate limited with 429 and Retry-After', async () => {
+  test('repeated failures of one user from one address are slowed down with 429 and Retry-After', async () => {
     const user = { username: 'victim', password: 'guess-guess-guess' };
     const statuses: number[] = [];
     for (let i = 0; i < 5; i++) statuses.push((await request(ctx.app).post('/v1/auth/login').send(user)).status);
@@ -66,7 +70,7 @@ describe('login and bearer tokens', () => {
   });
 
   test('guesses sent all at once cannot pass the limit', async () => {
-    const burst = await makeTestApp({ loginMaxFailuresPerUser: 5, loginMaxFailuresPerIp: 100 });
+    const burst = await makeTestApp({ now: () => new Date(frozen), loginThrottle: { ...DEFAULT_LOGIN_THROTTLE, freeFailures: 5 } });
     try {
       const results = await Promise.all(
         Array.from({ length: 30 }, () => request(burst.app).post('/v1/auth/login').send({ username: 'admin', password: 'wrong-wrong-wrong' })),
@@ -86,14 +90,20 @@ describe('login and bearer tokens', () => {
     assert.ok(!JSON.stringify(res.body).includes('Sup3r-Secret-Pasted'));
   });
 
-  test('per-IP limit applies across user names', async () => {
-    const limited = await makeTestApp({ loginMaxFailuresPerUser: 100, loginMaxFailuresPerIp: 4 });
+  test('one flooding address is held to a rate of attempts across user names, not locked out', async () => {
+    let t = Date.now();
+    const limited = await makeTestApp({ now: () => new Date(t), loginThrottle: { ...DEFAULT_LOGIN_THROTTLE, freeFailures: 100, perAddressBurst: 4, perAddressRate: 2 } });
     try {
       const statuses: number[] = [];
       for (let i = 0; i < 6; i++) {
         statuses.push((await request(limited.app).post('/v1/auth/login').send({ username: `u${i}`, password: 'nope-nope-nope' })).status);
       }
       assert.deepEqual(statuses, [401, 401, 401, 401, 429, 429]);
+      const wait = await request(limited.app).post('/v1/auth/login').send(ADMIN);
+      assert.equal(wait.status, 429);
+      assert.equal(wait.headers['retry-after'], '1', 'a person sharing the address waits a moment, not minutes');
+      t += 1000;
+      assert.equal((await request(limited.app).post('/v1/auth/login').send(ADMIN)).status, 200);
     } finally {
       limited.close();
     }
@@ -119,6 +129,9 @@ describe('login and bearer tokens', () => {
       const p = Buffer.from(JSON.stringify({ sub: 'admin', ver: adminVer(), aud: 'enclave-server:user', iss: 'enclave-server', exp: Math.floor(Date.now() / 1000) + 60 })).toString('base64url');
       return `${h}.${p}.`;
     }],
+    ['without exp (never expires)', () => forge({ ver: adminVer(), iat: Math.floor(Date.now() / 1000) }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin' })],
+    ['without iat', () => forge({ ver: adminVer(), exp: Math.floor(Date.now() / 1000) + 60 }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', noTimestamp: true })],
+    ['a lifetime longer than the server gives', () => forge({ ver: adminVer() }, ctx.jwtSecret, { issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', expiresIn: 900 + 60 })],
     ['HS512 instead of the pinned HS256', () => jwt.sign({ ver: adminVer() }, ctx.jwtSecret, { algorithm: 'HS512', issuer: 'enclave-server', audience: 'enclave-server:user', subject: 'admin', expiresIn: 60 })],
     ['garbage', () => 'not-a-jwt'],
   ];
@@ -151,5 +164,61 @@ describe('login and bearer tokens', () => {
     const results = new Set(res.body.entries.map((e: { result: string }) => e.result));
     assert.ok(results.has('success') && results.has('failure'));
     assert.ok(!JSON.stringify(res.body).includes(ADMIN.password));
+  });
+});
+
+/**
+ * A security review: five wrong passwords from one address made the right password fail from every address
+ * for 15 minutes. Failures are now keyed on (user, address) and slow that pair down instead.
+ */
+describe('login throttling cannot lock a user out', () => {
+  let t = Date.now();
+  let ctx: TestContext;
+  before(async () => {
+    ctx = await makeTestApp({ now: () => new Date(t), trustProxy: ['loopback'] });
+  });
+  after(() => ctx.close());
+  const from = (ip: string, password: string) =>
+    request(ctx.app).post('/v1/auth/login').set('X-Forwarded-For', ip).send({ username: ADMIN.username, password });
+
+  test('failures from one address do not block the right password from another', async () => {
+    for (let i = 0; i < 8; i++) await from('203.0.113.66', 'wrong-wrong-wrong');
+    assert.equal((await from('203.0.113.66', ADMIN.password)).status, 429, 'the guessing address is slowed down');
+    const elsewhere = await from('198.51.100.7', ADMIN.password);
+    assert.equal(elsewhere.status, 200, `the administrator elsewhere: ${JSON.stringify(elsewhere.body)}`);
+    ctx.secrets.add(elsewhere.body.token);
+  });
+
+  test('the wait grows with each failure, and the right password is taken once it is over', async () => {
+    const ip = '192.0.2.10';
+    const waits: number[] = [];
+    for (let i = 0; i < 5; i++) assert.equal((await from(ip, 'wrong-wrong-wrong')).status, 401);
+    for (let i = 0; i < 4; i++) {
+      const early = await from(ip, ADMIN.password);
+      assert.equal(early.status, 429);
+      const wait = Number(early.headers['retry-after']);
+      waits.push(wait);
+      t += wait * 1000;
+      assert.equal((await from(ip, 'wrong-wrong-wrong')).status, 401);
+    }
+    assert.deepEqual(waits, [1, 2, 4, 8]);
+    const capped = Number((await from(ip, ADMIN.password)).headers['retry-after']);
+    t += capped * 1000;
+    const ok = await from(ip, ADMIN.password);
+    assert.equal(ok.status, 200);
+    ctx.secrets.add(ok.body.token);
+    assert.equal((await from(ip, 'wrong-wrong-wrong')).status, 401, 'a success starts the pair over');
+  });
+
+  test('the wait never exceeds a minute', async () => {
+    const ip = '192.0.2.11';
+    for (let i = 0; i < 5; i++) await from(ip, 'wrong-wrong-wrong');
+    for (let i = 0; i < 12; i++) {
+      const r = await from(ip, 'wrong-wrong-wrong');
+      if (r.status === 429) t += Number(r.headers['retry-after']) * 1000;
+    }
+    const r = await from(ip, ADMIN.password);
+    assert.equal(r.status, 429);
+    assert.ok(Number(r.headers['retry-after']) <= 60, `waited ${r.headers['retry-after']} s`);
   });
 });

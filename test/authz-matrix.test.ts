@@ -126,7 +126,7 @@ describe('authorization matrix', () => {
     for (const w of who) {
       const expected = w === 'anonymous' ? 401 : w === 'admin' ? 'ok' : 403;
       check(await withAuth(request(ctx.app).post('/v1/robots').send({ name: uniq(), labels: {} }), tokens[w]), expected, `POST /v1/robots as ${w}`);
-      check(await withAuth(request(ctx.app).post('/v1/robots/bot/enrollment-tokens').send({}), tokens[w]), expected, `enrollment token as ${w}`);
+      check(await withAuth(request(ctx.app).post('/v1/robots/bot/enrollment-tokens').send({ reenroll: true }), tokens[w]), expected, `enrollment token as ${w}`);
     }
   });
 

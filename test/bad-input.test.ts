@@ -2,6 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import request from 'supertest';
 import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
+import { assertion, deviceKey } from './helpers/robot.js';
 
 /**
  * Every route, fed junk as an admin (who passes every authorization check and so reaches the deepest
@@ -66,6 +67,42 @@ describe('bad input never causes a 500', () => {
       }
     });
   }
+
+  // A security review: `clockSkewMs: 1e300` in a robot report gave a 500 ("cannot store REAL value in INTEGER
+  // column"). 1e300 is an integer to JavaScript, so `.int()` alone lets it through: every number is bounded.
+  test('every numeric field of every body is bounded: huge, negative and fractional numbers get a 422', async () => {
+    const robot = 'numbers-bot';
+    await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: robot, labels: {} }).expect(201);
+    const t = await request(ctx.app).post(`/v1/robots/${robot}/enrollment-tokens`).set(bearer(admin)).send({}).expect(201);
+    const key = deviceKey();
+    await request(ctx.app).post('/v1/enroll').send({ token: t.body.token, publicKey: key.publicKeyPem }).expect(201);
+    const robotToken = (await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion(robot, key) }).expect(200)).body.token as string;
+    ctx.secrets.add(robotToken);
+
+    const fields: [method: 'post' | 'put', path: string, token: () => string, base: Record<string, unknown>, field: string][] = [
+      ['post', '/v1/keystores', () => admin, { name: 'numbers' }, 'domainId'],
+      ['post', '/v1/keystores', () => admin, { name: 'numbers' }, 'validityDays'],
+      ['post', '/v1/keystores', () => admin, { name: 'numbers' }, 'enclaveValidityDays'],
+      ['post', '/v1/keystores', () => admin, { name: 'numbers' }, 'backdateSeconds'],
+      ['post', '/v1/keystores/ks/enclaves', () => admin, { path: '/numbers' }, 'validityDays'],
+      ['post', '/v1/keystores/ks/enclaves:batch', () => admin, { paths: ['/numbers'] }, 'validityDays'],
+      ['post', '/v1/keystores/ks/enclaves/e/rotate', () => admin, {}, 'validityDays'],
+      ['post', `/v1/robots/${robot}/enrollment-tokens`, () => admin, { reenroll: true }, 'ttlSeconds'],
+      ['post', '/v1/robot/report', () => robotToken, { revision: 'r' }, 'clockSkewMs'],
+    ];
+    for (const [method, path, token, base, field] of fields) {
+      for (const value of [1e300, -1e300, 2 ** 53, 1.5, -1]) {
+        const res = await request(ctx.app)[method](path).set(bearer(token())).send({ ...base, [field]: value });
+        if (value === -1 && field === 'clockSkewMs') {
+          assert.equal(res.status, 204, 'a robot clock may be behind');
+          continue;
+        }
+        assert.equal(res.status, 422, `${path} ${field}=${value}: ${res.status} ${JSON.stringify(res.body)}`);
+        assert.equal(res.body.error.code, 'invalid-input');
+      }
+    }
+    assert.equal((await request(ctx.app).get('/v1/keystores/numbers').set(bearer(admin))).status, 404, 'nothing was stored');
+  });
 
   test('odd URLs', async () => {
     for (const url of ['/v1/keystores/%00/enclaves', '/v1/keystores/ks/enclaves/%2e%2e/%2e%2e/etc', '/v1/keystores/ks/enclaves/' + 'a/'.repeat(500), '/v1/users/%E0%A4%A', '/v1/audit?limit=abc&since[]=1']) {

@@ -121,4 +121,49 @@ describe('bundles follow every change', () => {
     for (let i = 0; i < 5; i++) assert.equal((await bundle('r1')).body.revision, first.body.revision);
     assert.equal(computeSpy.cache.get('r1'), cached, 'the same cache entry served every request');
   });
+
+  // A security review: 2,000 polls parked on one robot token took /health to 6.5 s, and 3,000 GETs wrote 3,000
+  // bundle.deliver rows. A robot holds at most two polls, and a delivery is audited once per revision.
+  test('one robot token holds at most two long polls: a newer one answers the oldest with 304', async () => {
+    const cur = await bundle('r1');
+    const etag = `"${cur.body.revision}"`;
+    const started = Date.now();
+    const polls: { res?: request.Response; at?: number }[] = [];
+    const pending: Promise<void>[] = [];
+    for (let i = 0; i < 5; i++) {
+      const slot: { res?: request.Response; at?: number } = {};
+      polls.push(slot);
+      pending.push(
+        request(ctx.app)
+          .get('/v1/robot/bundle?wait=20')
+          .set(bearer(robotToken.r1!))
+          .set('If-None-Match', etag)
+          .then((r) => {
+            slot.res = r;
+            slot.at = Date.now() - started;
+          }),
+      );
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(polls.map((p) => p.res?.status), [304, 304, 304, undefined, undefined]);
+    await request(ctx.app).post('/v1/keystores/ks/enclaves/a/rotate').set(bearer(admin)).send({}).expect(200);
+    await Promise.all(pending);
+    assert.deepEqual(polls.map((p) => p.res?.status), [304, 304, 304, 200, 200]);
+    assert.ok(polls.every((p) => p.at! < 5000), 'nobody waited for the 20 s timeout');
+  });
+
+  test('a delivery is audited once per robot and revision, however often it is fetched', async () => {
+    const count = () =>
+      ctx.db.prepare("SELECT count(*) FROM audit_log WHERE action = 'bundle.deliver' AND actor = 'r1'").pluck().get() as number;
+    await bundle('r1').expect(200);
+    const before = count();
+    for (let i = 0; i < 30; i++) await bundle('r1').expect(200);
+    assert.equal(count(), before);
+    await request(ctx.app).post('/v1/keystores/ks/enclaves/a/rotate').set(bearer(admin)).send({}).expect(200);
+    for (let i = 0; i < 5; i++) await bundle('r1').expect(200);
+    const rows = ctx.db.prepare("SELECT count(*) FROM audit_log WHERE action = 'bundle.deliver' AND actor = 'r1'").pluck().get() as number;
+    assert.ok(paths(await bundle('r1')).includes('ks:/a'));
+    assert.equal(rows, before + 1, 'the new revision, once');
+  });
 });

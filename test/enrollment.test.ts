@@ -16,12 +16,17 @@ describe('robot enrollment', () => {
     ctx.close();
   });
 
-  const token = async (robot: string, ttlSeconds?: number) => {
-    const res = await request(ctx.app).post(`/v1/robots/${robot}/enrollment-tokens`).set(bearer(admin)).send(ttlSeconds ? { ttlSeconds } : {});
-    assert.equal(res.status, 201);
+  const token = async (robot: string, ttlSeconds?: number, reenroll?: boolean) => {
+    const res = await request(ctx.app)
+      .post(`/v1/robots/${robot}/enrollment-tokens`)
+      .set(bearer(admin))
+      .send({ ...(ttlSeconds ? { ttlSeconds } : {}), ...(reenroll ? { reenroll } : {}) });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
     ctx.secrets.add(res.body.token);
-    return res.body as { token: string; expiresAt: string };
+    return res.body as { token: string; expiresAt: string; reenroll: boolean };
   };
+  const enroll = (t: { token: string }, key = deviceKey()) => request(ctx.app).post('/v1/enroll').send({ token: t.token, publicKey: key.publicKeyPem });
+  const login = (robot: string, key: ReturnType<typeof deviceKey>) => request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion(robot, key) });
 
   test('tokens default to one hour and are stored hashed', async () => {
     await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'solo', labels: { site: 'lab' } }).expect(201);
@@ -69,18 +74,56 @@ describe('robot enrollment', () => {
     assert.equal(res.body.error.code, 'invalid-enrollment-token');
   });
 
-  test('re-enrollment with a new token replaces the key; the old key and its tokens stop working', async () => {
+  test('re-enrollment needs a token minted for it; it replaces the key, and the old key and its tokens stop working', async () => {
     await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'phoenix', labels: {} }).expect(201);
     const k1 = deviceKey();
-    await request(ctx.app).post('/v1/enroll').send({ token: (await token('phoenix')).token, publicKey: k1.publicKeyPem }).expect(201);
-    const t1 = (await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('phoenix', k1) })).body.token;
+    await enroll(await token('phoenix'), k1).expect(201);
+    const t1 = (await login('phoenix', k1)).body.token;
     ctx.secrets.add(t1);
     assert.equal((await request(ctx.app).get('/v1/robot/bundle').set(bearer(t1))).status, 200);
+    const plain = await request(ctx.app).post('/v1/robots/phoenix/enrollment-tokens').set(bearer(admin)).send({});
+    assert.equal(plain.status, 409, 'an enrolled robot gets a token only when re-enrollment is asked for');
+    assert.equal(plain.body.error.code, 'robot-enrolled');
+    assert.match(plain.body.error.message, /--reenroll/);
+    const again = await token('phoenix', undefined, true);
+    assert.equal(again.reenroll, true);
+    const shown = await request(ctx.app).get('/v1/robots/phoenix').set(bearer(admin));
+    assert.deepEqual(shown.body.enrollmentTokens.map((e: { reenroll: boolean }) => e.reenroll), [true], 'outstanding re-enrollment token shown as such');
     const k2 = deviceKey('ed25519');
-    await request(ctx.app).post('/v1/enroll').send({ token: (await token('phoenix')).token, publicKey: k2.publicKeyPem }).expect(201);
+    await enroll(again, k2).expect(201);
     assert.equal((await request(ctx.app).get('/v1/robot/bundle').set(bearer(t1))).status, 401, 'old robot token');
-    assert.equal((await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('phoenix', k1) })).status, 401, 'old key');
-    assert.equal((await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('phoenix', k2) })).status, 200, 'new key');
+    assert.equal((await login('phoenix', k1)).status, 401, 'old key');
+    assert.equal((await login('phoenix', k2)).status, 200, 'new key');
+    assert.deepEqual((await request(ctx.app).get('/v1/robots/phoenix').set(bearer(admin))).body.enrollmentTokens, []);
+  });
+
+  // A security review: unused tokens survived enrollment and revoke-key, and enrolling an enrolled robot
+  // silently replaced its key, so an attacker holding a second token could take the robot over.
+  test('enrolling burns every other outstanding token of the robot', async () => {
+    await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'twin', labels: {} }).expect(201);
+    const first = await token('twin');
+    const second = await token('twin');
+    const owner = deviceKey();
+    await enroll(first, owner).expect(201);
+    const takeover = await enroll(second);
+    assert.equal(takeover.status, 401, 'the second token died with the enrollment');
+    assert.equal((await login('twin', owner)).status, 200, 'the robot keeps its key');
+  });
+
+  test('revoke-key and robot deletion burn outstanding tokens', async () => {
+    await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'stolen', labels: {} }).expect(201);
+    await enroll(await token('stolen')).expect(201);
+    const pending = await token('stolen', undefined, true);
+    const revoked = await request(ctx.app).post('/v1/robots/stolen/revoke-key').set(bearer(admin)).expect(200);
+    assert.equal(revoked.body.enrolled, false);
+    assert.equal((await enroll(pending)).status, 401, 'a token minted before revoke-key is dead');
+    await enroll(await token('stolen')).expect(201);
+
+    await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'gone', labels: {} }).expect(201);
+    const orphan = await token('gone');
+    await request(ctx.app).delete('/v1/robots/gone').set(bearer(admin)).expect(204);
+    await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'gone', labels: {} }).expect(201);
+    assert.equal((await enroll(orphan)).status, 401, 'a token of a deleted robot does not enroll its namesake');
   });
 
   test('revoking the device key ends access at once', async () => {
@@ -108,9 +151,13 @@ describe('robot enrollment', () => {
     assert.equal((await request(ctx.app).post('/v1/enroll').send({ token: t.token, publicKey: deviceKey().publicKeyPem })).status, 201);
   });
 
-  test('unauthenticated failures are limited per address (each one is an audit entry)', async () => {
+  test('unauthenticated failures are limited per address, and never block a valid credential', async () => {
     const limited = await makeTestApp();
     try {
+      const a = bearer(await limited.adminToken());
+      await request(limited.app).post('/v1/robots').set(a).send({ name: 'behind-nat', labels: {} }).expect(201);
+      const good = (await request(limited.app).post('/v1/robots/behind-nat/enrollment-tokens').set(a).send({}).expect(201)).body.token;
+      limited.secrets.add(good);
       const statuses: number[] = [];
       for (let i = 0; i < 102; i++) {
         statuses.push((await request(limited.app).post('/v1/enroll').send({ token: `et_${'x'.repeat(20)}${i}`, publicKey: deviceKey().publicKeyPem })).status);
@@ -118,6 +165,14 @@ describe('robot enrollment', () => {
       assert.equal(statuses.filter((s) => s === 401).length, 100);
       assert.deepEqual(statuses.slice(100), [429, 429]);
       assert.equal((await request(limited.app).post('/v1/auth/robot').send({ assertion: assertion('x', deviceKey()) })).status, 429);
+      const audited = limited.db.prepare("SELECT count(*) FROM audit_log WHERE result = 'failure' AND action = 'robot.enroll'").pluck().get();
+      assert.equal(audited, 100, 'failures past the limit are not written one by one');
+      // A whole fleet shares this address (NAT, or the TLS proxy): its valid credentials still work.
+      const key = deviceKey();
+      assert.equal((await request(limited.app).post('/v1/enroll').send({ token: good, publicKey: key.publicKeyPem })).status, 201);
+      const ok = await request(limited.app).post('/v1/auth/robot').send({ assertion: assertion('behind-nat', key) });
+      assert.equal(ok.status, 200);
+      limited.secrets.add(ok.body.token);
     } finally {
       limited.services.bundles.close();
       limited.close();

@@ -206,7 +206,6 @@ describe('keystores and enclaves as sros2 makes them', () => {
     const rev = await request(ctx.app).post('/v1/keystores/site_a/enclaves/rev/bad/revoke').set(bearer(admin));
     assert.equal(rev.status, 200);
     assert.equal(rev.body.status, 'revoked');
-    assert.equal((await request(ctx.app).post('/v1/keystores/site_a/enclaves/rev/bad/rotate').set(bearer(admin))).status, 409);
     const crl = ctx.services.keystores.repo.get('site_a')!.crl_pem!;
     const ca = (await request(ctx.app).get('/v1/keystores/site_a').set(bearer(admin))).body.identityCa.certificate;
     const dir = path.join(work, 'crl');
@@ -394,6 +393,37 @@ describe('rotation after a suspected leak', () => {
       const revoked = readCrl(ks.crl_pem!, ks.identity_ca_cert).revokedSerials;
       assert.deepEqual([...revoked], [second]);
       assert.ok(!revoked.has(first) && !revoked.has(third.serial));
+    } finally {
+      ctx.services.bundles.close();
+      ctx.close();
+    }
+  });
+});
+
+// A first-time user: a revoked enclave had no way back ("rotate" said revoked, "create" said it exists).
+describe('re-issuing a revoked enclave', () => {
+  test('create names the way out; rotate issues a fresh active one under the same path; the old serial stays revoked', async () => {
+    const ctx = await makeTestApp();
+    try {
+      const admin = bearer(await ctx.adminToken());
+      const { readCrl } = await import('../server/pki/index.js');
+      await request(ctx.app).post('/v1/keystores').set(admin).send({ name: 'k' }).expect(201);
+      const old = (await request(ctx.app).post('/v1/keystores/k/enclaves').set(admin).send({ path: '/cam' }).expect(201)).body;
+      await request(ctx.app).post('/v1/keystores/k/enclaves/cam/revoke').set(admin).expect(200);
+      const again = await request(ctx.app).post('/v1/keystores/k/enclaves').set(admin).send({ path: '/cam' });
+      assert.equal(again.status, 409);
+      assert.match(again.body.error.message, /revoked: rotate it \(enclavectl enclave rotate k \/cam\)/);
+      const policy = await request(ctx.app).put('/v1/keystores/k/enclaves/cam/policy').set(admin).type('application/xml').send('<policy version="0.2.0"/>');
+      assert.equal(policy.status, 409);
+      assert.match(policy.body.error.message, /rotate it/);
+      const fresh = await request(ctx.app).post('/v1/keystores/k/enclaves/cam/rotate').set(admin).send({}).expect(200);
+      assert.equal(fresh.body.status, 'active');
+      assert.notEqual(fresh.body.serial, old.serial);
+      const ks = ctx.services.keystores.repo.get('k')!;
+      const revoked = readCrl(ks.crl_pem!, ks.identity_ca_cert).revokedSerials;
+      assert.ok(revoked.has(old.serial) && !revoked.has(fresh.body.serial));
+      const audit = await request(ctx.app).get('/v1/audit?action=enclave.reissue').set(admin);
+      assert.equal(audit.body.entries.length, 1);
     } finally {
       ctx.services.bundles.close();
       ctx.close();

@@ -76,8 +76,10 @@ describe('user management', () => {
   });
 
   test('user changes are audited', async () => {
-    const res = await request(ctx.app).get('/v1/audit?action=user.*&limit=100').set(bearer(admin));
+    const res = await request(ctx.app).get('/v1/audit?action=user.*&result=success&limit=100').set(bearer(admin));
     const actions = new Set(res.body.entries.map((e: { action: string }) => e.action));
     assert.deepEqual([...actions].sort(), ['user.create', 'user.delete', 'user.update']);
+    const refused = await request(ctx.app).get('/v1/audit?action=user.manage&result=denied').set(bearer(admin));
+    assert.ok(refused.body.entries.length > 0, "a member's refused user management is audited too");
   });
 });

@@ -18,6 +18,7 @@ export interface AuditQuery {
   since?: string;
   actor?: string;
   action?: string;
+  result?: string;
   limit: number;
 }
 
@@ -59,6 +60,10 @@ export class AuditRepo {
         where.push('action = @action');
         params.action = q.action;
       }
+    }
+    if (q.result) {
+      where.push('result = @result');
+      params.result = q.result;
     }
     const sql = `SELECT * FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
       ORDER BY id DESC LIMIT @limit`;

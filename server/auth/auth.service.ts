@@ -2,22 +2,21 @@ import type { AuditService } from '../audit/audit.service.js';
 import { Unauthorized } from '../errors.js';
 import type { UsersRepo } from '../users/users.repo.js';
 import { decoyHash, verifyPassword } from './passwords.js';
-import type { LoginLimiter } from './rate-limit.js';
+import type { LoginThrottle } from './throttle.js';
 import { userTokenVersion, type IssuedToken, type TokenIssuer } from './tokens.js';
 
 export class AuthService {
   constructor(
     private readonly users: UsersRepo,
     private readonly tokens: TokenIssuer,
-    private readonly limiter: LoginLimiter,
+    private readonly throttle: LoginThrottle,
     private readonly audit: AuditService,
   ) {}
 
   async login(username: string, password: string, ip: string): Promise<IssuedToken> {
-    this.limiter.check(ip, username);
-    // Counted as a failure before the (slow) hash and refunded on success: otherwise many guesses sent at
+    // Charged as a failure before the (slow) hash and refunded on success: otherwise many guesses sent at
     // once would all pass the check before any of them is counted.
-    this.limiter.fail(ip, username);
+    this.throttle.begin(ip, username);
     const user = this.users.get(username);
     const ok = await verifyPassword(password, user?.passwordHash ?? (await decoyHash()));
     if (!user || !ok) {
@@ -32,7 +31,7 @@ export class AuthService {
       // Same answer for unknown user and wrong password.
       throw new Unauthorized('invalid username or password', 'invalid-credentials');
     }
-    this.limiter.succeed(ip, username);
+    this.throttle.succeed(ip, username);
     this.audit.record({ actor: user.name, actorKind: 'user', action: 'auth.login', details: { ip } });
     return this.tokens.issue({ kind: 'user', name: user.name, role: user.role }, userTokenVersion(user));
   }

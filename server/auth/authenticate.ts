@@ -20,13 +20,21 @@ interface Claims {
   sub?: unknown;
   aud?: unknown;
   ver?: unknown;
+  iat?: unknown;
+  exp?: unknown;
+}
+
+/** The longest lifetime each kind of token may claim: what this server issues, never more. */
+export interface TokenLifetimes {
+  userSeconds: number;
+  robotSeconds: number;
 }
 
 /**
  * Bearer-token authentication (passport-jwt): HS256 only, issuer, audience and expiry checked. Requests
  * without a token pass through anonymous; the route decides whether that is a 401.
  */
-export function authenticate(secret: Buffer, resolver: PrincipalResolver): RequestHandler {
+export function authenticate(secret: Buffer, resolver: PrincipalResolver, lifetimes: TokenLifetimes): RequestHandler {
   // A KeyObject, made once: given raw bytes, jsonwebtoken first tries (and fails) to parse them as a public
   // key on every request, which was most of the CPU of an authenticated request.
   const key = crypto.createSecretKey(secret);
@@ -44,6 +52,12 @@ export function authenticate(secret: Buffer, resolver: PrincipalResolver): Reque
       },
       (claims: Claims, done: (err: unknown, user?: Principal | false) => void) => {
         if (typeof claims.sub !== 'string' || typeof claims.ver !== 'string') return done(null, false);
+        // jsonwebtoken takes a token without `exp` as one that never expires: every token must carry one, and
+        // a lifetime no longer than this server now gives (lowering the TTL setting also ends longer tokens).
+        const maxLifetime = claims.aud === USER_AUDIENCE ? lifetimes.userSeconds : lifetimes.robotSeconds;
+        if (typeof claims.exp !== 'number' || typeof claims.iat !== 'number' || claims.exp - claims.iat > maxLifetime) {
+          return done(null, false);
+        }
         const principal =
           claims.aud === USER_AUDIENCE
             ? resolver.user(claims.sub, claims.ver)

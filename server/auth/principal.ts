@@ -1,5 +1,5 @@
 import type { Request } from 'express';
-import { Forbidden, Unauthorized } from '../errors.js';
+import { Unauthorized } from '../errors.js';
 
 export type Role = 'admin' | 'member';
 
@@ -20,23 +20,4 @@ declare module 'express-serve-static-core' {
 export function principalOf(req: Request): Principal {
   if (!req.principal) throw new Unauthorized();
   return req.principal;
-}
-
-/** A person's endpoint: a robot token gets 403 (authenticated, not allowed), no token 401. */
-export function userOf(req: Request): UserPrincipal {
-  const p = principalOf(req);
-  if (p.kind !== 'user') throw new Forbidden('this endpoint is for users, not robots');
-  return p;
-}
-
-export function adminOf(req: Request): UserPrincipal {
-  const p = userOf(req);
-  if (p.role !== 'admin') throw new Forbidden('administrators only');
-  return p;
-}
-
-export function robotOf(req: Request): RobotPrincipal {
-  const p = principalOf(req);
-  if (p.kind !== 'robot') throw new Forbidden('this endpoint is for robots');
-  return p;
 }

@@ -1,13 +1,13 @@
 import crypto from 'node:crypto';
-import type { Access } from '../acl/access.js';
-import { selectorMatches, type Labels } from '../acl/acl.js';
+import { decide, selectorMatches, selectorWithin, type Grant, type Labels } from '../acl/acl.js';
+import type { Caller } from '../acl/caller.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { UserPrincipal } from '../auth/principal.js';
+import type { Db } from '../db/database.js';
 import { Conflict, InvalidInput, NotFound } from '../errors.js';
 import type { ChangeFeed } from '../events/changes.js';
 import type { KeystoresRepo } from '../keystores/keystores.repo.js';
 import type { RobotsRepo } from '../robots/robots.repo.js';
-import { BindingsRepo, type Binding } from './bindings.repo.js';
+import { BindingsRepo, type Binding, type BoundVia } from './bindings.repo.js';
 
 export interface BindingInput {
   keystore: string;
@@ -16,18 +16,39 @@ export interface BindingInput {
   selector?: Labels;
 }
 
+/**
+ * A binding made through a grant is valid only while the grant still covers it. `limited`: a selector binding
+ * whose grant now requires labels the selector does not pin; only robots inside the grant receive it.
+ */
+export type BindingStatus = 'active' | 'limited' | 'suspended';
+
+export interface BindingView extends Binding {
+  status: BindingStatus;
+  statusReason?: string;
+}
+
 /** Canonical JSON of a selector (sorted keys), so equal selectors compare equal in SQL. */
 const canonicalSelector = (s: Labels) => JSON.stringify(Object.fromEntries(Object.entries(s).sort(([a], [b]) => a.localeCompare(b))));
 
+/** Whether the grant a binding was made through still lets its holder bind this enclave to these robots. */
+function grantCovers(grant: Grant, b: Binding, robots: readonly Labels[] | undefined): boolean {
+  return decide({ name: grant.user, role: 'member' }, [grant], {
+    capability: 'bind',
+    keystore: b.keystore,
+    enclave: b.enclave,
+    robots,
+  }).allowed;
+}
+
 /**
  * Who gets which enclave. Creating a binding needs `bind` on the enclave, and for a member whose grant
- * has a robot selector, the robot (or the binding's own selector) must fall inside it.
+ * has a robot selector, the robot (or the binding's own selector) must fall inside it. That stays true after
+ * the binding is made: relabelling a robot, editing or deleting the grant takes effect at the next bundle.
  */
 export class BindingsService {
   readonly repo: BindingsRepo;
   constructor(
-    db: import('../db/database.js').Db,
-    private readonly access: Access,
+    private readonly db: Db,
     private readonly keystores: KeystoresRepo,
     private readonly robots: RobotsRepo,
     private readonly audit: AuditService,
@@ -37,43 +58,60 @@ export class BindingsService {
     this.repo = new BindingsRepo(db);
   }
 
-  list(user: UserPrincipal): Binding[] {
-    return this.repo
-      .list()
-      .filter((b) => this.access.can(user, 'read', b.keystore, b.enclave))
-      .map((b) => {
-        if (b.robot === undefined || user.role === 'admin') return b;
-        const robot = this.robots.get(b.robot);
-        // Robot names a member may not see are not shown to them.
-        return robot && this.robotVisible(user, robot.labels) ? b : { ...b, robot: '(hidden)' };
-      });
+  private status({ binding: b, grant }: BoundVia, robotLabels: Labels | undefined): Pick<BindingView, 'status' | 'statusReason'> {
+    if (b.grant === null) return { status: 'active' };
+    if (!grant || !grantCovers(grant, b, [])) return { status: 'suspended', statusReason: 'the grant it was made through no longer allows binding this enclave' };
+    if (b.robot !== undefined) {
+      return robotLabels && grantCovers(grant, b, [robotLabels])
+        ? { status: 'active' }
+        : { status: 'suspended', statusReason: "the robot is outside the grant's robot selector" };
+    }
+    return selectorWithin(b.selector!, grant.robotSelector ?? {})
+      ? { status: 'active' }
+      : { status: 'limited', statusReason: "only robots inside the grant's robot selector receive it" };
   }
 
-  private robotVisible(user: UserPrincipal, labels: Labels): boolean {
-    return this.access.robotVisible(user, labels);
+  list(caller: Caller): BindingView[] {
+    const labels = new Map(this.robots.list().map((r) => [r.name, r.labels]));
+    const out: BindingView[] = [];
+    for (const via of this.repo.list()) {
+      const b = via.binding;
+      if (!caller.can('read', b.keystore, b.enclave)) continue;
+      const robotLabels = b.robot === undefined ? undefined : labels.get(b.robot);
+      const view: BindingView = { ...b, ...this.status(via, robotLabels) };
+      // Robot names a member may not see are not shown, except on bindings they made through their own grant
+      // (they named that robot themselves).
+      const own = via.grant !== undefined && caller.grant(via.grant.id) !== undefined;
+      if (b.robot !== undefined && !own && !(robotLabels && caller.robotVisible(robotLabels))) view.robot = '(hidden)';
+      out.push(view);
+    }
+    return out;
   }
 
-  create(user: UserPrincipal, input: BindingInput): Binding {
+  create(caller: Caller, input: BindingInput): Binding {
     if ((input.robot === undefined) === (input.selector === undefined)) {
       throw new InvalidInput('give exactly one of robot or selector');
     }
     if (input.selector && Object.keys(input.selector).length === 0) {
       throw new InvalidInput('selector: an empty selector would bind every robot; name at least one label');
     }
-    this.access.requireKeystoreVisible(user, input.keystore);
+    caller.requireKeystoreVisible(input.keystore);
     // Read first: an enclave the member cannot see answers 404 whatever else is wrong.
-    this.access.require(user, { capability: 'read', keystore: input.keystore, enclave: input.enclave });
+    caller.require({ capability: 'read', keystore: input.keystore, enclave: input.enclave });
     const enclave = this.keystores.getEnclave(input.keystore, input.enclave);
     if (!enclave) throw new NotFound(`no enclave ${input.keystore}:${input.enclave}`);
-    if (enclave.status !== 'active') throw new Conflict(`enclave ${input.keystore}:${input.enclave} is revoked`, 'enclave-revoked');
+    if (enclave.status !== 'active') {
+      throw new Conflict(`enclave ${input.keystore}:${input.enclave} is revoked (rotate it to issue a fresh one first)`, 'enclave-revoked');
+    }
     let robotLabels: Labels[] | undefined;
     if (input.robot !== undefined) {
       const robot = this.robots.get(input.robot);
       // A robot outside every bind grant of a member does not exist for them (as in GET /v1/robots).
-      if (!robot || !this.robotVisible(user, robot.labels)) throw new NotFound(`no robot "${input.robot}"`);
+      if (!robot) throw new NotFound(`no robot "${input.robot}"`);
+      if (!caller.robotVisible(robot.labels)) throw caller.robotNotVisible(input.robot);
       robotLabels = [robot.labels];
     }
-    const allowedBy = this.access.require(user, {
+    const allowedBy = caller.require({
       capability: 'bind',
       keystore: input.keystore,
       enclave: input.enclave,
@@ -81,54 +119,75 @@ export class BindingsService {
       selector: input.selector,
     });
     const selector = input.selector ? canonicalSelector(input.selector) : null;
-    const duplicate = this.repo.findDuplicate(input.keystore, input.enclave, input.robot ?? null, selector);
-    if (duplicate) throw new Conflict(`this binding exists already (${duplicate})`, 'binding-exists');
     const id = `b_${crypto.randomBytes(9).toString('base64url')}`;
-    this.repo.insert({
-      id,
-      keystore: input.keystore,
-      enclave: input.enclave,
-      robot: input.robot ?? null,
-      selector,
-      grant_id: allowedBy.startsWith('grant:') ? allowedBy.slice('grant:'.length) : null,
-      created_by: user.name,
-      created_at: this.now().toISOString(),
-    });
-    this.audit.record({
-      actor: user.name,
-      actorKind: 'user',
-      action: 'binding.create',
-      target: id,
-      grantId: allowedBy,
-      details: { keystore: input.keystore, enclave: input.enclave, robot: input.robot, selector: input.selector },
-    });
+    this.db.transaction(() => {
+      // Inside the write transaction: two identical requests at once make one binding, not two.
+      const duplicate = this.repo.findDuplicate(input.keystore, input.enclave, input.robot ?? null, selector);
+      if (duplicate) throw new Conflict(`this binding exists already (${duplicate})`, 'binding-exists');
+      this.repo.insert({
+        id,
+        keystore: input.keystore,
+        enclave: input.enclave,
+        robot: input.robot ?? null,
+        selector,
+        grant_id: allowedBy.startsWith('grant:') ? allowedBy.slice('grant:'.length) : null,
+        created_by: caller.name,
+        created_at: this.now().toISOString(),
+      });
+      this.audit.record({
+        actor: caller.name,
+        actorKind: 'user',
+        action: 'binding.create',
+        target: id,
+        grantId: allowedBy,
+        details: { keystore: input.keystore, enclave: input.enclave, robot: input.robot, selector: input.selector },
+      });
+    }).immediate();
     this.changes.publish({ kind: 'bindings', robot: input.robot, selector: input.selector });
-    return this.repo.get(id)!;
+    return this.repo.get(id)!.binding;
   }
 
-  delete(user: UserPrincipal, id: string): void {
-    const b = this.repo.get(id);
-    if (!b || !this.access.can(user, 'read', b.keystore, b.enclave)) throw new NotFound(`no binding "${id}"`);
-    // The same rule as creating it: a member may only remove bindings their grant's robot selector covers.
+  delete(caller: Caller, id: string): void {
+    const via = this.repo.get(id);
+    if (!via || !caller.can('read', via.binding.keystore, via.binding.enclave)) throw new NotFound(`no binding "${id}"`);
+    const b = via.binding;
+    // A binding made through one of the caller's own grants is theirs to remove, even once suspended. Any
+    // other follows the rule for creating it: a member may only remove what their robot selector covers.
+    const own = via.grant !== undefined && caller.grant(via.grant.id) !== undefined;
     const robot = b.robot === undefined ? undefined : this.robots.get(b.robot);
-    const allowedBy = this.access.require(user, {
-      capability: 'bind',
-      keystore: b.keystore,
-      enclave: b.enclave,
-      robots: robot ? [robot.labels] : undefined,
-      selector: b.selector,
-    });
-    this.repo.remove(id);
-    this.audit.record({ actor: user.name, actorKind: 'user', action: 'binding.delete', target: id, grantId: allowedBy, details: { keystore: b.keystore, enclave: b.enclave, robot: b.robot, selector: b.selector } });
+    const allowedBy = own
+      ? `grant:${via.grant!.id}`
+      : caller.require({
+          capability: 'bind',
+          keystore: b.keystore,
+          enclave: b.enclave,
+          robots: robot ? [robot.labels] : undefined,
+          selector: b.selector,
+        });
+    this.db.transaction(() => {
+      if (!this.repo.remove(id)) throw new NotFound(`no binding "${id}"`);
+      this.audit.record({
+        actor: caller.name,
+        actorKind: 'user',
+        action: 'binding.delete',
+        target: id,
+        grantId: allowedBy,
+        details: { keystore: b.keystore, enclave: b.enclave, robot: b.robot, selector: b.selector },
+      });
+    }).immediate();
     this.changes.publish({ kind: 'bindings', robot: b.robot, selector: b.selector });
   }
 
-  /** The enclaves a robot is bound to now, directly or through a selector matching its labels. */
+  /**
+   * The enclaves a robot receives now: bound directly or through a selector matching its labels, and, for a
+   * binding made through a grant, only while that grant still covers this robot.
+   */
   enclavesFor(robot: string, labels: Labels): { keystore: string; enclave: string }[] {
     const seen = new Set<string>();
     const out: { keystore: string; enclave: string }[] = [];
-    for (const b of this.repo.candidatesFor(robot)) {
+    for (const { binding: b, grant } of this.repo.candidatesFor(robot)) {
       if (b.selector && !selectorMatches(b.selector, labels)) continue;
+      if (b.grant !== null && (!grant || !grantCovers(grant, b, [labels]))) continue;
       const key = `${b.keystore}\0${b.enclave}`;
       if (seen.has(key)) continue;
       seen.add(key);

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { robotOf } from '../auth/principal.js';
+import { robotOf, type Guards } from '../acl/guard.js';
 import { h } from '../http/handler.js';
 import { query } from '../http/validate.js';
 import { Unauthorized } from '../errors.js';
@@ -15,21 +15,19 @@ function knownRevision(header: string | undefined): string | undefined {
   return m?.[1];
 }
 
-export function bundlesRoutes(bundles: BundlesService): Router {
+export function bundlesRoutes(bundles: BundlesService, guards: Guards): Router {
   const r = Router();
-  r.get('/v1/robot/bundle', h(async (req, res) => {
+  r.get('/v1/robot/bundle', guards.robot, h(async (req, res) => {
     const robot = robotOf(req);
     const { wait } = query(req, BundleQuery);
     const known = knownRevision(req.headers['if-none-match']);
-    let closed = false;
+    const gone = new AbortController();
     // res 'close' before finishing = the client went away (req 'close' fires as soon as the request is read).
     res.on('close', () => {
-      if (res.writableFinished) return;
-      closed = true;
-      if (known) bundles.cancel(robot.name, known);
+      if (!res.writableFinished) gone.abort();
     });
-    const outcome = await bundles.wait(robot.name, robot.keyId, known, wait);
-    if (closed) return;
+    const outcome = await bundles.wait(robot.name, robot.keyId, known, wait, gone.signal);
+    if (gone.signal.aborted) return;
     res.setHeader('Cache-Control', 'no-store');
     if (outcome === 'gone') throw new Unauthorized('invalid or expired token', 'invalid-token');
     if (outcome === null) {

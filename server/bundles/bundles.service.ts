@@ -30,6 +30,11 @@ interface Waiter {
 }
 
 const MAX_WAIT_S = 60;
+/**
+ * Long polls one robot may hold at once. An agent needs one (two while it reconnects); a stolen token must not
+ * park thousands of requests. A newer poll answers the oldest (304), so a reconnecting agent is never refused.
+ */
+export const MAX_WAITERS_PER_ROBOT = 2;
 
 /**
  * Bundles: what each robot may hold now. Computed once per change and cached per robot; a request reads
@@ -44,6 +49,8 @@ export class BundlesService {
    */
   private readonly enclaveJson = new Map<string, string | null>();
   private readonly waiters = new Map<string, Set<Waiter>>();
+  /** The revision last delivered to each robot: a delivery is audited once per robot and revision. */
+  private readonly delivered = new Map<string, string>();
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -77,11 +84,14 @@ export class BundlesService {
    * Resolves with the bundle when its revision differs from `known`, or with null after `waitSeconds`
    * (or at once when `waitSeconds` is 0 and nothing changed).
    */
-  wait(robot: string, keyId: string, known: string | undefined, waitSeconds: number): Promise<CacheEntry | null | 'gone'> {
+  wait(robot: string, keyId: string, known: string | undefined, waitSeconds: number, signal?: AbortSignal): Promise<CacheEntry | null | 'gone'> {
     const entry = this.current(robot);
     if (known === undefined || entry.revision !== known) return Promise.resolve(entry);
     if (waitSeconds <= 0) return Promise.resolve(null);
     return new Promise((resolve) => {
+      const held = this.waiters.get(robot);
+      // Oldest first (a Set iterates in insertion order).
+      while (held && held.size >= MAX_WAITERS_PER_ROBOT) held.values().next().value!.done({ kind: 'timeout' });
       let set = this.waiters.get(robot);
       if (!set) this.waiters.set(robot, (set = new Set()));
       const timer = setTimeout(() => waiter.done({ kind: 'timeout' }), Math.min(waitSeconds, MAX_WAIT_S) * 1000);
@@ -90,23 +100,24 @@ export class BundlesService {
         known,
         done: (outcome) => {
           clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
           set!.delete(waiter);
           if (set!.size === 0) this.waiters.delete(robot);
           resolve(outcome.kind === 'changed' ? outcome.entry : outcome.kind === 'gone' ? 'gone' : null);
         },
       };
+      // The robot gave up waiting (its connection closed): forget this poll, not the robot's others.
+      const onAbort = () => waiter.done({ kind: 'timeout' });
       set.add(waiter);
+      if (signal?.aborted) onAbort();
+      else signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 
-  /** A robot gave up waiting (client closed the connection). */
-  cancel(robot: string, known: string): void {
-    const set = this.waiters.get(robot);
-    if (!set) return;
-    for (const w of set) if (w.known === known) w.done({ kind: 'timeout' });
-  }
-
+  /** Audits a delivery the first time a robot receives a revision (not every poll that re-sends it). */
   recordDelivery(robot: string, entry: CacheEntry): void {
+    if (this.delivered.get(robot) === entry.revision) return;
+    this.delivered.set(robot, entry.revision);
     this.audit.record({
       actor: robot,
       actorKind: 'robot',
@@ -117,6 +128,7 @@ export class BundlesService {
   }
 
   private onChange(change: Change): void {
+    if (change.kind === 'robot') this.delivered.delete(change.robot);
     if (change.kind === 'keystore') {
       for (const key of this.enclaveJson.keys()) if (key.startsWith(`${change.keystore}\0`)) this.enclaveJson.delete(key);
     } else if (change.kind === 'enclave') {

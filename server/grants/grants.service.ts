@@ -1,10 +1,13 @@
 import crypto from 'node:crypto';
 import { isCapability, patternProblem, type Capability, type Labels } from '../acl/acl.js';
+import type { Caller } from '../acl/caller.js';
+import { envelopePatternProblem, type PermissionsEnvelope } from '../acl/envelope.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { UserPrincipal } from '../auth/principal.js';
 import type { Db } from '../db/database.js';
-import { Forbidden, InvalidInput, NotFound } from '../errors.js';
+import { InvalidInput, NotFound } from '../errors.js';
 import type { ChangeFeed } from '../events/changes.js';
+import type { KeystoresRepo } from '../keystores/keystores.repo.js';
+import type { UsersRepo } from '../users/users.repo.js';
 import { GrantsRepo, type StoredGrant } from './grants.repo.js';
 
 export interface GrantInput {
@@ -13,66 +16,139 @@ export interface GrantInput {
   pattern: string;
   capabilities: string[];
   robotSelector?: Labels;
+  permissionsEnvelope?: PermissionsEnvelope;
 }
 
-/** Grants are written by admins only; unknown capabilities are refused here, when written. */
+export type GrantPatch = Partial<Pick<GrantInput, 'capabilities' | 'robotSelector'>> & {
+  /** null removes the envelope (unbounded again). */
+  permissionsEnvelope?: PermissionsEnvelope | null;
+};
+
+function capabilitiesOf(list: string[]): Capability[] {
+  const unknown = list.filter((c) => !isCapability(c));
+  if (unknown.length) throw new InvalidInput(`capabilities: unknown ${unknown.map((c) => JSON.stringify(c)).join(', ')} (read, manage, bind)`);
+  return [...new Set(list as Capability[])];
+}
+
+function envelopeOf(e: PermissionsEnvelope): PermissionsEnvelope {
+  const problems = [...e.publish, ...e.subscribe].map(envelopePatternProblem).filter((p): p is string => p !== null);
+  if (problems.length) throw new InvalidInput(`permissionsEnvelope: ${problems[0]}`, problems);
+  return { publish: [...new Set(e.publish)], subscribe: [...new Set(e.subscribe)] };
+}
+
+/**
+ * Grants are written by admins only; unknown capabilities and malformed patterns are refused here, when
+ * written. Changing or deleting a grant changes what its bindings deliver at once: a binding made through a
+ * grant is valid only while the grant still covers it (checked where bundles are computed).
+ */
 export class GrantsService {
   constructor(
     private readonly db: Db,
     readonly repo: GrantsRepo,
+    private readonly users: UsersRepo,
+    private readonly keystores: KeystoresRepo,
     private readonly audit: AuditService,
     private readonly changes: ChangeFeed,
     private readonly now: () => Date,
   ) {}
 
-  private requireAdmin(user: UserPrincipal): void {
-    if (user.role !== 'admin') throw new Forbidden('only administrators manage grants');
-  }
-
-  list(user: UserPrincipal, filter: { user?: string; keystore?: string }): StoredGrant[] {
-    this.requireAdmin(user);
+  list(filter: { user?: string; keystore?: string }): StoredGrant[] {
     return this.repo.list().filter((g) => (!filter.user || g.user === filter.user) && (!filter.keystore || g.keystore === filter.keystore));
   }
 
-  create(actor: UserPrincipal, input: GrantInput): StoredGrant {
-    this.requireAdmin(actor);
-    const unknown = input.capabilities.filter((c) => !isCapability(c));
-    if (unknown.length) throw new InvalidInput(`capabilities: unknown ${unknown.map((c) => JSON.stringify(c)).join(', ')} (read, manage, bind)`);
+  create(actor: Caller, input: GrantInput): StoredGrant {
+    const grantedBy = actor.requireAdmin('grant:manage');
+    const capabilities = capabilitiesOf(input.capabilities);
     const problem = patternProblem(input.pattern);
     if (problem) throw new InvalidInput(`pattern: ${problem}`);
-    const target = this.db.prepare('SELECT role FROM users WHERE name = ?').pluck().get(input.user) as string | undefined;
-    if (!target) throw new NotFound(`no user "${input.user}"`);
-    if (!this.db.prepare('SELECT 1 FROM keystores WHERE name = ?').get(input.keystore)) throw new NotFound(`no keystore "${input.keystore}"`);
+    const envelope = input.permissionsEnvelope && envelopeOf(input.permissionsEnvelope);
+    if (!this.users.get(input.user)) throw new NotFound(`no user "${input.user}"`);
+    if (!this.keystores.get(input.keystore)) throw new NotFound(`no keystore "${input.keystore}"`);
     const grant: StoredGrant = {
       id: `g_${crypto.randomBytes(9).toString('base64url')}`,
       user: input.user,
       keystore: input.keystore,
       pattern: input.pattern,
-      capabilities: [...new Set(input.capabilities as Capability[])],
+      capabilities,
       ...(input.robotSelector && Object.keys(input.robotSelector).length ? { robotSelector: input.robotSelector } : {}),
+      ...(envelope ? { permissionsEnvelope: envelope } : {}),
       createdBy: actor.name,
       createdAt: this.now().toISOString(),
     };
-    this.repo.insert(grant);
-    this.audit.record({
-      actor: actor.name,
-      actorKind: 'user',
-      action: 'grant.create',
-      target: grant.id,
-      grantId: 'admin',
-      details: { user: grant.user, keystore: grant.keystore, pattern: grant.pattern, capabilities: grant.capabilities, robotSelector: grant.robotSelector },
-    });
+    this.db.transaction(() => {
+      this.repo.insert(grant);
+      this.audit.record({
+        actor: actor.name,
+        actorKind: 'user',
+        action: 'grant.create',
+        target: grant.id,
+        grantId: grantedBy,
+        details: {
+          user: grant.user,
+          keystore: grant.keystore,
+          pattern: grant.pattern,
+          capabilities: grant.capabilities,
+          robotSelector: grant.robotSelector,
+          permissionsEnvelope: grant.permissionsEnvelope,
+        },
+      });
+    }).immediate();
     return grant;
   }
 
+  update(actor: Caller, id: string, patch: GrantPatch): StoredGrant {
+    const grantedBy = actor.requireAdmin('grant:manage');
+    const capabilities = patch.capabilities && capabilitiesOf(patch.capabilities);
+    const envelope = patch.permissionsEnvelope && envelopeOf(patch.permissionsEnvelope);
+    const updated = this.db.transaction(() => {
+      const g = this.repo.get(id);
+      if (!g) throw new NotFound(`no grant "${id}"`);
+      const next: StoredGrant = { ...g };
+      if (capabilities) next.capabilities = capabilities;
+      if (patch.robotSelector !== undefined) {
+        if (Object.keys(patch.robotSelector).length) next.robotSelector = patch.robotSelector;
+        else delete next.robotSelector;
+      }
+      if (patch.permissionsEnvelope === null) delete next.permissionsEnvelope;
+      else if (envelope) next.permissionsEnvelope = envelope;
+      this.repo.update(next);
+      this.audit.record({
+        actor: actor.name,
+        actorKind: 'user',
+        action: 'grant.update',
+        target: id,
+        grantId: grantedBy,
+        details: {
+          capabilities: next.capabilities,
+          robotSelector: next.robotSelector,
+          permissionsEnvelope: next.permissionsEnvelope,
+          bindings: this.repo.bindingCount(id),
+        },
+      });
+      return next;
+    }).immediate();
+    this.changes.publish({ kind: 'bindings' });
+    return updated;
+  }
+
   /** Bindings made through the grant go with it (foreign key), so affected bundles change. */
-  delete(actor: UserPrincipal, id: string): void {
-    this.requireAdmin(actor);
-    const g = this.repo.get(id);
-    if (!g) throw new NotFound(`no grant "${id}"`);
-    const bound = this.db.prepare('SELECT count(*) FROM bindings WHERE grant_id = ?').pluck().get(id) as number;
-    this.repo.remove(id);
-    this.audit.record({ actor: actor.name, actorKind: 'user', action: 'grant.delete', target: id, grantId: 'admin', details: { user: g.user, keystore: g.keystore, pattern: g.pattern, bindingsRemoved: bound } });
+  delete(actor: Caller, id: string): void {
+    const grantedBy = actor.requireAdmin('grant:manage');
+    const bound = this.db.transaction(() => {
+      const g = this.repo.get(id);
+      if (!g) throw new NotFound(`no grant "${id}"`);
+      const count = this.repo.bindingCount(id);
+      this.repo.remove(id);
+      this.audit.record({
+        actor: actor.name,
+        actorKind: 'user',
+        action: 'grant.delete',
+        target: id,
+        grantId: grantedBy,
+        details: { user: g.user, keystore: g.keystore, pattern: g.pattern, bindingsRemoved: count },
+      });
+      return count;
+    }).immediate();
     if (bound) this.changes.publish({ kind: 'bindings' });
   }
 }

@@ -1,21 +1,22 @@
-import type { Access } from '../acl/access.js';
+import type { Caller } from '../acl/caller.js';
+import { envelopeAsTopics } from '../acl/envelope.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { UserPrincipal } from '../auth/principal.js';
 import type { Db } from '../db/database.js';
 import { Conflict, InvalidInput, NotFound } from '../errors.js';
 import type { ChangeFeed } from '../events/changes.js';
 import { inspectCertificate, issueCrl } from '../pki/index.js';
+import { allowedTopics, topicPermissions } from '../policy/allowed-topics.js';
 import { enclaveNameProblem } from '../policy/names.js';
 import { policyEnclavePaths } from '../policy/permissions.js';
 import { validateXml } from '../policy/xsd.js';
 import type { Sealer } from '../secrets/seal.js';
-import { enclaveValidity, issueEnclave, permissionsFor, signPermissions, withValidity, type IssuedEnclave } from './issuer.js';
+import { enclaveValidity, issueEnclave, permissionsFor, signPermissions, withValidity, type IssuedEnclave, type Validity } from './issuer.js';
 import type { EnclaveRow, EnclaveSummaryRow, KeystoreRow } from './keystores.repo.js';
 import { enclaveKeyContext, type KeystoresService } from './keystores.service.js';
 
 export const MAX_BATCH = 5000;
 const ISSUE_CHUNK = 100;
-const MAX_VALIDITY_DAYS = 3650 * 3;
+export const MAX_VALIDITY_DAYS = 3650 * 3;
 
 export interface EnclaveSummary {
   keystore: string;
@@ -24,7 +25,8 @@ export interface EnclaveSummary {
   serial: string;
   notBefore: string;
   notAfter: string;
-  permissionsSource: 'default' | 'policy' | 'imported';
+  /** `envelope`: no policy, made by a member: their grant's permissions envelope (empty: deny all). */
+  permissionsSource: 'default' | 'policy' | 'imported' | 'envelope';
   createdAt: string;
   updatedAt: string;
 }
@@ -44,7 +46,7 @@ const summary = (r: EnclaveSummaryRow): EnclaveSummary => ({
   serial: r.serial,
   notBefore: r.not_before,
   notAfter: r.not_after,
-  permissionsSource: r.permissions_source,
+  permissionsSource: r.default_scope === 'envelope' ? 'envelope' : r.permissions_source,
   createdAt: r.created_at,
   updatedAt: r.updated_at,
 });
@@ -54,15 +56,26 @@ export interface CreateOptions {
   validityDays?: number;
 }
 
+/** What one enclave will be signed with, and what allowed the caller to sign it. */
+interface PermissionsPlan {
+  xml: string;
+  source: EnclaveRow['permissions_source'];
+  scope: EnclaveRow['default_scope'];
+  allowedBy: string;
+}
+
+const revokedHint = (keystore: string, path: string) =>
+  `enclave ${keystore}:${path} is revoked: rotate it (enclavectl enclave rotate ${keystore} ${path}) to issue a fresh one under the same path`;
+
 /**
- * Enclave lifecycle. Every operation is decided by the ACL (`Access`), audited with what allowed it,
- * and published on the change feed so bundles follow.
+ * Enclave lifecycle. Every operation is decided by the caller's ACL, audited with what allowed it, and
+ * published on the change feed so bundles follow. What a member signs stays inside their grant's permissions
+ * envelope: checked on creation, policy change and rotation, on the permissions actually signed.
  */
 export class EnclavesService {
   constructor(
     private readonly db: Db,
     private readonly sealer: Sealer,
-    private readonly access: Access,
     private readonly keystores: KeystoresService,
     private readonly audit: AuditService,
     private readonly changes: ChangeFeed,
@@ -73,38 +86,24 @@ export class EnclavesService {
     return this.keystores.repo;
   }
 
-  private keystore(user: UserPrincipal, name: string): KeystoreRow {
-    return this.keystores.row(user, name);
-  }
-
   private enclave(keystore: string, path: string): EnclaveRow {
     const row = this.repo.getEnclave(keystore, path);
     if (!row) throw new NotFound(`no enclave ${keystore}:${path}`);
     return row;
   }
 
-  /**
-   * The rights check alone, for handlers to run before they parse an expensive body (a policy archive):
-   * a caller who may not manage these enclaves never gets the server to do that work.
-   */
-  requireManage(user: UserPrincipal, keystore: string, paths: readonly string[]): void {
-    this.keystore(user, keystore);
-    if (user.role === 'admin') return;
-    for (const enclave of paths) this.access.require(user, { capability: 'manage', keystore, enclave });
-  }
-
-  list(user: UserPrincipal, keystore: string): EnclaveSummary[] {
-    this.keystore(user, keystore);
-    const readable = this.access.readable(user, keystore);
+  list(caller: Caller, keystore: string): EnclaveSummary[] {
+    this.keystores.row(caller, keystore);
+    const readable = caller.readable(keystore);
     return this.repo
       .listEnclaves(keystore)
       .filter((r) => readable(r.path))
       .map(summary);
   }
 
-  get(user: UserPrincipal, keystore: string, path: string): EnclaveView {
-    this.keystore(user, keystore);
-    this.access.require(user, { capability: 'read', keystore, enclave: path });
+  get(caller: Caller, keystore: string, path: string): EnclaveView {
+    this.keystores.row(caller, keystore);
+    caller.require({ capability: 'read', keystore, enclave: path });
     return this.view(this.enclave(keystore, path));
   }
 
@@ -120,26 +119,46 @@ export class EnclavesService {
     };
   }
 
-  async create(user: UserPrincipal, keystore: string, path: string, opts: CreateOptions): Promise<EnclaveSummary | EnclaveView> {
-    await this.createMany(user, keystore, [path], opts, 'enclave.create');
-    return this.viewFor(user, keystore, path);
+  async create(caller: Caller, keystore: string, path: string, opts: CreateOptions): Promise<EnclaveSummary | EnclaveView> {
+    await this.createMany(caller, keystore, [path], opts, 'enclave.create');
+    return this.viewFor(caller, keystore, path);
   }
 
   /** The full view (certificate, permissions, policy) only for callers who may `read`; `manage` alone gets the summary. */
-  private viewFor(user: UserPrincipal, keystore: string, path: string): EnclaveSummary | EnclaveView {
+  private viewFor(caller: Caller, keystore: string, path: string): EnclaveSummary | EnclaveView {
     const row = this.enclave(keystore, path);
-    return this.access.can(user, 'read', keystore, path) ? this.view(row) : summary(row);
+    return caller.can('read', keystore, path) ? this.view(row) : summary(row);
+  }
+
+  /**
+   * The permissions an enclave gets and the decision that lets the caller sign them. An admin signs what the
+   * policy says, or sros2's allow-all default. A member signs a policy only inside their grant's envelope;
+   * without a policy they get the envelope itself, and without an envelope nothing but discovery: a member's
+   * enclave is never silently allow-all.
+   */
+  private plan(caller: Caller, ks: KeystoreRow, path: string, policyXml: string | null, v: Validity): PermissionsPlan {
+    const keystore = ks.name;
+    if (policyXml !== null) {
+      const xml = permissionsFor({ domainId: ks.domain_id }, path, policyXml, v);
+      const allowedBy = caller.require({ capability: 'manage', keystore, enclave: path, permissions: caller.isAdmin ? undefined : allowedTopics(xml) });
+      return { xml, source: 'policy', scope: null, allowedBy };
+    }
+    const allowedBy = caller.require({ capability: 'manage', keystore, enclave: path });
+    if (caller.isAdmin) return { xml: permissionsFor({ domainId: ks.domain_id }, path, null, v), source: 'default', scope: null, allowedBy };
+    const envelope = caller.grant(allowedBy.slice('grant:'.length))?.permissionsEnvelope;
+    const topics = { publish: envelopeAsTopics(envelope?.publish ?? []), subscribe: envelopeAsTopics(envelope?.subscribe ?? []) };
+    return { xml: topicPermissions(path, topics, { ...v, domainId: ks.domain_id }), source: 'default', scope: 'envelope', allowedBy };
   }
 
   /** All or nothing, in one transaction: names, rights and conflicts are checked before any key is made. */
   async createMany(
-    user: UserPrincipal,
+    caller: Caller,
     keystore: string,
     paths: string[],
     opts: CreateOptions,
     action = 'enclave.batch-create',
   ): Promise<EnclaveSummary[]> {
-    const ks = this.keystore(user, keystore);
+    const ks = this.keystores.row(caller, keystore);
     if (paths.length === 0) throw new InvalidInput('paths: at least one enclave path is needed');
     if (paths.length > MAX_BATCH) throw new InvalidInput(`paths: at most ${MAX_BATCH} enclaves per request`);
     const unique = new Set(paths);
@@ -149,135 +168,152 @@ export class EnclavesService {
       return problem ? [`${JSON.stringify(p)}: enclave name ${problem}`] : [];
     });
     if (problems.length) throw new InvalidInput(problems[0]!, problems, 'invalid-enclave-name');
-    const allowedBy = new Map(paths.map((p) => [p, this.access.require(user, { capability: 'manage', keystore, enclave: p })]));
+    for (const enclave of paths) caller.require({ capability: 'manage', keystore, enclave });
     const policyXml = opts.policyXml ?? null;
     if (policyXml !== null) await this.checkPolicy(policyXml, paths);
     const existing = this.repo.enclavesByPath(keystore, paths);
-    if (existing.length) {
-      throw new Conflict(`enclave ${keystore}:${existing[0]!.path} already exists${existing.length > 1 ? ` (and ${existing.length - 1} more)` : ''}`);
-    }
+    if (existing.length) throw this.exists(keystore, existing);
 
     const signer = this.keystores.signingKeystore(ks);
     const now = this.now();
     const validity = enclaveValidity(now, this.validityDays(ks, opts.validityDays), ks.backdate_seconds, inspectCertificate(ks.identity_ca_cert).notAfter);
     // Issuing is CPU-bound (about 0.5 ms an enclave): yield between chunks so a batch of thousands does not
     // hold up long polls and other requests for seconds.
-    const issued: (readonly [string, IssuedEnclave])[] = [];
+    const issued: (readonly [string, IssuedEnclave, PermissionsPlan])[] = [];
     for (const [i, p] of paths.entries()) {
       if (i > 0 && i % ISSUE_CHUNK === 0) await new Promise((resolve) => setImmediate(resolve));
-      issued.push([p, issueEnclave(signer, p, policyXml, validity, now)]);
+      const plan = this.plan(caller, ks, p, policyXml, validity);
+      issued.push([p, issueEnclave(signer, p, plan.xml, validity, now), plan]);
     }
     const at = now.toISOString();
     this.db.transaction(() => {
       // Checked again inside the write transaction: another request may have acted while this one yielded.
       if (!this.repo.get(keystore)) throw new NotFound(`no keystore "${keystore}"`);
       const raced = this.repo.enclavesByPath(keystore, paths);
-      if (raced.length) throw new Conflict(`enclave ${keystore}:${raced[0]!.path} already exists`);
-      for (const [path, e] of issued) {
+      if (raced.length) throw this.exists(keystore, raced);
+      for (const [path, e, plan] of issued) {
         this.repo.insertEnclave({
           keystore,
           path,
           ...this.identityColumns(keystore, path, e),
           policy_xml: policyXml,
-          permissions_source: policyXml === null ? 'default' : 'policy',
+          permissions_source: plan.source,
+          default_scope: plan.scope,
           status: 'active',
           created_at: at,
           updated_at: at,
         });
         this.audit.record({
-          actor: user.name,
+          actor: caller.name,
           actorKind: 'user',
           action,
           target: `${keystore}:${path}`,
-          grantId: allowedBy.get(path),
-          details: { serial: e.serial, notAfter: e.notAfter.toISOString(), policy: policyXml === null ? 'default' : 'custom' },
+          grantId: plan.allowedBy,
+          details: { serial: e.serial, notAfter: e.notAfter.toISOString(), policy: policyXml === null ? (plan.scope ?? 'default') : 'custom' },
         });
       }
     }).immediate();
     return paths.map((p) => summary(this.repo.getEnclave(keystore, p)!));
   }
 
-  async setPolicy(user: UserPrincipal, keystore: string, path: string, policyXml: string): Promise<EnclaveSummary | EnclaveView> {
-    const ks = this.keystore(user, keystore);
-    const grant = this.access.require(user, { capability: 'manage', keystore, enclave: path });
+  private exists(keystore: string, rows: EnclaveRow[]): Conflict {
+    const first = rows[0]!;
+    const more = rows.length > 1 ? ` (and ${rows.length - 1} more)` : '';
+    return first.status === 'revoked'
+      ? new Conflict(`${revokedHint(keystore, first.path)}${more}`, 'enclave-revoked')
+      : new Conflict(`enclave ${keystore}:${first.path} already exists${more}`);
+  }
+
+  async setPolicy(caller: Caller, keystore: string, path: string, policyXml: string): Promise<EnclaveSummary | EnclaveView> {
+    const ks = this.keystores.row(caller, keystore);
+    caller.require({ capability: 'manage', keystore, enclave: path });
     const row = this.enclave(keystore, path);
     this.requireActive(row);
     await this.checkPolicy(policyXml, [path]);
     const signer = this.keystores.signingKeystore(ks);
+    const validity = { notBefore: new Date(row.not_before), notAfter: new Date(row.not_after) };
+    const plan = this.plan(caller, ks, path, policyXml, validity);
+    const permissionsXml = plan.xml;
     const now = this.now();
-    const permissionsXml = permissionsFor(signer, path, policyXml, { notBefore: new Date(row.not_before), notAfter: new Date(row.not_after) });
-    this.repo.replacePermissions({
-      keystore,
-      path,
-      policy_xml: policyXml,
-      permissions_source: 'policy',
-      permissions_xml: permissionsXml,
-      permissions_p7s: signPermissions(signer, permissionsXml, now),
-      updated_at: now.toISOString(),
-    });
-    this.audit.record({ actor: user.name, actorKind: 'user', action: 'enclave.policy', target: `${keystore}:${path}`, grantId: grant });
+    this.db.transaction(() => {
+      this.repo.replacePermissions({
+        keystore,
+        path,
+        policy_xml: policyXml,
+        permissions_source: 'policy',
+        default_scope: null,
+        permissions_xml: permissionsXml,
+        permissions_p7s: signPermissions(signer, permissionsXml, now),
+        updated_at: now.toISOString(),
+      });
+      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'enclave.policy', target: `${keystore}:${path}`, grantId: plan.allowedBy });
+    }).immediate();
     this.changes.publish({ kind: 'enclave', keystore, enclave: path });
-    return this.viewFor(user, keystore, path);
+    return this.viewFor(caller, keystore, path);
   }
 
   /**
    * New key and certificate. With `revokePrevious` (a suspected key leak) the old certificate's serial also
-   * joins the CRL; otherwise it stays valid until it expires, so robots can switch over without a gap.
+   * joins the CRL; otherwise it stays valid until it expires, so robots can switch over without a gap. A
+   * revoked enclave is re-issued: a fresh identity under the same path (its old serial stays revoked).
+   * The permissions keep every rule (regenerated from the policy, or the stored ones with new dates: a
+   * default must never be widened on rotation), and a member may rotate only what their envelope covers.
    */
-  rotate(user: UserPrincipal, keystore: string, path: string, validityDays?: number, revokePrevious = false): EnclaveSummary | EnclaveView {
-    const ks = this.keystore(user, keystore);
-    const grant = this.access.require(user, { capability: 'manage', keystore, enclave: path });
+  rotate(caller: Caller, keystore: string, path: string, validityDays?: number, revokePrevious = false): EnclaveSummary | EnclaveView {
+    const ks = this.keystores.row(caller, keystore);
+    caller.require({ capability: 'manage', keystore, enclave: path });
     const row = this.enclave(keystore, path);
-    this.requireActive(row);
     const signer = this.keystores.signingKeystore(ks);
     const now = this.now();
     const validity = enclaveValidity(now, this.validityDays(ks, validityDays), ks.backdate_seconds, inspectCertificate(ks.identity_ca_cert).notAfter);
-    let issued: IssuedEnclave;
-    if (row.permissions_source === 'imported') {
-      issued = issueEnclave(signer, path, null, validity, now);
-      issued.permissionsXml = withValidity(row.permissions_xml, validity);
-      issued.permissionsP7s = signPermissions(signer, issued.permissionsXml, now);
-    } else {
-      issued = issueEnclave(signer, path, row.policy_xml, validity, now);
-    }
+    const permissionsXml =
+      row.permissions_source === 'policy' && row.policy_xml !== null
+        ? permissionsFor(signer, path, row.policy_xml, validity)
+        : withValidity(row.permissions_xml, validity);
+    const allowedBy = caller.require({ capability: 'manage', keystore, enclave: path, permissions: caller.isAdmin ? undefined : allowedTopics(permissionsXml) });
+    const issued = issueEnclave(signer, path, permissionsXml, validity, now);
+    const reissued = row.status === 'revoked';
+    const revoke = revokePrevious && !reissued;
     this.db.transaction(() => {
+      const current = this.repo.getEnclave(keystore, path);
+      if (!current || current.serial !== row.serial) throw new Conflict(`enclave ${keystore}:${path} changed while it was being rotated: try again`);
       this.repo.replaceIdentity({ keystore, path, ...this.identityColumns(keystore, path, issued), updated_at: now.toISOString() });
-      if (revokePrevious) this.revokeSerial(ks, row);
+      if (revoke) this.revokeSerial(ks, row);
       this.audit.record({
-        actor: user.name,
+        actor: caller.name,
         actorKind: 'user',
-        action: 'enclave.rotate',
+        action: reissued ? 'enclave.reissue' : 'enclave.rotate',
         target: `${keystore}:${path}`,
-        grantId: grant,
-        details: { oldSerial: row.serial, serial: issued.serial, notAfter: issued.notAfter.toISOString(), oldRevoked: revokePrevious },
+        grantId: allowedBy,
+        details: { oldSerial: row.serial, serial: issued.serial, notAfter: issued.notAfter.toISOString(), oldRevoked: revoke || reissued },
       });
     }).immediate();
-    this.changes.publish(revokePrevious ? { kind: 'keystore', keystore } : { kind: 'enclave', keystore, enclave: path });
-    return this.viewFor(user, keystore, path);
+    this.changes.publish(revoke ? { kind: 'keystore', keystore } : { kind: 'enclave', keystore, enclave: path });
+    return this.viewFor(caller, keystore, path);
   }
 
-  revoke(user: UserPrincipal, keystore: string, path: string): EnclaveSummary | EnclaveView {
-    const ks = this.keystore(user, keystore);
-    const grant = this.access.require(user, { capability: 'manage', keystore, enclave: path });
+  revoke(caller: Caller, keystore: string, path: string): EnclaveSummary | EnclaveView {
+    const ks = this.keystores.row(caller, keystore);
+    const grant = caller.require({ capability: 'manage', keystore, enclave: path });
     const row = this.enclave(keystore, path);
     this.requireActive(row);
     this.db.transaction(() => {
       this.revokeSerial(ks, row);
       this.repo.setStatus(keystore, path, 'revoked', this.now().toISOString());
-      this.audit.record({ actor: user.name, actorKind: 'user', action: 'enclave.revoke', target: `${keystore}:${path}`, grantId: grant, details: { serial: row.serial } });
+      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'enclave.revoke', target: `${keystore}:${path}`, grantId: grant, details: { serial: row.serial } });
     }).immediate();
     // The CRL changed for the whole keystore: every bundle holding one of its enclaves changes.
     this.changes.publish({ kind: 'keystore', keystore });
-    return this.viewFor(user, keystore, path);
+    return this.viewFor(caller, keystore, path);
   }
 
   /**
    * Deleting an active enclave also revokes its certificate when the keystore can sign a CRL: a deleted
    * identity must not stay usable by whoever kept a copy.
    */
-  delete(user: UserPrincipal, keystore: string, path: string): void {
-    const ks = this.keystore(user, keystore);
-    const grant = this.access.require(user, { capability: 'manage', keystore, enclave: path });
+  delete(caller: Caller, keystore: string, path: string): void {
+    const ks = this.keystores.row(caller, keystore);
+    const grant = caller.require({ capability: 'manage', keystore, enclave: path });
     const row = this.enclave(keystore, path);
     let revoked = false;
     this.db.transaction(() => {
@@ -286,7 +322,7 @@ export class EnclavesService {
         revoked = true;
       }
       this.repo.removeEnclave(keystore, path);
-      this.audit.record({ actor: user.name, actorKind: 'user', action: 'enclave.delete', target: `${keystore}:${path}`, grantId: grant, details: { serial: row.serial, revoked } });
+      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'enclave.delete', target: `${keystore}:${path}`, grantId: grant, details: { serial: row.serial, revoked } });
     }).immediate();
     this.changes.publish(revoked ? { kind: 'keystore', keystore } : { kind: 'enclave', keystore, enclave: path });
   }
@@ -296,6 +332,8 @@ export class EnclavesService {
     const now = this.now();
     this.repo.addRevocation(ks.name, row.serial, row.path, now.toISOString());
     const revoked = this.repo.revocations(ks.name).map((r) => ({ serialHex: r.serial, revokedAt: new Date(r.revoked_at) }));
+    // The CRL number is read inside the transaction: two revocations at once must not sign the same number.
+    const crlNumber = (this.repo.get(ks.name)?.crl_number ?? ks.crl_number) + 1;
     // nextUpdate = the CA's end of life: openssl (and so DDS) rejects every certificate once a CRL is past
     // its nextUpdate, which would turn a missed re-sign into a fleet-wide outage.
     const crl = issueCrl({
@@ -303,9 +341,9 @@ export class EnclavesService {
       revoked,
       thisUpdate: new Date(now.getTime() - ks.backdate_seconds * 1000),
       nextUpdate: inspectCertificate(ks.identity_ca_cert).notAfter,
-      crlNumber: ks.crl_number + 1,
+      crlNumber,
     });
-    this.repo.setCrl(ks.name, crl, ks.crl_number + 1, now.toISOString());
+    this.repo.setCrl(ks.name, crl, crlNumber, now.toISOString());
   }
 
   private identityColumns(keystore: string, path: string, e: IssuedEnclave) {
@@ -329,7 +367,7 @@ export class EnclavesService {
   }
 
   private requireActive(row: EnclaveRow): void {
-    if (row.status === 'revoked') throw new Conflict(`enclave ${row.keystore}:${row.path} is revoked`, 'enclave-revoked');
+    if (row.status === 'revoked') throw new Conflict(revokedHint(row.keystore, row.path), 'enclave-revoked');
   }
 
   /** The policy must validate against sros2's schema and name every enclave it is used for. */

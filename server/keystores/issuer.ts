@@ -67,8 +67,12 @@ export function signPermissions(ks: IssuingKeystore, permissionsXml: string, now
   return signSmime(permissionsXml, ks.permissionsCa, now);
 }
 
-/** A new key, certificate `CN=<path>` and signed permissions: what `ros2 security create_enclave` makes. */
-export function issueEnclave(ks: IssuingKeystore, path: string, policyXml: string | null, v: Validity, now: Date): IssuedEnclave {
+/**
+ * A new key, certificate `CN=<path>` and signed permissions: what `ros2 security create_enclave` makes.
+ * `permissions` is the permissions.xml for validity `v` (the caller decides where it comes from and whether
+ * the caller may sign it).
+ */
+export function issueEnclave(ks: IssuingKeystore, path: string, permissionsXml: string, v: Validity, now: Date): IssuedEnclave {
   const key = generateKeyPair();
   const certPem = issueCertificate({
     subjectCN: path,
@@ -78,7 +82,6 @@ export function issueEnclave(ks: IssuingKeystore, path: string, policyXml: strin
     notAfter: v.notAfter,
     profile: 'enclave',
   });
-  const permissionsXml = permissionsFor(ks, path, policyXml, v);
   return {
     certPem,
     keyPem: key.privateKeyPem,

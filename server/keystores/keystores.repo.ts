@@ -29,6 +29,8 @@ export interface EnclaveRow {
   not_after: string;
   policy_xml: string | null;
   permissions_source: 'default' | 'policy' | 'imported';
+  /** 'envelope': default permissions made from a member's grant envelope (empty: deny all) instead of allow-all. */
+  default_scope: 'envelope' | null;
   permissions_xml: string;
   permissions_p7s: string;
   status: 'active' | 'revoked';
@@ -38,7 +40,7 @@ export interface EnclaveRow {
 
 export type EnclaveSummaryRow = Pick<
   EnclaveRow,
-  'keystore' | 'path' | 'serial' | 'not_before' | 'not_after' | 'status' | 'permissions_source' | 'created_at' | 'updated_at'
+  'keystore' | 'path' | 'serial' | 'not_before' | 'not_after' | 'status' | 'permissions_source' | 'default_scope' | 'created_at' | 'updated_at'
 >;
 
 /** SQL for keystores, enclaves and revocations; nothing else. */
@@ -59,17 +61,18 @@ export class KeystoresRepo {
       setCrl: db.prepare('UPDATE keystores SET crl_pem = ?, crl_number = ?, updated_at = ? WHERE name = ?'),
       getEnclave: db.prepare('SELECT * FROM enclaves WHERE keystore = ? AND path = ?'),
       listEnclaves: db.prepare(`SELECT keystore, path, serial, not_before, not_after, status, permissions_source,
-        created_at, updated_at FROM enclaves WHERE keystore = ? ORDER BY path`),
+        default_scope, created_at, updated_at FROM enclaves WHERE keystore = ? ORDER BY path`),
       allEnclaves: db.prepare('SELECT * FROM enclaves WHERE keystore = ? ORDER BY path'),
       insertEnclave: db.prepare(`INSERT INTO enclaves (keystore, path, cert_pem, key_sealed, serial, not_before, not_after,
-        policy_xml, permissions_source, permissions_xml, permissions_p7s, status, created_at, updated_at)
+        policy_xml, permissions_source, default_scope, permissions_xml, permissions_p7s, status, created_at, updated_at)
         VALUES (@keystore, @path, @cert_pem, @key_sealed, @serial, @not_before, @not_after, @policy_xml,
-        @permissions_source, @permissions_xml, @permissions_p7s, @status, @created_at, @updated_at)`),
+        @permissions_source, @default_scope, @permissions_xml, @permissions_p7s, @status, @created_at, @updated_at)`),
       replaceIdentity: db.prepare(`UPDATE enclaves SET cert_pem = @cert_pem, key_sealed = @key_sealed, serial = @serial,
         not_before = @not_before, not_after = @not_after, permissions_xml = @permissions_xml,
-        permissions_p7s = @permissions_p7s, updated_at = @updated_at WHERE keystore = @keystore AND path = @path`),
+        permissions_p7s = @permissions_p7s, status = 'active', updated_at = @updated_at
+        WHERE keystore = @keystore AND path = @path`),
       replacePermissions: db.prepare(`UPDATE enclaves SET policy_xml = @policy_xml,
-        permissions_source = @permissions_source, permissions_xml = @permissions_xml,
+        permissions_source = @permissions_source, default_scope = @default_scope, permissions_xml = @permissions_xml,
         permissions_p7s = @permissions_p7s, updated_at = @updated_at WHERE keystore = @keystore AND path = @path`),
       setStatus: db.prepare('UPDATE enclaves SET status = ?, updated_at = ? WHERE keystore = ? AND path = ?'),
       removeEnclave: db.prepare('DELETE FROM enclaves WHERE keystore = ? AND path = ?'),
@@ -116,10 +119,11 @@ export class KeystoresRepo {
   insertEnclave(row: EnclaveRow): void {
     this.stmts.insertEnclave.run(row);
   }
+  /** New key and certificate; a revoked enclave becomes active again (its old serial stays in the CRL). */
   replaceIdentity(row: Pick<EnclaveRow, 'keystore' | 'path' | 'cert_pem' | 'key_sealed' | 'serial' | 'not_before' | 'not_after' | 'permissions_xml' | 'permissions_p7s' | 'updated_at'>): void {
     this.stmts.replaceIdentity.run(row);
   }
-  replacePermissions(row: Pick<EnclaveRow, 'keystore' | 'path' | 'policy_xml' | 'permissions_source' | 'permissions_xml' | 'permissions_p7s' | 'updated_at'>): void {
+  replacePermissions(row: Pick<EnclaveRow, 'keystore' | 'path' | 'policy_xml' | 'permissions_source' | 'default_scope' | 'permissions_xml' | 'permissions_p7s' | 'updated_at'>): void {
     this.stmts.replacePermissions.run(row);
   }
   setStatus(keystore: string, path: string, status: EnclaveRow['status'], at: string): void {

@@ -1,8 +1,7 @@
-import type { Access } from '../acl/access.js';
+import type { Caller } from '../acl/caller.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { UserPrincipal } from '../auth/principal.js';
 import type { Db } from '../db/database.js';
-import { Conflict, Forbidden, InvalidInput, NotFound } from '../errors.js';
+import { Conflict, InvalidInput, NotFound } from '../errors.js';
 import type { ChangeFeed } from '../events/changes.js';
 import { generateKeyPair, inspectCertificate, issueCertificate, issueCrl, readCrl, signSmime } from '../pki/index.js';
 import { defaultGovernance } from '../policy/governance.js';
@@ -76,7 +75,6 @@ export class KeystoresService {
   constructor(
     private readonly db: Db,
     private readonly sealer: Sealer,
-    private readonly access: Access,
     private readonly audit: AuditService,
     private readonly changes: ChangeFeed,
     private readonly importLimits: ImportLimits,
@@ -86,8 +84,8 @@ export class KeystoresService {
   }
 
   /** The keystore's row, when the caller may see it at all (404 otherwise, the same for absent ones). */
-  row(user: UserPrincipal, name: string): KeystoreRow {
-    this.access.requireKeystoreVisible(user, name);
+  row(caller: Caller, name: string): KeystoreRow {
+    caller.requireKeystoreVisible(name);
     const row = this.repo.get(name);
     if (!row) throw new NotFound(`no keystore "${name}"`);
     return row;
@@ -110,16 +108,16 @@ export class KeystoresService {
     };
   }
 
-  list(user: UserPrincipal): KeystoreView[] {
-    const visible = this.access.visibleKeystores(user);
+  list(caller: Caller): KeystoreView[] {
+    const visible = caller.visibleKeystores();
     return this.repo
       .list()
       .filter((r) => visible === 'all' || visible.has(r.name))
       .map((r) => this.view(r));
   }
 
-  get(user: UserPrincipal, name: string): KeystoreView {
-    return this.view(this.row(user, name));
+  get(caller: Caller, name: string): KeystoreView {
+    return this.view(this.row(caller, name));
   }
 
   /** The CAs with their clear keys, for one signing operation. Import-only keystores cannot sign. */
@@ -140,8 +138,8 @@ export class KeystoresService {
     };
   }
 
-  async create(user: UserPrincipal, input: CreateKeystoreInput): Promise<KeystoreView> {
-    this.requireAdmin(user, 'create keystores');
+  async create(caller: Caller, input: CreateKeystoreInput): Promise<KeystoreView> {
+    const allowedBy = caller.requireAdmin('keystore:create');
     const nameProblem = keystoreNameProblem(input.name);
     if (nameProblem) throw new InvalidInput(`keystore name ${nameProblem}`, undefined, 'invalid-keystore-name');
     const domainProblem = domainIdProblem(input.domainId);
@@ -164,7 +162,7 @@ export class KeystoresService {
     const governanceXml = defaultGovernance(input.domainId);
     await this.requireValid(governanceXml, 'governance');
     const at = now.toISOString();
-    this.repo.insert({
+    const row: KeystoreRow = {
       name: input.name,
       domain_id: input.domainId,
       shared_ca: input.splitCa ? 0 : 1,
@@ -181,41 +179,51 @@ export class KeystoresService {
       origin: 'generated',
       created_at: at,
       updated_at: at,
-    });
-    this.audit.record({
-      actor: user.name,
-      actorKind: 'user',
-      action: 'keystore.create',
-      target: input.name,
-      grantId: 'admin',
-      details: { domainId: input.domainId, splitCa: input.splitCa, validityDays: input.validityDays },
-    });
-    return this.get(user, input.name);
+    };
+    this.db.transaction(() => {
+      // Checked again inside the write transaction: another request may have made it while this one awaited.
+      if (this.repo.get(input.name)) throw new Conflict(`keystore "${input.name}" already exists`);
+      this.repo.insert(row);
+      this.audit.record({
+        actor: caller.name,
+        actorKind: 'user',
+        action: 'keystore.create',
+        target: input.name,
+        grantId: allowedBy,
+        details: { domainId: input.domainId, splitCa: input.splitCa, validityDays: input.validityDays },
+      });
+    }).immediate();
+    return this.get(caller, input.name);
   }
 
-  async setGovernance(user: UserPrincipal, name: string, xml: string): Promise<KeystoreView> {
-    this.requireAdmin(user, 'change governance');
-    const row = this.row(user, name);
+  async setGovernance(caller: Caller, name: string, xml: string): Promise<KeystoreView> {
+    const allowedBy = caller.requireAdmin('keystore:governance');
+    const row = this.row(caller, name);
     await this.requireValid(xml, 'governance');
     const ks = this.signingKeystore(row);
     const now = this.now();
-    this.repo.setGovernance(name, xml, signSmime(xml, ks.permissionsCa, now), now.toISOString());
-    this.audit.record({ actor: user.name, actorKind: 'user', action: 'keystore.governance', target: name, grantId: 'admin' });
+    this.db.transaction(() => {
+      if (!this.repo.get(name)) throw new NotFound(`no keystore "${name}"`);
+      this.repo.setGovernance(name, xml, signSmime(xml, ks.permissionsCa, now), now.toISOString());
+      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'keystore.governance', target: name, grantId: allowedBy });
+    }).immediate();
     this.changes.publish({ kind: 'keystore', keystore: name });
     return this.view(this.repo.get(name)!);
   }
 
-  delete(user: UserPrincipal, name: string): void {
-    this.requireAdmin(user, 'delete keystores');
-    this.row(user, name);
-    this.repo.remove(name);
-    this.audit.record({ actor: user.name, actorKind: 'user', action: 'keystore.delete', target: name, grantId: 'admin' });
+  delete(caller: Caller, name: string): void {
+    const allowedBy = caller.requireAdmin('keystore:delete');
+    this.row(caller, name);
+    this.db.transaction(() => {
+      if (!this.repo.remove(name)) throw new NotFound(`no keystore "${name}"`);
+      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'keystore.delete', target: name, grantId: allowedBy });
+    }).immediate();
     this.changes.publish({ kind: 'keystore', keystore: name });
   }
 
   /** Validates every part of an sros2 keystore archive before storing anything; all problems at once. */
-  async import(user: UserPrincipal, name: string, archive: Buffer): Promise<KeystoreView & { enclaves: number }> {
-    this.requireAdmin(user, 'import keystores');
+  async import(caller: Caller, name: string, archive: Buffer): Promise<KeystoreView & { enclaves: number }> {
+    const allowedBy = caller.requireAdmin('keystore:import');
     const nameProblem = keystoreNameProblem(name);
     if (nameProblem) throw new InvalidInput(`keystore name ${nameProblem}`, undefined, 'invalid-keystore-name');
     if (this.repo.get(name)) throw new Conflict(`keystore "${name}" already exists`);
@@ -271,6 +279,7 @@ export class KeystoresService {
       updated_at: at,
     };
     this.db.transaction(() => {
+      if (this.repo.get(name)) throw new Conflict(`keystore "${name}" already exists`);
       this.repo.insert(row);
       for (const serial of importedRevocations) this.repo.addRevocation(name, serial, '(imported CRL)', at);
       for (const e of material.enclaves) {
@@ -285,6 +294,7 @@ export class KeystoresService {
           not_after: c.notAfter.toISOString(),
           policy_xml: null,
           permissions_source: 'imported',
+          default_scope: null,
           permissions_xml: e.permissionsXml,
           permissions_p7s: e.permissionsP7s,
           status: 'active',
@@ -293,21 +303,21 @@ export class KeystoresService {
         });
       }
       this.audit.record({
-        actor: user.name,
+        actor: caller.name,
         actorKind: 'user',
         action: 'keystore.import',
         target: name,
-        grantId: 'admin',
+        grantId: allowedBy,
         details: { enclaves: material.enclaves.length, importOnly: !material.identityCaKeyPem, sharedCa: material.sharedCa },
       });
     }).immediate();
-    return { ...this.get(user, name), enclaves: material.enclaves.length };
+    return { ...this.get(caller, name), enclaves: material.enclaves.length };
   }
 
   /** A `.tar.gz` in sros2's layout; CA private keys only on request, and only for admins. */
-  async export(user: UserPrincipal, name: string, includeCaKeys: boolean): Promise<Buffer> {
-    this.requireAdmin(user, 'export keystores');
-    const row = this.row(user, name);
+  async export(caller: Caller, name: string, includeCaKeys: boolean): Promise<Buffer> {
+    const allowedBy = caller.requireAdmin('keystore:export');
+    const row = this.row(caller, name);
     const material: KeystoreMaterial = {
       identityCaCertPem: row.identity_ca_cert,
       permissionsCaCertPem: row.permissions_ca_cert,
@@ -334,18 +344,14 @@ export class KeystoresService {
     }
     const archive = await writeTarGz(writeSros2Keystore(material, { includeCaKeys }, { crlPem: row.crl_pem ?? undefined }));
     this.audit.record({
-      actor: user.name,
+      actor: caller.name,
       actorKind: 'user',
       action: 'keystore.export',
       target: name,
-      grantId: 'admin',
+      grantId: allowedBy,
       details: { enclaves: material.enclaves.length, caKeys: includeCaKeys },
     });
     return archive;
-  }
-
-  private requireAdmin(user: UserPrincipal, what: string): void {
-    if (user.role !== 'admin') throw new Forbidden(`only administrators may ${what}`);
   }
 
   private async requireValid(xml: string, schema: 'governance' | 'permissions'): Promise<void> {

@@ -304,7 +304,7 @@ function orderTopics(groups: readonly string[][]): string[] {
   return [...new Set(keyed.flatMap((k) => k.g))];
 }
 
-function writePermissions(grants: XmlElement[]): string {
+export function writePermissions(grants: XmlElement[]): string {
   return serializePretty(
     el(
       'dds',

@@ -23,6 +23,14 @@ export interface Robot {
   updatedAt: string;
 }
 
+/** An unused enrollment token, as shown to administrators (never the token). */
+export interface EnrollmentTokenInfo {
+  expiresAt: string;
+  reenroll: boolean;
+  createdBy: string;
+  createdAt: string;
+}
+
 export interface RobotReport {
   revision: string | null;
   filesystem: string | null;
@@ -56,10 +64,13 @@ export class RobotsRepo {
       remove: db.prepare('DELETE FROM robots WHERE name = ?'),
       setKey: db.prepare(`UPDATE robots SET public_key = ?, key_id = ?, enrolled_at = ?, agent_version = ?, updated_at = ?
         WHERE name = ?`),
-      insertToken: db.prepare(`INSERT INTO enrollment_tokens (token_hash, robot, expires_at, created_by, created_at)
-        VALUES (?, ?, ?, ?, ?)`),
+      insertToken: db.prepare(`INSERT INTO enrollment_tokens (token_hash, robot, expires_at, created_by, created_at, reenroll)
+        VALUES (?, ?, ?, ?, ?, ?)`),
       burnToken: db.prepare(`UPDATE enrollment_tokens SET used_at = @now
-        WHERE token_hash = @hash AND used_at IS NULL AND expires_at > @now RETURNING robot`),
+        WHERE token_hash = @hash AND used_at IS NULL AND expires_at > @now RETURNING robot, reenroll`),
+      burnAll: db.prepare('UPDATE enrollment_tokens SET used_at = ? WHERE robot = ? AND used_at IS NULL'),
+      outstanding: db.prepare(`SELECT expires_at, reenroll, created_by, created_at FROM enrollment_tokens
+        WHERE robot = ? AND used_at IS NULL AND expires_at > ? ORDER BY created_at`),
       insertJti: db.prepare('INSERT INTO used_assertions (jti, robot, expires_at) VALUES (?, ?, ?) ON CONFLICT (jti) DO NOTHING'),
       purgeJti: db.prepare('DELETE FROM used_assertions WHERE expires_at < ?'),
       report: db.prepare('SELECT * FROM robot_reports WHERE robot = ?'),
@@ -90,12 +101,25 @@ export class RobotsRepo {
   setKey(name: string, key: { publicKey: string; keyId: string; agentVersion: string | null } | null, at: string): void {
     this.stmts.setKey.run(key?.publicKey ?? null, key?.keyId ?? null, key ? at : null, key?.agentVersion ?? null, at, name);
   }
-  insertEnrollmentToken(hash: string, robot: string, expiresAt: string, createdBy: string, at: string): void {
-    this.stmts.insertToken.run(hash, robot, expiresAt, createdBy, at);
+  insertEnrollmentToken(hash: string, robot: string, expiresAt: string, createdBy: string, at: string, reenroll: boolean): void {
+    this.stmts.insertToken.run(hash, robot, expiresAt, createdBy, at, reenroll ? 1 : 0);
   }
   /** Marks the token used if it is unused and unexpired; returns its robot. One statement: exactly one winner. */
-  burnEnrollmentToken(hash: string, now: string): string | undefined {
-    return (this.stmts.burnToken.get({ hash, now }) as { robot: string } | undefined)?.robot;
+  burnEnrollmentToken(hash: string, now: string): { robot: string; reenroll: boolean } | undefined {
+    const r = this.stmts.burnToken.get({ hash, now }) as { robot: string; reenroll: number } | undefined;
+    return r && { robot: r.robot, reenroll: r.reenroll === 1 };
+  }
+  /** Every token of the robot not used yet becomes unusable (after an enrollment, a key revocation). */
+  burnAllEnrollmentTokens(robot: string, now: string): number {
+    return this.stmts.burnAll.run(now, robot).changes;
+  }
+  outstandingEnrollmentTokens(robot: string, now: string): EnrollmentTokenInfo[] {
+    return (this.stmts.outstanding.all(robot, now) as { expires_at: string; reenroll: number; created_by: string; created_at: string }[]).map((r) => ({
+      expiresAt: r.expires_at,
+      reenroll: r.reenroll === 1,
+      createdBy: r.created_by,
+      createdAt: r.created_at,
+    }));
   }
   /** False when the jti was already used (a replay). */
   recordAssertion(jti: string, robot: string, expiresAt: string): boolean {

@@ -1,13 +1,19 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { robotOf, userOf } from '../auth/principal.js';
+import { callerOf, robotOf, type Guards } from '../acl/guard.js';
 import { clientIp, h } from '../http/handler.js';
 import { body, labelsSchema } from '../http/validate.js';
 import type { RobotsService } from './robots.service.js';
 
 const CreateRobot = z.object({ name: z.string().max(63), labels: labelsSchema.default({}) }).strict();
 const PatchRobot = z.object({ labels: labelsSchema }).strict();
-const TokenBody = z.object({ ttlSeconds: z.number().int().min(60).max(7 * 86400).default(3600) }).strict();
+const TokenBody = z
+  .object({
+    ttlSeconds: z.number().int().min(60).max(7 * 86400).default(3600),
+    /** Lets the token replace the device key of a robot that is enrolled already. */
+    reenroll: z.boolean().default(false),
+  })
+  .strict();
 const Enroll = z
   .object({
     token: z.string().min(10).max(200),
@@ -16,11 +22,13 @@ const Enroll = z
   })
   .strict();
 const RobotLogin = z.object({ assertion: z.string().min(20).max(4096) }).strict();
+// A robot's clock may be days off (no RTC); a year either way is far beyond any real skew.
+const MAX_SKEW_MS = 366 * 86_400_000;
 const Report = z
   .object({
     revision: z.string().max(128).nullable().default(null),
     filesystem: z.string().max(32).nullable().default(null),
-    clockSkewMs: z.number().int().nullable().default(null),
+    clockSkewMs: z.number().int().min(-MAX_SKEW_MS).max(MAX_SKEW_MS).nullable().default(null),
     agentVersion: z.string().max(64).nullable().default(null),
     enclaves: z
       .array(z.object({ keystore: z.string().max(64), path: z.string().max(300), notAfter: z.string().max(40) }).passthrough())
@@ -42,12 +50,11 @@ export function robotsRoutes(robots: RobotsService): Router {
   return r;
 }
 
-export function robotsAuthedRoutes(robots: RobotsService): Router {
+export function robotsAuthedRoutes(robots: RobotsService, guards: Guards): Router {
   const r = Router();
-  r.post('/v1/robot/report', h((req, res) => {
-    const robot = robotOf(req);
+  r.post('/v1/robot/report', guards.robot, h((req, res) => {
     const b = body(req, Report);
-    robots.report(robot, {
+    robots.report(robotOf(req), {
       revision: b.revision,
       filesystem: b.filesystem,
       clockSkewMs: b.clockSkewMs,
@@ -57,29 +64,30 @@ export function robotsAuthedRoutes(robots: RobotsService): Router {
     res.status(204).end();
   }));
 
-  r.get('/v1/robots', h((req, res) => {
-    res.json({ robots: robots.list(userOf(req)) });
+  const admin = guards.admin('robot:manage');
+  r.get('/v1/robots', guards.user, h((req, res) => {
+    res.json({ robots: robots.list(callerOf(req)) });
   }));
-  r.post('/v1/robots', h((req, res) => {
+  r.post('/v1/robots', admin, h((req, res) => {
     const b = body(req, CreateRobot);
-    res.status(201).json(robots.create(userOf(req), b.name, b.labels));
+    res.status(201).json(robots.create(callerOf(req), b.name, b.labels));
   }));
-  r.get('/v1/robots/:name', h((req, res) => {
-    res.json(robots.get(userOf(req), req.params.name!));
+  r.get('/v1/robots/:name', guards.user, h((req, res) => {
+    res.json(robots.get(callerOf(req), req.params.name!));
   }));
-  r.patch('/v1/robots/:name', h((req, res) => {
-    res.json(robots.setLabels(userOf(req), req.params.name!, body(req, PatchRobot).labels));
+  r.patch('/v1/robots/:name', admin, h((req, res) => {
+    res.json(robots.setLabels(callerOf(req), req.params.name!, body(req, PatchRobot).labels));
   }));
-  r.delete('/v1/robots/:name', h((req, res) => {
-    robots.delete(userOf(req), req.params.name!);
+  r.delete('/v1/robots/:name', admin, h((req, res) => {
+    robots.delete(callerOf(req), req.params.name!);
     res.status(204).end();
   }));
-  r.post('/v1/robots/:name/enrollment-tokens', h((req, res) => {
-    const { ttlSeconds } = body(req, TokenBody);
-    res.status(201).json(robots.createEnrollmentToken(userOf(req), req.params.name!, ttlSeconds));
+  r.post('/v1/robots/:name/enrollment-tokens', admin, h((req, res) => {
+    const { ttlSeconds, reenroll } = body(req, TokenBody);
+    res.status(201).json(robots.createEnrollmentToken(callerOf(req), req.params.name!, ttlSeconds, reenroll));
   }));
-  r.post('/v1/robots/:name/revoke-key', h((req, res) => {
-    res.json(robots.revokeKey(userOf(req), req.params.name!));
+  r.post('/v1/robots/:name/revoke-key', admin, h((req, res) => {
+    res.json(robots.revokeKey(callerOf(req), req.params.name!));
   }));
   return r;
 }

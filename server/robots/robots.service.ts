@@ -1,15 +1,15 @@
 import crypto from 'node:crypto';
 import type { Labels } from '../acl/acl.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { RobotPrincipal, UserPrincipal } from '../auth/principal.js';
+import type { Caller } from '../acl/caller.js';
+import type { RobotPrincipal } from '../auth/principal.js';
 import { robotTokenVersion, type IssuedToken, type TokenIssuer } from '../auth/tokens.js';
 import type { Db } from '../db/database.js';
-import { Conflict, Forbidden, InvalidInput, NotFound, Unauthorized } from '../errors.js';
+import { Conflict, InvalidInput, NotFound, TooManyRequests, Unauthorized } from '../errors.js';
 import type { ChangeFeed } from '../events/changes.js';
-import type { Access } from '../acl/access.js';
-import { LoginLimiter } from '../auth/rate-limit.js';
+import { FailureWindow } from '../auth/throttle.js';
 import { parseDeviceKey, unverifiedSubject, verifyAssertion } from './device-key.js';
-import { RobotsRepo, type Robot, type RobotReport } from './robots.repo.js';
+import { RobotsRepo, type EnrollmentTokenInfo, type Robot, type RobotReport } from './robots.repo.js';
 
 export interface RobotView {
   name: string;
@@ -20,6 +20,12 @@ export interface RobotView {
   agentVersion: string | null;
   createdAt: string;
   updatedAt: string;
+}
+
+export interface RobotDetail extends RobotView {
+  report: RobotReport | null;
+  /** Administrators only: unused enrollment tokens (never the tokens themselves). */
+  enrollmentTokens?: EnrollmentTokenInfo[];
 }
 
 export const toRobotView = (r: Robot): RobotView => ({
@@ -33,34 +39,29 @@ export const toRobotView = (r: Robot): RobotView => ({
   updatedAt: r.updatedAt,
 });
 
-/** One key for every robot: the limit that matters here is per client address. */
-const ANY = '*';
-
 export const ROBOT_NAME = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/;
 const hashToken = (token: string) => crypto.createHash('sha256').update(token).digest('hex');
+
+export interface RobotsServiceOptions {
+  /** Failed enrollments and robot logins one address may make per window before they are answered 429. */
+  maxFailuresPerAddress: number;
+  failureWindowMs: number;
+}
 
 /** The robot registry, enrollment (one-time tokens, device keys) and robot login. */
 export class RobotsService {
   readonly repo: RobotsRepo;
-  /**
-   * Failed enrollments and robot logins per client address (100 per 15 min, then 429): each failure writes
-   * an audit entry, so an unauthenticated client must not be able to grow the log without bound. Only
-   * failures count: a fleet behind one NAT address logging in correctly is never slowed down.
-   */
-  private readonly anonymousFailures = new LoginLimiter(Number.MAX_SAFE_INTEGER, 100);
+  private readonly failures: FailureWindow;
   constructor(
     private readonly db: Db,
-    private readonly access: Access,
     private readonly tokens: TokenIssuer,
     private readonly audit: AuditService,
     private readonly changes: ChangeFeed,
     private readonly now: () => Date,
+    opts: RobotsServiceOptions = { maxFailuresPerAddress: 100, failureWindowMs: 15 * 60_000 },
   ) {
     this.repo = new RobotsRepo(db);
-  }
-
-  private requireAdmin(user: UserPrincipal, what: string): void {
-    if (user.role !== 'admin') throw new Forbidden(`only administrators may ${what}`);
+    this.failures = new FailureWindow(opts.maxFailuresPerAddress, opts.failureWindowMs, () => this.now().getTime());
   }
 
   private robot(name: string): Robot {
@@ -70,103 +71,147 @@ export class RobotsService {
   }
 
   /** Admins see every robot; a member sees those their bind grants may reach (so they can bind to them). */
-  list(user: UserPrincipal): RobotView[] {
+  list(caller: Caller): RobotView[] {
     return this.repo
       .list()
-      .filter((r) => this.access.robotVisible(user, r.labels))
+      .filter((r) => caller.robotVisible(r.labels))
       .map(toRobotView);
   }
 
-  get(user: UserPrincipal, name: string): RobotView & { report: RobotReport | null } {
+  get(caller: Caller, name: string): RobotDetail {
     const r = this.repo.get(name);
-    if (!r || !this.access.robotVisible(user, r.labels)) throw new NotFound(`no robot "${name}"`);
+    if (!r) throw new NotFound(`no robot "${name}"`);
+    if (!caller.robotVisible(r.labels)) throw caller.robotNotVisible(name);
     const report = this.repo.report(name) ?? null;
     // What the robot holds is shown only for enclaves the caller may read: names must not leak.
-    if (report && user.role !== 'admin') {
-      report.enclaves = report.enclaves.filter((e) => this.access.can(user, 'read', e.keystore, e.path));
+    if (report && !caller.isAdmin) {
+      report.enclaves = report.enclaves.filter((e) => caller.can('read', e.keystore, e.path));
     }
-    return { ...toRobotView(r), report };
+    const detail: RobotDetail = { ...toRobotView(r), report };
+    if (caller.isAdmin) detail.enrollmentTokens = this.repo.outstandingEnrollmentTokens(name, this.now().toISOString());
+    return detail;
   }
 
-  create(user: UserPrincipal, name: string, labels: Labels): RobotView {
-    this.requireAdmin(user, 'register robots');
+  create(caller: Caller, name: string, labels: Labels): RobotView {
+    const allowedBy = caller.requireAdmin('robot:manage');
     if (!ROBOT_NAME.test(name)) throw new InvalidInput('name: lowercase letters, digits, ".", "_" or "-" (1-63), starting and ending alphanumeric');
-    if (!this.repo.insert(name, labels, this.now().toISOString())) throw new Conflict(`robot "${name}" already exists`);
-    this.audit.record({ actor: user.name, actorKind: 'user', action: 'robot.create', target: name, grantId: 'admin', details: { labels } });
+    this.db.transaction(() => {
+      if (!this.repo.insert(name, labels, this.now().toISOString())) throw new Conflict(`robot "${name}" already exists`);
+      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'robot.create', target: name, grantId: allowedBy, details: { labels } });
+    }).immediate();
     this.changes.publish({ kind: 'robot', robot: name });
     return toRobotView(this.robot(name));
   }
 
-  setLabels(user: UserPrincipal, name: string, labels: Labels): RobotView {
-    this.requireAdmin(user, 'change robots');
-    const before = this.robot(name);
-    this.repo.setLabels(name, labels, this.now().toISOString());
-    this.audit.record({ actor: user.name, actorKind: 'user', action: 'robot.update', target: name, grantId: 'admin', details: { from: before.labels, labels } });
+  setLabels(caller: Caller, name: string, labels: Labels): RobotView {
+    const allowedBy = caller.requireAdmin('robot:manage');
+    this.db.transaction(() => {
+      const before = this.robot(name);
+      this.repo.setLabels(name, labels, this.now().toISOString());
+      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'robot.update', target: name, grantId: allowedBy, details: { from: before.labels, labels } });
+    }).immediate();
     this.changes.publish({ kind: 'robot', robot: name });
     return toRobotView(this.robot(name));
   }
 
-  delete(user: UserPrincipal, name: string): void {
-    this.requireAdmin(user, 'delete robots');
-    this.robot(name);
-    this.repo.remove(name);
-    this.audit.record({ actor: user.name, actorKind: 'user', action: 'robot.delete', target: name, grantId: 'admin' });
+  /** Its enrollment tokens, bindings and report go with it (foreign keys). */
+  delete(caller: Caller, name: string): void {
+    const allowedBy = caller.requireAdmin('robot:manage');
+    this.db.transaction(() => {
+      if (!this.repo.remove(name)) throw new NotFound(`no robot "${name}"`);
+      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'robot.delete', target: name, grantId: allowedBy });
+    }).immediate();
     this.changes.publish({ kind: 'robot', robot: name });
   }
 
-  /** Forgets the device key: the robot's tokens stop working at once; it must enroll again. */
-  revokeKey(user: UserPrincipal, name: string): RobotView {
-    this.requireAdmin(user, 'revoke device keys');
-    const r = this.robot(name);
-    this.repo.setKey(name, null, this.now().toISOString());
-    this.audit.record({ actor: user.name, actorKind: 'user', action: 'robot.revoke-key', target: name, grantId: 'admin', details: { keyFingerprint: r.keyId } });
+  /**
+   * Forgets the device key and burns every unused enrollment token: the robot's tokens stop working at once,
+   * and it can come back only with a token minted after this.
+   */
+  revokeKey(caller: Caller, name: string): RobotView {
+    const allowedBy = caller.requireAdmin('robot:manage');
+    this.db.transaction(() => {
+      const r = this.robot(name);
+      const at = this.now().toISOString();
+      this.repo.setKey(name, null, at);
+      const burnt = this.repo.burnAllEnrollmentTokens(name, at);
+      this.audit.record({
+        actor: caller.name,
+        actorKind: 'user',
+        action: 'robot.revoke-key',
+        target: name,
+        grantId: allowedBy,
+        details: { keyFingerprint: r.keyId, enrollmentTokensBurnt: burnt },
+      });
+    }).immediate();
     this.changes.publish({ kind: 'robot', robot: name });
     return toRobotView(this.robot(name));
   }
 
-  createEnrollmentToken(user: UserPrincipal, name: string, ttlSeconds: number): IssuedToken {
-    this.requireAdmin(user, 'create enrollment tokens');
-    this.robot(name);
+  /**
+   * A one-time token. For a robot that is already enrolled, only a re-enrollment token (`reenroll`) makes
+   * sense: it lets a new device key replace the current one, so it must be asked for explicitly.
+   */
+  createEnrollmentToken(caller: Caller, name: string, ttlSeconds: number, reenroll = false): IssuedToken & { reenroll: boolean } {
+    const allowedBy = caller.requireAdmin('robot:manage');
     const token = `et_${crypto.randomBytes(32).toString('base64url')}`;
     const now = this.now();
     const expiresAt = new Date(now.getTime() + ttlSeconds * 1000).toISOString();
-    this.repo.insertEnrollmentToken(hashToken(token), name, expiresAt, user.name, now.toISOString());
-    this.audit.record({ actor: user.name, actorKind: 'user', action: 'robot.enrollment-token', target: name, grantId: 'admin', details: { expiresAt } });
-    return { token, expiresAt };
+    this.db.transaction(() => {
+      const r = this.robot(name);
+      if (r.keyId !== null && !reenroll) {
+        throw new Conflict(
+          `robot "${name}" is enrolled already: a token that replaces its device key must be asked for as a re-enrollment (reenroll: true; enclavectl robot token ${name} --reenroll)`,
+          'robot-enrolled',
+        );
+      }
+      this.repo.insertEnrollmentToken(hashToken(token), name, expiresAt, caller.name, now.toISOString(), reenroll);
+      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'robot.enrollment-token', target: name, grantId: allowedBy, details: { expiresAt, reenroll } });
+    }).immediate();
+    return { token, expiresAt, reenroll };
   }
 
-  /** Burns the one-time token and registers the device key in one transaction: one winner per token. */
+  /**
+   * Burns the one-time token (and every other unused token of the robot) and registers the device key, in one
+   * transaction: one winner per token, and a leftover token cannot take the robot over later. A robot that
+   * has a device key is enrolled again only with a re-enrollment token.
+   */
   enroll(token: string, publicKeyPem: string, agentVersion: string | undefined, ip: string): RobotView {
-    this.anonymousFailures.check(ip, ANY);
     const key = parseDeviceKey(publicKeyPem);
     const now = this.now().toISOString();
-    const robot = this.db
-      .transaction(() => {
-        const name = this.repo.burnEnrollmentToken(hashToken(token), now);
-        if (!name) return undefined;
-        this.repo.setKey(name, { publicKey: key.publicKeyPem, keyId: key.keyId, agentVersion: agentVersion ?? null }, now);
-        this.audit.record({ actor: name, actorKind: 'robot', action: 'robot.enroll', target: name, details: { keyFingerprint: key.keyId, ip, agentVersion } });
-        return name;
+    const outcome = this.db
+      .transaction((): { robot: string } | { refused: string } => {
+        const burnt = this.repo.burnEnrollmentToken(hashToken(token), now);
+        if (!burnt) return { refused: 'enrollment token is invalid, expired or already used' };
+        const current = this.repo.get(burnt.robot);
+        if (current?.keyId && !burnt.reenroll) {
+          // The token is spent either way: it was minted before the robot enrolled and must not linger.
+          return { refused: 'enrollment token is invalid, expired or already used' };
+        }
+        this.repo.setKey(burnt.robot, { publicKey: key.publicKeyPem, keyId: key.keyId, agentVersion: agentVersion ?? null }, now);
+        const others = this.repo.burnAllEnrollmentTokens(burnt.robot, now);
+        this.audit.record({
+          actor: burnt.robot,
+          actorKind: 'robot',
+          action: 'robot.enroll',
+          target: burnt.robot,
+          details: { keyFingerprint: key.keyId, ip, agentVersion, reenroll: burnt.reenroll, replacedKey: current?.keyId ?? null, otherTokensBurnt: others },
+        });
+        return { robot: burnt.robot };
       })
       .immediate();
-    if (!robot) {
-      this.anonymousFailures.fail(ip, ANY);
-      this.audit.record({ actor: 'unknown', actorKind: 'anonymous', action: 'robot.enroll', result: 'failure', details: { ip } });
-      throw new Unauthorized('enrollment token is invalid, expired or already used', 'invalid-enrollment-token');
-    }
+    if ('refused' in outcome) this.refuse('robot.enroll', 'unknown', ip, outcome.refused, new Unauthorized(outcome.refused, 'invalid-enrollment-token'));
+    const robot = (outcome as { robot: string }).robot;
     this.changes.publish({ kind: 'robot', robot });
     return toRobotView(this.robot(robot));
   }
 
+  /** The credential is checked first: a valid assertion is never refused by the failure limit. */
   login(assertion: string, ip: string): IssuedToken {
-    this.anonymousFailures.check(ip, ANY);
     const name = unverifiedSubject(assertion);
     const robot = this.repo.get(name);
-    const refuse = (why: string): never => {
-      this.anonymousFailures.fail(ip, ANY);
-      this.audit.record({ actor: robot ? robot.name : '(unknown robot)', actorKind: 'anonymous', action: 'auth.robot', result: 'failure', details: { ip, reason: why } });
-      throw new Unauthorized('assertion refused', 'invalid-assertion');
-    };
+    const refuse = (why: string): never =>
+      this.refuse('auth.robot', robot ? robot.name : '(unknown robot)', ip, why, new Unauthorized('assertion refused', 'invalid-assertion'));
     if (!robot || !robot.publicKey || !robot.keyId) return refuse('unknown or unenrolled robot');
     const key = parseDeviceKey(robot.publicKey);
     let claims;
@@ -182,6 +227,14 @@ export class RobotsService {
     if (!this.repo.recordAssertion(claims.jti, robot.name, keepUntil)) return refuse('replayed jti');
     this.audit.record({ actor: robot.name, actorKind: 'robot', action: 'auth.robot', details: { ip, keyFingerprint: robot.keyId } });
     return this.tokens.issue({ kind: 'robot', name: robot.name, keyId: robot.keyId }, robotTokenVersion(robot));
+  }
+
+  /** A failed unauthenticated attempt: audited, until the address is over its limit (then 429, not audited). */
+  private refuse(action: string, actor: string, ip: string, reason: string, err: Error): never {
+    const wait = this.failures.fail(ip);
+    if (wait > 0) throw new TooManyRequests('too many failed attempts from this address, try again later', wait);
+    this.audit.record({ actor, actorKind: 'anonymous', action, result: 'failure', details: { ip, reason } });
+    throw err;
   }
 
   report(robot: RobotPrincipal, rep: Omit<RobotReport, 'reportedAt' | 'lastSeenAt'>): void {

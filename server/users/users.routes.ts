@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { MIN_PASSWORD_LENGTH } from '../auth/passwords.js';
-import { adminOf } from '../auth/principal.js';
+import { callerOf, type Guards } from '../acl/guard.js';
 import { h } from '../http/handler.js';
 import { body } from '../http/validate.js';
 import type { UsersService } from './users.service.js';
@@ -21,27 +21,23 @@ const PatchUser = z
   .strict()
   .refine((p) => p.password !== undefined || p.role !== undefined, 'nothing to change');
 
-export function usersRoutes(users: UsersService): Router {
+export function usersRoutes(users: UsersService, guards: Guards): Router {
   const r = Router();
-  r.get('/v1/users', h((req, res) => {
-    adminOf(req);
+  const admin = guards.admin('user:manage');
+  r.get('/v1/users', admin, h((_req, res) => {
     res.json({ users: users.list() });
   }));
-  r.post('/v1/users', h(async (req, res) => {
-    const actor = adminOf(req);
-    res.status(201).json(await users.create(actor, body(req, CreateUser)));
+  r.post('/v1/users', admin, h(async (req, res) => {
+    res.status(201).json(await users.create(callerOf(req).principal, body(req, CreateUser)));
   }));
-  r.get('/v1/users/:name', h((req, res) => {
-    adminOf(req);
+  r.get('/v1/users/:name', admin, h((req, res) => {
     res.json(users.get(req.params.name!));
   }));
-  r.patch('/v1/users/:name', h(async (req, res) => {
-    const actor = adminOf(req);
-    res.json(await users.update(actor, req.params.name!, body(req, PatchUser)));
+  r.patch('/v1/users/:name', admin, h(async (req, res) => {
+    res.json(await users.update(callerOf(req).principal, req.params.name!, body(req, PatchUser)));
   }));
-  r.delete('/v1/users/:name', h((req, res) => {
-    const actor = adminOf(req);
-    users.delete(actor, req.params.name!);
+  r.delete('/v1/users/:name', admin, h((req, res) => {
+    users.delete(callerOf(req).principal, req.params.name!);
     res.status(204).end();
   }));
   return r;
