@@ -80,7 +80,7 @@ export function rewrite(markdown: string, steps: Step[], actual: Map<Step, { com
     if (!a) continue;
     const output = [...a.output, ...(a.exit !== 0 ? [`[exit ${a.exit}]`] : [])];
     lines.splice(step.outStart, step.outEnd - step.outStart, ...output);
-    lines[step.line] = lines[step.line]!.replace(step.command, a.command);
+    lines[step.line] = lines[step.line]!.replace(step.command, () => a.command);
   }
   return lines.join('\n');
 }
