@@ -9,21 +9,21 @@
 #   `restart`, graceful stop (exit 0), `down` + `up -d` keeping the volume (same CA, enclave still there),
 #   `down -v` leaving nothing behind.
 #
-# Docker engine: the one DOCKER_HOST (or the default socket) points at; otherwise the dockerkit engine
-# (../shared/tools/docker/docker-up.sh from the repo root), which is stopped again at the end if this
-# script started it. The stack gets its own project name, port, secrets and image tag, so it never
+# Docker engine: the one DOCKER_HOST (or the default socket) points at; otherwise, when DOCKERKIT names a
+# dockerkit folder (a private engine for machines without one), its engine, which is stopped again at the
+# end if this script started it. The stack gets its own project name, port, secrets and image tag, so it never
 # touches a real deployment on the same host. The stack is removed (down -v) on every exit.
 #
 #   NO_CACHE=1      build without the layer cache (npm ci and the better-sqlite3 compile run again)
 #   KEEP_ENGINE=1   leave a dockerkit engine this script started running
-#   DOCKERKIT=DIR   folder holding docker-up.sh / docker-down.sh
+#   DOCKERKIT=DIR   folder holding dockerkit's docker-up.sh / docker-down.sh (used only when no engine runs)
 #
 # Ends with "deploy: N passed, N failed"; exits non-zero on any failure.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
 
-DOCKERKIT=${DOCKERKIT:-$ROOT/../shared/tools/docker}
+DOCKERKIT=${DOCKERKIT:-}
 PROJECT=enclavedeploy$$
 SERVICE=server
 export ENCLAVE_IMAGE=ros2-enclave-server:deploy-test
@@ -51,7 +51,7 @@ engine_started=0
 t=$(now)
 if docker version > /dev/null 2>&1; then
   engine_note="running engine at ${DOCKER_HOST:-the default socket}"
-elif [ -x "$DOCKERKIT/docker-up.sh" ]; then
+elif [ -n "$DOCKERKIT" ] && [ -x "$DOCKERKIT/docker-up.sh" ]; then
   kit_sock=unix://${DOCKERKIT_DIR:-/var/tmp/dockerkit}/docker.sock
   DOCKER_HOST=$kit_sock docker version > /dev/null 2>&1 || engine_started=1
   if ! env_line=$("$DOCKERKIT/docker-up.sh" 2> "$LOGDIR/docker-up.log"); then
@@ -61,7 +61,7 @@ elif [ -x "$DOCKERKIT/docker-up.sh" ]; then
   eval "$env_line"
   if [ "$engine_started" = 1 ]; then engine_note="started dockerkit's engine"; else engine_note="dockerkit's engine was running"; fi
 else
-  bad "no Docker engine: set DOCKER_HOST, start dockerd, or provide $DOCKERKIT/docker-up.sh"; summary; exit 1
+  bad "no Docker engine: set DOCKER_HOST, start dockerd, or set DOCKERKIT to a folder holding docker-up.sh${DOCKERKIT:+ (not found in $DOCKERKIT)}"; summary; exit 1
 fi
 if command -v docker-compose > /dev/null 2>&1; then COMPOSE=(docker-compose)
 elif docker compose version > /dev/null 2>&1; then COMPOSE=(docker compose)

@@ -14,9 +14,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Admin, serverBuilt, startServer, waitForReport, type RealServer } from './helpers/agent-server.js';
 import { FIXTURE_KEYSTORE, talkerListenerPolicyArchive } from './helpers/agent-keystore.js';
-import { enrollAgent, exists, listTree, REPO, runAgent, shmDir, spawnAgent, waitUntil, type AgentProc } from './helpers/agent-proc.js';
+import { enrollAgent, exists, listTree, runAgent, shmDir, spawnAgent, waitUntil, type AgentProc } from './helpers/agent-proc.js';
+import { DDS_PAIR_CHECK, ddsUnavailable } from './helpers/tools.js';
 
-const PAIR_CHECK = join(REPO, '../shared/tools/dds/dds-pair-check.sh');
 const RUNTIME_FILES = ['cert.pem', 'governance.p7s', 'identity_ca.cert.pem', 'key.pem', 'permissions.p7s', 'permissions_ca.cert.pem'];
 const KS = 'e2e';
 /** A second keystore for the DDS pair, whose talker and listener are never rotated or revoked. */
@@ -194,8 +194,7 @@ describe('agent against the real server', { skip }, () => {
     assert.deepEqual(listTree(rt), []);
   });
 
-  const haveDds = fs.existsSync(PAIR_CHECK) && spawnSync('sh', ['-c', 'command -v ddsperf && command -v gcc && command -v openssl']).status === 0;
-  test('two agents: their enclaves talk secure DDS to each other (dds-pair-check)', { skip: !haveDds && 'Cyclone DDS tools not installed' }, async () => {
+  test('two agents: their enclaves talk secure DDS to each other (dds-pair-check)', { skip: ddsUnavailable() ?? false }, async () => {
     await admin.createKeystore(PAIR_KS);
     const policy = { policyArchive: talkerListenerPolicyArchive() };
     await admin.createEnclave(PAIR_KS, TALKER, policy);
@@ -208,7 +207,7 @@ describe('agent against the real server', { skip }, () => {
     const pb = run(b.stateDir, rtB);
     await Promise.all([pa.waitForLog(/ready/, 15_000), pb.waitForLog(/ready/, 15_000)]);
     assert.ok(!exists(enclaveDir(rtA, LISTENER, PAIR_KS)), 'each robot holds only its own enclave');
-    const check = spawnSync(PAIR_CHECK, ['-T', 'rt/chatter', '--roles', 'pub,sub', enclaveDir(rtA, TALKER, PAIR_KS), enclaveDir(rtB, LISTENER, PAIR_KS)], {
+    const check = spawnSync(DDS_PAIR_CHECK, ['-T', 'rt/chatter', '--roles', 'pub,sub', enclaveDir(rtA, TALKER, PAIR_KS), enclaveDir(rtB, LISTENER, PAIR_KS)], {
       encoding: 'utf8',
       timeout: 120_000,
     });

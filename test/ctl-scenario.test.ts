@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { assertNoSecretsIn } from './helpers/app.js';
-import { ctl, describeRun, mode, tempDir, type CtlResult } from './helpers/ctl.js';
+import { CTL_MAIN, ctl, describeRun, mode, onTerminal, tempDir, type CtlResult } from './helpers/ctl.js';
 import { startServer, type ServerProcess } from './helpers/server-process.js';
 import { FIXTURES } from './helpers/tools.js';
 
@@ -39,6 +39,19 @@ describe('enclavectl: the seed scenario against a real server', () => {
     return r;
   };
   const json = (r: CtlResult): any => JSON.parse(ok(r).stdout);
+  /** Every change is audited, so an unchanged chain head proves that nothing changed on the server. */
+  const auditHead = async (): Promise<string> => json(await admin('audit', 'verify', '--json')).head;
+  /** Destructive commands off a terminal without --yes: exit 2 naming --yes, nothing sent, nothing changed. */
+  const refusedWithoutYes = async (commands: string[][]): Promise<void> => {
+    const head = await auditHead();
+    for (const args of commands) {
+      const r = await admin(...args);
+      assert.equal(r.status, 2, describeRun(r));
+      assert.match(r.stderr, /^enclavectl: [^\n]+: add --yes to confirm\n$/, describeRun(r));
+      assert.equal(r.stdout, '');
+    }
+    assert.equal(await auditHead(), head, 'a refused command changed something');
+  };
 
   before(async () => {
     server = await startServer(['--data-dir', dataDir, '--listen', '127.0.0.1:0'], { ENCLAVE_ADMIN_PASSWORD: ADMIN_PW });
@@ -241,16 +254,21 @@ describe('enclavectl: the seed scenario against a real server', () => {
     assert.match(back.stdout, /^imported keystore fleet_copy \(\d+ enclaves\)/);
   });
 
-  test('rotate, revoke, delete, unbind', async () => {
+  test('rotate, revoke, delete, unbind (the last three only with --yes off a terminal)', async () => {
     const before = json(await admin('enclave', 'show', 'fleet', '/fleet/amr_07/planner', '--json'));
     const rotated = ok(await admin('enclave', 'rotate', 'fleet', '/fleet/amr_07/planner', '--validity-days', '30'));
     assert.match(rotated.stdout, /^rotated fleet:\/fleet\/amr_07\/planner: serial [0-9A-F]{40}, valid until /);
     assert.ok(!rotated.stdout.includes(before.serial));
-    const revoked = json(await admin('enclave', 'revoke', 'fleet', '/thirdparty/other/lidar', '--json'));
-    assert.equal(revoked.status, 'revoked');
-    assert.equal(ok(await admin('enclave', 'delete', 'fleet', '/fleet/amr_07/planner')).stdout, 'deleted fleet:/fleet/amr_07/planner\n');
     const id = json(await admin('bindings', '--json')).bindings[0].id;
-    assert.equal(ok(await admin('unbind', id)).stdout, `removed binding ${id}\n`);
+    await refusedWithoutYes([
+      ['enclave', 'revoke', 'fleet', '/thirdparty/other/lidar'],
+      ['enclave', 'delete', 'fleet', '/fleet/amr_07/planner'],
+      ['unbind', id],
+    ]);
+    const revoked = json(await admin('enclave', 'revoke', 'fleet', '/thirdparty/other/lidar', '--json', '--yes'));
+    assert.equal(revoked.status, 'revoked');
+    assert.equal(ok(await admin('enclave', 'delete', 'fleet', '/fleet/amr_07/planner', '--yes')).stdout, 'deleted fleet:/fleet/amr_07/planner\n');
+    assert.equal(ok(await admin('unbind', id, '--yes')).stdout, `removed binding ${id}\n`);
     assert.equal(ok(await admin('bindings')).stderr, 'no bindings\n');
   });
 
@@ -296,10 +314,11 @@ describe('enclavectl: the seed scenario against a real server', () => {
     assert.ok(!Number.isNaN(Date.parse(token.expiresAt)));
   });
 
-  test('robot labels, key revocation, user update and delete, grant delete', async () => {
+  test('robot labels, key revocation, user update and delete, grant delete (destructive ones only with --yes)', async () => {
     assert.equal(ok(await admin('robot', 'set-labels', 'r2', 'tenant=other', 'site=tokyo')).stdout, 'robot r2 labels: tenant=other,site=tokyo\n');
     assert.match(ok(await admin('robot', 'show', 'r2')).stdout, /^labels: +tenant=other,site=tokyo$/m);
-    assert.equal(ok(await admin('robot', 'revoke-key', 'r2')).stdout, 'device key of r2 revoked: it must enroll again\n');
+    await refusedWithoutYes([['robot', 'revoke-key', 'r2']]);
+    assert.equal(ok(await admin('robot', 'revoke-key', 'r2', '--yes')).stdout, 'device key of r2 revoked: it must enroll again\n');
     const upd = ok(await run(adminHome, ['user', 'update', 'acme', '--password'], { ENCLAVECTL_NEW_PASSWORD: 'acme-second-password' }));
     secrets.add('acme-second-password');
     assert.equal(upd.stdout, 'updated user acme (member, new password)\n');
@@ -308,11 +327,28 @@ describe('enclavectl: the seed scenario against a real server', () => {
     assert.equal(stale.status, 3, describeRun(stale));
     assert.equal(stale.stderr, 'enclavectl: session no longer valid (password or role changed, or user deleted): run enclavectl login\n');
     const id = json(await admin('grant', 'list', '--user', 'acme', '--json')).grants[0].id;
-    assert.equal(ok(await admin('grant', 'delete', id)).stdout, `deleted grant ${id}\n`);
-    assert.equal(ok(await admin('user', 'delete', 'acme')).stdout, 'deleted user acme\n');
-    assert.equal(ok(await admin('robot', 'delete', 'r2')).stdout, 'deleted robot r2\n');
-    const refused = await admin('keystore', 'delete', 'split');
-    assert.equal(refused.status, 2);
+    await refusedWithoutYes([['grant', 'delete', id], ['user', 'delete', 'acme'], ['robot', 'delete', 'r2'], ['keystore', 'delete', 'split']]);
+    assert.equal(ok(await admin('grant', 'delete', id, '--yes')).stdout, `deleted grant ${id}\n`);
+    assert.equal(ok(await admin('user', 'delete', 'acme', '--yes')).stdout, 'deleted user acme\n');
+    assert.equal(ok(await admin('robot', 'delete', 'r2', '--yes')).stdout, 'deleted robot r2\n');
     assert.equal(ok(await admin('keystore', 'delete', 'split', '--yes')).stdout, 'deleted keystore split\n');
+  });
+
+  test('on a terminal a destructive command asks: "n" changes nothing, "y" goes ahead', async (t) => {
+    ok(await admin('enclave', 'create', 'fleet', '/scratch/asked'));
+    const argv = [process.execPath, '--import', 'tsx', CTL_MAIN, 'enclave', 'delete', 'fleet', '/scratch/asked'];
+    const question = 'deleting fleet:/scratch/asked revokes it and removes its bindings: robots lose it at once. Go ahead? [y/N] ';
+    const head = await auditHead();
+    const no = await onTerminal(argv, { XDG_CONFIG_HOME: adminHome }, 'Go ahead? [y/N] ', 'n');
+    if (!no) return t.skip('python3 (pty) not available');
+    assert.equal(no.status, 1, no.screen);
+    assert.ok(no.screen.includes(question), no.screen);
+    assert.match(no.screen, /enclavectl: cancelled: nothing was changed/);
+    assert.equal(await auditHead(), head);
+    assert.equal(json(await admin('enclave', 'show', 'fleet', '/scratch/asked', '--json')).status, 'active');
+    const yes = (await onTerminal(argv, { XDG_CONFIG_HOME: adminHome }, 'Go ahead? [y/N] ', 'y'))!;
+    assert.equal(yes.status, 0, yes.screen);
+    assert.match(yes.screen, /deleted fleet:\/scratch\/asked/);
+    assert.equal((await admin('enclave', 'show', 'fleet', '/scratch/asked')).status, 1, 'gone');
   });
 });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import request from 'supertest';
 import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
 import { assertion, deviceKey } from './helpers/robot.js';
-import { ddsPairCheck, ddsUnavailable, FIXTURES, writeEnclave } from './helpers/tools.js';
+import { ddsPairCheck, ddsUnavailable, EXAMPLE_POLICIES, writeEnclave } from './helpers/tools.js';
 
 /**
  * A real DDS-Security peer (Cyclone DDS) accepts what the server hands out. Enclaves are taken from a
@@ -25,7 +25,8 @@ describe('enclaves work with a real DDS-Security peer', { skip: ddsUnavailable()
     await request(ctx.app).post('/v1/keystores').set(a).send({ name: 'beta', splitCa: true }).expect(201);
     await request(ctx.app).post('/v1/keystores/alpha/enclaves:batch').set(a).send({ paths: ['/robot_a', '/robot_b'] }).expect(201);
     await request(ctx.app).post('/v1/keystores/beta/enclaves').set(a).send({ path: '/robot_c' }).expect(201);
-    const policy = execFileSync('tar', ['-czf', '-', '-C', path.join(FIXTURES, 'policies'), 'talker_listener.policy.xml', 'common']).toString('base64');
+    // The README walkthrough's own policy (sros2's fixture policy gets its DDS check in agent-e2e.test.ts).
+    const policy = execFileSync('tar', ['-czf', '-', '-C', EXAMPLE_POLICIES, 'talker_listener.policy.xml', 'common']).toString('base64');
     await request(ctx.app)
       .post('/v1/keystores/alpha/enclaves:batch')
       .set(a)
@@ -60,7 +61,7 @@ describe('enclaves work with a real DDS-Security peer', { skip: ddsUnavailable()
     assert.match(r.out, /^OK: /m);
   });
 
-  test('talker/listener from the fixture policy pass on rt/chatter with roles pub,sub', () => {
+  test('talker/listener from examples/policies pass on rt/chatter with roles pub,sub', () => {
     const r = ddsPairCheck(dirs.get('alpha:/talker_listener/talker')!, dirs.get('alpha:/talker_listener/listener')!, ['-T', 'rt/chatter', '--roles', 'pub,sub']);
     assert.equal(r.status, 0, r.out);
   });

@@ -9,9 +9,10 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { generateKeyPair, issueCertificate, signSmime, type KeyPair } from '../server/pki/index.js';
-import { PAIR_CHECK, SROS2_FIXTURES, extractSros2Keystore, makeTempDir, pairCheckUnavailable } from './helpers/openssl.js';
+import { SROS2_FIXTURES, extractSros2Keystore, makeTempDir } from './helpers/openssl.js';
+import { DDS_PAIR_CHECK, ddsUnavailable } from './helpers/tools.js';
 
-const unavailable = pairCheckUnavailable();
+const unavailable = ddsUnavailable();
 const DAY = 86_400_000;
 const NOT_BEFORE = new Date(Math.floor((Date.now() - DAY) / 1000) * 1000);
 const NOT_AFTER = new Date(NOT_BEFORE.getTime() + 30 * DAY);
@@ -76,7 +77,7 @@ function writeEnclave(
 
 function pairCheck(args: string[]): Promise<{ status: number; out: string }> {
   return new Promise((resolve) => {
-    execFile('bash', [PAIR_CHECK, ...args], { timeout: 120_000 }, (err, stdout, stderr) => {
+    execFile('bash', [DDS_PAIR_CHECK, ...args], { timeout: 120_000 }, (err, stdout, stderr) => {
       const status = err === null ? 0 : typeof err.code === 'number' ? err.code : -1;
       resolve({ status, out: `${stdout}${stderr}`.trim() });
     });

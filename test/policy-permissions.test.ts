@@ -15,9 +15,8 @@ import {
   policyToPermissionsAll,
   type PermissionsParams,
 } from '../server/policy/index.js';
-import { FIXTURES as SHARED_FIXTURES } from './helpers/tools.js';
+import { FIXTURES } from './helpers/tools.js';
 
-const FIXTURES = SHARED_FIXTURES;
 const POLICIES = `${FIXTURES}/policies`;
 const EXPECTED = `${FIXTURES}/expected-permissions`;
 const ASSETS = new URL('../server/policy/assets/', import.meta.url);

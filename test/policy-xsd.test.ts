@@ -13,7 +13,7 @@ import {
   validateXmlBatch,
   type PermissionsParams,
 } from '../server/policy/index.js';
-import { FIXTURES } from './helpers/tools.js';
+import { EXAMPLE_POLICIES, FIXTURES } from './helpers/tools.js';
 
 const POLICIES = `${FIXTURES}/policies`;
 
@@ -80,6 +80,35 @@ describe('other documents', () => {
     const problems = await validateXml(policy(' xml:base="x/y.xml"'), 'policy');
     assert.equal(problems.length, 1);
     assert.match(problems[0]!, /^line 1: Element 'enclave', attribute '\{http:\/\/www.w3.org\/XML\/1998\/namespace\}base'/);
+  });
+});
+
+describe('examples/policies (the README walkthrough)', () => {
+  const examples = readdirSync(EXAMPLE_POLICIES).filter((f) => f.endsWith('.policy.xml'));
+
+  it('holds a policy, and every one validates against policy.xsd after XInclude', async () => {
+    assert.deepEqual(examples, ['talker_listener.policy.xml']);
+    for (const file of examples) assert.deepEqual(await validateXml(loadPolicy(file, fsPolicyReader(EXAMPLE_POLICIES)).xml, 'policy'), [], file);
+  });
+
+  it('gives the talker chatter to publish only and the listener chatter to subscribe only, plus the common/ rules', async () => {
+    const xml = loadPolicy('talker_listener.policy.xml', fsPolicyReader(EXAMPLE_POLICIES)).xml;
+    assert.deepEqual(policyEnclavePaths(xml), ['/talker_listener/talker', '/talker_listener/listener']);
+    const rules = (enclavePath: string, kind: 'publish' | 'subscribe') => {
+      const doc = policyToPermissions(xml, { ...PARAM_SETS.default_params!, enclavePath });
+      const block = new RegExp(`<${kind}>([\\s\\S]*?)</${kind}>`).exec(doc)?.[1] ?? '';
+      return [...block.matchAll(/<topic>([^<]+)<\/topic>/g)].map((m) => m[1]);
+    };
+    assert.ok(rules('/talker_listener/talker', 'publish').includes('rt/chatter'));
+    assert.ok(!rules('/talker_listener/talker', 'subscribe').includes('rt/chatter'));
+    assert.ok(rules('/talker_listener/listener', 'subscribe').includes('rt/chatter'));
+    assert.ok(!rules('/talker_listener/listener', 'publish').includes('rt/chatter'));
+    // From common/rclcpp_node.xml and common/sim_time.xml, through the includes.
+    assert.ok(rules('/talker_listener/listener', 'publish').includes('rt/rosout'));
+    assert.ok(rules('/talker_listener/listener', 'subscribe').includes('rq/listener/get_parametersRequest'));
+    assert.ok(rules('/talker_listener/talker', 'subscribe').includes('rt/clock'));
+    const documents = policyEnclavePaths(xml).map((enclavePath) => policyToPermissions(xml, { ...PARAM_SETS.default_params!, enclavePath }));
+    assert.deepEqual(await validateXmlBatch(documents, 'permissions'), documents.map(() => []));
   });
 });
 

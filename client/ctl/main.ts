@@ -20,7 +20,7 @@ Commands (each has --help; --json prints the API's JSON):
   login --server URL --ca FILE --user NAME | logout
   keystore create NAME [--domain-id N] [--split-ca] [--validity-days N]
   keystore import NAME PATH | export NAME OUT.tar.gz [--private] | list | show NAME
-  keystore delete NAME --yes | governance NAME FILE
+  keystore delete NAME | governance NAME FILE
   enclave create KS PATH... [--policy FILE] [--validity-days N]
   enclave list KS | show KS PATH | rotate KS PATH | revoke KS PATH | delete KS PATH
   enclave policy KS PATH FILE
@@ -32,10 +32,13 @@ Commands (each has --help; --json prints the API's JSON):
   user create NAME [--role admin|member] | list | delete NAME | update NAME
   audit [--since TIME] [--actor NAME] [--action A] [--limit N] | audit verify
 
+Deleting, revoking and unbinding (keystore/enclave/robot/user/grant delete, enclave revoke,
+robot revoke-key, unbind) ask first on a terminal; elsewhere they need --yes.
+
 Exit codes:
   0  success
-  1  the server refused the request (its message is printed), or a local I/O error
-  2  usage: bad flags or arguments, unreadable input file, no password
+  1  the server refused the request (its message is printed), a local I/O error, or "no" to a question
+  2  usage: bad flags or arguments, unreadable input file, no password, --yes missing off a terminal
   3  not logged in, session expired, or wrong user/password: run enclavectl login
   4  server unreachable, or TLS verification against the pinned CA failed
   5  audit verify: the audit hash chain is broken

@@ -1,5 +1,5 @@
 /**
- * Real inputs for the real server, made from the sros2 fixtures in ../shared/fixtures/sros2:
+ * Real inputs for the real server, made from the sros2 fixtures in test/fixtures/sros2:
  * - a policy folder (`*.policy.xml` plus its `common/` includes) as the base64 `.tar.gz` that
  *   `POST /v1/keystores/{ks}/enclaves` takes as `policyArchive`;
  * - an sros2 keystore (sros2's own CA, CA key and governance) holding enclaves whose certificate and

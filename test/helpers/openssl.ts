@@ -3,11 +3,9 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DDS_PAIR_CHECK, FIXTURES, REPO, SHARED } from './tools.js';
+import { FIXTURES } from './tools.js';
 
-export { REPO, SHARED };
 export const SROS2_FIXTURES = FIXTURES;
-export const PAIR_CHECK = DDS_PAIR_CHECK;
 
 export interface RunResult {
   status: number;
@@ -85,13 +83,4 @@ export function extractSros2Keystore(into: string): string {
   const r = run('tar', ['-xzf', path.join(SROS2_FIXTURES, 'talker-listener-keystore.tar.gz'), '-C', into]);
   if (r.status !== 0) throw new Error(`tar failed: ${r.out}`);
   return path.join(into, 'keystore');
-}
-
-/** Why dds-pair-check.sh cannot run here, or null when it can. */
-export function pairCheckUnavailable(): string | null {
-  if (!fs.existsSync(PAIR_CHECK)) return `${PAIR_CHECK} not found`;
-  for (const bin of ['ddsperf', 'idlc', 'gcc']) {
-    if (run('which', [bin]).status !== 0) return `${bin} is not installed (apt-get install cyclonedds-tools cyclonedds-dev gcc)`;
-  }
-  return null;
 }

@@ -3,10 +3,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+// Everything a test reads lives in the repository: a fresh clone must be enough to run the suite.
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const SHARED = path.resolve(REPO, '..', 'shared');
-export const FIXTURES = path.join(SHARED, 'fixtures', 'sros2');
-export const DDS_PAIR_CHECK = path.join(SHARED, 'tools', 'dds', 'dds-pair-check.sh');
+export const FIXTURES = path.join(REPO, 'test', 'fixtures', 'sros2');
+export const EXAMPLE_POLICIES = path.join(REPO, 'examples', 'policies');
+export const DDS_PAIR_CHECK = path.join(REPO, 'tools', 'dds-check', 'dds-pair-check.sh');
 
 /** Runs openssl without throwing: status, stdout alone, and stdout+stderr. */
 export function openssl(args: string[], input?: string): { status: number; stdout: string; out: string } {
@@ -14,9 +15,11 @@ export function openssl(args: string[], input?: string): { status: number; stdou
   return { status: r.status ?? -1, stdout: r.stdout, out: `${r.stdout}${r.stderr}` };
 }
 
-/** Why the DDS peer cannot run here, or null when it can. */
+/**
+ * Why the DDS peer cannot run here (a Debian package missing), or null when it can. The script itself is
+ * part of the repository, so its absence is a failure, not a reason to skip.
+ */
 export function ddsUnavailable(): string | null {
-  if (!fs.existsSync(DDS_PAIR_CHECK)) return `${DDS_PAIR_CHECK} not found`;
   for (const bin of ['ddsperf', 'idlc', 'gcc']) {
     if (spawnSync('which', [bin]).status !== 0) return `${bin} not installed (apt-get install cyclonedds-tools cyclonedds-dev gcc)`;
   }

@@ -1,5 +1,6 @@
 /** Who may do what: `bind`, `unbind`, `bindings`, `grant [create]|list|delete`, `user create|list|delete|update`. */
 import { InvalidArgumentError, Option, type Command } from 'commander';
+import { confirm, withYes } from '../confirm.js';
 import { UsageError } from '../errors.js';
 import { labels, note, out, printJson, table, time } from '../output.js';
 import { readPassword } from '../prompt.js';
@@ -59,13 +60,11 @@ export function register(program: Command): void {
     else out(b.id);
   });
 
-  program
-    .command('unbind <id>')
-    .description('remove a binding (see: enclavectl bindings)')
-    .action(async (id: string) => {
-      await withApi((api) => api.call('DELETE', `v1/bindings/${encodeURIComponent(id)}`));
-      out(`removed binding ${id}`);
-    });
+  withYes(program.command('unbind <id>').description('remove a binding (see: enclavectl bindings)')).action(async (id: string, o: { yes?: boolean }) => {
+    await confirm(`removing binding ${id} takes its enclave away from its robots at once`, o.yes);
+    await withApi((api) => api.call('DELETE', `v1/bindings/${encodeURIComponent(id)}`));
+    out(`removed binding ${id}`);
+  });
 
   withJson(
     program
@@ -133,13 +132,11 @@ export function register(program: Command): void {
     );
   });
 
-  grant
-    .command('delete <id>')
-    .description('remove a grant and the bindings made through it')
-    .action(async (id: string) => {
-      await withApi((api) => api.call('DELETE', `v1/grants/${encodeURIComponent(id)}`));
-      out(`deleted grant ${id}`);
-    });
+  withYes(grant.command('delete <id>').description('remove a grant and the bindings made through it')).action(async (id: string, o: { yes?: boolean }) => {
+    await confirm(`deleting grant ${id} removes the bindings made through it: robots lose those enclaves at once`, o.yes);
+    await withApi((api) => api.call('DELETE', `v1/grants/${encodeURIComponent(id)}`));
+    out(`deleted grant ${id}`);
+  });
 
   const user = program.command('user').description('users (admin)');
   const role = (): Option => new Option('--role <role>', 'admin or member').choices(['admin', 'member']);
@@ -170,13 +167,13 @@ export function register(program: Command): void {
     );
   });
 
-  user
-    .command('delete <name>')
-    .description('delete a user with their grants and the bindings made through them')
-    .action(async (name: string) => {
+  withYes(user.command('delete <name>').description('delete a user with their grants and the bindings made through them')).action(
+    async (name: string, o: { yes?: boolean }) => {
+      await confirm(`deleting user ${name} removes their grants and the bindings made through them`, o.yes);
       await withApi((api) => api.call('DELETE', userUrl(name)));
       out(`deleted user ${name}`);
-    });
+    },
+  );
 
   withJson(
     user

@@ -1,11 +1,15 @@
 /** `enclave create|list|show|rotate|revoke|delete|policy`. */
 import type { Command } from 'commander';
 import { enclaveUrl, keystoreUrl, type Api } from '../api.js';
+import { confirm, withYes } from '../confirm.js';
 import { CtlError, UsageError, toCtlError } from '../errors.js';
 import { keyValues, note, out, printJson, table, time } from '../output.js';
 import { policyFields, readPolicy, type PolicyInput } from '../policy.js';
 import { Progress } from '../progress.js';
 import { integer, withApi, withJson, withProgress } from './shared.js';
+
+/** The API takes a path with or without its leading slash; messages show the enclave's real name. */
+const absolute = (p: string): string => (p.startsWith('/') ? p : `/${p}`);
 
 export interface Enclave {
   keystore: string;
@@ -175,20 +179,22 @@ export function register(program: Command): void {
     else out(`rotated ${e.keystore}:${e.path}: serial ${e.serial}, valid until ${time(e.notAfter)}`);
   });
 
-  withJson(en.command('revoke <keystore> <path>').description('revoke: the serial joins the CRL and the enclave leaves every bundle')).action(
-    async (ks: string, p: string, o: { json?: boolean }) => {
+  withYes(withJson(en.command('revoke <keystore> <path>').description('revoke: the serial joins the CRL and the enclave leaves every bundle'))).action(
+    async (ks: string, p: string, o: { json?: boolean; yes?: boolean }) => {
+      await confirm(`revoking ${ks}:${absolute(p)} cannot be undone: robots lose it at once`, o.yes);
       const e = await withApi((api) => api.call<Enclave>('POST', `${enclaveUrl(ks, p)}/revoke`));
       if (o.json) printJson(e);
       else out(`revoked ${e.keystore}:${e.path} (serial ${e.serial})`);
     },
   );
 
-  en.command('delete <keystore> <path>')
-    .description('delete (an active enclave is revoked first) with its bindings')
-    .action(async (ks: string, p: string) => {
+  withYes(en.command('delete <keystore> <path>').description('delete (an active enclave is revoked first) with its bindings')).action(
+    async (ks: string, p: string, o: { yes?: boolean }) => {
+      await confirm(`deleting ${ks}:${absolute(p)} revokes it and removes its bindings: robots lose it at once`, o.yes);
       await withApi((api) => api.call('DELETE', enclaveUrl(ks, p)));
-      out(`deleted ${ks}:${p.startsWith('/') ? p : `/${p}`}`);
-    });
+      out(`deleted ${ks}:${absolute(p)}`);
+    },
+  );
 
   withJson(
     en

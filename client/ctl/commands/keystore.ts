@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { keystoreUrl } from '../api.js';
 import { isGzip, packFolder } from '../archive.js';
+import { confirm, withYes } from '../confirm.js';
 import { CtlError, EXIT_REFUSED, UsageError } from '../errors.js';
 import { dash, keyValues, note, out, printJson, table, time } from '../output.js';
 import { Progress } from '../progress.js';
@@ -169,14 +170,13 @@ export function register(program: Command): void {
     },
   );
 
-  ks.command('delete <name>')
-    .description('delete a keystore with all its enclaves, grants and bindings')
-    .option('--yes', 'confirm: this cannot be undone')
-    .action(async (name: string, o: { yes?: boolean }) => {
-      if (!o.yes) throw new UsageError(`deleting keystore ${name} removes every enclave, grant and binding in it: add --yes`);
+  withYes(ks.command('delete <name>').description('delete a keystore with all its enclaves, grants and bindings')).action(
+    async (name: string, o: { yes?: boolean }) => {
+      await confirm(`deleting keystore ${name} removes every enclave, grant and binding in it`, o.yes);
       await withApi((api) => api.call('DELETE', keystoreUrl(name)));
       out(`deleted keystore ${name}`);
-    });
+    },
+  );
 
   withJson(ks.command('governance <name> <file>').description('replace the governance (XML), validated and re-signed by the server')).action(
     async (name: string, file: string, o: { json?: boolean }) => {

@@ -1,5 +1,6 @@
 /** `robot create|list|show|delete|token|set-labels|revoke-key`. */
 import type { Command } from 'commander';
+import { confirm, withYes } from '../confirm.js';
 import { dash, keyValues, labels, note, out, printJson, table, time } from '../output.js';
 import { collectPairs, integer, pairsOf, withApi, withJson } from './shared.js';
 
@@ -83,13 +84,11 @@ export function register(program: Command): void {
     else out(describe(r));
   });
 
-  robot
-    .command('delete <name>')
-    .description('delete a robot; its tokens stop working at once')
-    .action(async (name: string) => {
-      await withApi((api) => api.call('DELETE', robotUrl(name)));
-      out(`deleted robot ${name}`);
-    });
+  withYes(robot.command('delete <name>').description('delete a robot; its tokens stop working at once')).action(async (name: string, o: { yes?: boolean }) => {
+    await confirm(`deleting robot ${name} ends its access at once: it must be created and enrolled again`, o.yes);
+    await withApi((api) => api.call('DELETE', robotUrl(name)));
+    out(`deleted robot ${name}`);
+  });
 
   withJson(
     robot
@@ -112,8 +111,9 @@ export function register(program: Command): void {
     else out(`robot ${r.name} labels: ${labels(r.labels)}`);
   });
 
-  withJson(robot.command('revoke-key <name>').description('forget the device key: tokens stop working, the robot must enroll again')).action(
-    async (name: string, o: { json?: boolean }) => {
+  withYes(withJson(robot.command('revoke-key <name>').description('forget the device key: tokens stop working, the robot must enroll again'))).action(
+    async (name: string, o: { json?: boolean; yes?: boolean }) => {
+      await confirm(`revoking the device key of robot ${name} ends its access at once: it must enroll again`, o.yes);
       const r = await withApi((api) => api.call<Robot>('POST', `${robotUrl(name)}/revoke-key`));
       if (o.json) printJson(r);
       else out(`device key of ${r.name} revoked: it must enroll again`);
