@@ -15,6 +15,12 @@ interface Binding {
   grant: string | null;
   createdBy: string;
   createdAt: string;
+  status?: 'active' | 'limited' | 'suspended';
+  statusReason?: string;
+}
+interface Envelope {
+  publish: string[];
+  subscribe: string[];
 }
 interface Grant {
   id: string;
@@ -23,6 +29,7 @@ interface Grant {
   pattern: string;
   capabilities: string[];
   robotSelector?: Record<string, string>;
+  permissionsEnvelope?: Envelope;
   createdBy: string;
   createdAt: string;
 }
@@ -44,6 +51,33 @@ function capabilities(value: string): string[] {
 }
 
 const userUrl = (name: string): string => `v1/users/${encodeURIComponent(name)}`;
+
+const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), ...value.split(',').map((v) => v.trim()).filter(Boolean)];
+
+/** The envelope options given, or undefined when none was (so an update leaves the envelope alone). */
+function envelopeOf(o: { allowPublish?: string[]; allowSubscribe?: string[] }): Envelope | undefined {
+  if (o.allowPublish === undefined && o.allowSubscribe === undefined) return undefined;
+  return { publish: o.allowPublish ?? [], subscribe: o.allowSubscribe ?? [] };
+}
+
+const envelopeText = (e: Envelope | undefined): string =>
+  e ? `publish ${e.publish.join(',') || 'nothing'}; subscribe ${e.subscribe.join(',') || 'nothing'}` : 'unbounded';
+
+const ENVELOPE_HELP =
+  'DDS topic, exact or ending in /** (rt/acme/**, rq/acme/**), repeatable: what manage may sign into permissions';
+
+function describeGrant(g: Grant): string {
+  const robots = g.robotSelector ? ` (robots ${labels(g.robotSelector)})` : '';
+  const envelope = g.permissionsEnvelope ? ` (permissions: ${envelopeText(g.permissionsEnvelope)})` : '';
+  return `${g.capabilities.join(',')} on ${g.keystore}:${g.pattern} to ${g.user}${robots}${envelope}: ${g.id}`;
+}
+
+interface GrantOptions {
+  robotSelector?: Record<string, string>;
+  allowPublish?: string[];
+  allowSubscribe?: string[];
+  json?: boolean;
+}
 
 export function register(program: Command): void {
   withJson(
@@ -85,6 +119,7 @@ export function register(program: Command): void {
         { header: 'ENCLAVE', value: (b) => b.enclave },
         { header: 'TARGET', value: (b) => (b.robot !== undefined ? `robot ${b.robot}` : `selector ${labels(b.selector)}`) },
         { header: 'VIA', value: (b) => b.grant ?? 'admin' },
+        { header: 'STATUS', value: (b) => b.status ?? 'active' },
         { header: 'BY', value: (b) => b.createdBy },
         { header: 'CREATED', value: (b) => time(b.createdAt) },
       ]),
@@ -101,15 +136,50 @@ export function register(program: Command): void {
       .command('create <user> <keystore> <pattern>', { isDefault: true })
       .description('give USER capabilities on enclaves matching PATTERN (/a/b exact, /a/* one level, /a/** any depth)')
       .requiredOption('--cap <list>', 'comma-separated: read, manage, bind', capabilities)
-      .option('--robot-selector <k=v>', 'limit bind to robots with these labels, repeatable', collectPairs),
-  ).action(async (user: string, ks: string, pattern: string, o: { cap: string[]; robotSelector?: Record<string, string>; json?: boolean }) => {
+      .option('--robot-selector <k=v>', 'limit bind to robots with these labels, repeatable', collectPairs)
+      .option('--allow-publish <topic>', ENVELOPE_HELP, collect)
+      .option('--allow-subscribe <topic>', ENVELOPE_HELP, collect),
+  ).action(async (user: string, ks: string, pattern: string, o: GrantOptions & { cap: string[] }) => {
+    const envelope = envelopeOf(o);
     const g = await withApi((api) =>
       api.call<Grant>('POST', 'v1/grants', {
-        json: { user, keystore: ks, pattern, capabilities: o.cap, ...(o.robotSelector ? { robotSelector: o.robotSelector } : {}) },
+        json: {
+          user,
+          keystore: ks,
+          pattern,
+          capabilities: o.cap,
+          ...(o.robotSelector ? { robotSelector: o.robotSelector } : {}),
+          ...(envelope ? { permissionsEnvelope: envelope } : {}),
+        },
       }),
     );
     if (o.json) printJson(g);
-    else out(`granted ${g.capabilities.join(',')} on ${g.keystore}:${g.pattern} to ${g.user}${g.robotSelector ? ` (robots ${labels(g.robotSelector)})` : ''}: ${g.id}`);
+    else out(`granted ${describeGrant(g)}`);
+  });
+
+  withJson(
+    grant
+      .command('update <id>')
+      .description("change a grant's capabilities, robot selector or permissions envelope; its bindings follow at once")
+      .option('--cap <list>', 'comma-separated: read, manage, bind', capabilities)
+      .option('--robot-selector <k=v>', 'replace the robot selector, repeatable', collectPairs)
+      .option('--any-robot', 'remove the robot selector')
+      .option('--allow-publish <topic>', ENVELOPE_HELP, collect)
+      .option('--allow-subscribe <topic>', ENVELOPE_HELP, collect)
+      .option('--unbounded', 'remove the permissions envelope'),
+  ).action(async (id: string, o: GrantOptions & { cap?: string[]; anyRobot?: boolean; unbounded?: boolean }) => {
+    const envelope = envelopeOf(o);
+    if (o.anyRobot && o.robotSelector) throw new UsageError('give --robot-selector or --any-robot, not both');
+    if (o.unbounded && envelope) throw new UsageError('give --allow-publish/--allow-subscribe or --unbounded, not both');
+    const json = {
+      ...(o.cap ? { capabilities: o.cap } : {}),
+      ...(o.robotSelector ? { robotSelector: o.robotSelector } : o.anyRobot ? { robotSelector: {} } : {}),
+      ...(envelope ? { permissionsEnvelope: envelope } : o.unbounded ? { permissionsEnvelope: null } : {}),
+    };
+    if (Object.keys(json).length === 0) throw new UsageError('nothing to change: give --cap, --robot-selector, --any-robot, --allow-publish, --allow-subscribe or --unbounded');
+    const g = await withApi((api) => api.call<Grant>('PATCH', `v1/grants/${encodeURIComponent(id)}`, { json }));
+    if (o.json) printJson(g);
+    else out(`updated grant ${describeGrant(g)}`);
   });
 
   withJson(
@@ -126,6 +196,7 @@ export function register(program: Command): void {
         { header: 'PATTERN', value: (g) => g.pattern },
         { header: 'CAPS', value: (g) => g.capabilities.join(',') },
         { header: 'ROBOTS', value: (g) => (g.robotSelector ? labels(g.robotSelector) : 'any') },
+        { header: 'PERMISSIONS', value: (g) => envelopeText(g.permissionsEnvelope) },
         { header: 'BY', value: (g) => g.createdBy },
         { header: 'CREATED', value: (g) => time(g.createdAt) },
       ]),

@@ -23,6 +23,7 @@ interface Robot {
   createdAt: string;
   updatedAt: string;
   report?: Report | null;
+  enrollmentTokens?: { expiresAt: string; reenroll: boolean; createdBy: string; createdAt: string }[];
 }
 
 const robotUrl = (name: string): string => `v1/robots/${encodeURIComponent(name)}`;
@@ -41,13 +42,24 @@ function describe(r: Robot): string {
     ['filesystem', r.report?.filesystem ?? undefined],
     ['clock skew', r.report?.clockSkewMs != null ? `${r.report.clockSkewMs} ms` : undefined],
   ]);
+  const parts = [lines];
   const held = r.report?.enclaves ?? [];
-  if (held.length === 0) return lines;
-  return `${lines}\n\nheld enclaves:\n${table(held, [
-    { header: 'KEYSTORE', value: (e) => e.keystore },
-    { header: 'PATH', value: (e) => e.path },
-    { header: 'NOT AFTER', value: (e) => time(e.notAfter) },
-  ])}`;
+  if (held.length) {
+    parts.push(`held enclaves:\n${table(held, [
+      { header: 'KEYSTORE', value: (e) => e.keystore },
+      { header: 'PATH', value: (e) => e.path },
+      { header: 'NOT AFTER', value: (e) => time(e.notAfter) },
+    ])}`);
+  }
+  const tokens = r.enrollmentTokens ?? [];
+  if (tokens.length) {
+    parts.push(`unused enrollment tokens:\n${table(tokens, [
+      { header: 'KIND', value: (t) => (t.reenroll ? 're-enrollment' : 'enrollment') },
+      { header: 'EXPIRES', value: (t) => time(t.expiresAt) },
+      { header: 'BY', value: (t) => t.createdBy },
+    ])}`);
+  }
+  return parts.join('\n\n');
 }
 
 export function register(program: Command): void {
@@ -94,11 +106,11 @@ export function register(program: Command): void {
     robot
       .command('token <name>')
       .description('a one-time enrollment token for enclave-agent enroll (prints only the token)')
-      .option('--ttl <seconds>', 'lifetime of the token (default 3600)', integer(1, 31_536_000)),
-  ).action(async (name: string, o: { ttl?: number; json?: boolean }) => {
-    const t = await withApi((api) =>
-      api.call<{ token: string; expiresAt: string }>('POST', `${robotUrl(name)}/enrollment-tokens`, { json: o.ttl !== undefined ? { ttlSeconds: o.ttl } : {} }),
-    );
+      .option('--ttl <seconds>', 'lifetime of the token (default 3600, at most 7 days)', integer(60, 7 * 86_400))
+      .option('--reenroll', 'for a robot that is enrolled already: the token lets a new device key replace its current one'),
+  ).action(async (name: string, o: { ttl?: number; reenroll?: boolean; json?: boolean }) => {
+    const json = { ...(o.ttl !== undefined ? { ttlSeconds: o.ttl } : {}), ...(o.reenroll ? { reenroll: true } : {}) };
+    const t = await withApi((api) => api.call<{ token: string; expiresAt: string }>('POST', `${robotUrl(name)}/enrollment-tokens`, { json }));
     if (o.json) printJson(t);
     else out(t.token);
   });
@@ -111,7 +123,7 @@ export function register(program: Command): void {
     else out(`robot ${r.name} labels: ${labels(r.labels)}`);
   });
 
-  withYes(withJson(robot.command('revoke-key <name>').description('forget the device key: tokens stop working, the robot must enroll again'))).action(
+  withYes(withJson(robot.command('revoke-key <name>').description('forget the device key: its tokens and unused enrollment tokens stop working, the robot must enroll again'))).action(
     async (name: string, o: { json?: boolean; yes?: boolean }) => {
       await confirm(`revoking the device key of robot ${name} ends its access at once: it must enroll again`, o.yes);
       const r = await withApi((api) => api.call<Robot>('POST', `${robotUrl(name)}/revoke-key`));
