@@ -77,3 +77,68 @@ describe('enclaves work with a real DDS-Security peer', { skip: ddsUnavailable()
     assert.match(r.out, /^FAIL: /m);
   });
 });
+
+/**
+ * A member's enclaves made without a policy carry their grant's envelope as permissions, as DDS globs
+ * (`rt/thirdparty/acme/**` becomes `rt/thirdparty/acme/*`): Cyclone DDS must honour them as meant.
+ */
+describe("a member's envelope permissions in a real DDS-Security peer", { skip: ddsUnavailable() ?? false }, () => {
+  let ctx: TestContext;
+  const dirs = new Map<string, string>();
+
+  before(async () => {
+    ctx = await makeTestApp();
+    const a = bearer(await ctx.adminToken());
+    await request(ctx.app).post('/v1/keystores').set(a).send({ name: 'fleet' }).expect(201);
+    await request(ctx.app).post('/v1/users').set(a).send({ name: 'acme', password: 'acme-password-123' }).expect(201);
+    await request(ctx.app)
+      .post('/v1/grants')
+      .set(a)
+      .send({
+        user: 'acme',
+        keystore: 'fleet',
+        pattern: '/thirdparty/acme/**',
+        capabilities: ['read', 'manage'],
+        permissionsEnvelope: { publish: ['rt/thirdparty/acme/**'], subscribe: ['rt/thirdparty/acme/**'] },
+      })
+      .expect(201);
+    await request(ctx.app).post('/v1/users').set(a).send({ name: 'bare', password: 'bare-password-123' }).expect(201);
+    await request(ctx.app).post('/v1/grants').set(a).send({ user: 'bare', keystore: 'fleet', pattern: '/bare/**', capabilities: ['read', 'manage'] }).expect(201);
+    const acme = bearer(await ctx.login('acme', 'acme-password-123'));
+    const bare = bearer(await ctx.login('bare', 'bare-password-123'));
+    await request(ctx.app).post('/v1/keystores/fleet/enclaves:batch').set(acme).send({ paths: ['/thirdparty/acme/cam', '/thirdparty/acme/viewer'] }).expect(201);
+    await request(ctx.app).post('/v1/keystores/fleet/enclaves:batch').set(bare).send({ paths: ['/bare/a', '/bare/b'] }).expect(201);
+    await request(ctx.app).post('/v1/robots').set(a).send({ name: 'tester', labels: {} }).expect(201);
+    for (const enclave of ['/thirdparty/acme/cam', '/thirdparty/acme/viewer', '/bare/a', '/bare/b']) {
+      await request(ctx.app).post('/v1/bindings').set(a).send({ keystore: 'fleet', enclave, robot: 'tester' }).expect(201);
+    }
+    const t = await request(ctx.app).post('/v1/robots/tester/enrollment-tokens').set(a).send({});
+    const key = deviceKey();
+    await request(ctx.app).post('/v1/enroll').send({ token: t.body.token, publicKey: key.publicKeyPem }).expect(201);
+    const robotToken = (await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('tester', key) })).body.token as string;
+    ctx.secrets.add(robotToken);
+    const bundle = await request(ctx.app).get('/v1/robot/bundle').set(bearer(robotToken)).expect(200);
+    for (const e of bundle.body.keystores[0].enclaves) dirs.set(e.path, writeEnclave(path.join(ctx.dir, 'robot', e.path), e.files));
+  });
+  after(() => {
+    ctx.services.bundles.close();
+    ctx.close();
+  });
+
+  test('inside the envelope: the pair exchanges data on rt/thirdparty/acme/chatter', () => {
+    const r = ddsPairCheck(dirs.get('/thirdparty/acme/cam')!, dirs.get('/thirdparty/acme/viewer')!, ['-T', 'rt/thirdparty/acme/chatter']);
+    assert.equal(r.status, 0, r.out);
+  });
+
+  test('outside the envelope: refused on rt/chatter', () => {
+    const r = ddsPairCheck(dirs.get('/thirdparty/acme/cam')!, dirs.get('/thirdparty/acme/viewer')!, ['-T', 'rt/chatter']);
+    assert.equal(r.status, 1, r.out);
+    assert.match(r.out, /permissions do not allow topic rt\/chatter/);
+  });
+
+  test('no envelope: deny all, even on the check topic', () => {
+    const r = ddsPairCheck(dirs.get('/bare/a')!, dirs.get('/bare/b')!);
+    assert.equal(r.status, 1, r.out);
+    assert.match(r.out, /permissions do not allow topic/);
+  });
+});
