@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +19,8 @@ const FIXTURE = `${FIXTURES}/talker-listener-keystore.tar.gz`;
 const LIMITS = { maxUnpackedBytes: 16 * 1024 * 1024, maxEntries: 2000, maxFileBytes: 1024 * 1024 };
 /** The fixture's certificates run from 2026-11-25T23:44:08Z for 10 years: pin the clock inside that. */
 const NOW = new Date('2026-12-01T00:00:00Z');
+/** openssl verify, the referee, reads the material at the test's clock too (the CRLs here end 2027-11-26). */
+const AT_NOW = ['-attime', String(NOW.getTime() / 1000)];
 const TALKER = 'keystore/enclaves/talker_listener/talker';
 const LISTENER = 'keystore/enclaves/talker_listener/listener';
 
@@ -63,6 +65,11 @@ function resignWithFixtureCa(dir: string, xmlFile: string, p7sFile: string): voi
 
 function ecKey(file: string): void {
   sh('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', file]);
+}
+
+/** A moment inside the validity of `certFile` (one minute after it starts), for material openssl just made. */
+function clockOf(certFile: string): Date {
+  return new Date(Date.parse(new X509Certificate(readFileSync(certFile)).validFrom) + 60_000);
 }
 
 /** A self-signed CA like sros2's (CN, basicConstraints critical CA:TRUE pathlen 1). */
@@ -226,7 +233,9 @@ describe('readSros2Keystore: corrupted keystores are refused with precise messag
     makeEnclaveCert(join(dir, TALKER), other, '/talker_listener/talker');
     rmSync(other.key);
     rmSync(other.cert);
-    const r = await importArchive(pack(dir));
+    // openssl signed with the machine's clock: read the import at the moment the new certificate starts, so
+    // that only the signature is wrong on any date.
+    const r = await importArchive(pack(dir), clockOf(join(dir, TALKER, 'cert.pem')));
     assertRejected(r, /^enclave \/talker_listener\/talker: cert\.pem is not signed by the identity CA/);
     assert.equal(r.problems.length, 1, r.problems.join('\n'));
   });
@@ -521,10 +530,10 @@ describe('identity CRL (public/crl.pem, an extension to sros2)', () => {
     assertRejected(r, new RegExp(`^enclave /talker_listener/talker: cert\\.pem \\(serial ${talkerSerial}\\) is revoked by public/crl\\.pem$`));
     assert.equal(r.problems.length, 1, r.problems.join('\n'));
     assert.throws(
-      () => sh('openssl', ['verify', '-crl_check', '-CAfile', 'keystore/public/ca.cert.pem', '-CRLfile', 'keystore/public/crl.pem', `${TALKER}/cert.pem`], dir),
+      () => sh('openssl', ['verify', ...AT_NOW, '-crl_check', '-CAfile', 'keystore/public/ca.cert.pem', '-CRLfile', 'keystore/public/crl.pem', `${TALKER}/cert.pem`], dir),
       /certificate revoked/,
     );
-    sh('openssl', ['verify', '-crl_check', '-CAfile', 'keystore/public/ca.cert.pem', '-CRLfile', 'keystore/public/crl.pem', `${LISTENER}/cert.pem`], dir);
+    sh('openssl', ['verify', ...AT_NOW, '-crl_check', '-CAfile', 'keystore/public/ca.cert.pem', '-CRLfile', 'keystore/public/crl.pem', `${LISTENER}/cert.pem`], dir);
   });
 
   it('refuses a CRL signed by another CA', async () => {
@@ -548,7 +557,7 @@ describe('identity CRL (public/crl.pem, an extension to sros2)', () => {
     writeFileSync(join(out, 'k.tar.gz'), await writeTarGz(writeSros2Keystore(r.material!, { includeCaKeys: false }, { crlPem })));
     sh('tar', ['-xzf', 'k.tar.gz'], out);
     const talker = join(out, TALKER);
-    sh('openssl', ['verify', '-crl_check', '-CAfile', join(talker, 'identity_ca.cert.pem'), '-CRLfile', join(talker, 'crl.pem'), join(talker, 'cert.pem')]);
+    sh('openssl', ['verify', ...AT_NOW, '-crl_check', '-CAfile', join(talker, 'identity_ca.cert.pem'), '-CRLfile', join(talker, 'crl.pem'), join(talker, 'cert.pem')]);
     const again = await importArchive(readFileSync(join(out, 'k.tar.gz')));
     assert.deepEqual(again.problems, []);
     assert.equal(again.crlPem, crlPem);
