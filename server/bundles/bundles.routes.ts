@@ -37,7 +37,7 @@ export function bundlesRoutes(bundles: BundlesService, guards: Guards): Router {
     }
     bundles.recordDelivery(robot.name, outcome);
     res.setHeader('ETag', `"${outcome.revision}"`);
-    res.type('application/json').send(outcome.body);
+    res.type('application/json').send(bundles.body(outcome));
   }));
   return r;
 }

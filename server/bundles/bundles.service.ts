@@ -14,13 +14,24 @@ export interface BundleEnclave {
   files: Record<string, string>;
 }
 
-interface CacheEntry {
-  revision: string;
-  /** Serialized once per change, sent as-is to every request until the next change. */
-  body: string;
+/**
+ * The keystores part of a bundle for one set of bound enclaves, shared by every robot bound to exactly that
+ * set: ten thousand robots bound by one selector hold one copy, not ten thousand.
+ */
+interface Content {
+  /** `[{"name":…,"enclaves":[…]}]`, serialized once. */
+  bytes: Buffer;
+  hash: string;
   keystores: Set<string>;
+  /** `keystore:path` of every bound enclave, revoked ones included, so a change to any of them is seen. */
   enclaves: Set<string>;
   summary: string[];
+}
+
+export interface CacheEntry {
+  revision: string;
+  robot: string;
+  content: Content;
 }
 
 interface Waiter {
@@ -30,6 +41,9 @@ interface Waiter {
 }
 
 const MAX_WAIT_S = 60;
+const CLOSE = Buffer.from('}');
+/** Event-loop time one fan-out step may take before other requests get their turn. */
+const FAN_OUT_SLICE_MS = 10;
 /**
  * Long polls one robot may hold at once. An agent needs one (two while it reconnects); a stolen token must not
  * park thousands of requests. A newer poll answers the oldest (304), so a reconnecting agent is never refused.
@@ -43,6 +57,8 @@ export const MAX_WAITERS_PER_ROBOT = 2;
  */
 export class BundlesService {
   private readonly cache = new Map<string, CacheEntry>();
+  /** Shared contents by their sorted target list. */
+  private readonly contents = new Map<string, Content>();
   /**
    * Each enclave's serialized `{path,notAfter,files}` (key unsealed once), shared by every robot bound to
    * it: a change that touches a thousand robots costs a thousand cheap assemblies, not a thousand unseals.
@@ -52,6 +68,10 @@ export class BundlesService {
   /** The revision last delivered to each robot: a delivery is audited once per robot and revision. */
   private readonly delivered = new Map<string, string>();
   private readonly unsubscribe: () => void;
+  /** Waiting robots whose bundle may have changed, answered a time slice at a time (see `drain`). */
+  private readonly pending = new Set<string>();
+  private draining = false;
+  private closed = false;
 
   constructor(
     private readonly keystores: KeystoresRepo,
@@ -65,6 +85,8 @@ export class BundlesService {
   }
 
   close(): void {
+    this.closed = true;
+    this.pending.clear();
     this.unsubscribe();
     for (const set of this.waiters.values()) for (const w of set) w.done({ kind: 'timeout' });
     this.waiters.clear();
@@ -114,6 +136,12 @@ export class BundlesService {
     });
   }
 
+  /** The bytes sent for `entry`: a small per-robot head around the shared content. */
+  body(entry: CacheEntry): Buffer {
+    const head = `{"revision":"${entry.revision}","robot":${JSON.stringify(entry.robot)},"keystores":`;
+    return Buffer.concat([Buffer.from(head), entry.content.bytes, CLOSE]);
+  }
+
   /** Audits a delivery the first time a robot receives a revision (not every poll that re-sends it). */
   recordDelivery(robot: string, entry: CacheEntry): void {
     if (this.delivered.get(robot) === entry.revision) return;
@@ -123,43 +151,75 @@ export class BundlesService {
       actorKind: 'robot',
       action: 'bundle.deliver',
       target: robot,
-      details: { revision: entry.revision, enclaves: entry.summary },
+      details: { revision: entry.revision, enclaves: entry.content.summary },
     });
   }
 
+  /**
+   * Drops what a change makes stale at once (so the next request sees it), then answers the affected waiting
+   * robots off this call stack: the request that made the change returns without paying for the fan-out.
+   */
   private onChange(change: Change): void {
     if (change.kind === 'robot') this.delivered.delete(change.robot);
     if (change.kind === 'keystore') {
       for (const key of this.enclaveJson.keys()) if (key.startsWith(`${change.keystore}\0`)) this.enclaveJson.delete(key);
+      for (const [key, c] of this.contents) if (c.keystores.has(change.keystore)) this.contents.delete(key);
     } else if (change.kind === 'enclave') {
       this.enclaveJson.delete(`${change.keystore}\0${change.enclave}`);
+      const id = `${change.keystore}:${change.enclave}`;
+      for (const [key, c] of this.contents) if (c.enclaves.has(id)) this.contents.delete(key);
     }
-    const affected = new Set<string>();
     for (const [robot, entry] of this.cache) {
-      if (this.touches(change, robot, entry)) affected.add(robot);
-    }
-    for (const robot of this.waiters.keys()) if (!this.cache.has(robot) || this.touchesRobot(change, robot)) affected.add(robot);
-    for (const robot of affected) this.cache.delete(robot);
-    // Robots waiting right now get their new bundle at once; the others are recomputed on their next request.
-    for (const robot of affected) {
-      const set = this.waiters.get(robot);
-      if (!set || set.size === 0) continue;
-      const record = this.robots.get(robot);
-      for (const w of [...set]) {
-        if (!record || record.keyId !== w.keyId) w.done({ kind: 'gone' });
+      if (this.touches(change, robot, entry)) {
+        this.cache.delete(robot);
+        if (this.waiters.has(robot)) this.pending.add(robot);
       }
-      if (!record || !this.waiters.get(robot)?.size) continue;
-      const entry = this.current(robot);
-      for (const w of [...(this.waiters.get(robot) ?? [])]) if (entry.revision !== w.known) w.done({ kind: 'changed', entry });
     }
+    // A waiting robot without a cache entry lost it to an earlier change still being answered: include it.
+    for (const robot of this.waiters.keys()) if (!this.cache.has(robot)) this.pending.add(robot);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.draining || this.closed || this.pending.size === 0) return;
+    this.draining = true;
+    setImmediate(() => this.drain());
+  }
+
+  /**
+   * Answers pending robots for at most one slice of event-loop time, then yields: /health, logins and other
+   * requests interleave with a fan-out to thousands of robots. Each robot costs two indexed reads and a lookup
+   * of its shared content, built once per distinct set of enclaves.
+   */
+  private drain(): void {
+    const until = performance.now() + FAN_OUT_SLICE_MS;
+    for (const robot of this.pending) {
+      this.pending.delete(robot);
+      this.wake(robot);
+      if (performance.now() >= until) break;
+    }
+    this.draining = false;
+    this.schedule();
+  }
+
+  private wake(robot: string): void {
+    const set = this.waiters.get(robot);
+    if (!set || set.size === 0) return;
+    const record = this.robots.get(robot);
+    for (const w of [...set]) {
+      if (!record || record.keyId !== w.keyId) w.done({ kind: 'gone' });
+    }
+    if (!record || !this.waiters.get(robot)?.size) return;
+    const entry = this.current(robot);
+    for (const w of [...(this.waiters.get(robot) ?? [])]) if (entry.revision !== w.known) w.done({ kind: 'changed', entry });
   }
 
   private touches(change: Change, robot: string, entry: CacheEntry): boolean {
     switch (change.kind) {
       case 'keystore':
-        return entry.keystores.has(change.keystore);
+        return entry.content.keystores.has(change.keystore);
       case 'enclave':
-        return entry.enclaves.has(`${change.keystore}:${change.enclave}`);
+        return entry.content.enclaves.has(`${change.keystore}:${change.enclave}`);
       default:
         return this.touchesRobot(change, robot);
     }
@@ -185,20 +245,29 @@ export class BundlesService {
   private compute(robot: string): CacheEntry {
     const record = this.robots.get(robot);
     const targets = record ? this.bindings.enclavesFor(robot, record.labels) : [];
-    const byKeystore = new Map<string, string[]>();
-    for (const t of targets) {
-      const list = byKeystore.get(t.keystore) ?? [];
-      list.push(t.enclave);
-      byKeystore.set(t.keystore, list);
-    }
+    const content = this.contentFor(targets.map((t) => `${t.keystore}\0${t.enclave}`).sort());
+    const revision = crypto.createHash('sha256').update(robot).update('\n').update(content.hash).digest('hex').slice(0, 32);
+    return { revision, robot, content };
+  }
+
+  /** The shared content for a sorted list of `keystore\0path`, built on first use. */
+  private contentFor(targets: string[]): Content {
+    const id = targets.join('\n');
+    const known = this.contents.get(id);
+    if (known) return known;
     const parts: string[] = [];
+    const keystores = new Set<string>();
     const enclaveKeys = new Set<string>();
     const summary: string[] = [];
-    for (const name of [...byKeystore.keys()].sort()) {
+    let i = 0;
+    while (i < targets.length) {
+      const name = targets[i]!.slice(0, targets[i]!.indexOf('\0'));
+      keystores.add(name);
       let ks: KeystoreRow | undefined;
       const enclaves: string[] = [];
-      for (const path of byKeystore.get(name)!.sort()) {
-        const key = `${name}\0${path}`;
+      for (; i < targets.length && targets[i]!.startsWith(`${name}\0`); i++) {
+        const key = targets[i]!;
+        const path = key.slice(name.length + 1);
         // Bound-but-revoked enclaves are tracked too, so a change to them reaches this robot.
         enclaveKeys.add(`${name}:${path}`);
         let json = this.enclaveJson.get(key);
@@ -214,15 +283,24 @@ export class BundlesService {
       }
       if (enclaves.length) parts.push(`{"name":${JSON.stringify(name)},"enclaves":[${enclaves.join(',')}]}`);
     }
-    const content = `[${parts.join(',')}]`;
-    const revision = crypto.createHash('sha256').update(robot).update('\n').update(content).digest('hex').slice(0, 32);
-    return {
-      revision,
-      body: `{"revision":"${revision}","robot":${JSON.stringify(robot)},"keystores":${content}}`,
-      keystores: new Set(byKeystore.keys()),
+    const bytes = Buffer.from(`[${parts.join(',')}]`);
+    const content: Content = {
+      bytes,
+      hash: crypto.createHash('sha256').update(bytes).digest('hex'),
+      keystores,
       enclaves: enclaveKeys,
       summary,
     };
+    // Contents no cached robot uses any more (a robot's bindings changed) are swept once they outnumber the rest.
+    if (this.contents.size >= 2 * this.cache.size + 64) this.sweepContents();
+    this.contents.set(id, content);
+    return content;
+  }
+
+  private sweepContents(): void {
+    const used = new Set<Content>();
+    for (const e of this.cache.values()) used.add(e.content);
+    for (const [key, c] of this.contents) if (!used.has(c)) this.contents.delete(key);
   }
 
   private enclaveFiles(ks: KeystoreRow, e: EnclaveRow): BundleEnclave {
