@@ -122,6 +122,19 @@ describe('bundles follow every change', () => {
     assert.equal(computeSpy.cache.get('r1'), cached, 'the same cache entry served every request');
   });
 
+  test('robots bound to the same enclaves share one serialized copy; each still gets its own revision', async () => {
+    await enrollRobot('n1', { site: 'nara' });
+    await enrollRobot('n2', { site: 'nara' });
+    await request(ctx.app).post('/v1/bindings').set(bearer(admin)).send({ keystore: 'ks', enclave: '/d', selector: { site: 'nara' } }).expect(201);
+    const [b1, b2] = [await bundle('n1'), await bundle('n2')];
+    assert.deepEqual([b1.body.robot, b2.body.robot], ['n1', 'n2']);
+    assert.deepEqual(b1.body.keystores, b2.body.keystores);
+    assert.notEqual(b1.body.revision, b2.body.revision);
+    const cache = (ctx.services.bundles as unknown as { cache: Map<string, { content: object }> }).cache;
+    assert.ok(cache.get('n1')?.content instanceof Object);
+    assert.equal(cache.get('n1')!.content, cache.get('n2')!.content, 'one shared content object, not a copy per robot');
+  });
+
   // A security review: 2,000 polls parked on one robot token took /health to 6.5 s, and 3,000 GETs wrote 3,000
   // bundle.deliver rows. A robot holds at most two polls, and a delivery is audited once per revision.
   test('one robot token holds at most two long polls: a newer one answers the oldest with 304', async () => {
