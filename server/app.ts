@@ -14,6 +14,7 @@ import { Guards } from './acl/guard.js';
 import { robotTokenVersion, TokenIssuer, userTokenVersion } from './auth/tokens.js';
 import type { Db } from './db/database.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
+import { DEFAULT_OVERLOAD, LoadMonitor, shedWhenOverloaded, type OverloadOptions } from './http/overload.js';
 import type { Logger } from './logger.js';
 import { HttpMetrics } from './ops/metrics.js';
 import { opsRoutes } from './ops/ops.routes.js';
@@ -47,6 +48,8 @@ export interface AppOptions {
    * socket's address is the client's); otherwise a list of addresses/CIDRs of the TLS proxies in front.
    */
   trustProxy: false | string[];
+  /** When to shed robot logins and enrollments (`lagMs: 0`: never, the default for apps built in tests). */
+  overload: OverloadOptions;
 }
 
 export interface AppDeps {
@@ -66,6 +69,7 @@ export const DEFAULT_APP_OPTIONS: AppOptions = {
   loginThrottle: DEFAULT_LOGIN_THROTTLE,
   robotMaxFailuresPerAddress: 100,
   trustProxy: false,
+  overload: { ...DEFAULT_OVERLOAD, lagMs: 0 },
 };
 
 export interface Services {
@@ -81,6 +85,7 @@ export interface Services {
   robots: RobotsService;
   bindings: BindingsService;
   bundles: BundlesService;
+  load: LoadMonitor;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -108,7 +113,8 @@ export function createApp(deps: AppDeps): Express {
   });
   const bindings = new BindingsService(deps.db, keystores.repo, robots.repo, audit, changes, now);
   const bundles = new BundlesService(keystores.repo, robots.repo, bindings, deps.sealer, audit, changes);
-  const services: Services = { audit, users, auth, tokens, changes, refusals, grants, keystores, enclaves, robots, bindings, bundles };
+  const load = new LoadMonitor(options.overload);
+  const services: Services = { audit, users, auth, tokens, changes, refusals, grants, keystores, enclaves, robots, bindings, bundles, load };
 
   const resolver: PrincipalResolver = {
     user(name, ver) {
@@ -147,6 +153,7 @@ export function createApp(deps: AppDeps): Express {
     }),
   );
   app.use(metrics.middleware());
+  app.use(shedWhenOverloaded(load));
   app.use(helmet());
   app.use(express.json({ limit: options.jsonLimit, strict: true, inflate: false }));
 

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { DEFAULT_OVERLOAD } from './http/overload.js';
 
 /** Typed server configuration, read once at start-up. A bad setting fails fast, naming the setting. */
 export interface ServerConfig {
@@ -21,6 +22,8 @@ export interface ServerConfig {
   robotTokenTtlSeconds: number;
   logLevel: string;
   maxImportBytes: number;
+  /** Event-loop lag (ms) above which robot logins and enrollments are answered 503 + Retry-After; 0: never. */
+  overloadLagMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -46,7 +49,8 @@ options (flag wins over environment):
                                                 CIDRs, loopback, uniquelocal; comma-separated)
   ENCLAVE_MASTER_KEY_FILE                       32-byte master key (default <data>/master.key)
   ENCLAVE_ADMIN_PASSWORD(_FILE)                 first admin's password (only when no user exists)
-  ENCLAVE_LOG_LEVEL                             pino level (default info)`;
+  ENCLAVE_LOG_LEVEL                             pino level (default info)
+  ENCLAVE_OVERLOAD_LAG_MS                       event-loop lag that sheds robot logins with 503 (default 250, 0 off)`;
 
 export const usage = (): string => HELP;
 
@@ -142,6 +146,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     robotTokenTtlSeconds: positiveInt(env.ENCLAVE_ROBOT_TOKEN_TTL_SECONDS, 'ENCLAVE_ROBOT_TOKEN_TTL_SECONDS', 900),
     logLevel: env.ENCLAVE_LOG_LEVEL || 'info',
     maxImportBytes: positiveInt(env.ENCLAVE_MAX_IMPORT_BYTES, 'ENCLAVE_MAX_IMPORT_BYTES', 64 * 1024 * 1024),
+    overloadLagMs: env.ENCLAVE_OVERLOAD_LAG_MS === '0' ? 0 : positiveInt(env.ENCLAVE_OVERLOAD_LAG_MS, 'ENCLAVE_OVERLOAD_LAG_MS', DEFAULT_OVERLOAD.lagMs),
   };
   return { command, args: positionals.slice(1), config };
 }

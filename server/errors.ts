@@ -57,6 +57,13 @@ export class TooManyRequests extends DomainError {
   }
 }
 
+/** The server is saturated: come back after `retryAfterSeconds` (spread so that a fleet does not return at once). */
+export class ServiceUnavailable extends DomainError {
+  constructor(message: string, readonly retryAfterSeconds: number, code = 'overloaded') {
+    super(503, code, message);
+  }
+}
+
 /** What an access refusal was about, for the audit log (never a secret: names and reasons only). */
 export interface Refusal {
   capability: string;

@@ -11,6 +11,7 @@ import { MIN_PASSWORD_LENGTH, randomPassword } from './auth/passwords.js';
 import { createLogger, type Logger } from './logger.js';
 import { ensureSelfSignedTls } from './tls/self-signed.js';
 import type { Services } from './app.js';
+import { DEFAULT_OVERLOAD } from './http/overload.js';
 
 /** Creates the first administrator when the database has no user at all. */
 async function ensureFirstAdmin(services: Services, config: ServerConfig, logger: Logger): Promise<void> {
@@ -55,6 +56,7 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
       tokenTtlSeconds: config.tokenTtlSeconds,
       robotTokenTtlSeconds: config.robotTokenTtlSeconds,
       maxImportBytes: config.maxImportBytes,
+      overload: { ...DEFAULT_OVERLOAD, lagMs: config.overloadLagMs },
       trustProxy: config.trustProxy.length ? config.trustProxy : false,
     },
   });

@@ -125,9 +125,17 @@ describe('the real server process', () => {
     const tls = run(['--tls-cert', '/nope.pem']);
     assert.equal(tls.status, 2);
     assert.match(tls.stderr, /--tls-cert and --tls-key go together/);
+    const overload = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO, 'server', 'main.ts')], {
+      cwd: REPO,
+      encoding: 'utf8',
+      env: { ...process.env, ENCLAVE_OVERLOAD_LAG_MS: '-5' },
+    });
+    assert.equal(overload.status, 2);
+    assert.match(overload.stderr, /ENCLAVE_OVERLOAD_LAG_MS must be a positive integer/);
     const help = run(['--help']);
     assert.equal(help.status, 0);
     assert.match(help.stdout, /usage: enclave-server/);
+    assert.match(help.stdout, /ENCLAVE_OVERLOAD_LAG_MS/);
   });
 
   test('migrate applies migrations only; backup makes a consistent copy', () => {

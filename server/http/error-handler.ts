@@ -1,6 +1,6 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { ZodError } from 'zod';
-import { DomainError, TooManyRequests } from '../errors.js';
+import { DomainError, ServiceUnavailable, TooManyRequests } from '../errors.js';
 import type { Logger } from '../logger.js';
 
 export interface ErrorBody {
@@ -27,7 +27,7 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       return;
     }
     if (err instanceof DomainError) {
-      if (err instanceof TooManyRequests && err.retryAfterSeconds) {
+      if ((err instanceof TooManyRequests || err instanceof ServiceUnavailable) && err.retryAfterSeconds) {
         res.setHeader('Retry-After', String(err.retryAfterSeconds));
       }
       res.status(err.status).json(errorBody(err.code, err.message, err.details));

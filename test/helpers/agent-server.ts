@@ -36,7 +36,8 @@ export async function startServer(opts: { dataDir: string; port?: number; insecu
   if (opts.insecureHttp) args.push('--insecure-http');
   const proc = spawn(process.execPath, args, {
     cwd: REPO,
-    env: { ...process.env, ENCLAVE_ADMIN_PASSWORD: ADMIN_PASSWORD, ...opts.env },
+    // Load shedding follows this machine's load, which agent tests do not control (test/overload.test.ts covers it).
+    env: { ...process.env, ENCLAVE_ADMIN_PASSWORD: ADMIN_PASSWORD, ENCLAVE_OVERLOAD_LAG_MS: '0', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

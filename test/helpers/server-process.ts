@@ -15,7 +15,9 @@ export interface ServerProcess {
 export async function startServer(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 20_000): Promise<ServerProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO, 'server', 'main.ts'), ...args], {
     cwd: REPO,
-    env: { ...process.env, ENCLAVE_ADMIN_PASSWORD: '', ENCLAVE_ADMIN_PASSWORD_FILE: '', ...env },
+    // Load shedding reacts to this machine's load, which tests do not control: off unless a test asks for it
+    // (test/overload.test.ts drives it with a saturated loop it makes itself).
+    env: { ...process.env, ENCLAVE_ADMIN_PASSWORD: '', ENCLAVE_ADMIN_PASSWORD_FILE: '', ENCLAVE_OVERLOAD_LAG_MS: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
