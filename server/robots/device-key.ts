@@ -6,6 +6,8 @@ export interface DeviceKey {
   publicKeyPem: string;
   keyId: string;
   alg: 'ES256' | 'EdDSA';
+  /** Parsed once: turning the PEM into a key object cost more than the signature check itself. */
+  key: crypto.KeyObject;
 }
 
 export function parseDeviceKey(pem: string): DeviceKey {
@@ -24,6 +26,7 @@ export function parseDeviceKey(pem: string): DeviceKey {
     publicKeyPem: key.export({ type: 'spki', format: 'pem' }).toString(),
     keyId: crypto.createHash('sha256').update(der).digest('hex'),
     alg,
+    key,
   };
 }
 
@@ -73,11 +76,10 @@ export function verifyAssertion(assertion: string, key: DeviceKey, robot: string
   if (header.alg !== key.alg) fail(`algorithm must be ${key.alg}`);
   const signature = Buffer.from(s!, 'base64url');
   const data = Buffer.from(`${h}.${p}`);
-  const publicKey = crypto.createPublicKey(key.publicKeyPem);
   const ok =
     key.alg === 'ES256'
-      ? crypto.verify('sha256', data, { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature)
-      : crypto.verify(null, data, publicKey, signature);
+      ? crypto.verify('sha256', data, { key: key.key, dsaEncoding: 'ieee-p1363' }, signature)
+      : crypto.verify(null, data, key.key, signature);
   if (!ok) fail('bad signature');
   const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
   if (!aud.includes(ASSERTION_AUDIENCE)) fail(`aud must be "${ASSERTION_AUDIENCE}"`);

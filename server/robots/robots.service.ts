@@ -8,7 +8,7 @@ import type { Db } from '../db/database.js';
 import { Conflict, InvalidInput, NotFound, TooManyRequests, Unauthorized } from '../errors.js';
 import type { ChangeFeed } from '../events/changes.js';
 import { FailureWindow } from '../auth/throttle.js';
-import { parseDeviceKey, unverifiedSubject, verifyAssertion } from './device-key.js';
+import { parseDeviceKey, unverifiedSubject, verifyAssertion, type DeviceKey } from './device-key.js';
 import { RobotsRepo, type EnrollmentTokenInfo, type Robot, type RobotReport } from './robots.repo.js';
 
 export interface RobotView {
@@ -40,6 +40,8 @@ export const toRobotView = (r: Robot): RobotView => ({
 });
 
 export const ROBOT_NAME = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/;
+const MAX_CACHED_DEVICE_KEYS = 100_000;
+const JTI_PURGE_INTERVAL_MS = 10_000;
 const hashToken = (token: string) => crypto.createHash('sha256').update(token).digest('hex');
 
 export interface RobotsServiceOptions {
@@ -52,6 +54,13 @@ export interface RobotsServiceOptions {
 export class RobotsService {
   readonly repo: RobotsRepo;
   private readonly failures: FailureWindow;
+  private readonly deviceKeys = new Map<string, DeviceKey>();
+  private lastJtiPurge = -Infinity;
+  /**
+   * The replay record and the audit entry of a login in one write transaction (one commit, not three);
+   * expired replay records are swept at most every few seconds, not on every login of a boot storm.
+   */
+  private readonly acceptAssertion: (robot: string, keyId: string, jti: string, keepUntil: string, ip: string, nowMs: number) => boolean;
   constructor(
     private readonly db: Db,
     private readonly tokens: TokenIssuer,
@@ -61,6 +70,16 @@ export class RobotsService {
     opts: RobotsServiceOptions = { maxFailuresPerAddress: 100, failureWindowMs: 15 * 60_000 },
   ) {
     this.repo = new RobotsRepo(db);
+    const accept = db.transaction((robot: string, keyId: string, jti: string, keepUntil: string, ip: string, nowMs: number) => {
+      if (nowMs - this.lastJtiPurge >= JTI_PURGE_INTERVAL_MS) {
+        this.repo.purgeAssertions(new Date(nowMs).toISOString());
+        this.lastJtiPurge = nowMs;
+      }
+      if (!this.repo.recordAssertion(jti, robot, keepUntil)) return false;
+      this.audit.record({ actor: robot, actorKind: 'robot', action: 'auth.robot', details: { ip, keyFingerprint: keyId } });
+      return true;
+    });
+    this.acceptAssertion = accept.immediate.bind(accept) as typeof this.acceptAssertion;
     this.failures = new FailureWindow(opts.maxFailuresPerAddress, opts.failureWindowMs, () => this.now().getTime());
   }
 
@@ -213,20 +232,32 @@ export class RobotsService {
     const refuse = (why: string): never =>
       this.refuse('auth.robot', robot ? robot.name : '(unknown robot)', ip, why, new Unauthorized('assertion refused', 'invalid-assertion'));
     if (!robot || !robot.publicKey || !robot.keyId) return refuse('unknown or unenrolled robot');
-    const key = parseDeviceKey(robot.publicKey);
+    const key = this.deviceKey(robot.keyId, robot.publicKey);
     let claims;
     try {
       claims = verifyAssertion(assertion, key, robot.name, this.now().getTime());
     } catch (err) {
       return refuse((err as Error).message);
     }
-    const nowIso = this.now().toISOString();
-    this.repo.purgeAssertions(nowIso);
+    const nowMs = this.now().getTime();
     // Kept until the assertion's own expiry (plus tolerance): a replay inside its lifetime is refused.
     const keepUntil = new Date((claims.exp + 120) * 1000).toISOString();
-    if (!this.repo.recordAssertion(claims.jti, robot.name, keepUntil)) return refuse('replayed jti');
-    this.audit.record({ actor: robot.name, actorKind: 'robot', action: 'auth.robot', details: { ip, keyFingerprint: robot.keyId } });
+    if (!this.acceptAssertion(robot.name, robot.keyId, claims.jti, keepUntil, ip, nowMs)) return refuse('replayed jti');
     return this.tokens.issue({ kind: 'robot', name: robot.name, keyId: robot.keyId }, robotTokenVersion(robot));
+  }
+
+  /**
+   * The robot's parsed device key, kept by key id (a hash of the key, so a new enrollment never meets an old
+   * entry). Bounded: past the limit the cache starts again rather than grow with every robot ever seen.
+   */
+  private deviceKey(keyId: string, pem: string): DeviceKey {
+    let key = this.deviceKeys.get(keyId);
+    if (!key) {
+      if (this.deviceKeys.size >= MAX_CACHED_DEVICE_KEYS) this.deviceKeys.clear();
+      key = parseDeviceKey(pem);
+      this.deviceKeys.set(keyId, key);
+    }
+    return key;
   }
 
   /** A failed unauthenticated attempt: audited, until the address is over its limit (then 429, not audited). */
