@@ -147,7 +147,10 @@ export function createApp(deps: AppDeps): Express {
         req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split('?')[0] }),
         res: (res: { statusCode: number }) => ({ status: res.statusCode }),
       },
-      customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : 'info'),
+      // A fleet's answered polls are most requests and say nothing new (deliveries are audited once per
+      // revision, counts are in /metrics): debug level, which pino drops before serializing anything.
+      customLogLevel: (req, res, err) =>
+        err || res.statusCode >= 500 ? 'error' : res.statusCode < 400 && req.method === 'GET' && req.url?.startsWith('/v1/robot/bundle') ? 'debug' : 'info',
       // Probes hit these every few seconds; their counts are in /metrics, not in the log.
       autoLogging: { ignore: (req) => req.url === '/health' || req.url === '/ready' || req.url === '/metrics' },
     }),
