@@ -21,6 +21,10 @@ export interface ServerConfig {
   robotTokenTtlSeconds: number;
   logLevel: string;
   maxImportBytes: number;
+  /** Time limit for reading one uploaded policy or governance document (ms). */
+  xmlTimeLimitMs: number;
+  /** Time limit for reading one uploaded sros2 keystore archive (ms). */
+  importTimeLimitMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -46,7 +50,9 @@ options (flag wins over environment):
                                                 CIDRs, loopback, uniquelocal; comma-separated)
   ENCLAVE_MASTER_KEY_FILE                       32-byte master key (default <data>/master.key)
   ENCLAVE_ADMIN_PASSWORD(_FILE)                 first admin's password (only when no user exists)
-  ENCLAVE_LOG_LEVEL                             pino level (default info)`;
+  ENCLAVE_LOG_LEVEL                             pino level (default info)
+  ENCLAVE_XML_TIME_LIMIT_MS                     time to read one uploaded policy/governance (default 1500)
+  ENCLAVE_IMPORT_TIME_LIMIT_MS                  time to read one keystore import (default 120000)`;
 
 export const usage = (): string => HELP;
 
@@ -142,6 +148,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     robotTokenTtlSeconds: positiveInt(env.ENCLAVE_ROBOT_TOKEN_TTL_SECONDS, 'ENCLAVE_ROBOT_TOKEN_TTL_SECONDS', 900),
     logLevel: env.ENCLAVE_LOG_LEVEL || 'info',
     maxImportBytes: positiveInt(env.ENCLAVE_MAX_IMPORT_BYTES, 'ENCLAVE_MAX_IMPORT_BYTES', 64 * 1024 * 1024),
+    xmlTimeLimitMs: positiveInt(env.ENCLAVE_XML_TIME_LIMIT_MS, 'ENCLAVE_XML_TIME_LIMIT_MS', 1500),
+    importTimeLimitMs: positiveInt(env.ENCLAVE_IMPORT_TIME_LIMIT_MS, 'ENCLAVE_IMPORT_TIME_LIMIT_MS', 120_000),
   };
   return { command, args: positionals.slice(1), config };
 }

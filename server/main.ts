@@ -55,6 +55,8 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
       tokenTtlSeconds: config.tokenTtlSeconds,
       robotTokenTtlSeconds: config.robotTokenTtlSeconds,
       maxImportBytes: config.maxImportBytes,
+      xmlTimeLimitMs: config.xmlTimeLimitMs,
+      importTimeLimitMs: config.importTimeLimitMs,
       trustProxy: config.trustProxy.length ? config.trustProxy : false,
     },
   });
