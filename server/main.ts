@@ -61,6 +61,7 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
     },
   });
   await ensureFirstAdmin(servicesOf(app), config, logger);
+  await servicesOf(app).sandbox.warm();
 
   let server: http.Server;
   let scheme: 'http' | 'https';

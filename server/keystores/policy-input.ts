@@ -1,7 +1,8 @@
 import { XMLSerializer } from '@xmldom/xmldom';
 import { InvalidInput } from '../errors.js';
 import { parseXml } from '../policy/xml.js';
-import { loadPolicy, mapPolicyReader, XINCLUDE_NAMESPACES } from '../policy/xinclude.js';
+import { checkPolicyShape } from '../policy/shape.js';
+import { loadPolicyDocument, mapPolicyReader, XINCLUDE_NAMESPACES } from '../policy/xinclude.js';
 import { readTarGz, resolveEntry } from './archive.js';
 
 export const POLICY_ARCHIVE_LIMITS = { maxUnpackedBytes: 8 * 1024 * 1024, maxEntries: 2_000, maxFileBytes: 1024 * 1024 };
@@ -21,6 +22,7 @@ export function policyFromXml(xml: string): string {
       'invalid-policy',
     );
   }
+  checkPolicyShape(doc);
   return new XMLSerializer().serializeToString(doc);
 }
 
@@ -55,5 +57,7 @@ export async function policyFromArchive(archive: Buffer, mainFile?: string): Pro
   const dir = main.includes('/') ? main.slice(0, main.lastIndexOf('/') + 1) : '';
   const rebased = new Map<string, Buffer>();
   for (const [name, content] of files) if (name.startsWith(dir)) rebased.set(name.slice(dir.length), content);
-  return loadPolicy(main.slice(dir.length), mapPolicyReader(rebased)).xml;
+  const { doc } = loadPolicyDocument(main.slice(dir.length), mapPolicyReader(rebased));
+  checkPolicyShape(doc);
+  return new XMLSerializer().serializeToString(doc);
 }

@@ -109,6 +109,16 @@ export function loadPolicy(
   readFile: ReadPolicyFile,
   limits: XIncludeLimits = {},
 ): { xml: string; files: string[] } {
+  const { doc, files } = loadPolicyDocument(mainFile, readFile, limits);
+  return { xml: new XMLSerializer().serializeToString(doc), files };
+}
+
+/** `loadPolicy`, returning the resolved document itself (to check it before serializing it). */
+export function loadPolicyDocument(
+  mainFile: string,
+  readFile: ReadPolicyFile,
+  limits: XIncludeLimits = {},
+): { doc: Document; files: string[] } {
   const main = normalizeRelPath(mainFile);
   if (main === null) throw new PolicyError(`${mainFile}: not a path inside the policy folder`);
   const ctx = newContext({ ...limits, baseFile: main, readFile });
@@ -116,7 +126,7 @@ export function loadPolicy(
   if (text === undefined) throw new PolicyError(`${main}: file not found`, { file: main });
   const doc = parseXml(text, main);
   resolveMain(ctx, doc, main);
-  return { xml: new XMLSerializer().serializeToString(doc), files: [...ctx.files] };
+  return { doc, files: [...ctx.files] };
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ export const COMMENT_NODE = 8;
  * path). A DOCTYPE is refused: policies never need one, and it is the door to entity tricks in uploads.
  */
 export function parseXml(text: string, what: string): Document {
+  if (hasDoctype(text)) throw new PolicyError(`${what}: a DOCTYPE is not allowed in a policy`, { file: what });
   let doc: Document;
   try {
     doc = new DOMParser({ onError: onErrorStopParsing }).parseFromString(text, 'text/xml');
@@ -60,6 +61,14 @@ export function elementDepth(root: Node): number {
     n = n ? n.nextSibling : null;
   }
   return max;
+}
+
+/**
+ * A DOCTYPE in the prolog, found before parsing: xmldom stops at the first entity it cannot expand and
+ * would report "entity not found" instead of naming the DOCTYPE that defines it.
+ */
+export function hasDoctype(text: string): boolean {
+  return /^\uFEFF?(?:\s|<\?[\s\S]*?\?>|<!--[\s\S]*?-->)*<!DOCTYPE/i.test(text);
 }
 
 function describeParseError(err: unknown): string {

@@ -63,6 +63,17 @@ export class XmlSandbox {
     }
   }
 
+  /** Starts the workers before the first task needs them (loading the task code takes a moment). */
+  async warm(): Promise<void> {
+    const slots: Slot[] = [];
+    while (this.idle.length + slots.length < this.maxWorkers) slots.push(this.start());
+    await Promise.all(slots.map((s) => s.ready));
+    for (const s of slots) {
+      s.worker.unref();
+      this.idle.push(s);
+    }
+  }
+
   /** Stops the idle workers (running ones end with their task). */
   async close(): Promise<void> {
     this.closed = true;
