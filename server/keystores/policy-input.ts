@@ -1,7 +1,7 @@
 import { XMLSerializer } from '@xmldom/xmldom';
 import { InvalidInput } from '../errors.js';
 import { parseXml } from '../policy/xml.js';
-import { checkPolicyShape } from '../policy/shape.js';
+import { checkPolicyChild, checkPolicyShape } from '../policy/shape.js';
 import { loadPolicyDocument, mapPolicyReader, XINCLUDE_NAMESPACES } from '../policy/xinclude.js';
 import { readTarGz, resolveEntry } from './archive.js';
 
@@ -57,7 +57,7 @@ export async function policyFromArchive(archive: Buffer, mainFile?: string): Pro
   const dir = main.includes('/') ? main.slice(0, main.lastIndexOf('/') + 1) : '';
   const rebased = new Map<string, Buffer>();
   for (const [name, content] of files) if (name.startsWith(dir)) rebased.set(name.slice(dir.length), content);
-  const { doc } = loadPolicyDocument(main.slice(dir.length), mapPolicyReader(rebased));
+  const { doc } = loadPolicyDocument(main.slice(dir.length), mapPolicyReader(rebased), { checkChild: checkPolicyChild });
   checkPolicyShape(doc);
   return new XMLSerializer().serializeToString(doc);
 }

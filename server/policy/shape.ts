@@ -28,12 +28,21 @@ export function checkPolicyShape(doc: Document): void {
   const todo: Element[] = [root];
   while (todo.length > 0) {
     const parent = todo.pop()!;
-    const allowed = CHILDREN[parent.localName ?? '']!;
-    for (const c of childElements(parent)) {
-      if (c.namespaceURI || !allowed.includes(c.localName ?? '')) {
-        throw new PolicyError(`policy: <${c.nodeName}> is not expected inside <${parent.nodeName}>${allowed.length ? ` (expected ${allowed.map((a) => `<${a}>`).join(' or ')})` : ''}`);
-      }
-      if (c.localName !== 'metadata') todo.push(c);
-    }
+    for (const c of childElements(parent)) if (checkPolicyChild(parent, c)) todo.push(c);
   }
+}
+
+/**
+ * Throws when `child` may not appear inside `parent` in a policy; false when nothing below `child` is
+ * checked (it is inside `metadata`). Given to the XInclude resolution, it stops a bad include tree at its
+ * first misplaced element, before the rest is built.
+ */
+export function checkPolicyChild(parent: Element, child: Element): boolean {
+  const allowed = CHILDREN[parent.localName ?? ''];
+  if (allowed === undefined) return false;
+  if (child.namespaceURI || !allowed.includes(child.localName ?? '')) {
+    const expected = allowed.length ? ` (expected ${allowed.map((a) => `<${a}>`).join(' or ')})` : '';
+    throw new PolicyError(`policy: <${child.nodeName}> is not expected inside <${parent.nodeName}>${expected}`);
+  }
+  return child.localName !== 'metadata';
 }

@@ -39,6 +39,11 @@ export interface XIncludeLimits {
    * element holding a megabyte of text, included a thousand times, expand a 2 KB upload into gigabytes.
    */
   maxChars?: number;
+  /**
+   * Called for every element as it is placed in the result (its parent already there): may throw to stop
+   * the resolution early, e.g. at the first element a policy cannot have.
+   */
+  checkChild?: (parent: Element, child: Element) => unknown;
 }
 
 export interface XIncludeOptions extends XIncludeLimits {
@@ -164,6 +169,7 @@ type IncludePlan =
 
 interface Context {
   readonly readFile: ReadPolicyFile;
+  readonly checkChild?: (parent: Element, child: Element) => unknown;
   readonly maxElements: number;
   readonly maxDepth: number;
   readonly maxChars: number;
@@ -182,6 +188,7 @@ interface Context {
 function newContext(opts: XIncludeOptions): Context {
   return {
     readFile: opts.readFile,
+    checkChild: opts.checkChild,
     maxElements: opts.maxElements ?? 100_000,
     maxDepth: opts.maxDepth ?? 32,
     maxChars: opts.maxChars ?? 4 * 1024 * 1024,
@@ -369,6 +376,7 @@ function build(ctx: Context, doc: Document, top: Placed): Element {
     }
     const copy = copyOf(doc, p);
     frame.out.appendChild(copy);
+    if (ctx.checkChild && copy.nodeType === ELEMENT_NODE) ctx.checkChild(frame.out as Element, copy as Element);
     if (p.node.nodeType === ELEMENT_NODE && p.node.firstChild) {
       stack.push({ out: copy, children: resolvedChildren(ctx, p.node, p.file), next: 0 });
     }
