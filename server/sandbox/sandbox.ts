@@ -69,6 +69,10 @@ export class XmlSandbox {
     while (this.idle.length + slots.length < this.maxWorkers) slots.push(this.start());
     await Promise.all(slots.map((s) => s.ready));
     for (const s of slots) {
+      if (this.closed || this.idle.length >= this.maxWorkers) {
+        void s.worker.terminate();
+        continue;
+      }
       s.worker.unref();
       this.idle.push(s);
     }
@@ -99,6 +103,8 @@ export class XmlSandbox {
         this.idle.push(slot);
       } else {
         void slot.worker.terminate();
+        // A replacement starts now, so the next upload does not wait for a worker to load its code.
+        if (!reusable && !this.closed) this.warm().catch(() => {});
       }
     }
   }

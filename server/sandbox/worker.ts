@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import { DomainError } from '../errors.js';
 import { tasks, type TaskName } from './tasks.js';
@@ -12,6 +13,14 @@ export type TaskReply =
   | { ok: true; result: unknown }
   | { ok: false; refusal: { status: number; code: string; message: string; details?: unknown } }
   | { ok: false; failure: string };
+
+// Reading uploads is background work: on Linux this lowers only this thread's priority (nice 19), so
+// that on a busy machine the event loop (/health, logins, long polls) gets the CPU first.
+try {
+  os.setPriority(19);
+} catch {
+  // Not permitted or not supported: the time limit still bounds the task.
+}
 
 const port = parentPort!;
 port.on('message', async ({ task, input }: TaskRequest) => {
