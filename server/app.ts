@@ -32,6 +32,7 @@ import { GrantsService } from './grants/grants.service.js';
 import { EnclavesService } from './keystores/enclaves.service.js';
 import { keystoresRoutes } from './keystores/keystores.routes.js';
 import { KeystoresService } from './keystores/keystores.service.js';
+import { XmlSandbox } from './sandbox/sandbox.js';
 import { robotsAuthedRoutes, robotsRoutes } from './robots/robots.routes.js';
 import { RobotsService } from './robots/robots.service.js';
 
@@ -50,6 +51,10 @@ export interface AppOptions {
   trustProxy: false | string[];
   /** When to shed robot logins and enrollments (`lagMs: 0`: never, the default for apps built in tests). */
   overload: OverloadOptions;
+  /** Time limit for reading one uploaded policy or governance document (ms), in the XML sandbox. */
+  xmlTimeLimitMs: number;
+  /** Time limit for reading and checking one uploaded sros2 keystore archive (ms), in the XML sandbox. */
+  importTimeLimitMs: number;
 }
 
 export interface AppDeps {
@@ -70,6 +75,8 @@ export const DEFAULT_APP_OPTIONS: AppOptions = {
   robotMaxFailuresPerAddress: 100,
   trustProxy: false,
   overload: { ...DEFAULT_OVERLOAD, lagMs: 0 },
+  xmlTimeLimitMs: 1500,
+  importTimeLimitMs: 120_000,
 };
 
 export interface Services {
@@ -86,6 +93,8 @@ export interface Services {
   bindings: BindingsService;
   bundles: BundlesService;
   load: LoadMonitor;
+  /** Where uploaded XML is read (worker threads with time and memory limits). */
+  sandbox: XmlSandbox;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -104,9 +113,10 @@ export function createApp(deps: AppDeps): Express {
   const grantsRepo = new GrantsRepo(deps.db);
   const guards = new Guards((user) => grantsRepo.forUser(user));
   const importLimits = { maxUnpackedBytes: options.maxImportBytes * 4, maxEntries: 100_000, maxFileBytes: 4 * 1024 * 1024 };
-  const keystores = new KeystoresService(deps.db, deps.sealer, audit, changes, importLimits, now);
+  const sandbox = new XmlSandbox({ xmlTimeLimitMs: options.xmlTimeLimitMs, importTimeLimitMs: options.importTimeLimitMs });
+  const keystores = new KeystoresService(deps.db, deps.sealer, audit, changes, importLimits, now, sandbox);
   const grants = new GrantsService(deps.db, grantsRepo, users.repo, keystores.repo, audit, changes, now);
-  const enclaves = new EnclavesService(deps.db, deps.sealer, keystores, audit, changes, now);
+  const enclaves = new EnclavesService(deps.db, deps.sealer, keystores, audit, changes, now, sandbox);
   const robots = new RobotsService(deps.db, tokens, audit, changes, now, {
     maxFailuresPerAddress: options.robotMaxFailuresPerAddress,
     failureWindowMs: 15 * 60_000,
@@ -114,7 +124,7 @@ export function createApp(deps: AppDeps): Express {
   const bindings = new BindingsService(deps.db, keystores.repo, robots.repo, audit, changes, now);
   const bundles = new BundlesService(keystores.repo, robots.repo, bindings, deps.sealer, audit, changes);
   const load = new LoadMonitor(options.overload);
-  const services: Services = { audit, users, auth, tokens, changes, refusals, grants, keystores, enclaves, robots, bindings, bundles, load };
+  const services: Services = { audit, users, auth, tokens, changes, refusals, grants, keystores, enclaves, robots, bindings, bundles, sandbox, load };
 
   const resolver: PrincipalResolver = {
     user(name, ver) {
@@ -166,7 +176,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(authenticate(deps.jwtSecret, resolver, { userSeconds: options.tokenTtlSeconds, robotSeconds: options.robotTokenTtlSeconds }));
   app.use(usersRoutes(users, guards));
   app.use(grantsRoutes(grants, guards));
-  app.use(keystoresRoutes(keystores, enclaves, guards, options.maxImportBytes));
+  app.use(keystoresRoutes(keystores, enclaves, guards, options.maxImportBytes, sandbox));
   app.use(robotsAuthedRoutes(robots, guards));
   app.use(bindingsRoutes(bindings, guards));
   app.use(bundlesRoutes(bundles, guards));

@@ -57,10 +57,13 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
       robotTokenTtlSeconds: config.robotTokenTtlSeconds,
       maxImportBytes: config.maxImportBytes,
       overload: { ...DEFAULT_OVERLOAD, lagMs: config.overloadLagMs },
+      xmlTimeLimitMs: config.xmlTimeLimitMs,
+      importTimeLimitMs: config.importTimeLimitMs,
       trustProxy: config.trustProxy.length ? config.trustProxy : false,
     },
   });
   await ensureFirstAdmin(servicesOf(app), config, logger);
+  await servicesOf(app).sandbox.warm();
 
   let server: http.Server;
   let scheme: 'http' | 'https';

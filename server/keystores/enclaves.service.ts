@@ -7,8 +7,8 @@ import type { ChangeFeed } from '../events/changes.js';
 import { inspectCertificate, issueCrl } from '../pki/index.js';
 import { allowedTopics, topicPermissions } from '../policy/allowed-topics.js';
 import { enclaveNameProblem } from '../policy/names.js';
-import { policyEnclavePaths } from '../policy/permissions.js';
 import { validateXml } from '../policy/xsd.js';
+import type { XmlSandbox } from '../sandbox/sandbox.js';
 import type { Sealer } from '../secrets/seal.js';
 import { enclaveValidity, issueEnclave, permissionsFor, signPermissions, withValidity, type IssuedEnclave, type Validity } from './issuer.js';
 import type { EnclaveRow, EnclaveSummaryRow, KeystoreRow } from './keystores.repo.js';
@@ -80,6 +80,8 @@ export class EnclavesService {
     private readonly audit: AuditService,
     private readonly changes: ChangeFeed,
     private readonly now: () => Date,
+    /** Turns policies into permissions off the event loop (a large policy takes a while to read). */
+    private readonly sandbox: XmlSandbox,
   ) {}
 
   private get repo() {
@@ -134,12 +136,12 @@ export class EnclavesService {
    * The permissions an enclave gets and the decision that lets the caller sign them. An admin signs what the
    * policy says, or sros2's allow-all default. A member signs a policy only inside their grant's envelope;
    * without a policy they get the envelope itself, and without an envelope nothing but discovery: a member's
-   * enclave is never silently allow-all.
+   * enclave is never silently allow-all. `fromPolicy`: the permissions the enclave's policy gives it.
    */
-  private plan(caller: Caller, ks: KeystoreRow, path: string, policyXml: string | null, v: Validity): PermissionsPlan {
+  private plan(caller: Caller, ks: KeystoreRow, path: string, fromPolicy: string | undefined, v: Validity): PermissionsPlan {
     const keystore = ks.name;
-    if (policyXml !== null) {
-      const xml = permissionsFor({ domainId: ks.domain_id }, path, policyXml, v);
+    if (fromPolicy !== undefined) {
+      const xml = fromPolicy;
       const allowedBy = caller.require({ capability: 'manage', keystore, enclave: path, permissions: caller.isAdmin ? undefined : allowedTopics(xml) });
       return { xml, source: 'policy', scope: null, allowedBy };
     }
@@ -170,19 +172,19 @@ export class EnclavesService {
     if (problems.length) throw new InvalidInput(problems[0]!, problems, 'invalid-enclave-name');
     for (const enclave of paths) caller.require({ capability: 'manage', keystore, enclave });
     const policyXml = opts.policyXml ?? null;
-    if (policyXml !== null) await this.checkPolicy(policyXml, paths);
+    const now = this.now();
+    const validity = enclaveValidity(now, this.validityDays(ks, opts.validityDays), ks.backdate_seconds, inspectCertificate(ks.identity_ca_cert).notAfter);
+    const fromPolicy = policyXml === null ? undefined : await this.policyPermissions(ks, policyXml, paths, validity);
     const existing = this.repo.enclavesByPath(keystore, paths);
     if (existing.length) throw this.exists(keystore, existing);
 
     const signer = this.keystores.signingKeystore(ks);
-    const now = this.now();
-    const validity = enclaveValidity(now, this.validityDays(ks, opts.validityDays), ks.backdate_seconds, inspectCertificate(ks.identity_ca_cert).notAfter);
     // Issuing is CPU-bound (about 0.5 ms an enclave): yield between chunks so a batch of thousands does not
     // hold up long polls and other requests for seconds.
     const issued: (readonly [string, IssuedEnclave, PermissionsPlan])[] = [];
     for (const [i, p] of paths.entries()) {
       if (i > 0 && i % ISSUE_CHUNK === 0) await new Promise((resolve) => setImmediate(resolve));
-      const plan = this.plan(caller, ks, p, policyXml, validity);
+      const plan = this.plan(caller, ks, p, fromPolicy?.[i], validity);
       issued.push([p, issueEnclave(signer, p, plan.xml, validity, now), plan]);
     }
     const at = now.toISOString();
@@ -229,10 +231,10 @@ export class EnclavesService {
     caller.require({ capability: 'manage', keystore, enclave: path });
     const row = this.enclave(keystore, path);
     this.requireActive(row);
-    await this.checkPolicy(policyXml, [path]);
-    const signer = this.keystores.signingKeystore(ks);
     const validity = { notBefore: new Date(row.not_before), notAfter: new Date(row.not_after) };
-    const plan = this.plan(caller, ks, path, policyXml, validity);
+    const [fromPolicy] = await this.policyPermissions(ks, policyXml, [path], validity);
+    const signer = this.keystores.signingKeystore(ks);
+    const plan = this.plan(caller, ks, path, fromPolicy, validity);
     const permissionsXml = plan.xml;
     const now = this.now();
     this.db.transaction(() => {
@@ -259,7 +261,7 @@ export class EnclavesService {
    * The permissions keep every rule (regenerated from the policy, or the stored ones with new dates: a
    * default must never be widened on rotation), and a member may rotate only what their envelope covers.
    */
-  rotate(caller: Caller, keystore: string, path: string, validityDays?: number, revokePrevious = false): EnclaveSummary | EnclaveView {
+  async rotate(caller: Caller, keystore: string, path: string, validityDays?: number, revokePrevious = false): Promise<EnclaveSummary | EnclaveView> {
     const ks = this.keystores.row(caller, keystore);
     caller.require({ capability: 'manage', keystore, enclave: path });
     const row = this.enclave(keystore, path);
@@ -268,7 +270,7 @@ export class EnclavesService {
     const validity = enclaveValidity(now, this.validityDays(ks, validityDays), ks.backdate_seconds, inspectCertificate(ks.identity_ca_cert).notAfter);
     const permissionsXml =
       row.permissions_source === 'policy' && row.policy_xml !== null
-        ? permissionsFor(signer, path, row.policy_xml, validity)
+        ? (await this.policyPermissions(ks, row.policy_xml, [path], validity, false))[0]!
         : withValidity(row.permissions_xml, validity);
     const allowedBy = caller.require({ capability: 'manage', keystore, enclave: path, permissions: caller.isAdmin ? undefined : allowedTopics(permissionsXml) });
     const issued = issueEnclave(signer, path, permissionsXml, validity, now);
@@ -370,18 +372,27 @@ export class EnclavesService {
     if (row.status === 'revoked') throw new Conflict(revokedHint(row.keystore, row.path), 'enclave-revoked');
   }
 
-  /** The policy must validate against sros2's schema and name every enclave it is used for. */
-  private async checkPolicy(policyXml: string, paths: string[]): Promise<void> {
-    const problems = await validateXml(policyXml, 'policy');
+  /**
+   * The permissions a policy gives each of `paths` (in order). The policy must validate against sros2's
+   * schema and name every enclave it is used for.
+   */
+  private async policyPermissions(ks: KeystoreRow, policyXml: string, paths: string[], v: Validity, validate = true): Promise<string[]> {
+    // A stored policy was validated when it was set: rotation only re-reads it.
+    const problems = validate ? await validateXml(policyXml, 'policy') : [];
     if (problems.length) throw new InvalidInput(`policy does not validate: ${problems[0]}`, problems, 'invalid-policy');
-    const inPolicy = new Set(policyEnclavePaths(policyXml));
-    const missing = paths.filter((p) => !inPolicy.has(p));
-    if (missing.length) {
+    const result = await this.sandbox.run('permissions', { policyXml, paths, ...taskValidity(v, ks) });
+    if ('missing' in result) {
+      const { missing } = result;
       throw new InvalidInput(
         `the policy has no <enclave path="${missing[0]}">${missing.length > 1 ? ` (and ${missing.length - 1} more)` : ''}`,
         missing,
         'invalid-policy',
       );
     }
+    return result.permissions;
   }
+}
+
+function taskValidity(v: Validity, ks: KeystoreRow): { notBefore: number; notAfter: number; domainId: number } {
+  return { notBefore: v.notBefore.getTime(), notAfter: v.notAfter.getTime(), domainId: ks.domain_id };
 }

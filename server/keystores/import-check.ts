@@ -7,6 +7,7 @@ import { DOMParser, onErrorStopParsing } from '@xmldom/xmldom';
 import type { Document, Element, Node } from '@xmldom/xmldom';
 import { canonicalSerial, PkiError, readCrl } from '../pki/index.js';
 import { domainIdProblem } from '../policy/names.js';
+import { elementDepth, hasDoctype, MAX_XML_DEPTH } from '../policy/xml.js';
 
 const ELEMENT_NODE = 1;
 const DAY_MS = 86_400_000;
@@ -20,8 +21,9 @@ export const NOT_YET_VALID_TOLERANCE_MS = DAY_MS;
 
 export type XmlParse = { ok: true; doc: Document; root: Element } | { ok: false; problem: string };
 
-/** Parses XML; a DOCTYPE is refused (no entity tricks in uploads). */
+/** Parses XML; a DOCTYPE is refused (no entity tricks in uploads), and so is nesting deeper than MAX_XML_DEPTH. */
 export function parseXml(text: string): XmlParse {
+  if (hasDoctype(text)) return { ok: false, problem: 'must not contain a DOCTYPE' };
   let doc: Document;
   try {
     doc = new DOMParser({ onError: onErrorStopParsing }).parseFromString(text, 'text/xml');
@@ -32,6 +34,7 @@ export function parseXml(text: string): XmlParse {
   if (doc.doctype) return { ok: false, problem: 'must not contain a DOCTYPE' };
   const root = doc.documentElement;
   if (!root) return { ok: false, problem: 'has no root element' };
+  if (elementDepth(doc) > MAX_XML_DEPTH) return { ok: false, problem: `has elements nested more than ${MAX_XML_DEPTH} deep` };
   return { ok: true, doc, root };
 }
 

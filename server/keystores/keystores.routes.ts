@@ -7,7 +7,7 @@ import { body, query } from '../http/validate.js';
 import { MAX_DOMAIN_ID } from '../policy/names.js';
 import { MAX_BATCH, MAX_VALIDITY_DAYS, type EnclavesService } from './enclaves.service.js';
 import type { KeystoresService } from './keystores.service.js';
-import { policyFromArchive, policyFromXml } from './policy-input.js';
+import type { XmlSandbox } from '../sandbox/sandbox.js';
 
 const GZIP_TYPES = ['application/gzip', 'application/x-gzip', 'application/x-tar+gzip', 'application/octet-stream'];
 const XML_TYPES = ['application/xml', 'text/xml', 'text/plain'];
@@ -41,10 +41,15 @@ const PolicyQuery = z.object({ file: z.string().max(255).optional() });
 /** `{path}` in URLs is the enclave path without its leading slash. */
 const enclavePath = (req: Request): string => `/${String((req.params as Record<string, string>)[0] ?? '')}`;
 
-async function policyOf(b: { policy?: string; policyArchive?: string; policyFile?: string }): Promise<string | undefined> {
+async function policyOf(
+  sandbox: XmlSandbox,
+  b: { policy?: string; policyArchive?: string; policyFile?: string },
+): Promise<string | undefined> {
   if (b.policy !== undefined && b.policyArchive !== undefined) throw new InvalidInput('give policy or policyArchive, not both');
-  if (b.policy !== undefined) return policyFromXml(b.policy);
-  if (b.policyArchive !== undefined) return policyFromArchive(Buffer.from(b.policyArchive, 'base64'), b.policyFile);
+  if (b.policy !== undefined) return sandbox.run('policyXml', { xml: b.policy });
+  if (b.policyArchive !== undefined) {
+    return sandbox.run('policyArchive', { archive: Buffer.from(b.policyArchive, 'base64'), mainFile: b.policyFile });
+  }
   return undefined;
 }
 
@@ -59,7 +64,13 @@ const ksParam = (req: Request) => String((req.params as Record<string, string>).
 const inUrl: TargetOf = (req) => ({ keystore: ksParam(req), enclaves: [enclavePath(req)] });
 const inBody: TargetOf = (req) => ({ keystore: ksParam(req), enclaves: bodyPaths(req) });
 
-export function keystoresRoutes(keystores: KeystoresService, enclaves: EnclavesService, guards: Guards, maxImportBytes: number): Router {
+export function keystoresRoutes(
+  keystores: KeystoresService,
+  enclaves: EnclavesService,
+  guards: Guards,
+  maxImportBytes: number,
+  sandbox: XmlSandbox,
+): Router {
   const r = Router();
   // Bodies are read only after the caller is known to be allowed to send one (an anonymous client must not
   // make the server buffer 64 MB), and never inflated: archives are gzip already, and a Content-Encoding
@@ -106,28 +117,28 @@ export function keystoresRoutes(keystores: KeystoresService, enclaves: EnclavesS
   }));
   r.post('/v1/keystores/:ks/enclaves', guards.enclave('manage', inBody), h(async (req, res) => {
     const b = body(req, CreateEnclave);
-    const policyXml = await policyOf(b);
+    const policyXml = await policyOf(sandbox, b);
     res.status(201).json(await enclaves.create(callerOf(req), req.params.ks!, b.path, { policyXml, validityDays: b.validityDays }));
   }));
   r.post(/^\/v1\/keystores\/([^/]+)\/enclaves:batch$/, guards.enclave('manage', inBody), h(async (req, res) => {
     const b = body(req, BatchCreate);
-    const policyXml = await policyOf(b);
+    const policyXml = await policyOf(sandbox, b);
     const created = await enclaves.createMany(callerOf(req), ksParam(req), b.paths, { policyXml, validityDays: b.validityDays });
     res.status(201).json({ created: created.length, enclaves: created });
   }));
   r.put('/v1/keystores/:ks/enclaves/*/policy', guards.enclave('manage', inUrl), policyArchive, xml, h(async (req, res) => {
     const policyXml = Buffer.isBuffer(req.body)
-      ? await policyFromArchive(req.body, query(req, PolicyQuery).file)
+      ? await sandbox.run('policyArchive', { archive: req.body, mainFile: query(req, PolicyQuery).file })
       : typeof req.body === 'string' && req.body.trim()
-        ? policyFromXml(req.body)
+        ? await sandbox.run('policyXml', { xml: req.body })
         : (() => {
             throw new InvalidInput('send the policy as XML (application/xml) or a policy folder as .tar.gz (application/gzip)', undefined, 'invalid-policy');
           })();
     res.json(await enclaves.setPolicy(callerOf(req), req.params.ks!, enclavePath(req), policyXml));
   }));
-  r.post('/v1/keystores/:ks/enclaves/*/rotate', guards.enclave('manage', inUrl), h((req, res) => {
+  r.post('/v1/keystores/:ks/enclaves/*/rotate', guards.enclave('manage', inUrl), h(async (req, res) => {
     const { validityDays, revokePrevious } = body(req, Rotate);
-    res.json(enclaves.rotate(callerOf(req), req.params.ks!, enclavePath(req), validityDays, revokePrevious));
+    res.json(await enclaves.rotate(callerOf(req), req.params.ks!, enclavePath(req), validityDays, revokePrevious));
   }));
   r.post('/v1/keystores/:ks/enclaves/*/revoke', guards.enclave('manage', inUrl), h((req, res) => {
     res.json(enclaves.revoke(callerOf(req), req.params.ks!, enclavePath(req)));

@@ -8,11 +8,12 @@ import { defaultGovernance } from '../policy/governance.js';
 import { domainIdProblem, keystoreNameProblem } from '../policy/names.js';
 import { validateXml } from '../policy/xsd.js';
 import type { Sealer } from '../secrets/seal.js';
-import { readTarGz, writeTarGz } from './archive.js';
+import { writeTarGz } from './archive.js';
 import type { IssuingKeystore } from './issuer.js';
 import type { KeystoreMaterial } from './model.js';
 import { KeystoresRepo, type KeystoreRow } from './keystores.repo.js';
-import { readSros2Keystore, writeSros2Keystore } from './sros2-layout.js';
+import type { XmlSandbox } from '../sandbox/sandbox.js';
+import { writeSros2Keystore } from './sros2-layout.js';
 
 const DAY_MS = 86_400_000;
 
@@ -79,6 +80,8 @@ export class KeystoresService {
     private readonly changes: ChangeFeed,
     private readonly importLimits: ImportLimits,
     private readonly now: () => Date,
+    /** Reads uploaded governance and keystore archives off the event loop, with a time limit. */
+    private readonly sandbox: XmlSandbox,
   ) {
     this.repo = new KeystoresRepo(db);
   }
@@ -199,6 +202,7 @@ export class KeystoresService {
   async setGovernance(caller: Caller, name: string, xml: string): Promise<KeystoreView> {
     const allowedBy = caller.requireAdmin('keystore:governance');
     const row = this.row(caller, name);
+    await this.sandbox.run('governance', { xml });
     await this.requireValid(xml, 'governance');
     const ks = this.signingKeystore(row);
     const now = this.now();
@@ -227,8 +231,11 @@ export class KeystoresService {
     const nameProblem = keystoreNameProblem(name);
     if (nameProblem) throw new InvalidInput(`keystore name ${nameProblem}`, undefined, 'invalid-keystore-name');
     if (this.repo.get(name)) throw new Conflict(`keystore "${name}" already exists`);
-    const entries = await readTarGz(archive, this.importLimits);
-    const { material, problems, crlPem } = readSros2Keystore(entries, this.now());
+    const { material, problems, crlPem } = await this.sandbox.run('keystoreArchive', {
+      archive,
+      limits: { ...this.importLimits },
+      now: this.now().getTime(),
+    });
     if (!material || problems.length) {
       throw new InvalidInput(`the keystore archive has ${problems.length} problem(s): ${problems[0] ?? 'unreadable'}`, problems, 'invalid-keystore');
     }

@@ -1,22 +1,29 @@
+import { XMLSerializer } from '@xmldom/xmldom';
 import { InvalidInput } from '../errors.js';
-import { loadPolicy, mapPolicyReader, XINCLUDE_NAMESPACES } from '../policy/xinclude.js';
+import { parseXml } from '../policy/xml.js';
+import { checkPolicyChild, checkPolicyShape } from '../policy/shape.js';
+import { loadPolicyDocument, mapPolicyReader, XINCLUDE_NAMESPACES } from '../policy/xinclude.js';
 import { readTarGz, resolveEntry } from './archive.js';
 
 export const POLICY_ARCHIVE_LIMITS = { maxUnpackedBytes: 8 * 1024 * 1024, maxEntries: 2_000, maxFileBytes: 1024 * 1024 };
 
 /**
- * A policy sent as plain XML. An XInclude in it cannot be resolved (its files are not here), so it is
- * refused with the way out rather than silently dropped.
+ * A policy sent as plain XML. An `xi:include` element in it cannot be resolved (its files are not here),
+ * so it is refused with the way out rather than silently dropped. A flattened policy (`xmllint
+ * --xinclude` output) still declares the XInclude namespace and carries `xml:base` attributes but has no
+ * such element: it is accepted.
  */
 export function policyFromXml(xml: string): string {
-  if (XINCLUDE_NAMESPACES.some((ns) => xml.includes(ns))) {
+  const doc = parseXml(xml.startsWith('\uFEFF') ? xml.slice(1) : xml, 'policy.xml');
+  if (XINCLUDE_NAMESPACES.some((ns) => doc.getElementsByTagNameNS(ns, 'include').length > 0)) {
     throw new InvalidInput(
       'the policy uses xi:include: send the policy folder as a .tar.gz (Content-Type: application/gzip) so its includes can be resolved',
       undefined,
       'invalid-policy',
     );
   }
-  return loadPolicy('policy.xml', mapPolicyReader({ 'policy.xml': xml })).xml;
+  checkPolicyShape(doc);
+  return new XMLSerializer().serializeToString(doc);
 }
 
 /**
@@ -50,5 +57,7 @@ export async function policyFromArchive(archive: Buffer, mainFile?: string): Pro
   const dir = main.includes('/') ? main.slice(0, main.lastIndexOf('/') + 1) : '';
   const rebased = new Map<string, Buffer>();
   for (const [name, content] of files) if (name.startsWith(dir)) rebased.set(name.slice(dir.length), content);
-  return loadPolicy(main.slice(dir.length), mapPolicyReader(rebased)).xml;
+  const { doc } = loadPolicyDocument(main.slice(dir.length), mapPolicyReader(rebased), { checkChild: checkPolicyChild });
+  checkPolicyShape(doc);
+  return new XMLSerializer().serializeToString(doc);
 }

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { XMLSerializer } from '@xmldom/xmldom';
 import type { Document, Element, Node } from '@xmldom/xmldom';
 import { PolicyError } from './errors.js';
-import { ELEMENT_NODE, XML_NS, childElements, parseXml } from './xml.js';
+import { CDATA_SECTION_NODE, COMMENT_NODE, ELEMENT_NODE, TEXT_NODE, XML_NS, childElements, parseXml } from './xml.js';
 
 /**
  * XInclude for sros2 policies, without libxml2: `<xi:include href="REL" xpointer="xpointer(/a/b/*)"/>`
@@ -39,42 +39,17 @@ export interface XIncludeLimits {
    * element holding a megabyte of text, included a thousand times, expand a 2 KB upload into gigabytes.
    */
   maxChars?: number;
+  /**
+   * Called for every element as it is placed in the result (its parent already there): may throw to stop
+   * the resolution early, e.g. at the first element a policy cannot have.
+   */
+  checkChild?: (parent: Element, child: Element) => unknown;
 }
 
 export interface XIncludeOptions extends XIncludeLimits {
   /** Root-relative path of the file `doc` was read from: its hrefs are relative to its folder. */
   baseFile: string;
   readFile: ReadPolicyFile;
-}
-
-/** Replaces every `xi:include` in `doc` (in place) by what it includes; returns `doc`. */
-export function resolveXIncludes(doc: Document, opts: XIncludeOptions): Document {
-  const base = normalizeRelPath(opts.baseFile);
-  if (base === null) throw new PolicyError(`${opts.baseFile}: not a path inside the policy folder`);
-  const ctx = newContext(opts);
-  ctx.files.add(base);
-  resolveDocument(ctx, doc, base, [base]);
-  return doc;
-}
-
-/**
- * Reads `mainFile` (root-relative, usually just its name), resolves its includes and returns the
- * resulting XML text plus every file that was read (main file first), e.g. to report unused files.
- */
-export function loadPolicy(
-  mainFile: string,
-  readFile: ReadPolicyFile,
-  limits: XIncludeLimits = {},
-): { xml: string; files: string[] } {
-  const main = normalizeRelPath(mainFile);
-  if (main === null) throw new PolicyError(`${mainFile}: not a path inside the policy folder`);
-  const ctx = newContext({ ...limits, baseFile: main, readFile });
-  const text = readText(ctx, main);
-  if (text === undefined) throw new PolicyError(`${main}: file not found`, { file: main });
-  const doc = parseXml(text, main);
-  ctx.files.add(main);
-  resolveDocument(ctx, doc, main, [main]);
-  return { xml: new XMLSerializer().serializeToString(doc), files: [...ctx.files] };
 }
 
 /**
@@ -122,16 +97,90 @@ export function mapPolicyReader(
   };
 }
 
+/** Replaces every `xi:include` in `doc` by what it includes (the root element is replaced); returns `doc`. */
+export function resolveXIncludes(doc: Document, opts: XIncludeOptions): Document {
+  const base = normalizeRelPath(opts.baseFile);
+  if (base === null) throw new PolicyError(`${opts.baseFile}: not a path inside the policy folder`);
+  resolveMain(newContext(opts), doc, base);
+  return doc;
+}
+
+/**
+ * Reads `mainFile` (root-relative, usually just its name), resolves its includes and returns the
+ * resulting XML text plus every file that was read (main file first), e.g. to report unused files.
+ */
+export function loadPolicy(
+  mainFile: string,
+  readFile: ReadPolicyFile,
+  limits: XIncludeLimits = {},
+): { xml: string; files: string[] } {
+  const { doc, files } = loadPolicyDocument(mainFile, readFile, limits);
+  return { xml: new XMLSerializer().serializeToString(doc), files };
+}
+
+/** `loadPolicy`, returning the resolved document itself (to check it before serializing it). */
+export function loadPolicyDocument(
+  mainFile: string,
+  readFile: ReadPolicyFile,
+  limits: XIncludeLimits = {},
+): { doc: Document; files: string[] } {
+  const main = normalizeRelPath(mainFile);
+  if (main === null) throw new PolicyError(`${mainFile}: not a path inside the policy folder`);
+  const ctx = newContext({ ...limits, baseFile: main, readFile });
+  const text = readText(ctx, main);
+  if (text === undefined) throw new PolicyError(`${main}: file not found`, { file: main });
+  const doc = parseXml(text, main);
+  resolveMain(ctx, doc, main);
+  return { doc, files: [...ctx.files] };
+}
+
 // ---------------------------------------------------------------------------------------------------
+// Resolution runs in two passes so that its cost follows the size of the result, never more:
+//  1. plan: every file is read, parsed and measured once (elements, characters), and every include is
+//     matched to the nodes it selects and to their size. The budget is checked include by include from
+//     these sizes, before a single node is copied: a 600-byte include tree that would expand to
+//     gigabytes is refused after reading 600 bytes.
+//  2. build: the result is copied in document order, each node appended once to its new parent (xmldom
+//     re-indexes a parent's children on every insertBefore, which made per-node inserts quadratic).
+
+interface Size {
+  elements: number;
+  chars: number;
+}
+
+/** An xml:base fix-up of an include, as a chain from the outermost include to the innermost. */
+interface Bases {
+  readonly relBase: string;
+  readonly includingFile: string;
+  readonly inner: Bases | null;
+}
+
+/** A node of some file's resolved tree, not copied yet: `file` resolves includes below it. */
+interface Placed {
+  readonly node: Node;
+  readonly file: string;
+  readonly bases: Bases | null;
+}
+
+/** What one `xi:include` element stands for: the nodes it selects, or (its file missing) its fallback. */
+type IncludePlan =
+  | { readonly selected: readonly Placed[]; readonly relBase: string; readonly includingFile: string }
+  | { readonly fallback: Element };
 
 interface Context {
   readonly readFile: ReadPolicyFile;
+  readonly checkChild?: (parent: Element, child: Element) => unknown;
   readonly maxElements: number;
   readonly maxDepth: number;
   readonly maxChars: number;
-  /** Resolved documents by root-relative path: a file included twice is read and resolved once. */
-  readonly resolved: Map<string, Document>;
+  /** Planned documents by root-relative path: a file included twice is read and measured once. */
+  readonly docs: Map<string, Document>;
   readonly files: Set<string>;
+  readonly includes: Map<Node, IncludePlan>;
+  /** Selections by target file and xpointer, with their total size. */
+  readonly selections: Map<string, { placed: Placed[]; size: Size }>;
+  /** Resolved size of every element of every planned file. */
+  readonly sizes: Map<Node, Size>;
   elements: number;
   chars: number;
 }
@@ -139,11 +188,15 @@ interface Context {
 function newContext(opts: XIncludeOptions): Context {
   return {
     readFile: opts.readFile,
+    checkChild: opts.checkChild,
     maxElements: opts.maxElements ?? 100_000,
     maxDepth: opts.maxDepth ?? 32,
     maxChars: opts.maxChars ?? 4 * 1024 * 1024,
-    resolved: new Map(),
+    docs: new Map(),
     files: new Set(),
+    includes: new Map(),
+    selections: new Map(),
+    sizes: new Map(),
     elements: 0,
     chars: 0,
   };
@@ -157,28 +210,83 @@ function isXInclude(node: Node, localName: string): node is Element {
   );
 }
 
-/** `xi:include` elements in document order, not descending into includes (their fallbacks are theirs). */
-function findIncludes(root: Node): Element[] {
-  const out: Element[] = [];
-  const walk = (n: Node): void => {
-    for (const c of childElements(n)) {
-      if (isXInclude(c, 'include')) out.push(c);
-      else walk(c);
-    }
-  };
-  walk(root);
-  return out;
+function resolveMain(ctx: Context, doc: Document, file: string): void {
+  ctx.files.add(file);
+  planDocument(ctx, doc, file, [file]);
+  const root = doc.documentElement!;
+  doc.replaceChild(build(ctx, doc, { node: root, file, bases: null }), root);
 }
 
-/** `stack`: the chain of files being resolved, `file` last (for cycle detection and messages). */
-function resolveDocument(ctx: Context, doc: Document, file: string, stack: readonly string[]): void {
+// ---- pass 1: plan -----------------------------------------------------------------------------------
+
+/** `stack`: the chain of files being planned, `file` last (for cycle detection and messages). */
+function planDocument(ctx: Context, doc: Document, file: string, stack: readonly string[]): void {
   if (doc.documentElement && isXInclude(doc.documentElement, 'include')) {
     throw new PolicyError(`${file}: the root element cannot be an xi:include`, { file });
   }
-  for (const include of findIncludes(doc)) resolveInclude(ctx, doc, include, file, stack);
+  // Pre-order walk without recursion; an include is planned where it stands (document order decides
+  // which file is read first), and only a fallback in use is walked into.
+  const order: Element[] = [];
+  const todo: Node[] = [doc.documentElement!];
+  let own = 0;
+  while (todo.length > 0) {
+    const n = todo.pop()!;
+    if (n.nodeType !== ELEMENT_NODE) continue;
+    own++;
+    let children: Node = n;
+    if (isXInclude(n, 'include')) {
+      const plan = planInclude(ctx, n, file, stack);
+      if (!('fallback' in plan)) continue;
+      children = plan.fallback;
+    } else {
+      order.push(n as Element);
+    }
+    const kids: Node[] = [];
+    for (let c = children.firstChild; c; c = c.nextSibling) kids.push(c);
+    for (let i = kids.length - 1; i >= 0; i--) todo.push(kids[i]!);
+  }
+  ctx.elements += own;
+  if (ctx.elements > ctx.maxElements) {
+    throw new PolicyError(`${file}: the policy files hold more than ${ctx.maxElements} elements`, { file });
+  }
+  // Reverse pre-order: every element's descendants are measured before it.
+  for (let i = order.length - 1; i >= 0; i--) {
+    const e = order[i]!;
+    const size = childrenSize(ctx, e);
+    size.elements += 1;
+    for (let a = 0; a < e.attributes.length; a++) size.chars += e.attributes.item(a)!.value.length;
+    ctx.sizes.set(e, size);
+  }
 }
 
-function resolveInclude(ctx: Context, doc: Document, include: Element, file: string, stack: readonly string[]): void {
+function childrenSize(ctx: Context, parent: Node): Size {
+  const size = { elements: 0, chars: 0 };
+  for (let c = parent.firstChild; c; c = c.nextSibling) {
+    let add: Size | undefined;
+    if (c.nodeType === TEXT_NODE || c.nodeType === CDATA_SECTION_NODE) add = { elements: 0, chars: c.nodeValue?.length ?? 0 };
+    else if (isXInclude(c, 'include')) {
+      const plan = ctx.includes.get(c)!;
+      add = 'fallback' in plan ? childrenSize(ctx, plan.fallback) : sizeOf(ctx, plan.selected);
+    } else if (c.nodeType === ELEMENT_NODE) add = ctx.sizes.get(c);
+    if (add) {
+      size.elements += add.elements;
+      size.chars += add.chars;
+    }
+  }
+  return size;
+}
+
+function sizeOf(ctx: Context, placed: readonly Placed[]): Size {
+  const size = { elements: 0, chars: 0 };
+  for (const p of placed) {
+    const s = ctx.sizes.get(p.node)!;
+    size.elements += s.elements;
+    size.chars += s.chars;
+  }
+  return size;
+}
+
+function planInclude(ctx: Context, include: Element, file: string, stack: readonly string[]): IncludePlan {
   const href = include.getAttribute('href') ?? '';
   const where = `${file}: xi:include ${href ? `of ${JSON.stringify(href)}` : ''}`.trimEnd();
   const fail = (why: string): never => {
@@ -197,43 +305,130 @@ function resolveInclude(ctx: Context, doc: Document, include: Element, file: str
   if (stack.includes(target)) fail(`include cycle: ${[...stack, target].join(' -> ')}`);
   if (stack.length >= ctx.maxDepth) fail(`includes are nested more than ${ctx.maxDepth} deep`);
 
-  let source = ctx.resolved.get(target);
+  let source = ctx.docs.get(target);
   if (!source) {
     const text = readText(ctx, target);
     if (text === undefined) {
+      // XInclude's fallback (used here only for a missing file): its content replaces the include.
       const fallback = childElements(include).filter((c) => isXInclude(c, 'fallback'));
       if (fallback.length === 0) fail(`file ${target} not found`);
       if (fallback.length > 1) fail('more than one xi:fallback');
-      // XInclude's fallback (used here only for a missing file): its content replaces the include.
-      const parent = include.parentNode!;
-      for (const inner of findIncludes(fallback[0]!)) resolveInclude(ctx, doc, inner, file, stack);
-      while (fallback[0]!.firstChild) parent.insertBefore(fallback[0]!.firstChild, include);
-      parent.removeChild(include);
-      return;
+      const plan = { fallback: fallback[0]! };
+      ctx.includes.set(include, plan);
+      return plan;
     }
     source = parseXml(text, target);
     ctx.files.add(target);
-    resolveDocument(ctx, source, target, [...stack, target]);
-    // A file's resolved form does not depend on who includes it: resolve it once.
-    ctx.resolved.set(target, source);
+    planDocument(ctx, source, target, [...stack, target]);
+    // A file's resolved form does not depend on who includes it: plan it once.
+    ctx.docs.set(target, source);
   }
 
   const xpointer = include.getAttribute('xpointer');
-  const selected = xpointer === null ? [source.documentElement!] : selectXPointer(source, xpointer, fail);
-  if (selected.length === 0) fail(`xpointer ${JSON.stringify(xpointer)} selects nothing in ${target}`);
-
-  const relBase = relativeUri(target, file);
-  const parent = include.parentNode!;
-  for (const node of selected) {
-    ctx.chars += node.textContent?.length ?? 0;
-    if (ctx.chars > ctx.maxChars) fail(`includes add more than ${ctx.maxChars} characters of text`);
-    const copy = doc.importNode(node, true) as Element;
-    ctx.elements += 1 + copy.getElementsByTagName('*').length;
-    if (ctx.elements > ctx.maxElements) fail(`includes add more than ${ctx.maxElements} elements`);
-    fixBase(copy, relBase, file);
-    parent.insertBefore(copy, include);
+  const key = JSON.stringify([target, xpointer]);
+  let selection = ctx.selections.get(key);
+  if (!selection) {
+    const placed =
+      xpointer === null ? [{ node: source.documentElement!, file: target, bases: null }] : selectXPointer(ctx, source, target, xpointer, fail);
+    if (placed.length === 0) fail(`xpointer ${JSON.stringify(xpointer)} selects nothing in ${target}`);
+    selection = { placed, size: sizeOf(ctx, placed) };
+    ctx.selections.set(key, selection);
   }
-  parent.removeChild(include);
+  ctx.elements += selection.size.elements;
+  if (ctx.elements > ctx.maxElements) fail(`the policy with its includes would hold more than ${ctx.maxElements} elements`);
+  ctx.chars += selection.size.chars;
+  if (ctx.chars > ctx.maxChars) fail(`includes add more than ${ctx.maxChars} characters of text and attributes`);
+  const plan = { selected: selection.placed, relBase: relativeUri(target, file), includingFile: file };
+  ctx.includes.set(include, plan);
+  return plan;
+}
+
+/** The children of `node` in its file's resolved tree: includes replaced by what they select. */
+function resolvedChildren(ctx: Context, node: Node, file: string, out: Placed[] = []): Placed[] {
+  for (let c = node.firstChild; c; c = c.nextSibling) {
+    const plan = isXInclude(c, 'include') ? ctx.includes.get(c) : undefined;
+    if (!plan) {
+      out.push({ node: c, file, bases: null });
+    } else if ('fallback' in plan) {
+      resolvedChildren(ctx, plan.fallback, file, out);
+    } else {
+      for (const s of plan.selected) {
+        out.push({ node: s.node, file: s.file, bases: { relBase: plan.relBase, includingFile: plan.includingFile, inner: s.bases } });
+      }
+    }
+  }
+  return out;
+}
+
+// ---- pass 2: build ----------------------------------------------------------------------------------
+
+function build(ctx: Context, doc: Document, top: Placed): Element {
+  const root = copyOf(doc, top) as Element;
+  const stack: Array<{ out: Node; children: Placed[]; next: number }> = [
+    { out: root, children: resolvedChildren(ctx, top.node, top.file), next: 0 },
+  ];
+  while (stack.length > 0) {
+    const frame = stack[stack.length - 1]!;
+    const p = frame.children[frame.next++];
+    if (!p) {
+      stack.pop();
+      continue;
+    }
+    const copy = copyOf(doc, p);
+    frame.out.appendChild(copy);
+    if (ctx.checkChild && copy.nodeType === ELEMENT_NODE) ctx.checkChild(frame.out as Element, copy as Element);
+    if (p.node.nodeType === ELEMENT_NODE && p.node.firstChild) {
+      stack.push({ out: copy, children: resolvedChildren(ctx, p.node, p.file), next: 0 });
+    }
+  }
+  return root;
+}
+
+/** A shallow copy (with attributes) of `p`, its xml:base fixed up for the includes it came through. */
+function copyOf(doc: Document, p: Placed): Node {
+  const copy = shallowCopy(doc, p.node);
+  if (p.bases && copy.nodeType === ELEMENT_NODE) {
+    const chain: Bases[] = [];
+    for (let b: Bases | null = p.bases; b; b = b.inner) chain.push(b);
+    const el = copy as Element;
+    let base = el.getAttributeNS(XML_NS, 'base');
+    let changed = false;
+    // Innermost include first, as libxml2 fixes each level up when it copies it into the next.
+    for (let i = chain.length - 1; i >= 0; i--) {
+      const { relBase, includingFile } = chain[i]!;
+      if (!relBase.includes('/')) continue;
+      base = fixBase(base, relBase, includingFile);
+      changed = true;
+    }
+    if (changed) el.setAttributeNS(XML_NS, 'xml:base', base!);
+  }
+  return copy;
+}
+
+/**
+ * `doc.importNode(node, false)`, made by hand: xmldom's clone copies every enumerable property of the
+ * node (a for-in over its whole prototype chain), twenty times slower than creating the node.
+ */
+function shallowCopy(doc: Document, node: Node): Node {
+  switch (node.nodeType) {
+    case ELEMENT_NODE: {
+      const e = node as Element;
+      const copy = doc.createElementNS(e.namespaceURI, e.tagName);
+      for (let i = 0; i < e.attributes.length; i++) {
+        const a = e.attributes.item(i)!;
+        copy.setAttributeNS(a.namespaceURI, a.name, a.value);
+      }
+      return copy;
+    }
+    case TEXT_NODE:
+      return doc.createTextNode(node.nodeValue ?? '');
+    case CDATA_SECTION_NODE:
+      return doc.createCDATASection(node.nodeValue ?? '');
+    case COMMENT_NODE:
+      return doc.createComment(node.nodeValue ?? '');
+    default:
+      return doc.importNode(node, false);
+  }
 }
 
 function readText(ctx: Context, target: string): string | undefined {
@@ -249,35 +444,36 @@ function readText(ctx: Context, target: string): string | undefined {
 }
 
 /**
- * libxml2's xml:base fix-up for included top-level elements: `relBase` is the included file relative
- * to the including one; when it has no `/` (same folder) nothing changes. Otherwise an element without
- * xml:base gets `relBase`, and one that already has one (from a deeper include) gets it re-expressed
- * relative to the including file.
+ * libxml2's xml:base fix-up for included top-level elements: `relBase` (which has a `/`: the file is in
+ * another folder) is the included file relative to the including one. An element without xml:base gets
+ * `relBase`, and one that already has one (from a deeper include) gets it re-expressed relative to the
+ * including file.
  */
-function fixBase(node: Element, relBase: string, includingFile: string): void {
-  if (!relBase.includes('/')) return;
-  const own = node.getAttributeNS(XML_NS, 'base');
-  const value = own === null || own === '' || resolveUri(own, includingFile) === includingFile ? relBase : resolveUri(own, relBase);
-  node.setAttributeNS(XML_NS, 'xml:base', value);
+function fixBase(own: string | null, relBase: string, includingFile: string): string {
+  return own === null || own === '' || resolveUri(own, includingFile) === includingFile ? relBase : resolveUri(own, relBase);
 }
 
 // ---------------------------------------------------------------------------------------------------
 // XPointer: only the xpointer() scheme with an absolute path of plain names or `*`, e.g.
-// xpointer(/policy/enclaves/*) — all that sros2 policies use.
+// xpointer(/policy/enclaves/*) — all that sros2 policies use. Evaluated on the resolved tree.
 
-function selectXPointer(doc: Document, xpointer: string, fail: (why: string) => never): Element[] {
+function selectXPointer(ctx: Context, doc: Document, file: string, xpointer: string, fail: (why: string) => never): Placed[] {
   const m = /^\s*xpointer\(\s*((?:\/\s*(?:\*|[A-Za-z_][\w.-]*)\s*)+)\)\s*$/.exec(xpointer);
   if (!m) {
     fail(`xpointer ${JSON.stringify(xpointer)} is not supported (only xpointer(/name/.../*) paths of plain names)`);
   }
   const steps = m![1]!.split('/').map((s) => s.trim()).filter((s) => s !== '');
-  let current: Node[] = [doc];
+  let current: Placed[] = [{ node: doc, file, bases: null }];
   for (const step of steps) {
-    current = current.flatMap((n) =>
-      childElements(n).filter((c) => step === '*' || (!c.namespaceURI && c.localName === step)),
+    current = current.flatMap((p) =>
+      resolvedChildren(ctx, p.node, p.file).flatMap((c) => {
+        if (c.node.nodeType !== ELEMENT_NODE) return [];
+        const e = c.node as Element;
+        return step === '*' || (!e.namespaceURI && e.localName === step) ? [c] : [];
+      }),
     );
   }
-  return current as Element[];
+  return current;
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -6,14 +6,16 @@ export const XML_NS = 'http://www.w3.org/XML/1998/namespace';
 const XMLNS_NS = 'http://www.w3.org/2000/xmlns/';
 
 export const ELEMENT_NODE = 1;
-const TEXT_NODE = 3;
-const CDATA_SECTION_NODE = 4;
+export const TEXT_NODE = 3;
+export const CDATA_SECTION_NODE = 4;
+export const COMMENT_NODE = 8;
 
 /**
  * Parses one XML file of a policy. `what` names it in the error (a policy-relative path, never a disk
  * path). A DOCTYPE is refused: policies never need one, and it is the door to entity tricks in uploads.
  */
 export function parseXml(text: string, what: string): Document {
+  if (hasDoctype(text)) throw new PolicyError(`${what}: a DOCTYPE is not allowed in a policy`, { file: what });
   let doc: Document;
   try {
     doc = new DOMParser({ onError: onErrorStopParsing }).parseFromString(text, 'text/xml');
@@ -22,7 +24,51 @@ export function parseXml(text: string, what: string): Document {
   }
   if (doc.doctype) throw new PolicyError(`${what}: a DOCTYPE is not allowed in a policy`, { file: what });
   if (!doc.documentElement) throw new PolicyError(`${what}: no root element`, { file: what });
+  if (elementDepth(doc) > MAX_XML_DEPTH) {
+    throw new PolicyError(`${what}: elements are nested more than ${MAX_XML_DEPTH} deep`, { file: what });
+  }
   return doc;
+}
+
+/**
+ * Deepest element nesting a policy, governance or permissions file may have. libxml2 (the XSD validator,
+ * and sros2's lxml) refuses deeper documents itself; refusing them right after parsing also keeps every
+ * recursive walk over a document far from the call stack's limit.
+ */
+export const MAX_XML_DEPTH = 256;
+
+/** How deep elements are nested (the root alone: 1), walked without recursion. */
+export function elementDepth(root: Node): number {
+  let max = 0;
+  let depth = 0;
+  let n: Node | null = root.firstChild;
+  while (n) {
+    if (n.nodeType === ELEMENT_NODE) {
+      depth++;
+      if (depth > max) max = depth;
+      if (n.firstChild) {
+        n = n.firstChild;
+        continue;
+      }
+      depth--;
+    }
+    // Next node in document order that is not inside `n`: climb while there is no next sibling.
+    while (n && !n.nextSibling) {
+      n = n.parentNode;
+      if (!n || n === root) return max;
+      depth--;
+    }
+    n = n ? n.nextSibling : null;
+  }
+  return max;
+}
+
+/**
+ * A DOCTYPE in the prolog, found before parsing: xmldom stops at the first entity it cannot expand and
+ * would report "entity not found" instead of naming the DOCTYPE that defines it.
+ */
+export function hasDoctype(text: string): boolean {
+  return /^\uFEFF?(?:\s|<\?[\s\S]*?\?>|<!--[\s\S]*?-->)*<!DOCTYPE/i.test(text);
 }
 
 function describeParseError(err: unknown): string {
