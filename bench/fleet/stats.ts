@@ -115,6 +115,8 @@ export function retryAfterMs(header: string | string[] | undefined, now: number)
   const v = Array.isArray(header) ? header[0] : header;
   if (v === undefined || v.trim() === '') return undefined;
   if (/^\d+$/.test(v.trim())) return Number(v.trim()) * 1000;
+  // An HTTP-date names its weekday and month; Date.parse would also take "-3" as a year.
+  if (!/^[A-Za-z]{3}, /.test(v.trim())) return undefined;
   const at = Date.parse(v);
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
