@@ -51,7 +51,7 @@ export class FleetAdmin {
       }
     };
     await Promise.all(Array.from({ length: CONCURRENCY }, lane));
-    onProgress(done % 250);
+    if (done % 250) onProgress(done % 250);
     return tokens;
   }
 

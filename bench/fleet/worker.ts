@@ -3,6 +3,7 @@
  * asks over IPC. Robots live in several processes because their TLS work is real CPU too; the parent
  * measures each worker's CPU from /proc and reports it apart from the server's.
  */
+import { setMaxListeners } from 'node:events';
 import { HttpClient } from '../../client/common/http.js';
 import type { FromWorker, StormResult, ToWorker } from './protocol.js';
 import { BadAnswer, failureKind, REQUEST_TIMEOUT_MS, SimRobot } from './robot.js';
@@ -14,6 +15,8 @@ let robots: SimRobot[] = [];
 let caPem = '';
 let pollWaitS = 30;
 const polling = new AbortController();
+// Every robot's poll loop waits on this one signal.
+setMaxListeners(0, polling.signal);
 const loops: Promise<void>[] = [];
 
 function send(msg: FromWorker): void {
@@ -47,7 +50,7 @@ async function init(msg: Extract<ToWorker, { type: 'init' }>): Promise<void> {
   };
   await Promise.all(Array.from({ length: ENROLL_CONCURRENCY }, lane));
   for (const c of clients.values()) c.close();
-  send({ type: 'progress', done: done % 250 });
+  if (done % 250) send({ type: 'progress', done: done % 250 });
   send({ type: 'enrolled', count: robots.length - failed, failed, errors });
 }
 
