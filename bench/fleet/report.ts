@@ -119,7 +119,7 @@ export function formatReport(r: FleetResult): string {
       `${ms(r.one.health.p50)} / ${ms(r.one.health.p99)} / ${ms(r.one.health.max)}${healthErr(r.one.healthErrors)} | ${tallyText(r.one.errors)} | | |`,
     '',
     `(c) ÷ control p99: ${x(r.rotate.latency.p99, r.control.served.p99)}. (d): of ${r.one.waiting - 1} other waiting robots, ${r.one.othersWoken} were woken early and ${r.one.othersChanged} got a new bundle; ` +
-      `server CPU for the change ${Math.round(r.one.serverCpuMs)} ms.`,
+      `server CPU over that phase (${(r.one.wallMs / 1000).toFixed(1)} s, the other robots' routine re-polls included) ${Math.round(r.one.serverCpuMs)} ms.`,
     '',
     `Server memory: ${mib(r.memory.idleKiB)} before the boot storm, ${mib(r.memory.waitingKiB)} with ${r.memory.waiting} robots waiting ` +
       `(${r.memory.perWaitingRobotKiB.toFixed(1)} KiB per waiting robot), peak ${mib(r.memory.peakKiB)}. ` +
