@@ -130,6 +130,13 @@ async function main(): Promise<void> {
   let pool: RobotPool | undefined;
   let nginx: Nginx | undefined;
   let admin: FleetAdmin | undefined;
+  // Ctrl-C must not leave a server (or nginx) running with its temp folder.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      log(`${signal}: stopping`);
+      void cleanUp().finally(() => process.exit(130));
+    });
+  }
   try {
     server = await startServerUnderTest({ workDir: work });
     const srv = server;
@@ -317,6 +324,10 @@ async function main(): Promise<void> {
       log(`wrote ${values.json}`);
     }
   } finally {
+    await cleanUp();
+  }
+
+  async function cleanUp(): Promise<void> {
     admin?.close();
     await pool?.stop();
     await nginx?.stop();

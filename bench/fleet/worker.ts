@@ -90,6 +90,9 @@ async function storm(msg: Extract<ToWorker, { type: 'storm' }>): Promise<StormRe
   return result;
 }
 
+// The benchmark went away: so do its robots.
+process.on('disconnect', () => process.exit(0));
+
 process.on('message', (raw: ToWorker) => {
   void (async () => {
     try {
