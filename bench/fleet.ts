@@ -207,7 +207,7 @@ async function main(): Promise<void> {
       change: () => Promise<unknown>,
       done: (changed: { name: string }[]) => boolean,
       settleMs: number,
-    ): Promise<FanoutReport & { t0: number; changed: { name: string; at: number }[]; woken: string[] }> => {
+    ): Promise<FanoutReport & { t0: number; changed: { name: string; at: number }[]; wokenNames: string[] }> => {
       await robots.mark();
       const probe = new HealthProbe(url, srv.caPem);
       await sleep(1000); // the probe's TLS handshake is not part of the fan-out
@@ -234,6 +234,7 @@ async function main(): Promise<void> {
         adminMs,
         delivered: got.changed.length,
         expected: 0,
+        woken: got.woken.length,
         latency: summarize(got.changed.map((c) => c.at - t0)),
         health: summarize(probe.latencies.slice(probeFrom)),
         healthErrors: probe.errors,
@@ -242,7 +243,7 @@ async function main(): Promise<void> {
         clientCpuMs: r.clientCpuMs,
         wallMs: r.wallMs,
         changed: got.changed,
-        woken: got.woken,
+        wokenNames: got.woken,
       };
     };
 
@@ -261,7 +262,7 @@ async function main(): Promise<void> {
       target,
       targetMs: ((at) => (at === undefined ? undefined : at - one.t0))(one.changed.find((c) => c.name === target)?.at),
       othersChanged: one.changed.filter((c) => c.name !== target).length,
-      othersWoken: one.woken.filter((n) => n !== target).length,
+      othersWoken: one.wokenNames.filter((n) => n !== target).length,
     };
     const robotToken = await pool.oneRobotToken();
     log('stopping the robots');
@@ -301,7 +302,7 @@ async function main(): Promise<void> {
         idleWaitServerCpuMs: idleWait.serverCpuMs,
         idleWaitMs: idleWait.wallMs,
       },
-      rotate: { adminMs: rotate.adminMs, delivered: rotate.delivered, expected, latency: rotate.latency, health: rotate.health, healthErrors: rotate.healthErrors, errors: rotate.errors, serverCpuMs: rotate.serverCpuMs, clientCpuMs: rotate.clientCpuMs, wallMs: rotate.wallMs },
+      rotate: { adminMs: rotate.adminMs, delivered: rotate.delivered, woken: rotate.woken, expected, latency: rotate.latency, health: rotate.health, healthErrors: rotate.healthErrors, errors: rotate.errors, serverCpuMs: rotate.serverCpuMs, clientCpuMs: rotate.clientCpuMs, wallMs: rotate.wallMs },
       one: {
         adminMs: oneReport.adminMs,
         target,

@@ -23,6 +23,8 @@ export interface FanoutReport extends Cost {
   adminMs: number;
   delivered: number;
   expected: number;
+  /** Robots answered before their poll's wait ran out (the same detector as (d)'s "woken"; should equal `delivered`). */
+  woken: number;
   /** ms from sending the change to each robot receiving its new bundle. */
   latency: Summary;
   /** GET /health over a warm keep-alive connection during the fan-out. */
@@ -118,7 +120,7 @@ export function formatReport(r: FleetResult): string {
     `| (d) bind an enclave to one robot | ${r.one.targetMs === undefined ? 0 : 1}/1 | ${ms(r.one.targetMs)} | | | ${ms(r.one.adminMs)} | ` +
       `${ms(r.one.health.p50)} / ${ms(r.one.health.p99)} / ${ms(r.one.health.max)}${healthErr(r.one.healthErrors)} | ${tallyText(r.one.errors)} | | |`,
     '',
-    `(c) ÷ control p99: ${x(r.rotate.latency.p99, r.control.served.p99)}. (d): of ${r.one.waiting - 1} other waiting robots, ${r.one.othersWoken} were woken early and ${r.one.othersChanged} got a new bundle; ` +
+    `(c) ÷ control p99: ${x(r.rotate.latency.p99, r.control.served.p99)}; ${r.rotate.woken} robots were answered before their poll's wait ran out. (d): of ${r.one.waiting - 1} other waiting robots, ${r.one.othersWoken} were woken early and ${r.one.othersChanged} got a new bundle; ` +
       `server CPU over that phase (${(r.one.wallMs / 1000).toFixed(1)} s, the other robots' routine re-polls included) ${Math.round(r.one.serverCpuMs)} ms.`,
     '',
     `Server memory: ${mib(r.memory.idleKiB)} before the boot storm, ${mib(r.memory.waitingKiB)} with ${r.memory.waiting} robots waiting ` +
