@@ -1,0 +1,388 @@
+/**
+ * Fleet benchmark: boot storms, change fan-out and steady state on the real server.
+ *
+ *   npm run bench:fleet -- --robots N --window S [--workers 2] [--poll-wait 30] [--give-up 180]
+ *                          [--steady 5] [--connections 50] [--validate] [--seed 1] [--json FILE]
+ *
+ * Starts the server under test (bench/fleet/server.ts: its own data folder, HTTPS with self-generated TLS),
+ * sets up a keystore with two enclaves bound to every robot by a label selector, creates and enrolls N
+ * simulated robots (each its own P-256 device key; bench/fleet/robot.ts) spread over worker processes,
+ * then measures, in one run:
+ *   (a) control storm   every robot arrives once (uniform over the window): fresh TLS + GET /health
+ *   (b) boot storm      the same arrival times: fresh TLS + device login + bundle, retried like the agent
+ *   (c) fan-out         all robots long-poll; one enclave bound to all of them is rotated: time from the
+ *                       rotate request to each robot holding the new bundle, the admin request's latency,
+ *                       /health latency meanwhile
+ *   (d) one robot       an enclave is bound to one robot: that robot's latency and how many others woke
+ *   steady state        wrk (or autocannon) with --connections keep-alive connections: GET /health, one
+ *                       robot's bundle (200) and If-None-Match (304), against nginx serving the same bytes
+ * Progress goes to stderr, the summary to stdout (Markdown), everything to --json FILE.
+ *
+ * Each robot holds a socket in the server: N above the open-files limit fails with EMFILE. Node raises its
+ * soft limit to the hard one by itself; when the hard limit is too low the script says so and stops.
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { HttpClient } from '../client/common/http.js';
+import { FleetAdmin, SHARED_ENCLAVES, SOLO_ENCLAVE } from './fleet/admin.js';
+import { RobotPool } from './fleet/pool.js';
+import { HealthProbe } from './fleet/probe.js';
+import { formatReport, type FanoutReport, type FleetResult, type StormReport } from './fleet/report.js';
+import { startServerUnderTest, type ServerUnderTest } from './fleet/server.js';
+import { arrivals, RssSampler, summarize, sumCpuMs, sumRssKiB } from './fleet/stats.js';
+import { haveWrk, load, NGINX, startNginx, type Nginx } from './fleet/steady.js';
+
+const { values } = parseArgs({
+  options: {
+    robots: { type: 'string', default: '200' },
+    window: { type: 'string', default: '5' },
+    workers: { type: 'string', default: String(Math.max(1, Math.min(4, os.cpus().length))) },
+    'poll-wait': { type: 'string', default: '30' },
+    'give-up': { type: 'string', default: '180' },
+    steady: { type: 'string', default: '5' },
+    connections: { type: 'string', default: '50' },
+    validate: { type: 'boolean', default: false },
+    seed: { type: 'string', default: '1' },
+    json: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+
+function usage(problem?: string): never {
+  if (problem) process.stderr.write(`bench:fleet: ${problem}\n`);
+  process.stderr.write('usage: npm run bench:fleet -- --robots N --window S [--workers W] [--poll-wait S] [--give-up S] [--steady S|0] [--connections C] [--validate] [--seed K] [--json FILE]\n');
+  process.exit(problem ? 2 : 0);
+}
+if (values.help) usage();
+const int = (name: keyof typeof values, min: number, max: number): number => {
+  const v = Number(values[name]);
+  if (!Number.isInteger(v) || v < min || v > max) usage(`--${name} must be an integer from ${min} to ${max}`);
+  return v;
+};
+const N = int('robots', 1, 100_000);
+const WINDOW_S = int('window', 0, 3600);
+const WORKERS = Math.min(int('workers', 1, 64), N);
+const POLL_WAIT_S = int('poll-wait', 2, 60);
+const GIVE_UP_S = int('give-up', 10, 3600);
+const STEADY_S = int('steady', 0, 600);
+const CONNECTIONS = int('connections', 1, 10_000);
+const SEED = int('seed', 0, 2 ** 31);
+
+const log = (m: string): void => void process.stderr.write(`fleet: ${m}\n`);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Node raises its own soft open-files limit to the hard limit when it starts (so do the server and the
+ * workers): what counts is the hard limit. Stops with the remedy when it is too low for N sockets.
+ */
+function ensureFileLimit(): void {
+  const line = /^Max open files\s+(\S+)\s+(\S+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+  if (!line) return;
+  const soft = line[1] === 'unlimited' ? Infinity : Number(line[1]);
+  const need = N + 1024;
+  if (soft >= need) return;
+  log(`${N} robots need about ${need} open files in the server, but this process may open ${soft}: raise the hard limit ` +
+    `(as root \`ulimit -n ${need}\` in the shell that runs the benchmark, or LimitNOFILE= for a service) and run again`);
+  process.exit(2);
+}
+
+function machine(): string {
+  const cpu = os.cpus()[0]?.model.replace(/\s+/g, ' ').trim() ?? 'unknown CPU';
+  return `${os.cpus().length} × ${cpu}, ${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB RAM, Linux ${os.release()}`;
+}
+
+const uptime = (): string => spawnSync('uptime', [], { encoding: 'utf8' }).stdout?.trim() ?? `load ${os.loadavg().map((l) => l.toFixed(2)).join(', ')}`;
+
+/** Server and client CPU (ms) spent while `work` runs. */
+async function costed<T>(server: ServerUnderTest, pool: RobotPool, work: () => Promise<T>): Promise<{ value: T; serverCpuMs: number; clientCpuMs: number; wallMs: number }> {
+  const s0 = sumCpuMs(server.pids());
+  const c0 = sumCpuMs(pool.pids());
+  const t0 = Date.now();
+  const value = await work();
+  return { value, wallMs: Date.now() - t0, serverCpuMs: sumCpuMs(server.pids()) - s0, clientCpuMs: sumCpuMs(pool.pids()) - c0 };
+}
+
+/** Waits until every robot has a long poll in flight, twice in a row half a second apart. */
+async function allWaiting(pool: RobotPool, expected: number, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let stable = 0;
+  let last = 0;
+  while (Date.now() < deadline) {
+    last = (await pool.status()).waiting;
+    stable = last >= expected ? stable + 1 : 0;
+    if (stable >= 2) return last;
+    await sleep(500);
+  }
+  return last;
+}
+
+async function main(): Promise<void> {
+  ensureFileLimit();
+  const uptimeBefore = uptime();
+  const loadBefore = os.loadavg();
+  const started = new Date();
+  log(`${N} robots, arrivals over ${WINDOW_S} s, ${WORKERS} robot worker(s); ${uptimeBefore}`);
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-bench-fleet-'));
+  let server: ServerUnderTest | undefined;
+  let pool: RobotPool | undefined;
+  let nginx: Nginx | undefined;
+  let admin: FleetAdmin | undefined;
+  // Ctrl-C must not leave a server (or nginx) running with its temp folder.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      log(`${signal}: stopping`);
+      void cleanUp().finally(() => process.exit(130));
+    });
+  }
+  try {
+    server = await startServerUnderTest({ workDir: work });
+    const srv = server;
+    const url = server.urls[0]!;
+    log(`server under test at ${server.urls.join(', ')} (pid ${server.pids().join(', ')})`);
+    const peak = new RssSampler(() => srv.pids());
+
+    admin = await FleetAdmin.login(url, server.caPem, server.adminUser, server.adminPassword);
+    await admin.setUp();
+    const names = Array.from({ length: N }, (_, i) => `robot-${String(i).padStart(5, '0')}`);
+    const enrollStart = Date.now();
+    let created = 0;
+    const tokens = await admin.createRobots(names, (d) => {
+      created += d;
+      if (created % 1000 === 0 || created === N) log(`created ${created}/${N} robots with enrollment tokens`);
+    });
+    let enrolledCount = 0;
+    pool = new RobotPool(WORKERS, (d) => {
+      enrolledCount += d;
+      if (enrolledCount % 1000 === 0 || enrolledCount === N) log(`enrolled ${enrolledCount}/${N} robots`);
+    });
+    const robots = pool;
+    const enrolled = await pool.enroll(
+      names.map((name, i) => ({ name, token: tokens[i]!, url: srv.urls[i % srv.urls.length]! })),
+      server.caPem,
+      POLL_WAIT_S,
+      values.validate,
+    );
+    const enrollMs = Date.now() - enrollStart;
+    if (enrolled.enrolled === 0) throw new Error(`no robot could enroll: ${JSON.stringify(enrolled.errors)}`);
+    await sleep(2000);
+
+    const offsets = arrivals(N, WINDOW_S * 1000, SEED);
+    const storm = async (kind: 'control' | 'boot', what: string): Promise<StormReport> => {
+      log(`${what}: ${enrolled.enrolled} robots over ${WINDOW_S} s`);
+      const startAt = Date.now() + 1000;
+      const r = await costed(srv, robots, () => robots.storm(kind, startAt, offsets, GIVE_UP_S * 1000));
+      const res = r.value;
+      log(`${what}: ${res.served.length} served, ${res.neverServed} never, in ${((Date.now() - startAt) / 1000).toFixed(1)} s`);
+      return {
+        robots: enrolled.enrolled,
+        served: summarize(res.served),
+        neverServed: res.neverServed,
+        attempts: res.attempts,
+        longestAttemptMs: res.longestAttemptMs,
+        startLag: summarize(res.startLagMs),
+        errors: res.errors,
+        serverCpuMs: r.serverCpuMs,
+        clientCpuMs: r.clientCpuMs,
+        wallMs: r.wallMs,
+      };
+    };
+    const control = await storm('control', 'control storm (fresh TLS + GET /health)');
+    await sleep(3000);
+    const idleKiB = sumRssKiB(srv.pids());
+    const boot = await storm('boot', 'boot storm (fresh TLS + login + bundle)');
+
+    log(`long polls: every robot waits (?wait=${POLL_WAIT_S})`);
+    pool.startPolling(1000);
+    let waiting = await allWaiting(pool, enrolled.enrolled, GIVE_UP_S * 1000);
+    log(`${waiting} robots waiting`);
+    await sleep(2000);
+    const idleWait = await costed(srv, robots, () => sleep(3000));
+    const waitingKiB = sumRssKiB(srv.pids());
+
+    const fanout = async (
+      what: string,
+      change: () => Promise<unknown>,
+      done: (changed: { name: string }[]) => boolean,
+      settleMs: number,
+    ): Promise<FanoutReport & { t0: number; changed: { name: string; at: number }[]; wokenNames: string[] }> => {
+      await robots.mark();
+      const probe = new HealthProbe(url, srv.caPem);
+      await sleep(1000); // the probe's TLS handshake is not part of the fan-out
+      const probeFrom = probe.latencies.length;
+      log(`${what}`);
+      const r = await costed(srv, robots, async () => {
+        const t0 = Date.now();
+        await change();
+        const adminMs = Date.now() - t0;
+        const deadline = t0 + GIVE_UP_S * 1000;
+        let got = await robots.collect(t0, POLL_WAIT_S);
+        while (!done(got.changed) && Date.now() < deadline) {
+          await sleep(500);
+          got = await robots.collect(t0, POLL_WAIT_S);
+        }
+        await sleep(settleMs);
+        return { t0, adminMs, got: await robots.collect(t0, POLL_WAIT_S) };
+      });
+      await probe.stop();
+      const { t0, adminMs, got } = r.value;
+      log(`${what}: ${got.changed.length} robots got a new bundle; admin request ${adminMs} ms`);
+      return {
+        t0,
+        adminMs,
+        delivered: got.changed.length,
+        expected: 0,
+        woken: got.woken.length,
+        latency: summarize(got.changed.map((c) => c.at - t0)),
+        health: summarize(probe.latencies.slice(probeFrom)),
+        healthErrors: probe.errors,
+        errors: got.errors,
+        serverCpuMs: r.serverCpuMs,
+        clientCpuMs: r.clientCpuMs,
+        wallMs: r.wallMs,
+        changed: got.changed,
+        wokenNames: got.woken,
+      };
+    };
+
+    const expected = waiting;
+    const rotate = await fanout(`rotating ${SHARED_ENCLAVES[0]} (bound to all ${expected} waiting robots)`, () => admin!.rotate(SHARED_ENCLAVES[0]!), (c) => c.length >= expected, 500);
+    waiting = await allWaiting(pool, enrolled.enrolled, 60_000);
+    const target = names[0]!;
+    const one = await fanout(
+      `binding ${SOLO_ENCLAVE} to ${target} only (${waiting} robots waiting)`,
+      () => admin!.bindOne(SOLO_ENCLAVE, target),
+      (c) => c.some((x) => x.name === target),
+      2000,
+    );
+    const oneReport = {
+      ...one,
+      target,
+      targetMs: ((at) => (at === undefined ? undefined : at - one.t0))(one.changed.find((c) => c.name === target)?.at),
+      othersChanged: one.changed.filter((c) => c.name !== target).length,
+      othersWoken: one.wokenNames.filter((n) => n !== target).length,
+    };
+    const robotToken = await pool.oneRobotToken();
+    log('stopping the robots');
+    await pool.stop();
+    pool = undefined;
+
+    let steady: FleetResult['steady'];
+    if (STEADY_S > 0) steady = await steadyState(srv, robotToken, (n) => (nginx = n));
+    const peakKiB = peak.stop();
+
+    const result: FleetResult = {
+      meta: {
+        date: started.toISOString(),
+        machine: machine(),
+        node: process.version,
+        robots: N,
+        windowS: WINDOW_S,
+        workers: WORKERS,
+        pollWaitS: POLL_WAIT_S,
+        giveUpS: GIVE_UP_S,
+        validate: values.validate,
+        seed: SEED,
+        uptimeBefore,
+        uptimeAfter: uptime(),
+        loadBefore,
+        loadAfter: os.loadavg(),
+      },
+      enroll: { ms: enrollMs, enrolled: enrolled.enrolled, failed: enrolled.failed, errors: enrolled.errors },
+      control,
+      boot,
+      memory: {
+        idleKiB,
+        waitingKiB,
+        waiting,
+        perWaitingRobotKiB: waiting > 0 ? (waitingKiB - idleKiB) / waiting : Number.NaN,
+        peakKiB,
+        idleWaitServerCpuMs: idleWait.serverCpuMs,
+        idleWaitMs: idleWait.wallMs,
+      },
+      rotate: { adminMs: rotate.adminMs, delivered: rotate.delivered, woken: rotate.woken, expected, latency: rotate.latency, health: rotate.health, healthErrors: rotate.healthErrors, errors: rotate.errors, serverCpuMs: rotate.serverCpuMs, clientCpuMs: rotate.clientCpuMs, wallMs: rotate.wallMs },
+      one: {
+        adminMs: oneReport.adminMs,
+        target,
+        targetMs: oneReport.targetMs,
+        othersChanged: oneReport.othersChanged,
+        othersWoken: oneReport.othersWoken,
+        waiting,
+        health: one.health,
+        healthErrors: one.healthErrors,
+        errors: one.errors,
+        serverCpuMs: one.serverCpuMs,
+        clientCpuMs: one.clientCpuMs,
+        wallMs: one.wallMs,
+      },
+      steady,
+    };
+    process.stdout.write(formatReport(result));
+    if (values.json) {
+      fs.writeFileSync(values.json, `${JSON.stringify(result, null, 2)}\n`);
+      log(`wrote ${values.json}`);
+    }
+  } finally {
+    await cleanUp();
+  }
+
+  async function cleanUp(): Promise<void> {
+    admin?.close();
+    await pool?.stop();
+    await nginx?.stop();
+    await server?.stop();
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** Keep-alive throughput against the server and against nginx serving the same bundle bytes. */
+async function steadyState(server: ServerUnderTest, robot: { token: string; etag: string }, started: (n: Nginx) => void): Promise<FleetResult['steady']> {
+  const url = server.urls[0]!;
+  const http = new HttpClient(url, server.caPem);
+  const auth = { authorization: `Bearer ${robot.token}` };
+  const bundle = await http.request({ method: 'GET', path: 'v1/robot/bundle', headers: auth, timeoutMs: 15_000, maxBytes: 64 * 1024 * 1024 });
+  const notModified = await http.request({ method: 'GET', path: 'v1/robot/bundle', headers: { ...auth, 'if-none-match': String(bundle.headers.etag) }, timeoutMs: 15_000 });
+  http.close();
+  if (bundle.status !== 200 || notModified.status !== 304) throw new Error(`steady state: bundle ${bundle.status}, If-None-Match ${notModified.status} (expected 200, 304)`);
+  const etag = String(bundle.headers.etag);
+
+  const rows: NonNullable<FleetResult['steady']>['rows'] = [];
+  const run = async (name: string, target: string, u: string, headers: Record<string, string>): Promise<void> => {
+    log(`steady state: ${name} against ${target} (${STEADY_S} s, ${CONNECTIONS} connections, after 1 s of warm-up)`);
+    // Warm-up: the connections' TLS handshakes and the JIT are not steady state.
+    await load(u, headers, 1, CONNECTIONS);
+    rows.push({ name, target, ...(await load(u, headers, STEADY_S, CONNECTIONS)) });
+  };
+  await run('GET /health', 'server', `${url}/health`, {});
+  await run('bundle → 200', 'server', `${url}/v1/robot/bundle`, auth);
+  await run('bundle + If-None-Match → 304', 'server', `${url}/v1/robot/bundle`, { ...auth, 'If-None-Match': etag });
+
+  if (!fs.existsSync(NGINX)) {
+    log(`${NGINX} not found: no nginx ceiling`);
+    return { bundleBytes: bundle.body.length, tool: haveWrk() ? 'wrk' : 'autocannon', rows };
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-bench-nginx-'));
+  const nginx = await startNginx(dir, server.certFile, server.keyFile, { 'bundle.json': bundle.body });
+  started(nginx);
+  try {
+    const probe = new HttpClient(nginx.url, server.caPem);
+    const first = await probe.request({ method: 'GET', path: 'bundle.json', timeoutMs: 15_000, maxBytes: 64 * 1024 * 1024 });
+    const nEtag = String(first.headers.etag);
+    const second = await probe.request({ method: 'GET', path: 'bundle.json', headers: { 'if-none-match': nEtag }, timeoutMs: 15_000 });
+    probe.close();
+    if (first.status !== 200 || !first.body.equals(bundle.body) || second.status !== 304) throw new Error(`nginx: ${first.status}/${second.status}, same bytes: ${first.body.equals(bundle.body)}`);
+    await run('bundle → 200', 'nginx', `${nginx.url}/bundle.json`, {});
+    await run('bundle + If-None-Match → 304', 'nginx', `${nginx.url}/bundle.json`, { 'If-None-Match': nEtag });
+  } finally {
+    await nginx.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return { bundleBytes: bundle.body.length, tool: haveWrk() ? 'wrk' : 'autocannon', rows };
+}
+
+main().catch((err: unknown) => {
+  log(err instanceof Error ? err.stack ?? err.message : String(err));
+  process.exitCode = 1;
+});

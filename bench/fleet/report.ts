@@ -1,0 +1,151 @@
+/** The fleet benchmark's results: their shape (also the --json file) and the Markdown summary on stdout. */
+import { tallyText, type Summary, type Tally } from './stats.js';
+import type { LoadResult } from './steady.js';
+
+interface Cost {
+  serverCpuMs: number;
+  clientCpuMs: number;
+  wallMs: number;
+}
+
+export interface StormReport extends Cost {
+  robots: number;
+  /** Per robot: ms from its first attempt until served (retries included). */
+  served: Summary;
+  neverServed: number;
+  attempts: number;
+  longestAttemptMs: number;
+  startLag: Summary;
+  errors: Tally;
+}
+
+export interface FanoutReport extends Cost {
+  adminMs: number;
+  delivered: number;
+  expected: number;
+  /** Robots answered before their poll's wait ran out (the same detector as (d)'s "woken"; should equal `delivered`). */
+  woken: number;
+  /** ms from sending the change to each robot receiving its new bundle. */
+  latency: Summary;
+  /** GET /health over a warm keep-alive connection during the fan-out. */
+  health: Summary;
+  healthErrors: Tally;
+  errors: Tally;
+}
+
+export interface OneRobotReport extends Cost {
+  adminMs: number;
+  target: string;
+  targetMs: number | undefined;
+  /** Other robots that received a changed bundle (should be 0). */
+  othersChanged: number;
+  /** Other robots whose long poll was answered before its wait ran out (should be 0). */
+  othersWoken: number;
+  waiting: number;
+  health: Summary;
+  healthErrors: Tally;
+  errors: Tally;
+}
+
+export interface FleetResult {
+  meta: {
+    date: string;
+    machine: string;
+    node: string;
+    robots: number;
+    windowS: number;
+    workers: number;
+    pollWaitS: number;
+    giveUpS: number;
+    validate: boolean;
+    seed: number;
+    uptimeBefore: string;
+    uptimeAfter: string;
+    loadBefore: number[];
+    loadAfter: number[];
+  };
+  enroll: { ms: number; enrolled: number; failed: number; errors: Tally };
+  control: StormReport;
+  boot: StormReport;
+  memory: {
+    /** Server RSS after the control storm, before any robot logged in. */
+    idleKiB: number;
+    /** Server RSS with `waiting` robots holding a long poll. */
+    waitingKiB: number;
+    waiting: number;
+    perWaitingRobotKiB: number;
+    peakKiB: number;
+    idleWaitServerCpuMs: number;
+    idleWaitMs: number;
+  };
+  rotate: FanoutReport;
+  one: OneRobotReport;
+  steady?: { bundleBytes: number; tool: string; rows: (LoadResult & { name: string; target: string })[] };
+}
+
+const ms = (v: number | undefined): string => (v === undefined || Number.isNaN(v) ? '–' : v >= 10_000 ? `${(v / 1000).toFixed(1)} s` : `${Math.round(v)} ms`);
+const x = (a: number, b: number): string => (b > 0 && Number.isFinite(a / b) ? `${(a / b).toFixed(2)}×` : '–');
+const mib = (kib: number): string => `${(kib / 1024).toFixed(0)} MiB`;
+
+export function formatReport(r: FleetResult): string {
+  const m = r.meta;
+  const n = r.enroll.enrolled;
+  const perRobot = (c: Cost, count = n): number => c.serverCpuMs / Math.max(count, 1);
+  const clientPerRobot = (c: Cost, count = n): number => c.clientCpuMs / Math.max(count, 1);
+  const storm = (name: string, s: StormReport): string =>
+    `| ${name} | ${s.served.count}/${s.robots} | ${ms(s.served.p50)} | ${ms(s.served.p99)} | ${ms(s.served.max)} | ${s.neverServed} | ` +
+    `${s.attempts} | ${ms(s.longestAttemptMs)} | ${tallyText(s.errors)} | ${perRobot(s).toFixed(2)} | ${x(perRobot(s), perRobot(r.control))} | ${clientPerRobot(s).toFixed(2)} |`;
+  const lines = [
+    `## Fleet run: ${m.robots} robots, arrivals over ${m.windowS} s`,
+    '',
+    `- ${m.date}; ${m.machine}; Node ${m.node}; ${m.workers} robot worker process(es); poll wait ${m.pollWaitS} s; give up after ${m.giveUpS} s` +
+      `${m.validate ? '; robots check bundles with parseBundle' : ''}.`,
+    `- before: \`${m.uptimeBefore}\``,
+    `- after:  \`${m.uptimeAfter}\``,
+    `- enrolled ${r.enroll.enrolled}/${m.robots} in ${(r.enroll.ms / 1000).toFixed(1)} s${r.enroll.failed ? ` (${r.enroll.failed} failed: ${tallyText(r.enroll.errors)})` : ''}.`,
+    '',
+    '| storm (same arrivals) | served | p50 | p99 | max | never served | attempts | longest attempt | errors (attempts) | server CPU ms/robot | × control | client CPU ms/robot |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|',
+    storm('(a) control: fresh TLS + GET /health', r.control),
+    storm('(b) boot: fresh TLS + login + bundle', r.boot),
+    '',
+    `Time-to-served ratios, boot ÷ control: p50 ${x(r.boot.served.p50, r.control.served.p50)}, p99 ${x(r.boot.served.p99, r.control.served.p99)}. ` +
+      `Client start lag (robot late against its arrival time; high = the client machine lagged): control p99 ${ms(r.control.startLag.p99)}, boot p99 ${ms(r.boot.startLag.p99)}.`,
+    '',
+    '| change while robots long-poll | reached | p50 | p99 | max | admin request | /health meanwhile p50 / p99 / max | errors | server CPU ms/robot | client CPU ms/robot |',
+    '|---|---:|---:|---:|---:|---:|---|---|---:|---:|',
+    `| (c) rotate an enclave bound to all | ${r.rotate.delivered}/${r.rotate.expected} | ${ms(r.rotate.latency.p50)} | ${ms(r.rotate.latency.p99)} | ${ms(r.rotate.latency.max)} | ` +
+      `${ms(r.rotate.adminMs)} | ${ms(r.rotate.health.p50)} / ${ms(r.rotate.health.p99)} / ${ms(r.rotate.health.max)}${healthErr(r.rotate.healthErrors)} | ${tallyText(r.rotate.errors)} | ` +
+      `${perRobot(r.rotate, r.rotate.expected).toFixed(2)} | ${clientPerRobot(r.rotate, r.rotate.expected).toFixed(2)} |`,
+    `| (d) bind an enclave to one robot | ${r.one.targetMs === undefined ? 0 : 1}/1 | ${ms(r.one.targetMs)} | | | ${ms(r.one.adminMs)} | ` +
+      `${ms(r.one.health.p50)} / ${ms(r.one.health.p99)} / ${ms(r.one.health.max)}${healthErr(r.one.healthErrors)} | ${tallyText(r.one.errors)} | | |`,
+    '',
+    `(c) ÷ control p99: ${x(r.rotate.latency.p99, r.control.served.p99)}; ${r.rotate.woken} robots were answered before their poll's wait ran out. (d): of ${r.one.waiting - 1} other waiting robots, ${r.one.othersWoken} were woken early and ${r.one.othersChanged} got a new bundle; ` +
+      `server CPU over that phase (${(r.one.wallMs / 1000).toFixed(1)} s, the other robots' routine re-polls included) ${Math.round(r.one.serverCpuMs)} ms.`,
+    '',
+    `Server memory: ${mib(r.memory.idleKiB)} before the boot storm, ${mib(r.memory.waitingKiB)} with ${r.memory.waiting} robots waiting ` +
+      `(${r.memory.perWaitingRobotKiB.toFixed(1)} KiB per waiting robot), peak ${mib(r.memory.peakKiB)}. ` +
+      `CPU while they all waited and nothing changed: ${Math.round(r.memory.idleWaitServerCpuMs)} ms over ${(r.memory.idleWaitMs / 1000).toFixed(1)} s.`,
+    '',
+  ];
+  if (r.steady) {
+    const nginx = (name: string): number | undefined => r.steady!.rows.find((row) => row.target === 'nginx' && row.name === name)?.reqPerS;
+    lines.push(
+      `Steady state (${r.steady.tool}, keep-alive; bundle ${r.steady.bundleBytes} bytes):`,
+      '',
+      '| what | target | req/s | p50 | p99 | bad answers | × nginx (same request) |',
+      '|---|---|---:|---:|---:|---:|---:|',
+      ...r.steady.rows.map((row) => {
+        const ceiling = row.target === 'server' ? nginx(row.name) : undefined;
+        return `| ${row.name} | ${row.target} | ${Math.round(row.reqPerS)} | ${ms(row.latencyP50Ms)} | ${ms(row.latencyP99Ms)} | ${row.bad} | ${ceiling ? x(row.reqPerS, ceiling) : ''} |`;
+      }),
+      '',
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function healthErr(t: Tally): string {
+  const text = tallyText(t);
+  return text === 'none' ? '' : ` (failed: ${text})`;
+}

@@ -1,0 +1,217 @@
+/**
+ * One simulated robot, behaving on the wire like `enclave-agent`: its own P-256 device key, enrolled with a
+ * one-time token, device login with a fresh signed assertion (`signAssertion` from the agent), the bundle
+ * with `If-None-Match` and long polls (`?wait=`), the agent's HTTP client (`client/common/http.ts`: pinned
+ * CA, one keep-alive connection per robot) and its backoff (full jitter). On top of today's agent it
+ * honours a server's `Retry-After` on 429/503 (waiting that long plus up to as long again, so a herd told
+ * "come back in 5 s" does not all come back at the same millisecond).
+ *
+ * What is skipped: writing the files to a RAM disk, the report, and by default the agent's full bundle
+ * check (`parseBundle` parses every certificate; `validate: true` turns it on). They cost the robot, not
+ * the server.
+ */
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { Backoff, sleep } from '../../client/agent/backoff.js';
+import { parseBundle } from '../../client/agent/bundle.js';
+import { signAssertion } from '../../client/agent/robot-client.js';
+import { MIN_POLL_INTERVAL_MS } from '../../client/agent/watch.js';
+import { HttpClient, NetworkError, parseJson, type HttpResponse } from '../../client/common/http.js';
+import type { EnrollRequest, RobotAuthResponse } from '../../client/common/robot-wire.js';
+import { retryAfterMs, type Tally } from './stats.js';
+
+/** The agent's request timeout (robot-client.ts), plus the long-poll wait. */
+export const REQUEST_TIMEOUT_MS = 15_000;
+/** The agent's default --backoff-base and --backoff-max. */
+const BACKOFF_BASE_MS = 1_000;
+const BACKOFF_MAX_MS = 300_000;
+/** The agent renews its token when less than this (plus the poll wait) is left. */
+const TOKEN_MARGIN_MS = 60_000;
+
+export interface RobotConfig {
+  url: string;
+  caPem: string;
+  pollWaitS: number;
+  validate: boolean;
+}
+
+/** Why an exchange did not give what was asked: `http-503`, `ETIMEDOUT`, `ECONNRESET`, ... */
+export function failureKind(err: unknown): string {
+  if (err instanceof NetworkError) return err.code ?? 'network';
+  if (err instanceof BadAnswer) return err.kind;
+  return 'other';
+}
+
+export class BadAnswer extends Error {
+  constructor(
+    readonly kind: string,
+    readonly retryAfterMs?: number,
+  ) {
+    super(kind);
+  }
+}
+
+/** How long to wait before trying again: the server's Retry-After (+ jitter) when it gave one, else backoff. */
+export function retryDelay(err: unknown, backoff: Backoff, random: () => number = Math.random): number {
+  if (err instanceof BadAnswer && err.retryAfterMs !== undefined) return err.retryAfterMs + Math.floor(random() * Math.max(err.retryAfterMs, 100));
+  return backoff.next();
+}
+
+function refuse(res: HttpResponse, what: string): BadAnswer {
+  return new BadAnswer(`${what}-http-${res.status}`, res.status === 429 || res.status === 503 ? retryAfterMs(res.headers['retry-after'], Date.now()) : undefined);
+}
+
+/** One answer to a long poll, for counting who a change woke. */
+export interface PollAnswer {
+  startedAt: number;
+  at: number;
+  status: number;
+}
+
+export class SimRobot {
+  key: KeyObject | undefined;
+  client: HttpClient | undefined;
+  token: { value: string; expiresAtMs: number } | undefined;
+  etag: string | undefined;
+  revision: string | undefined;
+  /** When the robot last received a changed bundle. */
+  changedAt = 0;
+  answers: PollAnswer[] = [];
+  errors: Tally = {};
+  /** A poll is in flight with an etag: the server is (or soon will be) holding it. */
+  waiting = false;
+  private readonly backoff = new Backoff(BACKOFF_BASE_MS, BACKOFF_MAX_MS);
+
+  constructor(
+    readonly name: string,
+    private readonly cfg: RobotConfig,
+  ) {}
+
+  get url(): string {
+    return this.cfg.url;
+  }
+
+  /** `enclave-agent enroll`: a fresh P-256 key, its public half registered with the one-time token. */
+  async enroll(http: HttpClient, token: string): Promise<void> {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const body: EnrollRequest = { token, publicKey: publicKey.export({ type: 'spki', format: 'pem' }).toString(), agentVersion: 'bench-fleet' };
+    const res = await http.request({ method: 'POST', path: 'v1/enroll', json: body, timeoutMs: 60_000 });
+    if (res.status !== 201 && res.status !== 200) throw refuse(res, 'enroll');
+    this.key = privateKey;
+  }
+
+  /** Drops the connection: the next request opens a new TLS connection, as a robot that booted does. */
+  reconnect(): void {
+    this.client?.close();
+    this.client = new HttpClient(this.cfg.url, this.cfg.caPem);
+    this.token = undefined;
+    this.etag = undefined;
+    this.revision = undefined;
+  }
+
+  close(): void {
+    this.client?.close();
+    this.client = undefined;
+  }
+
+  async login(): Promise<void> {
+    const res = await this.client!.request({
+      method: 'POST',
+      path: 'v1/auth/robot',
+      json: { assertion: signAssertion(this.key!, this.name, Date.now()) },
+      timeoutMs: REQUEST_TIMEOUT_MS,
+    });
+    if (res.status !== 200) throw refuse(res, 'login');
+    const body = parseJson(res) as Partial<RobotAuthResponse> | undefined;
+    if (typeof body?.token !== 'string') throw new BadAnswer('login-no-token');
+    const exp = typeof body.expiresAt === 'string' ? Date.parse(body.expiresAt) : Number.NaN;
+    this.token = { value: body.token, expiresAtMs: Number.isNaN(exp) ? Date.now() + 300_000 : exp };
+  }
+
+  /**
+   * One bundle request (login first when the token is missing or about to run out; again once on 401).
+   * Returns true when a new bundle arrived.
+   */
+  async fetch(waitS: number): Promise<boolean> {
+    const wait = this.etag ? waitS : 0;
+    if (!this.token || this.token.expiresAtMs - Date.now() < wait * 1000 + TOKEN_MARGIN_MS) await this.login();
+    const ask = (): Promise<HttpResponse> =>
+      this.client!.request({
+        method: 'GET',
+        path: wait > 0 ? `v1/robot/bundle?wait=${wait}` : 'v1/robot/bundle',
+        headers: { authorization: `Bearer ${this.token!.value}`, ...(this.etag ? { 'if-none-match': this.etag } : {}) },
+        timeoutMs: REQUEST_TIMEOUT_MS + wait * 1000,
+        maxBytes: 64 * 1024 * 1024,
+      });
+    const startedAt = Date.now();
+    this.waiting = wait > 0;
+    let res: HttpResponse;
+    try {
+      res = await ask();
+      if (res.status === 401) {
+        this.token = undefined;
+        await this.login();
+        res = await ask();
+      }
+    } finally {
+      this.waiting = false;
+    }
+    if (wait > 0) this.answers.push({ startedAt, at: res.receivedAt, status: res.status });
+    if (res.status === 304) return false;
+    if (res.status !== 200) throw refuse(res, 'bundle');
+    const body = parseJson(res) as { revision?: unknown } | undefined;
+    const revision = this.cfg.validate ? String(parseBundle(body).revision) : typeof body?.revision === 'string' ? body.revision : undefined;
+    if (!revision || !/^[A-Za-z0-9]{1,128}$/.test(revision)) throw new BadAnswer('bundle-bad-revision');
+    this.etag = `"${revision}"`;
+    if (revision === this.revision) return false;
+    this.revision = revision;
+    this.changedAt = res.receivedAt;
+    return true;
+  }
+
+  /**
+   * Until `succeed` resolves or `giveUpAt` passes, tries `attempt`, retrying like the agent. Counts each
+   * failed attempt by kind. Returns ms from the first attempt to success, or undefined (never served).
+   */
+  async untilServed(attempt: () => Promise<void>, giveUpAt: number, stats: { attempts: number; longestMs: number }): Promise<number | undefined> {
+    const first = Date.now();
+    this.backoff.reset();
+    for (;;) {
+      const t0 = Date.now();
+      stats.attempts++;
+      try {
+        await attempt();
+        stats.longestMs = Math.max(stats.longestMs, Date.now() - t0);
+        return Date.now() - first;
+      } catch (err) {
+        stats.longestMs = Math.max(stats.longestMs, Date.now() - t0);
+        const kind = failureKind(err);
+        this.errors[kind] = (this.errors[kind] ?? 0) + 1;
+        const delay = retryDelay(err, this.backoff);
+        if (Date.now() + delay > giveUpAt) return undefined;
+        await sleep(delay);
+      }
+    }
+  }
+
+  /** The agent's watch loop: long-poll, at most one request start per MIN_POLL_INTERVAL_MS, back off on trouble. */
+  async pollLoop(signal: AbortSignal): Promise<void> {
+    let lastStart = -Infinity;
+    this.backoff.reset();
+    while (!signal.aborted) {
+      const gap = lastStart + MIN_POLL_INTERVAL_MS - Date.now();
+      if (gap > 0) await sleep(gap, signal);
+      if (signal.aborted) return;
+      lastStart = Date.now();
+      try {
+        await this.fetch(this.cfg.pollWaitS);
+        this.backoff.reset();
+      } catch (err) {
+        if (signal.aborted) return;
+        const kind = failureKind(err);
+        this.errors[kind] = (this.errors[kind] ?? 0) + 1;
+        this.etag = undefined; // as the agent: ask afresh after trouble
+        await sleep(retryDelay(err, this.backoff), signal);
+      }
+    }
+  }
+}
