@@ -47,13 +47,14 @@ const { values } = parseArgs({
     validate: { type: 'boolean', default: false },
     seed: { type: 'string', default: '1' },
     json: { type: 'string' },
+    'cpu-prof': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 
 function usage(problem?: string): never {
   if (problem) process.stderr.write(`bench:fleet: ${problem}\n`);
-  process.stderr.write('usage: npm run bench:fleet -- --robots N --window S [--workers W] [--poll-wait S] [--give-up S] [--steady S|0] [--connections C] [--validate] [--seed K] [--json FILE]\n');
+  process.stderr.write('usage: npm run bench:fleet -- --robots N --window S [--workers W] [--poll-wait S] [--give-up S] [--steady S|0] [--connections C] [--validate] [--seed K] [--json FILE] [--cpu-prof DIR]\n');
   process.exit(problem ? 2 : 0);
 }
 if (values.help) usage();
@@ -138,7 +139,7 @@ async function main(): Promise<void> {
     });
   }
   try {
-    server = await startServerUnderTest({ workDir: work });
+    server = await startServerUnderTest({ workDir: work, cpuProfDir: values['cpu-prof'] && path.resolve(values['cpu-prof']) });
     const srv = server;
     const url = server.urls[0]!;
     log(`server under test at ${server.urls.join(', ')} (pid ${server.pids().join(', ')})`);

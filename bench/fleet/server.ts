@@ -34,6 +34,8 @@ export interface ServerOptions {
   workDir: string;
   env?: NodeJS.ProcessEnv;
   startTimeoutMs?: number;
+  /** Write the server's V8 CPU profile into this folder when it stops (`node --cpu-prof`). */
+  cpuProfDir?: string;
 }
 
 /**
@@ -48,7 +50,10 @@ export async function startServerUnderTest(opts: ServerOptions): Promise<ServerU
   const out = fs.openSync(logFile, 'a');
   const child: ChildProcess = spawn(
     process.execPath,
-    ['--import', 'tsx', path.join(REPO, 'server/main.ts'), 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0'],
+    [
+      ...(opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : []),
+      '--import', 'tsx', path.join(REPO, 'server/main.ts'), 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0',
+    ],
     {
       cwd: REPO,
       env: { ...process.env, ENCLAVE_ADMIN_PASSWORD: adminPassword, ENCLAVE_ADMIN_PASSWORD_FILE: '', ...opts.env },

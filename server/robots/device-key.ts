@@ -30,6 +30,15 @@ export function parseDeviceKey(pem: string): DeviceKey {
   };
 }
 
+/**
+ * A device key as stored at enrollment (already checked and normalised by `parseDeviceKey`), made ready to
+ * verify: one parse, no re-export (each export cost as much as the parse, and a boot storm is all first logins).
+ */
+export function storedDeviceKey(pem: string, keyId: string): DeviceKey {
+  const key = crypto.createPublicKey(pem);
+  return { publicKeyPem: pem, keyId, alg: key.asymmetricKeyType === 'ed25519' ? 'EdDSA' : 'ES256', key };
+}
+
 export const ASSERTION_AUDIENCE = 'enclave-server';
 export const MAX_ASSERTION_LIFETIME_S = 300;
 const CLOCK_TOLERANCE_S = 60;

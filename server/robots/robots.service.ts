@@ -8,7 +8,7 @@ import type { Db } from '../db/database.js';
 import { Conflict, InvalidInput, NotFound, TooManyRequests, Unauthorized } from '../errors.js';
 import type { ChangeFeed } from '../events/changes.js';
 import { FailureWindow } from '../auth/throttle.js';
-import { parseDeviceKey, unverifiedSubject, verifyAssertion, type DeviceKey } from './device-key.js';
+import { parseDeviceKey, storedDeviceKey, unverifiedSubject, verifyAssertion, type DeviceKey } from './device-key.js';
 import { RobotsRepo, type EnrollmentTokenInfo, type Robot, type RobotReport } from './robots.repo.js';
 
 export interface RobotView {
@@ -221,6 +221,8 @@ export class RobotsService {
       .immediate();
     if ('refused' in outcome) this.refuse('robot.enroll', 'unknown', ip, outcome.refused, new Unauthorized(outcome.refused, 'invalid-enrollment-token'));
     const robot = (outcome as { robot: string }).robot;
+    // Its first login will need the key object this enrollment already made.
+    this.remember(key);
     this.changes.publish({ kind: 'robot', robot });
     return toRobotView(this.robot(robot));
   }
@@ -253,11 +255,15 @@ export class RobotsService {
   private deviceKey(keyId: string, pem: string): DeviceKey {
     let key = this.deviceKeys.get(keyId);
     if (!key) {
-      if (this.deviceKeys.size >= MAX_CACHED_DEVICE_KEYS) this.deviceKeys.clear();
-      key = parseDeviceKey(pem);
-      this.deviceKeys.set(keyId, key);
+      key = storedDeviceKey(pem, keyId);
+      this.remember(key);
     }
     return key;
+  }
+
+  private remember(key: DeviceKey): void {
+    if (this.deviceKeys.size >= MAX_CACHED_DEVICE_KEYS) this.deviceKeys.clear();
+    this.deviceKeys.set(key.keyId, key);
   }
 
   /** A failed unauthenticated attempt: audited, until the address is over its limit (then 429, not audited). */
