@@ -3,7 +3,8 @@
 #
 # dist/packages/ros2-enclave-server-<version>.tgz (npm pack layout: one folder, package/) holds what the server
 # and enclavectl run, and nothing of tests, benches, TypeScript sources or source maps:
-#   bin/  dist/server/  dist/client/  migrations/  server/policy/assets/  package.json  package-lock.json
+#   bin/  dist/server/  dist/client/  migrations/  server/policy/assets/  package.json  npm-shrinkwrap.json
+# (the lock file under the name npm pack keeps)
 # Installed on a machine with Node 20 by:
 #   tar -xzf ros2-enclave-server-<version>.tgz && cd package && npm ci --omit=dev && node bin/enclave-server.js
 # The Dockerfile installs the same tarball the same way.
@@ -27,7 +28,7 @@ say "compiled server/ and client/ into the release ($(find "$STAGE/dist" -name '
 cp -a bin migrations "$STAGE/"
 cp -a server/policy/assets "$STAGE/server/policy/"
 
-# The release's package.json: the same dependencies (npm ci needs them in step with package-lock.json), and no
+# The release's package.json: the same dependencies (npm ci needs them in step with the lock file), and no
 # scripts that need the sources or the dev dependencies (`prepare` would run tsc during npm ci).
 node -e '
   const fs = require("fs");
@@ -35,7 +36,9 @@ node -e '
   pkg.scripts = { start: "node bin/enclave-server.js" };
   fs.writeFileSync(process.argv[1], JSON.stringify(pkg, null, 2) + "\n");
 ' "$STAGE/package.json"
-cp package-lock.json "$STAGE/"
+# npm pack never ships a package-lock.json; npm-shrinkwrap.json is the lock file a published package carries,
+# and npm ci installs from it just the same.
+cp package-lock.json "$STAGE/npm-shrinkwrap.json"
 
 mkdir -p "$OUT"
 rm -f "$OUT/$NAME"

@@ -107,7 +107,7 @@ user=$(docker image inspect -f '{{.Config.User}}' "$ENCLAVE_IMAGE")
 size=$(docker image inspect -f '{{.Size}}' "$ENCLAVE_IMAGE" | awk '{printf "%d MB", $1/1e6}')
 [ "$user" = node ] && ok "image $ENCLAVE_IMAGE ($size) runs as USER node" || bad "image USER is '$user', expected node"
 contents=$(run_img ls -A /app | tr '\n' ' ')
-[ "$contents" = "bin dist migrations node_modules package-lock.json package.json server " ] &&
+[ "$contents" = "bin dist migrations node_modules npm-shrinkwrap.json package.json server " ] &&
   ok "image /app holds only: $contents" || bad "image /app holds: $contents"
 extra=$(run_img sh -c 'cd /app && ls -d node_modules/typescript node_modules/tsx node_modules/supertest dist/test secrets data 2>/dev/null' | tr '\n' ' ')
 [ -z "$extra" ] && ok "no dev dependencies, tests, secrets or data in the image" || bad "image contains: $extra"
