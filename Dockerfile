@@ -67,7 +67,7 @@ ENV NODE_ENV=production \
 
 WORKDIR /app
 
-# The installed release (bin dist migrations node_modules package-lock.json package.json server/policy/assets),
+# The installed release (bin dist migrations node_modules npm-shrinkwrap.json package.json server/policy/assets),
 # owned by root and read-only for the user that runs it. migrations/ and server/policy/assets/ are found
 # relative to the project root (next to package.json).
 COPY --from=build /app ./
