@@ -82,7 +82,7 @@ else
   npm run --silent package:server > "$LOGDIR/package-server.log" 2>&1 || { tail -20 "$LOGDIR/package-server.log"; abort "npm run package:server (log: $LOGDIR/package-server.log)"; }
   ok "npm run package:server in $(secs "$t")s"
 fi
-size() { du -k "$1" | awk '{printf "%.1f MB", $1/1024}'; }
+size() { stat -c %s "$1" | awk '{printf "%.1f MB", $1/1e6}'; }
 ok "artifacts: $DEB $(size "$OUT/$DEB"), $TGZ $(size "$OUT/$TGZ"), $SERVER_TGZ $(du -k "$OUT/$SERVER_TGZ" | cut -f1) KiB"
 
 deb_files=$(dpkg-deb -c "$OUT/$DEB" | awk '$1 !~ /^d/ {print $NF}' | sed 's,^\./,,' | sort)
