@@ -34,7 +34,7 @@ const RUNS = Number(values.runs);
 const WARMUP = Number(values.warmup);
 const work = fs.mkdtempSync(join(os.tmpdir(), 'agent-package-bench-'));
 const say = (m: string): void => void process.stderr.write(`bench: ${m}\n`);
-const MB = (bytes: number): string => (bytes / 1e6).toFixed(1);
+const MB = (bytes: number): string => (bytes / 1e6).toFixed(bytes < 1e6 ? 3 : 1);
 
 const DEB_ARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'armhf' };
 const version = packageVersion();
@@ -124,7 +124,7 @@ async function main(): Promise<void> {
       ['`.tar.gz`', size(tgz), 'same files, gzip'],
       ['`/usr/bin/enclave-agent` (SEA)', size(sea), 'stripped node + injected bundle'],
       ['bundle `enclave-agent.cjs`', bundle.bytes, 'the JS alone (needs a Node 20 installed)'],
-      ['`node` binary it was made from', size(nodeBin), `${process.version}, not stripped`],
+      ['`node` binary it was made from', size(nodeBin), `${process.version}, as installed here`],
     ] as const;
     const r2 = (x: number): string => x.toFixed(2);
     const row = (name: string, s: Stat, n: Stat): string[] => [
