@@ -28,29 +28,30 @@ RUN if [ ! -f /usr/local/include/node/common.gypi ]; then \
     fi \
  && test -f /usr/local/include/node/common.gypi
 
-WORKDIR /app
+WORKDIR /src
 
-# 1. Dependencies, in their own layers so that a source change does not recompile better-sqlite3.
-#    --ignore-scripts here only defers the scripts: the root `prepare` (= npm run build) cannot run before
-#    the sources are copied. better-sqlite3's install script (prebuild-install || node-gyp rebuild) runs
-#    in the next step; package.json's "allowScripts" lists it for npm 11.
+# 1. The release tarball, built by the same script as `npm run package:server` (docs/deployment.md). The dev
+#    dependencies are needed only for the TypeScript compiler: --ignore-scripts skips the root `prepare`
+#    (the sources are not copied yet) and better-sqlite3's compile (the release's own npm ci does that).
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
-RUN npm rebuild better-sqlite3 \
- && node -e "require('better-sqlite3')(':memory:').prepare('select sqlite_version() v').get()"
-
-# 2. Sources, then the TypeScript build (what `prepare` runs) into dist/.
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts/package-server.sh ./scripts/
 COPY bin ./bin
 COPY migrations ./migrations
 COPY server ./server
 COPY client ./client
-RUN npm run build
+RUN bash scripts/package-server.sh
 
-# 3. Production dependencies only (drops typescript, tsx, supertest, ...), and better-sqlite3 without its
-#    compiler leftovers (objects, static library, bundled C sources): it needs only
+# 2. Installed the way an operator installs it: unpack, `npm ci --omit=dev` (production dependencies only;
+#    better-sqlite3's install script, listed in package.json's "allowScripts" for npm 11, compiles it), then
+#    better-sqlite3 without its compiler leftovers (objects, static library, bundled C sources): it needs only
 #    build/Release/better_sqlite3.node at run time.
-RUN npm prune --omit=dev --no-audit --no-fund \
+RUN mkdir /app \
+ && tar -xzf dist/packages/ros2-enclave-server-*.tgz -C /app --strip-components=1 \
+ && cd /app \
+ && npm ci --omit=dev --no-audit --no-fund \
+ && node -e "require('better-sqlite3')(':memory:').prepare('select sqlite_version() v').get()" \
  && cd node_modules/better-sqlite3 \
  && rm -rf build/Release/obj build/Release/obj.target build/Release/.deps build/Release/sqlite3.a \
            build/Release/test_extension.node build/deps deps src \
@@ -66,14 +67,10 @@ ENV NODE_ENV=production \
 
 WORKDIR /app
 
-# What the server reads at run time, owned by root and read-only for the user that runs it.
-# migrations/ and server/policy/assets/ are found relative to the project root (next to package.json).
-COPY --from=build /app/package.json /app/package-lock.json ./
-COPY --from=build /app/node_modules ./node_modules
-COPY --from=build /app/bin ./bin
-COPY --from=build /app/dist ./dist
-COPY --from=build /app/migrations ./migrations
-COPY --from=build /app/server/policy/assets ./server/policy/assets
+# The installed release (bin dist migrations node_modules npm-shrinkwrap.json package.json server/policy/assets),
+# owned by root and read-only for the user that runs it. migrations/ and server/policy/assets/ are found
+# relative to the project root (next to package.json).
+COPY --from=build /app ./
 
 # /data: database, TLS CA, token secret. A new named volume is seeded from this directory, so it starts
 # out owned by node with mode 0700. Fail the build now if the native module does not load here.

@@ -9,21 +9,19 @@
 #   `restart`, graceful stop (exit 0), `down` + `up -d` keeping the volume (same CA, enclave still there),
 #   `down -v` leaving nothing behind.
 #
-# Docker engine: the one DOCKER_HOST (or the default socket) points at; otherwise, when DOCKERKIT names a
-# dockerkit folder (a private engine for machines without one), its engine, which is stopped again at the
-# end if this script started it. The stack gets its own project name, port, secrets and image tag, so it never
+# Docker engine: the one DOCKER_HOST (or the default socket) points at; otherwise the repository's own kit,
+# tools/docker (a private engine for machines without one: see its README), whose engine is stopped again at
+# the end if this script started it (scripts/lib/harness.sh). The stack gets its own project name, port, secrets and image tag, so it never
 # touches a real deployment on the same host. The stack is removed (down -v) on every exit.
 #
 #   NO_CACHE=1      build without the layer cache (npm ci and the better-sqlite3 compile run again)
-#   KEEP_ENGINE=1   leave a dockerkit engine this script started running
-#   DOCKERKIT=DIR   folder holding dockerkit's docker-up.sh / docker-down.sh (used only when no engine runs)
+#   KEEP_ENGINE=1   leave a tools/docker engine this script started running
 #
 # Ends with "deploy: N passed, N failed"; exits non-zero on any failure.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
 
-DOCKERKIT=${DOCKERKIT:-}
 PROJECT=enclavedeploy$$
 SERVICE=server
 export ENCLAVE_IMAGE=ros2-enclave-server:deploy-test
@@ -36,33 +34,14 @@ mkdir -p "$LOGDIR"
 export ENCLAVE_SECRETS_DIR=$WORK/secrets
 CA=$WORK/ca.cert.pem
 
-pass=0 fail=0
-T0=$(date +%s%N)
-now() { date +%s%N; }
-secs() { local ms=$(( ($(now) - $1) / 1000000 )); printf '%d.%02d' $((ms / 1000)) $((ms % 1000 / 10)); }
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*"; }
-ok() { pass=$((pass + 1)); log "ok   - $*"; }
-bad() { fail=$((fail + 1)); log "FAIL - $*"; }
-summary() { log "total $(secs "$T0")s; logs: $LOGDIR"; echo "deploy: $pass passed, $fail failed"; }
+# shellcheck source=lib/harness.sh
+. "$ROOT/scripts/lib/harness.sh"
+summary() { harness_summary deploy; }
 abort() { bad "$*"; exit 1; }   # the EXIT trap cleans up and prints the summary
 
 # ------------------------------------------------------------------------------------------ engine
-engine_started=0
 t=$(now)
-if docker version > /dev/null 2>&1; then
-  engine_note="running engine at ${DOCKER_HOST:-the default socket}"
-elif [ -n "$DOCKERKIT" ] && [ -x "$DOCKERKIT/docker-up.sh" ]; then
-  kit_sock=unix://${DOCKERKIT_DIR:-/var/tmp/dockerkit}/docker.sock
-  DOCKER_HOST=$kit_sock docker version > /dev/null 2>&1 || engine_started=1
-  if ! env_line=$("$DOCKERKIT/docker-up.sh" 2> "$LOGDIR/docker-up.log"); then
-    tail -20 "$LOGDIR/docker-up.log"
-    bad "dockerkit docker-up.sh failed (log: $LOGDIR/docker-up.log)"; summary; exit 1
-  fi
-  eval "$env_line"
-  if [ "$engine_started" = 1 ]; then engine_note="started dockerkit's engine"; else engine_note="dockerkit's engine was running"; fi
-else
-  bad "no Docker engine: set DOCKER_HOST, start dockerd, or set DOCKERKIT to a folder holding docker-up.sh${DOCKERKIT:+ (not found in $DOCKERKIT)}"; summary; exit 1
-fi
+harness_engine || { summary; exit 1; }
 if command -v docker-compose > /dev/null 2>&1; then COMPOSE=(docker-compose)
 elif docker compose version > /dev/null 2>&1; then COMPOSE=(docker compose)
 else bad "neither docker-compose nor 'docker compose' is installed"; summary; exit 1; fi
@@ -81,9 +60,7 @@ cleanup() {
   fi
   compose down -v --remove-orphans > "$LOGDIR/cleanup.log" 2>&1 || true
   rm -rf "$ENCLAVE_SECRETS_DIR" "$WORK/body" "$WORK"/*.db
-  if [ "$engine_started" = 1 ] && [ "${KEEP_ENGINE:-0}" != 1 ]; then
-    "$DOCKERKIT/docker-down.sh" >> "$LOGDIR/cleanup.log" 2>&1 && log "stopped the engine this script started" || log "docker-down.sh failed (see $LOGDIR/cleanup.log)"
-  fi
+  harness_engine_stop
   summary
   [ "$fail" = 0 ] || exit 1
 }
@@ -116,7 +93,7 @@ t=$(now)
 if compose build "${build_opts[@]}" > "$LOGDIR/build.log" 2>&1; then
   T=$(secs "$t")
   if grep -Eq 'added [0-9]+ packages' "$LOGDIR/build.log"; then
-    ok "docker-compose build in ${T}s; npm ci: $(grep -Eo 'added [0-9]+ packages in [^ ]+' "$LOGDIR/build.log" | head -1); prune: $(grep -Eo 'removed [0-9]+ packages' "$LOGDIR/build.log" | head -1)"
+    ok "docker-compose build in ${T}s; npm ci (build): $(grep -Eo 'added [0-9]+ packages in [^ ]+' "$LOGDIR/build.log" | head -1); release tarball $(grep -Eo 'ros2-enclave-server-[0-9.]+\.tgz: [^/]*' "$LOGDIR/build.log" | head -1), its npm ci --omit=dev: $(grep -Eo 'added [0-9]+ packages in [^ ]+' "$LOGDIR/build.log" | sed -n 2p)"
   elif grep -q 'Using cache' "$LOGDIR/build.log"; then
     ok "docker-compose build in ${T}s (dependency layers cached; NO_CACHE=1 runs npm ci again)"
   else bad "build finished but shows neither npm ci nor the cache (see $LOGDIR/build.log)"; fi
@@ -130,7 +107,7 @@ user=$(docker image inspect -f '{{.Config.User}}' "$ENCLAVE_IMAGE")
 size=$(docker image inspect -f '{{.Size}}' "$ENCLAVE_IMAGE" | awk '{printf "%d MB", $1/1e6}')
 [ "$user" = node ] && ok "image $ENCLAVE_IMAGE ($size) runs as USER node" || bad "image USER is '$user', expected node"
 contents=$(run_img ls -A /app | tr '\n' ' ')
-[ "$contents" = "bin dist migrations node_modules package-lock.json package.json server " ] &&
+[ "$contents" = "bin dist migrations node_modules npm-shrinkwrap.json package.json server " ] &&
   ok "image /app holds only: $contents" || bad "image /app holds: $contents"
 extra=$(run_img sh -c 'cd /app && ls -d node_modules/typescript node_modules/tsx node_modules/supertest dist/test secrets data 2>/dev/null' | tr '\n' ' ')
 [ -z "$extra" ] && ok "no dev dependencies, tests, secrets or data in the image" || bad "image contains: $extra"
