@@ -6,7 +6,7 @@ import { AuditService } from './audit/audit.service.js';
 import { auditRoutes } from './audit/audit.routes.js';
 import { authRoutes } from './auth/auth.routes.js';
 import { AuthService } from './auth/auth.service.js';
-import { authenticate, type PrincipalResolver } from './auth/authenticate.js';
+import { authenticate, RobotTokenVerifier, type PrincipalResolver } from './auth/authenticate.js';
 import { DEFAULT_LOGIN_THROTTLE, LoginThrottle, type LoginThrottleOptions } from './auth/throttle.js';
 import { RefusalLog } from './audit/refusals.js';
 import { Denied } from './errors.js';
@@ -23,7 +23,7 @@ import { usersRoutes } from './users/users.routes.js';
 import { UsersService } from './users/users.service.js';
 import { bindingsRoutes } from './bindings/bindings.routes.js';
 import { BindingsService } from './bindings/bindings.service.js';
-import { bundlesRoutes } from './bundles/bundles.routes.js';
+import { bundleFastPath, bundlesRoutes } from './bundles/bundles.routes.js';
 import { BundlesService } from './bundles/bundles.service.js';
 import { ChangeFeed } from './events/changes.js';
 import { GrantsRepo } from './grants/grants.repo.js';
@@ -142,6 +142,8 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('trust proxy', options.trustProxy === false ? false : options.trustProxy.join(','));
   app.locals.services = services;
+  const lifetimes = { userSeconds: options.tokenTtlSeconds, robotSeconds: options.robotTokenTtlSeconds };
+  app.use(bundleFastPath(bundles, new RobotTokenVerifier(deps.jwtSecret, resolver, lifetimes), metrics, deps.logger));
 
   app.use(
     pinoHttp({
@@ -173,7 +175,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(opsRoutes(deps.db, metrics));
   app.use(authRoutes(auth));
   app.use(robotsRoutes(robots));
-  app.use(authenticate(deps.jwtSecret, resolver, { userSeconds: options.tokenTtlSeconds, robotSeconds: options.robotTokenTtlSeconds }));
+  app.use(authenticate(deps.jwtSecret, resolver, lifetimes));
   app.use(usersRoutes(users, guards));
   app.use(grantsRoutes(grants, guards));
   app.use(keystoresRoutes(keystores, enclaves, guards, options.maxImportBytes, sandbox));

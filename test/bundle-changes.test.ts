@@ -135,6 +135,28 @@ describe('bundles follow every change', () => {
     assert.equal(cache.get('n1')!.content, cache.get('n2')!.content, 'one shared content object, not a copy per robot');
   });
 
+  test('the bundle fast path answers like the general stack: same security headers, request id, metrics; refusals go the general way', async () => {
+    const fast = await bundle('r1').set('X-Request-Id', 'poll-42');
+    // A query the fast path does not take sends the same request down the general middleware stack.
+    const general = await request(ctx.app).get('/v1/robot/bundle?via=general').set(bearer(robotToken.r1!));
+    assert.equal(fast.status, 200);
+    assert.equal(general.status, 200);
+    assert.equal(fast.headers['x-request-id'], 'poll-42');
+    assert.match(general.headers['x-request-id'] ?? '', /^[0-9a-f-]{36}$/);
+    const volatile = new Set(['date', 'x-request-id', 'connection', 'keep-alive']);
+    const headersOf = (r: request.Response) => Object.keys(r.headers).filter((k) => !volatile.has(k)).sort();
+    assert.deepEqual(headersOf(fast), headersOf(general));
+    for (const h of ['strict-transport-security', 'x-content-type-options', 'content-security-policy', 'cache-control', 'etag']) {
+      assert.equal(fast.headers[h], general.headers[h], h);
+    }
+    assert.equal(fast.text, general.text);
+    const forged = await request(ctx.app).get('/v1/robot/bundle?wait=1').set('Authorization', `Bearer ${robotToken.r1!.slice(0, -2)}xx`);
+    assert.equal(forged.status, 401);
+    assert.equal(forged.body.error.code, 'invalid-token');
+    const metrics = (await request(ctx.app).get('/metrics')).text;
+    assert.match(metrics, /enclave_http_requests_total\{method="GET",route="\/v1\/robot\/bundle",status="200"\} \d+/);
+  });
+
   // A security review: 2,000 polls parked on one robot token took /health to 6.5 s, and 3,000 GETs wrote 3,000
   // bundle.deliver rows. A robot holds at most two polls, and a delivery is audited once per revision.
   test('one robot token holds at most two long polls: a newer one answers the oldest with 304', async () => {

@@ -3,7 +3,8 @@ import type { RequestHandler } from 'express';
 import { Passport } from 'passport';
 import { ExtractJwt, Strategy as JwtStrategy } from 'passport-jwt';
 import { Unauthorized } from '../errors.js';
-import type { Principal } from './principal.js';
+import jwt from 'jsonwebtoken';
+import type { Principal, RobotPrincipal } from './principal.js';
 import { ROBOT_AUDIENCE, TOKEN_ALGORITHM, TOKEN_ISSUER, USER_AUDIENCE } from './tokens.js';
 
 /**
@@ -30,6 +31,68 @@ export interface TokenLifetimes {
   robotSeconds: number;
 }
 
+const VERIFY_OPTIONS = { algorithms: [TOKEN_ALGORITHM], issuer: TOKEN_ISSUER, clockTolerance: 5 };
+
+/**
+ * The rule every verified token's claims must pass to name a live principal. jsonwebtoken takes a token
+ * without `exp` as one that never expires: every token must carry one, and a lifetime no longer than this
+ * server now gives (lowering the TTL setting also ends longer tokens).
+ */
+function principalFromClaims(claims: Claims, resolver: PrincipalResolver, lifetimes: TokenLifetimes): Principal | undefined {
+  if (typeof claims.sub !== 'string' || typeof claims.ver !== 'string') return undefined;
+  const maxLifetime = claims.aud === USER_AUDIENCE ? lifetimes.userSeconds : lifetimes.robotSeconds;
+  if (typeof claims.exp !== 'number' || typeof claims.iat !== 'number' || claims.exp - claims.iat > maxLifetime) return undefined;
+  return claims.aud === USER_AUDIENCE
+    ? resolver.user(claims.sub, claims.ver)
+    : claims.aud === ROBOT_AUDIENCE
+      ? resolver.robot(claims.sub, claims.ver)
+      : undefined;
+}
+
+const MAX_CACHED_ROBOT_TOKENS = 50_000;
+
+/**
+ * Robot bearer tokens for the bundle fast path: the same checks as `authenticate`, with each token's
+ * signature and claims verified once and remembered until it expires (a robot polls with one token for its
+ * whole lifetime). Whether the robot still exists with that key is asked on every request, so deleting a robot
+ * or revoking its key still ends access at once.
+ */
+export class RobotTokenVerifier {
+  private readonly key: crypto.KeyObject;
+  private readonly verified = new Map<string, { claims: Claims; expiresMs: number }>();
+
+  constructor(
+    secret: Buffer,
+    private readonly resolver: PrincipalResolver,
+    private readonly lifetimes: TokenLifetimes,
+  ) {
+    this.key = crypto.createSecretKey(secret);
+  }
+
+  verify(token: string): RobotPrincipal | undefined {
+    const now = Date.now();
+    let known = this.verified.get(token);
+    if (known && known.expiresMs <= now) {
+      this.verified.delete(token);
+      known = undefined;
+    }
+    if (!known) {
+      let claims: Claims;
+      try {
+        claims = jwt.verify(token, this.key, { ...VERIFY_OPTIONS, audience: ROBOT_AUDIENCE }) as Claims;
+      } catch {
+        return undefined;
+      }
+      if (typeof claims.exp !== 'number') return undefined;
+      if (this.verified.size >= MAX_CACHED_ROBOT_TOKENS) this.verified.clear();
+      known = { claims, expiresMs: (claims.exp + VERIFY_OPTIONS.clockTolerance) * 1000 };
+      this.verified.set(token, known);
+    }
+    const p = principalFromClaims(known.claims, this.resolver, this.lifetimes);
+    return p?.kind === 'robot' ? p : undefined;
+  }
+}
+
 /**
  * Bearer-token authentication (passport-jwt): HS256 only, issuer, audience and expiry checked. Requests
  * without a token pass through anonymous; the route decides whether that is a 401.
@@ -45,26 +108,13 @@ export function authenticate(secret: Buffer, resolver: PrincipalResolver, lifeti
       {
         jwtFromRequest: ExtractJwt.fromAuthHeaderAsBearerToken(),
         secretOrKey: key as unknown as Buffer,
-        algorithms: [TOKEN_ALGORITHM],
-        issuer: TOKEN_ISSUER,
+        algorithms: VERIFY_OPTIONS.algorithms,
+        issuer: VERIFY_OPTIONS.issuer,
         audience: [USER_AUDIENCE, ROBOT_AUDIENCE],
-        jsonWebTokenOptions: { clockTolerance: 5 },
+        jsonWebTokenOptions: { clockTolerance: VERIFY_OPTIONS.clockTolerance },
       },
       (claims: Claims, done: (err: unknown, user?: Principal | false) => void) => {
-        if (typeof claims.sub !== 'string' || typeof claims.ver !== 'string') return done(null, false);
-        // jsonwebtoken takes a token without `exp` as one that never expires: every token must carry one, and
-        // a lifetime no longer than this server now gives (lowering the TTL setting also ends longer tokens).
-        const maxLifetime = claims.aud === USER_AUDIENCE ? lifetimes.userSeconds : lifetimes.robotSeconds;
-        if (typeof claims.exp !== 'number' || typeof claims.iat !== 'number' || claims.exp - claims.iat > maxLifetime) {
-          return done(null, false);
-        }
-        const principal =
-          claims.aud === USER_AUDIENCE
-            ? resolver.user(claims.sub, claims.ver)
-            : claims.aud === ROBOT_AUDIENCE
-              ? resolver.robot(claims.sub, claims.ver)
-              : undefined;
-        done(null, principal ?? false);
+        done(null, principalFromClaims(claims, resolver, lifetimes) ?? false);
       },
     ),
   );

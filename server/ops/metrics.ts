@@ -30,11 +30,16 @@ export class HttpMetrics {
       res.on('finish', () => {
         // The route template, never the raw URL: label cardinality stays bounded and no name leaks.
         const route = req.route ? `${req.baseUrl}${String(req.route.path)}` : 'unmatched';
-        const labels = { method: req.method, route, status: String(res.statusCode) };
-        this.requests.inc(labels);
-        this.duration.observe(labels, Number(process.hrtime.bigint() - start) / 1e9);
+        this.observe(req.method, route, res.statusCode, start);
       });
       next();
     };
+  }
+
+  /** One finished request; `route` is a template, `start` from `process.hrtime.bigint()`. */
+  observe(method: string, route: string, status: number, start: bigint): void {
+    const labels = { method, route, status: String(status) };
+    this.requests.inc(labels);
+    this.duration.observe(labels, Number(process.hrtime.bigint() - start) / 1e9);
   }
 }
