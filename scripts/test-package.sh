@@ -239,13 +239,13 @@ t=$(now)
 in_ctr dpkg -r enclave-agent > "$LOGDIR/dpkg-r.log" 2>&1 || bad "dpkg -r: $(tail -3 "$LOGDIR/dpkg-r.log")"
 gone=$(in_ctr sh -c 'ls /usr/bin/enclave-agent /lib/systemd/system/enclave-agent.service 2>&1 >/dev/null | wc -l')
 keys=$(keys_in_ctr)
-[ "$gone" = 2 ] && [ "$keys" = "/var/lib/enclave-agent/device.key.pem " ] && [ -z "$(in_ctr sh -c "ls -A $RT 2>/dev/null")" ] &&
-  ok "dpkg -r in $(secs "$t")s: executable and unit gone, $RT emptied; the only private key left is the enrollment's device key (kept until purge, like configuration)" ||
+[ "$gone" = 2 ] && [ "$keys" = "$keys_before" ] && ! in_ctr test -e /var/lib/enclave-agent && [ -z "$(in_ctr sh -c "ls -A $RT 2>/dev/null")" ] &&
+  ok "dpkg -r in $(secs "$t")s: executable and unit gone, $RT emptied, the enrollment (device key) gone: no private key left in the container" ||
   bad "after dpkg -r: removed files $gone/2, private keys: '$keys', $RT: $(in_ctr ls -A $RT 2>&1 | tr '\n' ' ')"
 t=$(now)
 in_ctr dpkg --purge enclave-agent > "$LOGDIR/dpkg-purge.log" 2>&1 || bad "dpkg --purge: $(tail -3 "$LOGDIR/dpkg-purge.log")"
 keys=$(keys_in_ctr)
 rest=$(in_ctr sh -c 'ls -d /var/lib/enclave-agent /run/enclave-agent 2>/dev/null; dpkg-query -W -f="\${Status}" enclave-agent 2>/dev/null | grep -v "not-installed"')
 [ "$keys" = "$keys_before" ] && [ -z "$rest" ] &&
-  ok "dpkg --purge in $(secs "$t")s: /var/lib/enclave-agent and $RT gone, package unknown to dpkg, no private key anywhere in the container" ||
+  ok "dpkg --purge in $(secs "$t")s: package unknown to dpkg, nothing of it left, no private key anywhere in the container" ||
   bad "after dpkg --purge: private keys '$keys', left: '$rest'"
