@@ -276,7 +276,7 @@ describe('agent exec', () => {
     const second = await serialOf(ks, path);
     assert.notEqual(second, first);
     await waitUntil('restart with new files', () => p.stdout().includes(`loaded ${second}`), 3000);
-    assert.match(p.stderr(), /rotated: restarting/);
+    assert.match(p.stderr(), /updated: certificate rotated[^\n]* \(cert\.pem, key\.pem[^)]*\): restarting/);
     p.child.kill('SIGTERM');
     await p.exited;
     assert.deepEqual(listTree(rt), []);
@@ -286,7 +286,7 @@ describe('agent exec', () => {
     await waitUntil('first start', () => q.stdout().includes(`loaded ${second}`), 15_000);
     await fx.admin.rotate(ks, path);
     const third = await serialOf(ks, path);
-    await q.waitForLog(/rotated: new files in place; .* keeps the ones it loaded/, 3000);
+    await q.waitForLog(/updated: certificate rotated[^\n]* \(cert\.pem, key\.pem[^)]*\): new files in place; .* keeps the ones it loaded/, 3000);
     const onDisk = new X509Certificate(fs.readFileSync(join(rt2, ks, 'enclaves', path, 'cert.pem')));
     assert.equal(onDisk.serialNumber.toUpperCase(), third);
     assert.equal(q.stdout().match(/loaded/g)?.length, 1, 'not restarted');

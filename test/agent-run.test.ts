@@ -251,7 +251,12 @@ describe('agent run', () => {
     const unbound = await waitUntil('last enclave removed', () => !exists(join(rt, 'rot')), 3000);
     assert.ok(unbound < 1000, `unbinding applied in ${unbound} ms`);
     await waitForReport(fx.admin, robot, (r) => r.enclaves.length === 0);
-    assert.match(p.stderr(), /enclave rot:\/a updated \(rotated\)/);
+    // Each update says what changed in the files written: the rotation gives /a a new certificate and key (and
+    // a freshly signed permissions.p7s); revoking /b changes nothing of /a but the CRL that now lists /b.
+    assert.match(p.stderr(), /enclave rot:\/a updated: certificate rotated(, permissions changed)? \(cert\.pem, key\.pem(, permissions\.p7s)?\)\n/);
+    assert.match(p.stderr(), /enclave rot:\/a updated: crl\.pem added \(crl\.pem\)\n/);
+    assert.equal(p.stderr().match(/certificate rotated/g)?.length, 1, 'one rotation, one "certificate rotated"');
+    assert.ok(!/\(rotated\)/.test(p.stderr()));
     assert.match(p.stderr(), /enclave rot:\/b removed \(revoked or unbound\)/);
     assert.match(p.stderr(), /enclave rot:\/a removed \(revoked or unbound\)/);
     assert.equal(p.child.exitCode, null, 'still running, waiting for a binding');
@@ -325,14 +330,79 @@ describe('agent run', () => {
     const delays = [...p.stderr().matchAll(/retrying in (\d+\.\d) s/g)].map((m) => Number(m[1]));
     assert.ok(delays.every((d) => d <= 1), `capped: ${delays}`);
     assert.ok(!p.stderr().includes('ready'), 'not ready without enclaves');
+    // The status is written when it changes: once at start and once with the first error. Every later retry
+    // fails the same way, so nothing is being written while the folder is listed (no temporary file in sight).
     assert.deepEqual(listTree(rt), ['.lock', '.status.json'], 'no enclave written, only the lock and the status');
+    const down = await runAgent(['status', '--runtime-dir', rt]);
+    assert.equal(down.code, 4, 'status: not ready');
+    assert.match(down.stdout, /not ready: no enclaves written yet/);
     assert.equal(p.child.exitCode, null, 'keeps trying');
     await s.restart(); // the same port and data folder (CA, keys, robot)
     assert.equal(s.server.port, port);
     await p.waitForLog(/ready/, 10_000);
     assert.ok(exists(keyOf(rt, 'ks', '/late')));
+    const up = await runAgent(['status', '--runtime-dir', rt]);
+    assert.equal(up.code, 0, up.stdout);
+    assert.match(up.stdout, /running \(pid \d+\), ready\n/);
     p.child.kill('SIGTERM');
     assert.equal((await p.exited).code, 0);
+  });
+
+  test('an outage with the default back-off: waits capped at 30 s, status exits 4 meanwhile, back soon after the server', async () => {
+    const s = await ownServer();
+    const { stateDir } = await newRobot(['ks:/a'], s);
+    const rt = runtimeDir();
+    // The defaults (--backoff-base 1, --backoff-max 300): only the cap for an unreachable server keeps waits short.
+    const p = spawnAgent(['run', '--state-dir', stateDir, '--runtime-dir', rt, '--splay', '0']);
+    procs.push(p);
+    await p.waitForLog(/ready/, 15_000);
+    assert.equal((await runAgent(['status', '--runtime-dir', rt])).code, 0);
+    await s.stop('SIGKILL');
+    await waitUntil('three failed attempts', () => (p.stderr().match(/retrying in/g) ?? []).length >= 3, 30_000);
+    const during = await runAgent(['status', '--runtime-dir', rt]);
+    assert.equal(during.code, 4, during.stdout);
+    assert.match(during.stdout, /not ready: server unreachable or failing: .*connection refused/);
+    assert.ok(exists(keyOf(rt, 'ks', '/a')), 'the enclave is still served');
+    await s.restart();
+    const restartedAfter = (p.stderr().match(/retrying in/g) ?? []).length;
+    // The agent comes back at the end of the wait it announced last (or, if that attempt raced the restart,
+    // of the next one): the bound comes from its own log, not from a guess about timing.
+    const waits = (): number[] => [...p.stderr().matchAll(/retrying in (\d+\.\d) s/g)].map((m) => Number(m[1]));
+    // Worst case: the wait in progress (attempt n-1) plus one more (attempt n), each at its ceiling, plus a login.
+    const n = waits().length;
+    const boundS = Math.min(30, 2 ** (n - 1)) + Math.min(30, 2 ** n) + 10;
+    await waitUntil('back in contact', () => /"lastError": null/.test(fs.readFileSync(join(rt, '.status.json'), 'utf8')), boundS * 1000, 50);
+    const all = waits();
+    assert.ok(all.length <= restartedAfter + 1, `at most one attempt failed after the restart: ${all}`);
+    all.forEach((w, n) => assert.ok(w <= Math.min(30, 2 ** n), `wait ${n} is ${w} s, above its ceiling min(30, 2^${n})`));
+    const back = await runAgent(['status', '--runtime-dir', rt]);
+    assert.equal(back.code, 0, back.stdout);
+    p.child.kill('SIGTERM');
+    assert.equal((await p.exited).code, 0);
+  });
+
+  test('status exits 4 when the agent is not running or its last contact is stale (3 min, on the status command\'s clock)', async () => {
+    const { stateDir } = await newRobot(['stalk:/a']);
+    const rt = runtimeDir();
+    const p = run(stateDir, rt);
+    await p.waitForLog(/ready/, 15_000);
+    assert.equal((await runAgent(['status', '--runtime-dir', rt])).code, 0);
+    const later = await runAgent(['status', '--runtime-dir', rt], { env: shiftedClockEnv(base, 181_000) });
+    assert.equal(later.code, 4, later.stdout);
+    const staleFor = Number(/not ready: stale: no contact with the server for (\d+) s/.exec(later.stdout)?.[1]);
+    assert.ok(staleFor >= 181, later.stdout);
+    const json = JSON.parse((await runAgent(['status', '--json', '--runtime-dir', rt], { env: shiftedClockEnv(base, 181_000) })).stdout);
+    assert.equal(json.healthy, false);
+    assert.match(json.problem, /^stale/);
+    p.child.kill('SIGKILL');
+    await p.exited;
+    const dead = await runAgent(['status', '--runtime-dir', rt]);
+    assert.equal(dead.code, 4);
+    assert.match(dead.stdout, /not running, not ready: the agent \(pid \d+\) is not running/);
+    assert.equal((await runAgent(['purge', '--runtime-dir', rt])).code, 0);
+    const none = await runAgent(['status', '--runtime-dir', rt]);
+    assert.equal(none.code, 4);
+    assert.match(none.stdout, /nothing held/);
   });
 
   test('server lost while running (killed): keeps the enclaves until they expire, then removes them', async (t) => {

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isEnclavePath, isKeystoreName } from '../client/common/names.js';
-import { InvalidBundle, parseBundle, type HeldEnclave } from '../client/agent/bundle.js';
+import { describeFileChanges, diffEnclaves, InvalidBundle, parseBundle, type HeldEnclave } from '../client/agent/bundle.js';
 import { Backoff } from '../client/agent/backoff.js';
 import { prepareRuntimeDir } from '../client/agent/runtime-dir.js';
 import { RETAIN_MS, RuntimeWriter, STATUS_FILE } from '../client/agent/writer.js';
@@ -375,6 +375,7 @@ describe('agent writer', () => {
     const crashed = new RuntimeWriter(dir);
     crashed.apply([enclave('a', '/one'), enclave('b', '/two')]);
     fs.writeFileSync(join(dir, STATUS_FILE), '{}');
+    fs.writeFileSync(join(dir, `${STATUS_FILE}.tmp-4242`), '{"pid"'); // killed while writing its status
     fs.mkdirSync(join(dir, '.a.99')); // a half-built generation
     fs.writeFileSync(join(dir, 'notes.txt'), 'mine');
     fs.symlinkSync(elsewhere, join(dir, 'planted'));
@@ -496,6 +497,32 @@ describe('agent name rules and bundle validation', () => {
     robot: { name: 'r1' },
     keystores: [{ name: 'ks', enclaves: [{ path: '/a/b', notAfter: '2030-01-01T00:00:00Z', files: taggedEnclaveFiles('t', { crl: true }) }] }],
   });
+  test('what changed between two bundles is named from the files themselves', () => {
+    const files = taggedEnclaveFiles('t');
+    const held = (path: string, f: Record<string, string>): HeldEnclave => ({ keystore: 'ks', path, notAfter: '', notAfterMs: 0, files: f });
+    const before = [held('/a', files), held('/b', files), held('/gone', files)];
+    const crl = taggedEnclaveFiles('t', { crl: true })['crl.pem']!;
+    const after = [
+      held('/a', { ...files, 'crl.pem': crl }),
+      held('/b', { ...files, 'cert.pem': 'new cert', 'key.pem': 'new key', 'permissions.p7s': 'resigned' }),
+      held('/new', files),
+    ];
+    const d = diffEnclaves(before, after);
+    assert.deepEqual(d.added, ['ks:/new']);
+    assert.deepEqual(d.removed, ['ks:/gone']);
+    assert.deepEqual(d.updated.map((u) => `${u.id} ${describeFileChanges(u.files)}`), [
+      'ks:/a crl.pem added (crl.pem)',
+      'ks:/b certificate rotated, permissions changed (cert.pem, key.pem, permissions.p7s)',
+    ]);
+    assert.deepEqual(diffEnclaves(after, after).updated, [], 'the same files: no update');
+    const back = diffEnclaves([held('/a', { ...files, 'crl.pem': crl, 'governance.p7s': 'g1' })], [held('/a', { ...files, 'crl.pem': 'newer' })]);
+    assert.equal(describeFileChanges(back.updated[0]!.files), 'crl.pem changed, governance changed (crl.pem, governance.p7s)');
+    const keyOnly = diffEnclaves([held('/a', files)], [held('/a', { ...files, 'key.pem': 'k' })]);
+    assert.equal(describeFileChanges(keyOnly.updated[0]!.files), 'key.pem changed (key.pem)');
+    const dropped = diffEnclaves([held('/a', { ...files, 'crl.pem': crl })], [held('/a', files)]);
+    assert.equal(describeFileChanges(dropped.updated[0]!.files), 'crl.pem removed (crl.pem)');
+  });
+
   test('a valid bundle is accepted', () => {
     const b = parseBundle(good());
     assert.equal(b.revision, '7');

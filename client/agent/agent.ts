@@ -8,12 +8,12 @@
  */
 import { randomInt } from 'node:crypto';
 import { MAX_TIMER_MS, sleep } from './backoff.js';
-import { diffEnclaves, enclaveId, type HeldEnclave, type ValidBundle } from './bundle.js';
+import { describeFileChanges, diffEnclaves, enclaveId, type HeldEnclave, type ValidBundle } from './bundle.js';
 import { AgentError, EXIT_FAILURE, EXIT_OK } from './errors.js';
 import { errorMessage, type Logger } from './log.js';
 import { sdNotify } from './notify.js';
 import { liveEnclaves, openSession, type Session, type SessionOptions } from './session.js';
-import { writeStatus } from './status.js';
+import { writeStatus, type AgentStatus } from './status.js';
 import { agentVersion } from './version.js';
 import { watchBundles } from './watch.js';
 import type { Revision } from '../common/robot-wire.js';
@@ -39,6 +39,8 @@ export class Agent {
   private skewWarned = false;
   private expiryTimer: NodeJS.Timeout | undefined;
   private tornDown = false;
+  /** The status last written, without its time: an unchanged status is not written again. */
+  private lastStatus: string | undefined;
 
   constructor(
     private readonly opts: RunOptions,
@@ -126,7 +128,7 @@ export class Agent {
     this.held = live;
     this.revision = bundle.revision;
     for (const id of changes.added) this.log.info(`enclave ${id} written`);
-    for (const id of changes.rotated) this.log.info(`enclave ${id} updated (rotated)`);
+    for (const { id, files } of changes.updated) this.log.info(`enclave ${id} updated: ${describeFileChanges(files)}`);
     for (const id of changes.removed) this.log.info(`enclave ${id} removed (revoked or unbound)`);
     this.scheduleExpiry();
     this.announce();
@@ -224,26 +226,31 @@ export class Agent {
     }
   }
 
+  /**
+   * Writes the status file when what it says changed. A retry loop against an unreachable server then writes
+   * it once, not on every attempt: the folder an operator (or a test) lists is not churned by temporary
+   * files, and `updatedAt` says when the status last changed.
+   */
   private saveStatus(): void {
     const s = this.session;
     if (!s || this.stopped || this.tornDown) return;
+    const status: Omit<AgentStatus, 'updatedAt'> = {
+      pid: process.pid,
+      robot: s.enrollment.robot,
+      server: s.enrollment.server,
+      revision: this.revision,
+      filesystem: s.filesystem,
+      ready: this.ready,
+      lastContact: this.lastContact,
+      lastError: this.lastError,
+      clockSkewMs: s.client.clockSkewMs,
+      enclaves: this.held.map((e) => ({ keystore: e.keystore, path: e.path, notAfter: e.notAfter })),
+    };
+    const key = JSON.stringify(status);
+    if (key === this.lastStatus) return;
     try {
-      writeStatus(
-        s.writer,
-        {
-          pid: process.pid,
-          robot: s.enrollment.robot,
-          server: s.enrollment.server,
-          revision: this.revision,
-          filesystem: s.filesystem,
-          ready: this.ready,
-          lastContact: this.lastContact,
-          lastError: this.lastError,
-          clockSkewMs: s.client.clockSkewMs,
-          updatedAt: new Date().toISOString(),
-          enclaves: this.held.map((e) => ({ keystore: e.keystore, path: e.path, notAfter: e.notAfter })),
-        },
-      );
+      writeStatus(s.writer, { ...status, updatedAt: new Date().toISOString() });
+      this.lastStatus = key;
     } catch (err) {
       this.log.debug(`status file not written: ${errorMessage(err)}`);
     }

@@ -115,17 +115,70 @@ export function notYetValid(enclaves: HeldEnclave[], nowMs: number): { enclave: 
   return out;
 }
 
-/** What changed between two sets of held enclaves, as `KEYSTORE:PATH` names. */
-export function diffEnclaves(before: HeldEnclave[], after: HeldEnclave[]): { added: string[]; rotated: string[]; removed: string[] } {
-  const old = new Map(before.map((e) => [enclaveId(e), enclaveDigest(e)]));
+/** How the files of one enclave differ between two bundles (names of the runtime files written). */
+export interface FileChanges {
+  added: RuntimeFileName[];
+  changed: RuntimeFileName[];
+  removed: RuntimeFileName[];
+}
+
+export function diffFiles(before: HeldEnclave['files'], after: HeldEnclave['files']): FileChanges {
+  const out: FileChanges = { added: [], changed: [], removed: [] };
+  const names = new Set([...Object.keys(before), ...Object.keys(after)] as RuntimeFileName[]);
+  for (const name of [...names].sort()) {
+    const a = before[name];
+    const b = after[name];
+    if (a === undefined) out.added.push(name);
+    else if (b === undefined) out.removed.push(name);
+    else if (a !== b) out.changed.push(name);
+  }
+  return out;
+}
+
+/** What a file change means to an operator; files without a meaning of their own are named. */
+const MEANING: Partial<Record<RuntimeFileName, string>> = {
+  'cert.pem': 'certificate rotated',
+  'permissions.p7s': 'permissions changed',
+  'governance.p7s': 'governance changed',
+  'identity_ca.cert.pem': 'identity CA changed',
+  'permissions_ca.cert.pem': 'permissions CA changed',
+};
+
+/**
+ * One line for the log: `certificate rotated, crl.pem added (cert.pem, crl.pem, key.pem)`. A new key comes
+ * with a new certificate, so it is only named on its own when the certificate stayed (which the server does
+ * not do).
+ */
+export function describeFileChanges(c: FileChanges): string {
+  const parts: string[] = [];
+  for (const name of c.changed) {
+    const meaning = MEANING[name];
+    if (meaning) parts.push(meaning);
+    else if (name !== 'key.pem' || !c.changed.includes('cert.pem')) parts.push(`${name} changed`);
+  }
+  for (const name of c.added) parts.push(`${name} added`);
+  for (const name of c.removed) parts.push(`${name} removed`);
+  const files = [...c.added, ...c.changed, ...c.removed].sort();
+  return `${parts.join(', ')} (${files.join(', ')})`;
+}
+
+/** What changed between two sets of held enclaves, as `KEYSTORE:PATH` names; `updated` with its file changes. */
+export function diffEnclaves(
+  before: HeldEnclave[],
+  after: HeldEnclave[],
+): { added: string[]; updated: { id: string; files: FileChanges }[]; removed: string[] } {
+  const old = new Map(before.map((e) => [enclaveId(e), e]));
   const added: string[] = [];
-  const rotated: string[] = [];
+  const updated: { id: string; files: FileChanges }[] = [];
   for (const e of after) {
     const id = enclaveId(e);
-    const digest = old.get(id);
-    if (digest === undefined) added.push(id);
-    else if (digest !== enclaveDigest(e)) rotated.push(id);
+    const prev = old.get(id);
+    if (prev === undefined) added.push(id);
+    else {
+      const files = diffFiles(prev.files, e.files);
+      if (files.added.length + files.changed.length + files.removed.length > 0) updated.push({ id, files });
+    }
     old.delete(id);
   }
-  return { added, rotated, removed: [...old.keys()] };
+  return { added, updated, removed: [...old.keys()] };
 }

@@ -3,7 +3,7 @@
  * variables pointing at it, and keep watching the bundle while it runs:
  *   - enclave revoked, unbound or expired, or device refused: stop COMMAND (SIGTERM, SIGKILL after the grace
  *     period), purge, exit 3;
- *   - enclave rotated: the new files are swapped in; COMMAND is restarted with --restart-on-change, otherwise
+ *   - enclave changed (rotated, new CRL, new permissions...): the new files are swapped in, the log says which; COMMAND is restarted with --restart-on-change, otherwise
  *     it keeps what it loaded (DDS reads the files once) and the change is logged;
  *   - COMMAND exits: purge, exit with its code (128+N if it died of signal N).
  * COMMAND runs in a process group (and session) of its own: every stop, and every signal the agent forwards,
@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import { constants } from 'node:os';
 import { join, resolve } from 'node:path';
 import { MAX_TIMER_MS, sleep } from './backoff.js';
-import { enclaveDigest, enclaveId, type HeldEnclave, type ValidBundle } from './bundle.js';
+import { describeFileChanges, diffFiles, enclaveId, type HeldEnclave, type ValidBundle } from './bundle.js';
 import { AgentError, EXIT_FAILURE, EXIT_REFUSED } from './errors.js';
 import { lstatOrNull } from './fsutil.js';
 import { errorMessage, type Logger } from './log.js';
@@ -205,16 +205,18 @@ export class Exec {
       this.end(EXIT_REFUSED);
       return;
     }
-    if (enclaveDigest(live) === enclaveDigest(this.held)) return;
+    const files = diffFiles(this.held.files, live.files);
+    if (files.added.length + files.changed.length + files.removed.length === 0) return;
     s.writer.apply([live]);
     this.held = live;
     this.scheduleExpiry();
+    const what = `enclave ${this.name} updated: ${describeFileChanges(files)}`;
     if (this.opts.restartOnChange) {
-      this.log.info(`enclave ${this.name} rotated: restarting ${this.opts.command[0]} with the new files`);
+      this.log.info(`${what}: restarting ${this.opts.command[0]} with the new files`);
       this.restart();
     } else {
       this.log.info(
-        `enclave ${this.name} rotated: new files in place; ${this.opts.command[0]} keeps the ones it loaded until it restarts ` +
+        `${what}: new files in place; ${this.opts.command[0]} keeps the ones it loaded until it restarts ` +
           '(use --restart-on-change to restart it)',
       );
     }

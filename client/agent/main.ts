@@ -3,7 +3,7 @@
  * the module the command needs (start-up time matters on a robot's boot path).
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { AgentError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './errors.js';
+import { AgentError, EXIT_FAILURE, EXIT_NOT_READY, EXIT_OK, EXIT_USAGE } from './errors.js';
 import { createLogger, errorMessage, type Logger } from './log.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/enclave-agent';
@@ -18,7 +18,8 @@ commands:
   exec --enclave KS:PATH [--restart-on-change] [--grace SECONDS] -- COMMAND [ARGS...]
                        run COMMAND with one enclave; purge it when COMMAND exits
   purge                remove every enclave from the runtime folder
-  status [--json]      what run holds: enclaves, expiry, revision, last contact
+  status [--json]      what run holds: enclaves, expiry, revision, last contact;
+                       exits 0 when ready, 4 when not ready (see exit codes)
 
 options for every command:
   --state-dir DIR      enrollment folder (default ${DEFAULT_STATE_DIR})
@@ -28,10 +29,13 @@ options for every command:
   -h, --help, --version
 
 run/exec: --splay SECONDS (random delay before the first contact; run 3, exec 0),
-  --backoff-base SECONDS (1, at least 0.1), --backoff-max SECONDS (300, at least 1), --poll-wait SECONDS (30),
+  --backoff-base SECONDS (1, at least 0.1), --backoff-max SECONDS (300, at least 1; while the server is
+  unreachable the wait is capped at 30 s, and a Retry-After is honoured up to 300 s), --poll-wait SECONDS (30),
   --group NAME
 exit codes: 0 ok, 1 failure, 2 usage, 3 refused by the server (or enclave not bound/revoked);
   exec: COMMAND's code
+  status: 0 ready (running, every bound enclave written, last contact with the server fine and under 180 s ago),
+  4 not ready (not running, no enclave written yet, server unreachable or failing, or stale), 1 unreadable status
 `;
 
 const COMMON = {
@@ -141,8 +145,9 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'status': {
       const { describeStatus } = await import('./status.js');
-      process.stdout.write(describeStatus(str('runtime-dir') ?? DEFAULT_RUNTIME_DIR, flag('json')));
-      return EXIT_OK;
+      const { text, ready } = describeStatus(str('runtime-dir') ?? DEFAULT_RUNTIME_DIR, flag('json'));
+      process.stdout.write(text);
+      return ready ? EXIT_OK : EXIT_NOT_READY;
     }
     case 'run':
       return runCommand(str, stateDir, log);

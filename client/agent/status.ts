@@ -39,6 +39,29 @@ export function readStatus(runtimeDir: string): AgentStatus | null {
   }
 }
 
+/** No contact with the server for this long means the status is stale (a healthy agent polls at least every 75 s). */
+export const STALE_AFTER_MS = 180_000;
+
+/**
+ * Whether the robot can rely on what the agent holds: `problem` is undefined when the agent runs, holds
+ * every bound enclave (at least one), and its last exchange with the server, less than STALE_AFTER_MS ago,
+ * went well. `enclave-agent status` exits 4 otherwise.
+ */
+export function readiness(status: AgentStatus | null, running: boolean, now: number): { ready: boolean; problem?: string } {
+  const problem = ((): string | undefined => {
+    if (!status) return '"enclave-agent run" is not running here (no status)';
+    if (!running) return `the agent (pid ${status.pid}) is not running`;
+    if (!status.ready || status.enclaves.length === 0) {
+      return status.revision === null ? 'no enclaves written yet' : 'no enclave is bound to this robot';
+    }
+    if (status.lastError) return `server unreachable or failing: ${status.lastError}`;
+    const since = status.lastContact ? now - Date.parse(status.lastContact) : Number.NaN;
+    if (!(since <= STALE_AFTER_MS)) return `stale: no contact with the server for ${Number.isNaN(since) ? 'ever' : `${Math.round(since / 1000)} s`}`;
+    return undefined;
+  })();
+  return problem === undefined ? { ready: true } : { ready: false, problem };
+}
+
 function ago(iso: string | null, now: number): string {
   if (!iso) return 'never';
   const s = Math.round((now - Date.parse(iso)) / 1000);
@@ -53,15 +76,22 @@ function until(iso: string, now: number): string {
   return `in ${Math.round(s / 86400)} d`;
 }
 
-/** Text for `enclave-agent status` (human) or the JSON object for `--json`. */
-export function describeStatus(runtimeDir: string, json: boolean, now = Date.now()): string {
+/**
+ * Text for `enclave-agent status` (human) or the JSON object for `--json`, and whether the agent is ready
+ * (`readiness`): the caller exits 0 or EXIT_NOT_READY on it.
+ */
+export function describeStatus(runtimeDir: string, json: boolean, now = Date.now()): { text: string; ready: boolean } {
   const status = readStatus(runtimeDir);
   const running = status ? isAlive(status.pid) : false;
-  if (json) return `${JSON.stringify({ runtimeDir, running, ...(status ?? { enclaves: [] }) }, null, 2)}\n`;
-  if (!status) return `nothing held in ${runtimeDir} (no status: "enclave-agent run" is not running there)\n`;
+  const verdict = readiness(status, running, now);
+  if (json) {
+    const text = `${JSON.stringify({ runtimeDir, running, ...(status ?? { enclaves: [] }), healthy: verdict.ready, problem: verdict.problem ?? null }, null, 2)}\n`;
+    return { text, ready: verdict.ready };
+  }
+  if (!status) return { text: `nothing held in ${runtimeDir} (no status: "enclave-agent run" is not running there)\n`, ready: false };
   const lines = [
     `robot ${status.robot} at ${status.server}: ${running ? `running (pid ${status.pid})` : 'not running'}, ` +
-      `${status.ready ? 'ready' : 'not ready'}`,
+      `${verdict.ready ? 'ready' : `not ready: ${verdict.problem}`}`,
     `revision ${status.revision ?? '-'}, last contact ${ago(status.lastContact, now)}` +
       (Math.abs(status.clockSkewMs) >= 2000 ? `, clock skew ${Math.round(status.clockSkewMs / 1000)} s` : ''),
   ];
@@ -74,5 +104,5 @@ export function describeStatus(runtimeDir: string, json: boolean, now = Date.now
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
     for (const row of [header, ...rows]) lines.push(row.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c)).join('  '));
   }
-  return `${lines.join('\n')}\n`;
+  return { text: `${lines.join('\n')}\n`, ready: verdict.ready };
 }

@@ -1,6 +1,7 @@
 /**
  * The pull loop shared by `run` and `exec`: fetch the bundle, then long-poll for changes. Network trouble and
- * server errors are retried with exponential backoff and full jitter; a refused device (RefusedError) and
+ * server errors are retried after the waits of backoff.ts (capped at 30 s while the server is unreachable,
+ * `Retry-After` honoured); a refused device (RefusedError) and
  * anything `onBundle` throws end the loop. A bundle that fails validation is refused whole and retried.
  *
  * Whatever the server does, the loop never asks more often than once per `minIntervalMs`, and a bundle with
@@ -8,7 +9,7 @@
  * costs one request per interval, not a rewrite, a report and a notification each time).
  */
 import { performance } from 'node:perf_hooks';
-import { Backoff, sleep } from './backoff.js';
+import { classifyTrouble, type Backoff, sleep } from './backoff.js';
 import { InvalidBundle, parseBundle, type ValidBundle } from './bundle.js';
 import { RefusedError } from './errors.js';
 import { errorMessage, type Logger } from './log.js';
@@ -45,9 +46,11 @@ export async function watchBundles(opts: WatchOptions): Promise<void> {
   /** Revision of the last bundle handed to onBundle. */
   let held: string | undefined;
   let lastStart = -Infinity;
-  const trouble = async (message: string, level: 'warn' | 'error'): Promise<void> => {
-    const delay = backoff.next();
-    log[level](`${message}; retrying in ${(delay / 1000).toFixed(1)} s`);
+  const trouble = async (message: string, level: 'warn' | 'error', err: unknown): Promise<void> => {
+    const kind = classifyTrouble(err);
+    const delay = backoff.next(kind);
+    const asked = kind.retryAfterMs === undefined ? '' : ` (the server asked for ${Math.round(kind.retryAfterMs / 1000)} s)`;
+    log[level](`${message}; retrying in ${(delay / 1000).toFixed(1)} s${asked}`);
     opts.onTrouble?.(message, delay);
     await sleep(delay, signal);
   };
@@ -65,7 +68,7 @@ export async function watchBundles(opts: WatchOptions): Promise<void> {
       // Ask afresh next time: whatever went wrong (also locally, before anything was sent) must not repeat
       // because of a stale If-None-Match. An unchanged answer is recognised by its revision.
       etag = undefined;
-      await trouble(`server unreachable or failing: ${errorMessage(err)}`, 'warn');
+      await trouble(`server unreachable or failing: ${errorMessage(err)}`, 'warn', err);
       continue;
     }
     if (!fetched.changed) {
@@ -78,7 +81,7 @@ export async function watchBundles(opts: WatchOptions): Promise<void> {
       bundle = parseBundle(fetched.body);
     } catch (err) {
       if (!(err instanceof InvalidBundle)) throw err;
-      await trouble(err.message, 'error');
+      await trouble(err.message, 'error', err);
       continue;
     }
     backoff.reset();

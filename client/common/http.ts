@@ -49,6 +49,8 @@ export class HttpStatusError extends Error {
     readonly code: string | undefined,
     readonly serverMessage: string | undefined,
     what: string,
+    /** What a `Retry-After` header asked for, in ms from when the answer arrived. */
+    readonly retryAfterMs?: number,
   ) {
     super(`${what}: HTTP ${status}${code ? ` ${code}` : ''}${serverMessage ? `: ${serverMessage}` : ''}`);
     this.name = 'HttpStatusError';
@@ -206,5 +208,21 @@ export function statusError(res: HttpResponse, what: string): HttpStatusError {
   const body = parseJson(res) as { error?: { code?: unknown; message?: unknown } } | undefined;
   const code = typeof body?.error?.code === 'string' ? body.error.code : undefined;
   const message = typeof body?.error?.message === 'string' ? body.error.message.slice(0, 300) : undefined;
-  return new HttpStatusError(res.status, code, message, what);
+  const retryAfter = res.headers['retry-after'];
+  return new HttpStatusError(res.status, code, message, what, parseRetryAfter(retryAfter, res.headers.date, res.receivedAt));
+}
+
+/**
+ * `Retry-After` as ms from now: delta-seconds, or an HTTP date taken against the server's own `Date` header
+ * when it sent one (both are the server's clock), else against this clock. Undefined when unreadable.
+ */
+export function parseRetryAfter(value: string | undefined, serverDate: string | undefined, nowMs: number): number | undefined {
+  if (value === undefined) return undefined;
+  const v = value.trim();
+  if (/^\d{1,10}$/.test(v)) return Number(v) * 1000;
+  if (!/[A-Za-z]/.test(v)) return undefined;
+  const at = Date.parse(v);
+  if (Number.isNaN(at)) return undefined;
+  const serverNow = serverDate === undefined ? Number.NaN : Date.parse(serverDate);
+  return Math.max(at - (Number.isNaN(serverNow) ? nowMs : serverNow), 0);
 }

@@ -91,6 +91,22 @@ export function datedKeystoreArchive(work: string, enclaves: DatedEnclave[]): Bu
     ].join('\n'),
   );
 
+  // The fixture CA has fixed dates (made when the fixture was): a new certificate for its key, valid from a
+  // day before the first enclave to a year after the last (or after now), keeps this helper free of any
+  // calendar date. governance.p7s is signed again by it, as sros2 would.
+  const day = 86_400_000;
+  const caFrom = new Date(Math.min(...enclaves.map((e) => e.notBefore.getTime()), Date.now()) - day);
+  const caTo = new Date(Math.max(...enclaves.map((e) => e.notAfter.getTime()), Date.now()) + 365 * day);
+  fs.writeFileSync(join(ca, 'ca-ext.cnf'), 'basicConstraints=critical,CA:TRUE,pathlen:1\n');
+  openssl(['req', '-new', '-key', caKey, '-subj', '/CN=sros2CA', '-out', join(ca, 'ca.csr')], ca);
+  openssl(
+    ['ca', '-batch', '-selfsign', '-config', 'ca.cnf', '-keyfile', caKey, '-extfile', 'ca-ext.cnf', '-in', 'ca.csr', '-notext',
+      '-out', join(ca, 'ca.cert.pem'), '-startdate', caStamp(caFrom), '-enddate', caStamp(caTo)],
+    ca,
+  );
+  fs.copyFileSync(join(ca, 'ca.cert.pem'), caCert); // identity_ca and permissions_ca link to it
+  openssl(['smime', '-sign', '-text', '-in', join(ks, 'enclaves/governance.xml'), '-out', join(ks, 'enclaves/governance.p7s'), '-signer', caCert, '-inkey', caKey], ca);
+
   for (const e of enclaves) {
     const dir = join(ks, 'enclaves', e.path.slice(1));
     fs.mkdirSync(dir, { recursive: true });
