@@ -64,12 +64,13 @@ test('Retry-After: seconds or an HTTP date; absent or garbage is undefined', () 
   assert.equal(retryAfterMs('-3', now), undefined);
 });
 
-test('retry delay: Retry-After plus up to as long again; without it, the agent backoff', () => {
+test('retry delay: the agent\'s own policy (Retry-After honoured and spread; without it, full-jitter backoff)', () => {
   const backoff = new Backoff(1000, 300_000, () => 0.5);
-  assert.equal(retryDelay(new BadAnswer('login-http-503', 4000), backoff, () => 0), 4000);
-  assert.equal(retryDelay(new BadAnswer('login-http-503', 4000), backoff, () => 0.999), 4000 + 3996);
-  assert.equal(retryDelay(new BadAnswer('login-http-429', 0), backoff, () => 0.5), 50, 'Retry-After: 0 still spreads over 100 ms');
+  // Retry-After 4 s: never earlier, spread by a fifth (at least 1 s): 4000 + 0.5 × 1000.
+  assert.equal(retryDelay(new BadAnswer('login-http-503', 4000), backoff), 4500);
+  assert.equal(retryDelay(new BadAnswer('login-http-429', 20_000), backoff), 22_000);
   // No hint: full-jitter backoff, doubling (random fixed at 0.5 → half the ceiling).
+  backoff.reset();
   assert.equal(retryDelay(new BadAnswer('bundle-http-500'), backoff), 500);
   assert.equal(retryDelay(new Error('ECONNRESET'), backoff), 1000);
   assert.equal(retryDelay(new Error('ECONNRESET'), backoff), 2000);

@@ -2,16 +2,16 @@
  * One simulated robot, behaving on the wire like `enclave-agent`: its own P-256 device key, enrolled with a
  * one-time token, device login with a fresh signed assertion (`signAssertion` from the agent), the bundle
  * with `If-None-Match` and long polls (`?wait=`), the agent's HTTP client (`client/common/http.ts`: pinned
- * CA, one keep-alive connection per robot) and its backoff (full jitter). On top of today's agent it
- * honours a server's `Retry-After` on 429/503 (waiting that long plus up to as long again, so a herd told
- * "come back in 5 s" does not all come back at the same millisecond).
+ * CA, one keep-alive connection per robot) and its retry policy (`retryDelay` in client/agent/backoff.ts:
+ * full jitter, 30 s cap while the server is unreachable, a server's `Retry-After` on 429/503 honoured and
+ * spread).
  *
  * What is skipped: writing the files to a RAM disk, the report, and by default the agent's full bundle
  * check (`parseBundle` parses every certificate; `validate: true` turns it on). They cost the robot, not
  * the server.
  */
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { Backoff, sleep } from '../../client/agent/backoff.js';
+import { Backoff, classifyTrouble, sleep } from '../../client/agent/backoff.js';
 import { parseBundle } from '../../client/agent/bundle.js';
 import { signAssertion } from '../../client/agent/robot-client.js';
 import { MIN_POLL_INTERVAL_MS } from '../../client/agent/watch.js';
@@ -50,10 +50,13 @@ export class BadAnswer extends Error {
   }
 }
 
-/** How long to wait before trying again: the server's Retry-After (+ jitter) when it gave one, else backoff. */
-export function retryDelay(err: unknown, backoff: Backoff, random: () => number = Math.random): number {
-  if (err instanceof BadAnswer && err.retryAfterMs !== undefined) return err.retryAfterMs + Math.floor(random() * Math.max(err.retryAfterMs, 100));
-  return backoff.next();
+/** How long to wait before trying again, decided as the agent decides it. */
+export function retryDelay(err: unknown, backoff: Backoff): number {
+  if (err instanceof BadAnswer) {
+    const unreachable = /-http-50[234]$/.test(err.kind);
+    return backoff.next({ kind: unreachable ? 'unreachable' : 'failing', retryAfterMs: err.retryAfterMs });
+  }
+  return backoff.next(classifyTrouble(err));
 }
 
 function refuse(res: HttpResponse, what: string): BadAnswer {
