@@ -62,6 +62,13 @@ test('the bundled status command reads a runtime folder (lazy-loaded modules are
   // `status` loads status.js through a dynamic import: in the bundle that must resolve without any file.
   const missing = join(dir, 'no-such-runtime');
   const out = runBundle(['status', '--json', '--runtime-dir', missing]);
-  assert.equal(out.status, 0, out.stderr);
-  assert.deepEqual(JSON.parse(out.stdout), { runtimeDir: missing, running: false, enclaves: [] });
+  // 4: the documented "not ready" code (no agent has run here).
+  assert.equal(out.status, 4, out.stderr);
+  assert.deepEqual(JSON.parse(out.stdout), {
+    runtimeDir: missing,
+    running: false,
+    enclaves: [],
+    healthy: false,
+    problem: '"enclave-agent run" is not running here (no status)',
+  });
 });
