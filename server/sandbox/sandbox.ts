@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import { DomainError, InvalidInput } from '../errors.js';
+import { DomainError, InvalidInput, ServiceUnavailable } from '../errors.js';
 import type { TaskName, Tasks } from './tasks.js';
 import type { TaskReply } from './worker.js';
 
@@ -51,16 +51,40 @@ export class XmlSandbox {
     this.maxHeapMb = options.maxHeapMb ?? 1024;
   }
 
-  /** Runs `task` in a worker; resolves to its result, or rejects with its refusal (a DomainError). */
+  /**
+   * Runs `task` in a worker; resolves to its result, or rejects with its refusal (a DomainError). The time
+   * limit runs from this call: waiting for a free worker, or for one to start, counts too, so every upload is
+   * answered within its limit whatever else the sandbox is doing. A task that could not even start in time is
+   * answered 503 (busy, not the input's fault); one still running at the limit 422.
+   */
   async run<K extends TaskName>(task: K, input: Parameters<Tasks[K]>[0]): Promise<Awaited<ReturnType<Tasks[K]>>> {
-    if (this.running >= this.maxWorkers) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    const subject = SUBJECT[task];
+    const limitMs = subject.limit === 'import' ? this.options.importTimeLimitMs : this.options.xmlTimeLimitMs;
+    const deadline = performance.now() + limitMs;
+    if (this.running >= this.maxWorkers && !(await this.turn(deadline))) throw busy(subject.what);
     this.running++;
     try {
-      return (await this.runInSlot(task, input)) as Awaited<ReturnType<Tasks[K]>>;
+      return (await this.runInSlot(task, input, deadline)) as Awaited<ReturnType<Tasks[K]>>;
     } finally {
       this.running--;
       this.waiting.shift()?.();
     }
+  }
+
+  /** Waits for a running task to finish; false when `deadline` comes first. */
+  private turn(deadline: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        const i = this.waiting.indexOf(wake);
+        if (i >= 0) this.waiting.splice(i, 1);
+        resolve(false);
+      }, Math.max(0, deadline - performance.now()));
+      this.waiting.push(wake);
+    });
   }
 
   /** Starts the workers before the first task needs them (loading the task code takes a moment). */
@@ -84,28 +108,43 @@ export class XmlSandbox {
     await Promise.all(this.idle.splice(0).map((s) => s.worker.terminate()));
   }
 
-  private async runInSlot(task: TaskName, input: unknown): Promise<unknown> {
+  private async runInSlot(task: TaskName, input: unknown, deadline: number): Promise<unknown> {
     const slot = this.idle.pop() ?? this.start();
     slot.worker.ref();
     let reusable = false;
+    let handedOff = false;
     try {
-      await slot.ready;
-      const result = await this.exchange(slot.worker, task, input);
+      if (!(await ready(slot, deadline))) {
+        // Still starting (a worker just replaced, a loaded machine): it serves the next task, not this one.
+        handedOff = true;
+        slot.ready.then(() => this.keep(slot), () => {});
+        throw busy(SUBJECT[task].what);
+      }
+      const result = await this.exchange(slot.worker, task, input, deadline);
       reusable = true;
       return result;
     } catch (err) {
       // A refusal leaves the worker sound; anything else (time limit, memory, crash) ends it.
-      reusable = err instanceof DomainError && !(err as { fatal?: boolean }).fatal;
+      reusable = !handedOff && err instanceof DomainError && !(err as { fatal?: boolean }).fatal;
       throw err;
     } finally {
-      if (reusable && !this.closed && this.idle.length < this.maxWorkers) {
-        slot.worker.unref();
-        this.idle.push(slot);
-      } else {
+      // A handed-off slot is filed by keep() once it is ready.
+      if (reusable) this.keep(slot);
+      else if (!handedOff) {
         void slot.worker.terminate();
         // A replacement starts now, so the next upload does not wait for a worker to load its code.
-        if (!reusable && !this.closed) this.warm().catch(() => {});
+        if (!this.closed) this.warm().catch(() => {});
       }
+    }
+  }
+
+  /** Files a sound worker as idle, or ends it when enough are idle or the sandbox is closed. */
+  private keep(slot: Slot): void {
+    if (!this.closed && this.idle.length < this.maxWorkers) {
+      slot.worker.unref();
+      this.idle.push(slot);
+    } else {
+      void slot.worker.terminate();
     }
   }
 
@@ -131,7 +170,7 @@ export class XmlSandbox {
     return { worker, ready };
   }
 
-  private exchange(worker: Worker, task: TaskName, input: unknown): Promise<unknown> {
+  private exchange(worker: Worker, task: TaskName, input: unknown, deadline: number): Promise<unknown> {
     const subject = SUBJECT[task];
     const limitMs = subject.limit === 'import' ? this.options.importTimeLimitMs : this.options.xmlTimeLimitMs;
     return new Promise((resolve, reject) => {
@@ -147,7 +186,7 @@ export class XmlSandbox {
       };
       const timer = setTimeout(() => {
         refuse(`${subject.what} took longer than ${limitMs} ms to read: it is refused`);
-      }, limitMs);
+      }, Math.max(0, deadline - performance.now()));
       const onMessage = (reply: TaskReply): void => {
         done();
         if (reply.ok) resolve(reply.result);
@@ -174,6 +213,21 @@ export class XmlSandbox {
       worker.postMessage({ task, input });
     });
   }
+}
+
+/** Whether the slot's worker is ready before `deadline` (a worker that fails to start throws). */
+async function ready(slot: Slot, deadline: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, deadline - performance.now()))));
+  try {
+    return await Promise.race([slot.ready.then(() => true as const), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function busy(what: string): ServiceUnavailable {
+  return new ServiceUnavailable(`the server is reading other uploads and could not start on ${what} in time; retry shortly`, 2, 'sandbox-busy');
 }
 
 /**
