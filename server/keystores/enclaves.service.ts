@@ -378,7 +378,7 @@ export class EnclavesService {
    */
   private async policyPermissions(ks: KeystoreRow, policyXml: string, paths: string[], v: Validity, validate = true): Promise<string[]> {
     // A stored policy was validated when it was set: rotation only re-reads it.
-    const problems = validate ? await validateXml(policyXml, 'policy') : [];
+    const problems = validate ? await this.sandbox.bounded(validateXml(policyXml, 'policy'), 'the policy') : [];
     if (problems.length) throw new InvalidInput(`policy does not validate: ${problems[0]}`, problems, 'invalid-policy');
     const result = await this.sandbox.run('permissions', { policyXml, paths, ...taskValidity(v, ks) });
     if ('missing' in result) {

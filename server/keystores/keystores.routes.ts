@@ -117,24 +117,33 @@ export function keystoresRoutes(
   }));
   r.post('/v1/keystores/:ks/enclaves', guards.enclave('manage', inBody), h(async (req, res) => {
     const b = body(req, CreateEnclave);
-    const policyXml = await policyOf(sandbox, b);
-    res.status(201).json(await enclaves.create(callerOf(req), req.params.ks!, b.path, { policyXml, validityDays: b.validityDays }));
+    // One time limit for the policy, its schema check and the permissions made from it.
+    const created = await sandbox.within('xml', async () => {
+      const policyXml = await policyOf(sandbox, b);
+      return enclaves.create(callerOf(req), req.params.ks!, b.path, { policyXml, validityDays: b.validityDays });
+    });
+    res.status(201).json(created);
   }));
   r.post(/^\/v1\/keystores\/([^/]+)\/enclaves:batch$/, guards.enclave('manage', inBody), h(async (req, res) => {
     const b = body(req, BatchCreate);
-    const policyXml = await policyOf(sandbox, b);
-    const created = await enclaves.createMany(callerOf(req), ksParam(req), b.paths, { policyXml, validityDays: b.validityDays });
+    const created = await sandbox.within('xml', async () => {
+      const policyXml = await policyOf(sandbox, b);
+      return enclaves.createMany(callerOf(req), ksParam(req), b.paths, { policyXml, validityDays: b.validityDays });
+    });
     res.status(201).json({ created: created.length, enclaves: created });
   }));
   r.put('/v1/keystores/:ks/enclaves/*/policy', guards.enclave('manage', inUrl), policyArchive, xml, h(async (req, res) => {
-    const policyXml = Buffer.isBuffer(req.body)
-      ? await sandbox.run('policyArchive', { archive: req.body, mainFile: query(req, PolicyQuery).file })
-      : typeof req.body === 'string' && req.body.trim()
-        ? await sandbox.run('policyXml', { xml: req.body })
-        : (() => {
-            throw new InvalidInput('send the policy as XML (application/xml) or a policy folder as .tar.gz (application/gzip)', undefined, 'invalid-policy');
-          })();
-    res.json(await enclaves.setPolicy(callerOf(req), req.params.ks!, enclavePath(req), policyXml));
+    const updated = await sandbox.within('xml', async () => {
+      const policyXml = Buffer.isBuffer(req.body)
+        ? await sandbox.run('policyArchive', { archive: req.body, mainFile: query(req, PolicyQuery).file })
+        : typeof req.body === 'string' && req.body.trim()
+          ? await sandbox.run('policyXml', { xml: req.body })
+          : (() => {
+              throw new InvalidInput('send the policy as XML (application/xml) or a policy folder as .tar.gz (application/gzip)', undefined, 'invalid-policy');
+            })();
+      return enclaves.setPolicy(callerOf(req), req.params.ks!, enclavePath(req), policyXml);
+    });
+    res.json(updated);
   }));
   r.post('/v1/keystores/:ks/enclaves/*/rotate', guards.enclave('manage', inUrl), h(async (req, res) => {
     const { validityDays, revokePrevious } = body(req, Rotate);

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { Worker } from 'node:worker_threads';
 import { DomainError, InvalidInput, ServiceUnavailable } from '../errors.js';
 import type { TaskName, Tasks } from './tasks.js';
@@ -45,6 +46,8 @@ export class XmlSandbox {
   private readonly maxWorkers: number;
   private readonly maxHeapMb: number;
   private closed = false;
+  /** The deadline of the request being served, set by `within`. */
+  private readonly budget = new AsyncLocalStorage<number>();
 
   constructor(private readonly options: SandboxOptions) {
     this.maxWorkers = options.maxWorkers ?? 2;
@@ -60,7 +63,7 @@ export class XmlSandbox {
   async run<K extends TaskName>(task: K, input: Parameters<Tasks[K]>[0]): Promise<Awaited<ReturnType<Tasks[K]>>> {
     const subject = SUBJECT[task];
     const limitMs = subject.limit === 'import' ? this.options.importTimeLimitMs : this.options.xmlTimeLimitMs;
-    const deadline = performance.now() + limitMs;
+    const deadline = Math.min(performance.now() + limitMs, this.budget.getStore() ?? Infinity);
     if (this.running >= this.maxWorkers && !(await this.turn(deadline))) throw busy(subject.what);
     this.running++;
     try {
@@ -68,6 +71,37 @@ export class XmlSandbox {
     } finally {
       this.running--;
       this.waiting.shift()?.();
+    }
+  }
+
+  /**
+   * Runs `fn` under one time limit for all the XML work it starts (reading a policy, its schema check, the
+   * permissions made from it): a request does several steps, and the limit is what the uploader waits for.
+   */
+  within<T>(kind: 'xml' | 'import', fn: () => Promise<T>): Promise<T> {
+    const limitMs = kind === 'import' ? this.options.importTimeLimitMs : this.options.xmlTimeLimitMs;
+    return this.budget.run(performance.now() + limitMs, fn);
+  }
+
+  /**
+   * Waits for XML work done outside the sandbox (the schema check, in xmllint's own worker) no longer than
+   * the time left by `within`; past it the request is refused like a task past its limit (the check finishes
+   * in its worker, off the event loop).
+   */
+  async bounded<T>(work: Promise<T>, what: string): Promise<T> {
+    const deadline = this.budget.getStore();
+    if (deadline === undefined) return work;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new InvalidInput(`${what} took longer than ${this.options.xmlTimeLimitMs} ms to read: it is refused`, undefined, 'invalid-policy')),
+        Math.max(0, deadline - performance.now()),
+      );
+    });
+    try {
+      return await Promise.race([work, late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
