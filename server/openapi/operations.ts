@@ -168,7 +168,7 @@ export const OPERATIONS: Record<string, OperationSpec> = {
     tag: 'bindings',
     summary: 'Bind an enclave to a robot or a label selector',
     body: { json: CreateBinding },
-    ok: { status: 201, schema: 'Binding' },
+    ok: { status: 201, schema: 'NewBinding' },
     also: { 404: 'no such keystore, enclave or robot (for a member also: not theirs)', 409: 'binding-exists', 422: INVALID },
   },
   'DELETE /v1/bindings/{id}': { tag: 'bindings', summary: 'Remove a binding', ok: { status: 204, schema: null }, also: { 404: 'no such binding' } },

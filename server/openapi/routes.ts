@@ -20,8 +20,8 @@ interface Layer {
  * `enclaves:batch`, whose capture group is the keystore.
  */
 export function templateOf(raw: string | RegExp): string {
-  const path = raw instanceof RegExp ? raw.source.replace(/\\\//g, '/').replace(/^\^|\$$/g, '').replace('([^/]+)', '{ks}') : raw;
-  return path.replace(/:([A-Za-z]+)/g, '{$1}').replace(/\/\*/g, '/{path}');
+  if (raw instanceof RegExp) return raw.source.replace(/\\\//g, '/').replace(/^\^|\$$/g, '').replace('([^/]+)', '{ks}');
+  return raw.replace(/:([A-Za-z]+)/g, '{$1}').replace(/\/\*/g, '/{path}');
 }
 
 function walk(stack: Layer[], out: RouteInfo[]): void {

@@ -54,6 +54,7 @@ const robot = {
   createdAt: time,
   updatedAt: time,
 };
+const binding = { id: str, keystore: str, enclave: str, robot: str, selector: labels, grant: nullable(str), createdBy: str, createdAt: time };
 const envelope = closed({ publish: { type: 'array', items: str }, subscribe: { type: 'array', items: str } });
 
 export const componentSchemas: Record<string, JsonSchema> = {
@@ -109,19 +110,10 @@ export const componentSchemas: Record<string, JsonSchema> = {
   ),
   Enrolled: closed({ robot: ref('Robot') }),
   EnrollmentToken: closed({ token: str, expiresAt: time, reenroll: { type: 'boolean' } }),
+  // As made: whether it holds (`status`) is told when bindings are listed.
+  NewBinding: closed(binding, ['robot', 'selector']),
   Binding: closed(
-    {
-      id: str,
-      keystore: str,
-      enclave: str,
-      robot: str,
-      selector: labels,
-      grant: nullable(str),
-      createdBy: str,
-      createdAt: time,
-      status: { type: 'string', enum: ['active', 'limited', 'suspended'] },
-      statusReason: str,
-    },
+    { ...binding, status: { type: 'string', enum: ['active', 'limited', 'suspended'] }, statusReason: str },
     ['robot', 'selector', 'statusReason'],
   ),
   BindingList: listOf('bindings', 'Binding'),
@@ -155,5 +147,9 @@ export const componentSchemas: Record<string, JsonSchema> = {
       closed({ ok: { const: false }, entries: { type: 'integer' }, brokenAt: { type: 'integer' }, reason: str }),
     ],
   },
-  OpenApiDocument: { type: 'object', required: ['openapi', 'info', 'paths'], properties: { openapi: { type: 'string', pattern: '^3\\.1\\.' } } },
+  OpenApiDocument: {
+    type: 'object',
+    required: ['openapi', 'info', 'paths'],
+    properties: { openapi: { type: 'string', pattern: '^3\\.1\\.' }, info: { type: 'object' }, paths: { type: 'object' } },
+  },
 };
