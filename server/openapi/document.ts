@@ -40,8 +40,8 @@ const errorResponse = (description: string): JsonSchema => ({ description, conte
 /** The answers a route's guard gives, whatever its handler does. */
 function guardAnswers(req: Requirement): Record<number, string> {
   const wrongKind = req.kind === 'robot' ? 'a user token (this is for robots)' : 'a robot token (this is for users)';
-  const member =
-    req.kind === 'admin' ? `; a member (admin only: ${req.capability})` : req.kind === 'enclave' ? `; a member without \`${req.capability}\` on the enclave` : '';
+  // A member's refusals on enclave routes (403, or the 404 that hides what they may not read) are told in docs/api.md.
+  const member = req.kind === 'admin' ? `; a member (admin only: ${req.capability})` : '';
   return { 401: 'no token, or an invalid or expired one', 403: `${wrongKind}${member}` };
 }
 
