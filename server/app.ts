@@ -18,6 +18,7 @@ import { DEFAULT_OVERLOAD, LoadMonitor, shedWhenOverloaded, type OverloadOptions
 import type { Logger } from './logger.js';
 import { HttpMetrics } from './ops/metrics.js';
 import { opsRoutes } from './ops/ops.routes.js';
+import { openapiRoutes } from './openapi/openapi.routes.js';
 import type { Sealer } from './secrets/seal.js';
 import { usersRoutes } from './users/users.routes.js';
 import { UsersService } from './users/users.service.js';
@@ -184,6 +185,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(bundlesRoutes(bundles, guards));
   app.use(auditRoutes(audit, guards));
 
+  app.use(openapiRoutes(app));
   app.use(notFoundHandler);
   // Refusals of authenticated callers go to the audit log (bounded); the renderer below answers them.
   app.use(((err, req, _res, next) => {

@@ -5,7 +5,7 @@ import { h } from '../http/handler.js';
 import { query } from '../http/validate.js';
 import type { AuditService } from './audit.service.js';
 
-const AuditQuery = z.object({
+export const AuditQuery = z.object({
   since: z
     .string()
     .max(64)

@@ -4,7 +4,7 @@ import { clientIp, h } from '../http/handler.js';
 import { body } from '../http/validate.js';
 import type { AuthService } from './auth.service.js';
 
-const LoginBody = z.object({
+export const LoginBody = z.object({
   username: z.string().min(1).max(64),
   password: z.string().min(1).max(1024),
 });

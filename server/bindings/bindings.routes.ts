@@ -11,7 +11,7 @@ const enclavePathSchema = z
   .max(300)
   .transform((p) => (p.startsWith('/') ? p : `/${p}`));
 
-const CreateBinding = z
+export const CreateBinding = z
   .object({
     keystore: z.string().min(1).max(64),
     enclave: enclavePathSchema,

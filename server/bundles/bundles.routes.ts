@@ -13,7 +13,7 @@ import type { HttpMetrics } from '../ops/metrics.js';
 import type { BundlesService } from './bundles.service.js';
 
 const BUNDLE_PATH = '/v1/robot/bundle';
-const BundleQuery = z.object({ wait: z.coerce.number().int().min(0).max(60).default(0) });
+export const BundleQuery = z.object({ wait: z.coerce.number().int().min(0).max(60).default(0) });
 
 /** `If-None-Match: "rev"` (or W/"rev", or a bare rev) → the revision the robot holds. */
 function knownRevision(header: string | undefined): string | undefined {

@@ -12,7 +12,7 @@ const envelopeSchema = z
   })
   .strict();
 
-const CreateGrant = z
+export const CreateGrant = z
   .object({
     user: z.string().min(1).max(64),
     keystore: z.string().min(1).max(64),
@@ -22,7 +22,7 @@ const CreateGrant = z
     permissionsEnvelope: envelopeSchema.optional(),
   })
   .strict();
-const PatchGrant = z
+export const PatchGrant = z
   .object({
     capabilities: z.array(z.string().max(16)).min(1).max(3).optional(),
     robotSelector: labelsSchema.optional(),
@@ -30,7 +30,7 @@ const PatchGrant = z
   })
   .strict()
   .refine((p) => Object.keys(p).length > 0, 'nothing to change');
-const ListQuery = z.object({ user: z.string().max(64).optional(), keystore: z.string().max(64).optional() });
+export const ListQuery = z.object({ user: z.string().max(64).optional(), keystore: z.string().max(64).optional() });
 
 export function grantsRoutes(grants: GrantsService, guards: Guards): Router {
   const r = Router();

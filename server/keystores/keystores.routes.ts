@@ -12,7 +12,7 @@ import type { XmlSandbox } from '../sandbox/sandbox.js';
 const GZIP_TYPES = ['application/gzip', 'application/x-gzip', 'application/x-tar+gzip', 'application/octet-stream'];
 const XML_TYPES = ['application/xml', 'text/xml', 'text/plain'];
 
-const CreateKeystore = z
+export const CreateKeystore = z
   .object({
     name: z.string(),
     domainId: z.number().int().min(0).max(MAX_DOMAIN_ID).default(0),
@@ -30,13 +30,13 @@ const PolicyFields = {
   policyFile: z.string().max(255).optional(),
   validityDays: z.number().int().min(1).max(MAX_VALIDITY_DAYS).optional(),
 };
-const CreateEnclave = z.object({ path: z.string().max(300), ...PolicyFields }).strict();
-const BatchCreate = z.object({ paths: z.array(z.string().max(300)).min(1).max(MAX_BATCH), ...PolicyFields }).strict();
-const Rotate = z
+export const CreateEnclave = z.object({ path: z.string().max(300), ...PolicyFields }).strict();
+export const BatchCreate = z.object({ paths: z.array(z.string().max(300)).min(1).max(MAX_BATCH), ...PolicyFields }).strict();
+export const Rotate = z
   .object({ validityDays: z.number().int().min(1).max(MAX_VALIDITY_DAYS).optional(), revokePrevious: z.boolean().default(false) })
   .strict();
-const ExportQuery = z.object({ private: z.enum(['true', 'false']).default('false') });
-const PolicyQuery = z.object({ file: z.string().max(255).optional() });
+export const ExportQuery = z.object({ private: z.enum(['true', 'false']).default('false') });
+export const PolicyQuery = z.object({ file: z.string().max(255).optional() });
 
 /** `{path}` in URLs is the enclave path without its leading slash. */
 const enclavePath = (req: Request): string => `/${String((req.params as Record<string, string>)[0] ?? '')}`;

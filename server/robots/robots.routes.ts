@@ -5,26 +5,26 @@ import { clientIp, h } from '../http/handler.js';
 import { body, labelsSchema } from '../http/validate.js';
 import type { RobotsService } from './robots.service.js';
 
-const CreateRobot = z.object({ name: z.string().max(63), labels: labelsSchema.default({}) }).strict();
-const PatchRobot = z.object({ labels: labelsSchema }).strict();
-const TokenBody = z
+export const CreateRobot = z.object({ name: z.string().max(63), labels: labelsSchema.default({}) }).strict();
+export const PatchRobot = z.object({ labels: labelsSchema }).strict();
+export const TokenBody = z
   .object({
     ttlSeconds: z.number().int().min(60).max(7 * 86400).default(3600),
     /** Lets the token replace the device key of a robot that is enrolled already. */
     reenroll: z.boolean().default(false),
   })
   .strict();
-const Enroll = z
+export const Enroll = z
   .object({
     token: z.string().min(10).max(200),
     publicKey: z.string().min(50).max(4096),
     agentVersion: z.string().max(64).optional(),
   })
   .strict();
-const RobotLogin = z.object({ assertion: z.string().min(20).max(4096) }).strict();
+export const RobotLogin = z.object({ assertion: z.string().min(20).max(4096) }).strict();
 // A robot's clock may be days off (no RTC); a year either way is far beyond any real skew.
 const MAX_SKEW_MS = 366 * 86_400_000;
-const Report = z
+export const Report = z
   .object({
     revision: z.string().max(128).nullable().default(null),
     filesystem: z.string().max(32).nullable().default(null),

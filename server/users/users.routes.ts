@@ -15,8 +15,8 @@ const passwordSchema = z
   .max(1024);
 const roleSchema = z.enum(['admin', 'member']);
 
-const CreateUser = z.object({ name: userNameSchema, password: passwordSchema, role: roleSchema.default('member') }).strict();
-const PatchUser = z
+export const CreateUser = z.object({ name: userNameSchema, password: passwordSchema, role: roleSchema.default('member') }).strict();
+export const PatchUser = z
   .object({ password: passwordSchema.optional(), role: roleSchema.optional() })
   .strict()
   .refine((p) => p.password !== undefined || p.role !== undefined, 'nothing to change');
