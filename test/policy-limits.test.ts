@@ -8,8 +8,8 @@ import { loadPolicy, fsPolicyReader } from '../server/policy/xinclude.js';
 import { canonicalXml } from '../server/policy/xml.js';
 import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
 import { REPO } from './helpers/tools.js';
+import { REVIEW_ARCHIVE, XI, XPOINTER_90K } from './helpers/xml-shapes.js';
 
-const XI = 'xmlns:xi="http://www.w3.org/2001/XInclude"';
 const POLICIES = path.join(REPO, 'test', 'fixtures', 'sros2', 'policies');
 const FLAT = path.join(REPO, 'test', 'fixtures', 'talker_listener.flat.policy.xml');
 const TALKER = '/talker_listener/talker';
@@ -68,16 +68,8 @@ describe('XML limits: every shape of policy is answered quickly, DOCTYPE is refu
 
   // The shape the security review used (two levels of 300 includes, 568 bytes gzipped) and its relatives.
   const SHAPES: Record<string, Record<string, string>> = {
-    'two levels of 300 whole-file includes': {
-      'main.policy.xml': `<policy ${XI} version="0.2.0"><enclaves>${'<xi:include href="a.xml"/>'.repeat(300)}</enclaves></policy>`,
-      'a.xml': `<a ${XI}>${'<xi:include href="b.xml"/>'.repeat(300)}</a>`,
-      'b.xml': '<b/>',
-    },
-    'two levels of 300 xpointer includes building 90 000 enclaves': {
-      'main.policy.xml': `<policy ${XI} version="0.2.0"><enclaves>${'<xi:include href="a.xml" xpointer="xpointer(/a/*)"/>'.repeat(300)}</enclaves></policy>`,
-      'a.xml': `<a ${XI}>${'<xi:include href="b.xml"/>'.repeat(300)}</a>`,
-      'b.xml': '<enclave path="/x"/>',
-    },
+    'two levels of 300 whole-file includes': REVIEW_ARCHIVE,
+    'two levels of 300 xpointer includes building 90 000 enclaves': XPOINTER_90K,
     'two levels of 400 (over the element budget)': {
       'main.policy.xml': `<policy ${XI} version="0.2.0"><enclaves>${'<xi:include href="a.xml"/>'.repeat(400)}</enclaves></policy>`,
       'a.xml': `<a ${XI}>${'<xi:include href="b.xml"/>'.repeat(400)}</a>`,

@@ -6,8 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { writeTarGz } from '../server/keystores/archive.js';
 import { startServer, type ServerProcess } from './helpers/server-process.js';
+import { REVIEW_ARCHIVE, TOPICS_AT_BUDGET, XPOINTER_90K } from './helpers/xml-shapes.js';
 
-const XI = 'xmlns:xi="http://www.w3.org/2001/XInclude"';
 const PASSWORD = 'xml-event-loop-admin-password';
 
 function call(url: string, opts: { method?: string; token?: string; body?: unknown } = {}): Promise<{ status: number; body: any }> {
@@ -65,21 +65,9 @@ async function loopDelayMaxMs(url: string): Promise<number> {
 }
 
 const SHAPES: Record<string, Record<string, string>> = {
-  'two levels of 300 whole-file includes (the review archive)': {
-    'main.policy.xml': `<policy ${XI} version="0.2.0"><enclaves>${'<xi:include href="a.xml"/>'.repeat(300)}</enclaves></policy>`,
-    'a.xml': `<a ${XI}>${'<xi:include href="b.xml"/>'.repeat(300)}</a>`,
-    'b.xml': '<b/>',
-  },
-  'two levels of 300 xpointer includes building 90 000 enclaves': {
-    'main.policy.xml': `<policy ${XI} version="0.2.0"><enclaves>${'<xi:include href="a.xml" xpointer="xpointer(/a/*)"/>'.repeat(300)}</enclaves></policy>`,
-    'a.xml': `<a ${XI}>${'<xi:include href="b.xml"/>'.repeat(300)}</a>`,
-    'b.xml': '<enclave path="/x"/>',
-  },
-  '300 × 300 topics: a policy of valid shape at the element budget': {
-    'main.policy.xml': `<policy ${XI} version="0.2.0"><enclaves><enclave path="/x"><profiles><profile ns="/" node="n">${'<xi:include href="a.xml" xpointer="xpointer(/profile/*)"/>'.repeat(300)}</profile></profiles></enclave></enclaves></policy>`,
-    'a.xml': `<profile ${XI}><topics publish="ALLOW">${'<xi:include href="b.xml"/>'.repeat(300)}</topics></profile>`,
-    'b.xml': '<topic>t</topic>',
-  },
+  'two levels of 300 whole-file includes (the review archive)': REVIEW_ARCHIVE,
+  'two levels of 300 xpointer includes building 90 000 enclaves': XPOINTER_90K,
+  '300 × 300 topics: a policy of valid shape at the element budget': TOPICS_AT_BUDGET,
 };
 
 describe('the real server keeps answering /health while it reads an expensive policy archive', () => {
