@@ -18,6 +18,7 @@ import { MIN_POLL_INTERVAL_MS } from '../../client/agent/watch.js';
 import { HttpClient, NetworkError, parseJson, type HttpResponse } from '../../client/common/http.js';
 import type { EnrollRequest, RobotAuthResponse } from '../../client/common/robot-wire.js';
 import { retryAfterMs, type Tally } from './stats.js';
+import type { SecureContext } from 'node:tls';
 
 /** The agent's request timeout (robot-client.ts), plus the long-poll wait. */
 export const REQUEST_TIMEOUT_MS = 15_000;
@@ -30,6 +31,8 @@ const TOKEN_MARGIN_MS = 60_000;
 export interface RobotConfig {
   url: string;
   caPem: string;
+  /** The CA parsed once, shared by every robot of a worker: each robot still makes its own TLS connections. */
+  secureContext?: SecureContext;
   pollWaitS: number;
   validate: boolean;
 }
@@ -105,7 +108,7 @@ export class SimRobot {
   /** Drops the connection: the next request opens a new TLS connection, as a robot that booted does. */
   reconnect(): void {
     this.client?.close();
-    this.client = new HttpClient(this.cfg.url, this.cfg.caPem);
+    this.client = new HttpClient(this.cfg.url, this.cfg.caPem, this.cfg.secureContext);
     this.token = undefined;
     this.etag = undefined;
     this.revision = undefined;

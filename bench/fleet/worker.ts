@@ -8,11 +8,14 @@ import { HttpClient } from '../../client/common/http.js';
 import type { FromWorker, StormResult, ToWorker } from './protocol.js';
 import { BadAnswer, failureKind, REQUEST_TIMEOUT_MS, SimRobot } from './robot.js';
 import { retryAfterMs, type Tally } from './stats.js';
+import * as tls from 'node:tls';
 
 const ENROLL_CONCURRENCY = 4;
 
 let robots: SimRobot[] = [];
 let caPem = '';
+/** Parsed once per worker: a real robot parses its pinned CA once too, not per connection. */
+let secureContext: tls.SecureContext | undefined;
 let pollWaitS = 30;
 const polling = new AbortController();
 // Every robot's poll loop waits on this one signal.
@@ -25,8 +28,9 @@ function send(msg: FromWorker): void {
 
 async function init(msg: Extract<ToWorker, { type: 'init' }>): Promise<void> {
   caPem = msg.caPem;
+  secureContext = tls.createSecureContext({ ca: caPem });
   pollWaitS = msg.pollWaitS;
-  robots = msg.robots.map((r) => new SimRobot(r.name, { url: r.url, caPem, pollWaitS: msg.pollWaitS, validate: msg.validate }));
+  robots = msg.robots.map((r) => new SimRobot(r.name, { url: r.url, caPem, secureContext, pollWaitS: msg.pollWaitS, validate: msg.validate }));
   const clients = new Map<string, HttpClient>();
   const errors: Tally = {};
   let next = 0;
@@ -37,7 +41,7 @@ async function init(msg: Extract<ToWorker, { type: 'init' }>): Promise<void> {
       const i = next++;
       const spec = msg.robots[i]!;
       let http = clients.get(spec.url);
-      if (!http) clients.set(spec.url, (http = new HttpClient(spec.url, caPem)));
+      if (!http) clients.set(spec.url, (http = new HttpClient(spec.url, caPem, secureContext)));
       try {
         await robots[i]!.enroll(http, spec.token);
       } catch (err) {
@@ -68,7 +72,7 @@ async function storm(msg: Extract<ToWorker, { type: 'storm' }>): Promise<StormRe
       const giveUpAt = at + msg.giveUpAfterMs;
       let ms: number | undefined;
       if (msg.kind === 'control') {
-        const http = new HttpClient(robot.url, caPem);
+        const http = new HttpClient(robot.url, caPem, secureContext);
         ms = await robot.untilServed(async () => {
           const res = await http.request({ method: 'GET', path: 'health', timeoutMs: REQUEST_TIMEOUT_MS });
           if (res.status !== 200) throw new BadAnswer(`health-http-${res.status}`, retryAfterMs(res.headers['retry-after'], Date.now()));

@@ -9,6 +9,7 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type { IncomingHttpHeaders } from 'node:http';
+import * as tls from 'node:tls';
 
 export interface HttpResponse {
   status: number;
@@ -99,7 +100,11 @@ export class HttpClient {
   private readonly agent: http.Agent;
   private readonly mod: typeof http | typeof https;
 
-  constructor(serverUrl: string, ca?: string) {
+  /**
+   * `secureContext` lets many clients share one parsed CA (a fleet simulation); otherwise each client makes its
+   * own once, not once per connection as `https.Agent` would from a `ca` string.
+   */
+  constructor(serverUrl: string, ca?: string, secureContext?: tls.SecureContext) {
     const problem = checkServerUrl(serverUrl, ca !== undefined);
     if (problem) throw new Error(problem);
     const base = new URL(serverUrl);
@@ -107,7 +112,7 @@ export class HttpClient {
     this.base = base;
     if (base.protocol === 'https:') {
       this.mod = https;
-      this.agent = new https.Agent({ keepAlive: true, maxSockets: 4, ca, rejectUnauthorized: true });
+      this.agent = new https.Agent({ keepAlive: true, maxSockets: 4, secureContext: secureContext ?? tls.createSecureContext({ ca }), rejectUnauthorized: true });
     } else {
       this.mod = http;
       this.agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
