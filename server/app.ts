@@ -14,6 +14,7 @@ import { Guards } from './acl/guard.js';
 import { robotTokenVersion, TokenIssuer, userTokenVersion } from './auth/tokens.js';
 import type { Db } from './db/database.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
+import { LeanLane } from './http/lean.js';
 import { DEFAULT_OVERLOAD, LoadMonitor, shedWhenOverloaded, type OverloadOptions } from './http/overload.js';
 import type { Logger } from './logger.js';
 import { HttpMetrics } from './ops/metrics.js';
@@ -34,7 +35,7 @@ import { EnclavesService } from './keystores/enclaves.service.js';
 import { keystoresRoutes } from './keystores/keystores.routes.js';
 import { KeystoresService } from './keystores/keystores.service.js';
 import { XmlSandbox } from './sandbox/sandbox.js';
-import { robotsAuthedRoutes, robotsRoutes } from './robots/robots.routes.js';
+import { robotLoginFastPath, robotsAuthedRoutes, robotsRoutes } from './robots/robots.routes.js';
 import { RobotsService } from './robots/robots.service.js';
 
 export interface AppOptions {
@@ -144,7 +145,10 @@ export function createApp(deps: AppDeps): Express {
   app.set('trust proxy', options.trustProxy === false ? false : options.trustProxy.join(','));
   app.locals.services = services;
   const lifetimes = { userSeconds: options.tokenTtlSeconds, robotSeconds: options.robotTokenTtlSeconds };
-  app.use(bundleFastPath(bundles, new RobotTokenVerifier(deps.jwtSecret, resolver, lifetimes), metrics, deps.logger));
+  // The fleet's hot requests first, past the general stack below (which answers everything else).
+  const lane = new LeanLane(metrics, deps.logger);
+  app.use(bundleFastPath(bundles, new RobotTokenVerifier(deps.jwtSecret, resolver, lifetimes), lane));
+  app.use(robotLoginFastPath(robots, lane, load, options.jsonLimit));
 
   app.use(
     pinoHttp({

@@ -84,6 +84,30 @@ describe('overload: new robot work is shed early while the event loop is saturat
       ctx.close();
     });
 
+    test('a robot login takes the fast path and answers like the general stack: headers, refusals, bad bodies', async () => {
+      const fast = await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('r1', key) }).expect(200);
+      // A query string sends the same request down the general middleware stack.
+      const general = await request(ctx.app).post('/v1/auth/robot?via=general').send({ assertion: assertion('r1', key) }).expect(200);
+      ctx.secrets.add(fast.body.token);
+      ctx.secrets.add(general.body.token);
+      const volatile = new Set(['date', 'x-request-id', 'connection', 'keep-alive', 'content-length', 'etag']);
+      const headersOf = (r: request.Response) => Object.keys(r.headers).filter((k) => !volatile.has(k)).sort();
+      assert.deepEqual(headersOf(fast), headersOf(general));
+      assert.deepEqual(Object.keys(fast.body).sort(), ['expiresAt', 'token']);
+      for (const path of ['/v1/auth/robot', '/v1/auth/robot?via=general']) {
+        const replay = assertion('r1', key);
+        await request(ctx.app).post(path).send({ assertion: replay }).then((r) => ctx.secrets.add(r.body.token));
+        const again = await request(ctx.app).post(path).send({ assertion: replay });
+        assert.deepEqual([again.status, again.body.error.code], [401, 'invalid-assertion'], path);
+        const junk = await request(ctx.app).post(path).set('Content-Type', 'application/json').send('{"assertion":');
+        assert.deepEqual([junk.status, junk.body.error.code], [400, 'invalid-json'], path);
+        const extra = await request(ctx.app).post(path).send({ assertion: assertion('r1', key), role: 'admin' });
+        assert.equal(extra.status, 422, path);
+      }
+      const metrics = (await request(ctx.app).get('/metrics')).text;
+      assert.match(metrics, /enclave_http_requests_total\{method="POST",route="\/v1\/auth\/robot",status="401"\} 2/);
+    });
+
     test('robot logins get 503 + Retry-After while saturated; health, admins and robots with a token carry on', async () => {
       const login = await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('r1', key) }).expect(200);
       ctx.secrets.add(login.body.token);

@@ -77,15 +77,19 @@ export function retryAfterSeconds(lagMs: number, random: () => number = Math.ran
  * polls, admins and /health keep working, and the robots refused come back spread out instead of queueing for
  * a minute.
  */
-export function shedWhenOverloaded(monitor: LoadMonitor, onShed: () => void = () => {}): RequestHandler {
+export function shedWhenOverloaded(monitor: LoadMonitor): RequestHandler {
   return (req, _res, next) => {
     if (req.method !== 'POST' || !SHED.has(req.path)) return next();
-    const lag = monitor.lag();
-    if (lag === 0) return next();
-    onShed();
-    const wait = retryAfterSeconds(lag);
-    next(new ServiceUnavailable(`the server is busy; retry in ${wait} s`, wait));
+    next(overloaded(monitor));
   };
+}
+
+/** The 503 to answer new robot work with while the server is saturated; undefined when it is not. */
+export function overloaded(monitor: LoadMonitor): ServiceUnavailable | undefined {
+  const lag = monitor.lag();
+  if (lag === 0) return undefined;
+  const wait = retryAfterSeconds(lag);
+  return new ServiceUnavailable(`the server is busy; retry in ${wait} s`, wait);
 }
 
 const SHED = new Set(['/v1/auth/robot', '/v1/enroll', '/v1/robot/report']);

@@ -1,7 +1,9 @@
-import { Router } from 'express';
+import express, { Router, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { callerOf, robotOf, type Guards } from '../acl/guard.js';
 import { clientIp, h } from '../http/handler.js';
+import type { LeanLane } from '../http/lean.js';
+import { overloaded, type LoadMonitor } from '../http/overload.js';
 import { body, labelsSchema } from '../http/validate.js';
 import type { RobotsService } from './robots.service.js';
 
@@ -90,4 +92,29 @@ export function robotsAuthedRoutes(robots: RobotsService, guards: Guards): Route
     res.json(robots.revokeKey(callerOf(req), req.params.name!));
   }));
   return r;
+}
+
+const LOGIN_PATH = '/v1/auth/robot';
+
+/**
+ * A robot's login past the general middleware stack (see `bundleFastPath`): in a boot storm every robot logs
+ * in once, and the stack in front cost more than the login. Same shedding, body limit, validation and error
+ * rendering as the route above (errors go to the app's error handler).
+ */
+export function robotLoginFastPath(robots: RobotsService, lane: LeanLane, load: LoadMonitor, jsonLimit: string): RequestHandler {
+  const json = express.json({ limit: jsonLimit, strict: true, inflate: false });
+  return (req, res, next) => {
+    if (req.method !== 'POST' || req.url !== LOGIN_PATH) return next();
+    lane.begin(req, res, LOGIN_PATH);
+    const busy = overloaded(load);
+    if (busy) return next(busy);
+    json(req, res, (err?: unknown) => {
+      if (err) return next(err);
+      try {
+        res.json(robots.login(body(req, RobotLogin).assertion, clientIp(req)));
+      } catch (e) {
+        next(e);
+      }
+    });
+  };
 }
