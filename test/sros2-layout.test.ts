@@ -389,17 +389,17 @@ describe('writeSros2Keystore', () => {
 
     const talker = join(dir, 'keystore/enclaves/talker_listener/talker');
     assert.match(
-      sh('openssl', ['verify', '-CAfile', 'keystore/public/identity_ca.cert.pem', 'keystore/enclaves/talker_listener/talker/cert.pem'], dir),
+      sh('openssl', ['verify', ...AT_NOW, '-CAfile', 'keystore/public/identity_ca.cert.pem', 'keystore/enclaves/talker_listener/talker/cert.pem'], dir),
       /cert\.pem: OK/,
     );
-    assert.match(sh('openssl', ['verify', '-CAfile', join(talker, 'identity_ca.cert.pem'), join(talker, 'cert.pem')]), /: OK/);
+    assert.match(sh('openssl', ['verify', ...AT_NOW, '-CAfile', join(talker, 'identity_ca.cert.pem'), join(talker, 'cert.pem')]), /: OK/);
     const text = execFileSync(
       'openssl',
-      ['smime', '-verify', '-text', '-in', join(talker, 'permissions.p7s'), '-CAfile', join(talker, 'permissions_ca.cert.pem')],
+      ['smime', '-verify', ...AT_NOW, '-text', '-in', join(talker, 'permissions.p7s'), '-CAfile', join(talker, 'permissions_ca.cert.pem')],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
     );
     assert.match(text, /<subject_name>CN=\/talker_listener\/talker<\/subject_name>/);
-    execFileSync('openssl', ['smime', '-verify', '-text', '-in', join(talker, 'governance.p7s'), '-CAfile', join(talker, 'permissions_ca.cert.pem')], {
+    execFileSync('openssl', ['smime', '-verify', ...AT_NOW, '-text', '-in', join(talker, 'governance.p7s'), '-CAfile', join(talker, 'permissions_ca.cert.pem')], {
       stdio: 'ignore',
     });
     // Private keys are 0600, the rest 0644.

@@ -1,41 +1,15 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { writeTarGz } from '../server/keystores/archive.js';
-import { startServer, type ServerProcess } from './helpers/server-process.js';
+import { pinnedRequest, startServer, type ServerProcess } from './helpers/server-process.js';
 import { REVIEW_ARCHIVE, TOPICS_AT_BUDGET, XPOINTER_90K } from './helpers/xml-shapes.js';
 
 const PASSWORD = 'xml-event-loop-admin-password';
 
-function call(url: string, opts: { method?: string; token?: string; body?: unknown } = {}): Promise<{ status: number; body: any }> {
-  return new Promise((resolve, reject) => {
-    const data = opts.body === undefined ? undefined : JSON.stringify(opts.body);
-    const req = http.request(
-      url,
-      {
-        method: opts.method ?? 'GET',
-        agent: false,
-        headers: {
-          ...(data ? { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) } : {}),
-          ...(opts.token ? { Authorization: `Bearer ${opts.token}` } : {}),
-        },
-      },
-      (res) => {
-        let text = '';
-        res.on('data', (c) => (text += c));
-        res.on('end', () => {
-          const json = (res.headers['content-type'] ?? '').includes('json');
-          resolve({ status: res.statusCode ?? 0, body: text && json ? JSON.parse(text) : text });
-        });
-      },
-    );
-    req.on('error', reject);
-    req.end(data);
-  });
-}
+const call = (url: string, opts: { method?: string; token?: string; body?: unknown } = {}) => pinnedRequest(url, undefined, opts);
 
 /** Polls /health back to back until `done` settles; returns the slowest answer (ms) and how many were made. */
 async function healthWhile(url: string, done: Promise<unknown>): Promise<{ maxMs: number; count: number }> {

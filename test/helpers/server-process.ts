@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import { REPO } from './tools.js';
@@ -50,7 +51,10 @@ export async function startServer(args: string[], env: NodeJS.ProcessEnv = {}, t
   };
 }
 
-/** An HTTPS request pinning the given CA (no fallback to the system store, never unverified). */
+/**
+ * An HTTPS request pinning the given CA (no fallback to the system store, never unverified), or a plain HTTP
+ * one to a server started with --insecure-http. The body is parsed when it is JSON, else kept as text.
+ */
 export function pinnedRequest(
   url: string,
   ca: string | undefined,
@@ -58,12 +62,11 @@ export function pinnedRequest(
 ): Promise<{ status: number; body: any }> {
   return new Promise((resolve, reject) => {
     const data = opts.body === undefined ? undefined : JSON.stringify(opts.body);
-    const req = https.request(
+    const req = (url.startsWith('http:') ? http : https).request(
       url,
       {
         method: opts.method ?? 'GET',
-        ca,
-        servername: opts.servername,
+        ...(url.startsWith('http:') ? {} : { ca, servername: opts.servername }),
         headers: {
           ...(data ? { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) } : {}),
           ...(opts.token ? { Authorization: `Bearer ${opts.token}` } : {}),
