@@ -1,4 +1,3 @@
-import crypto from 'node:crypto';
 import express, { type ErrorRequestHandler, type Express } from 'express';
 import helmet from 'helmet';
 import { pinoHttp } from 'pino-http';
@@ -14,7 +13,7 @@ import { Guards } from './acl/guard.js';
 import { robotTokenVersion, TokenIssuer, userTokenVersion } from './auth/tokens.js';
 import type { Db } from './db/database.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
-import { LeanLane } from './http/lean.js';
+import { LeanLane, requestId } from './http/lean.js';
 import { DEFAULT_OVERLOAD, LoadMonitor, shedWhenOverloaded, type OverloadOptions } from './http/overload.js';
 import type { Logger } from './logger.js';
 import { HttpMetrics } from './ops/metrics.js';
@@ -99,8 +98,6 @@ export interface Services {
   sandbox: XmlSandbox;
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
-
 /** Builds the whole HTTP application from its dependencies. Never listens: `main.ts` does. */
 export function createApp(deps: AppDeps): Express {
   const options = { ...DEFAULT_APP_OPTIONS, ...deps.options };
@@ -153,12 +150,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(
     pinoHttp({
       logger: deps.logger,
-      genReqId: (req, res) => {
-        const incoming = req.headers['x-request-id'];
-        const id = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
-        res.setHeader('X-Request-Id', id);
-        return id;
-      },
+      genReqId: requestId,
       // Only what is needed to follow a request: never headers, bodies or query strings.
       serializers: {
         req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split('?')[0] }),

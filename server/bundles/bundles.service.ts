@@ -5,7 +5,7 @@ import type { BindingsService } from '../bindings/bindings.service.js';
 import type { Change, ChangeFeed } from '../events/changes.js';
 import type { EnclaveRow, KeystoreRow, KeystoresRepo } from '../keystores/keystores.repo.js';
 import { enclaveKeyContext } from '../keystores/keystores.service.js';
-import type { RobotsRepo } from '../robots/robots.repo.js';
+import type { Robot, RobotsRepo } from '../robots/robots.repo.js';
 import type { Sealer } from '../secrets/seal.js';
 
 export interface BundleEnclave {
@@ -92,11 +92,14 @@ export class BundlesService {
     this.waiters.clear();
   }
 
-  /** The robot's current bundle (from cache when nothing changed since it was computed). */
-  current(robot: string): CacheEntry {
+  /**
+   * The robot's current bundle (from cache when nothing changed since it was computed). `record`: the robot's
+   * row when the caller has just read it (a fan-out reads it anyway), so it is not read twice.
+   */
+  current(robot: string, record?: Robot): CacheEntry {
     let entry = this.cache.get(robot);
     if (!entry) {
-      entry = this.compute(robot);
+      entry = this.compute(robot, record ?? this.robots.get(robot));
       this.cache.set(robot, entry);
     }
     return entry;
@@ -210,7 +213,7 @@ export class BundlesService {
       if (!record || record.keyId !== w.keyId) w.done({ kind: 'gone' });
     }
     if (!record || !this.waiters.get(robot)?.size) return;
-    const entry = this.current(robot);
+    const entry = this.current(robot, record);
     for (const w of [...(this.waiters.get(robot) ?? [])]) if (entry.revision !== w.known) w.done({ kind: 'changed', entry });
   }
 
@@ -242,8 +245,7 @@ export class BundlesService {
     }
   }
 
-  private compute(robot: string): CacheEntry {
-    const record = this.robots.get(robot);
+  private compute(robot: string, record: Robot | undefined): CacheEntry {
     const targets = record ? this.bindings.enclavesFor(robot, record.labels) : [];
     const content = this.contentFor(targets.map((t) => `${t.keystore}\0${t.enclave}`).sort());
     const revision = crypto.createHash('sha256').update(robot).update('\n').update(content.hash).digest('hex').slice(0, 32);

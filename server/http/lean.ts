@@ -1,10 +1,19 @@
 import crypto from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Request, Response } from 'express';
 import helmet from 'helmet';
 import type { Logger } from '../logger.js';
 import type { HttpMetrics } from '../ops/metrics.js';
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** The caller's X-Request-Id when it is a plain token, else a new one; set on the response too. */
+export function requestId(req: IncomingMessage, res: ServerResponse): string {
+  const incoming = req.headers['x-request-id'];
+  const id = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
+  res.setHeader('X-Request-Id', id);
+  return id;
+}
 
 /** The headers helmet sets on every response, read once from helmet itself so every path sends the same. */
 function helmetHeaders(): [string, string][] {
@@ -29,9 +38,7 @@ export class LeanLane {
 
   begin(req: Request, res: Response, route: string): void {
     const start = process.hrtime.bigint();
-    const incoming = req.headers['x-request-id'];
-    const id = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
-    res.setHeader('X-Request-Id', id);
+    const id = requestId(req, res);
     for (const [k, v] of this.security) res.setHeader(k, v);
     res.on('finish', () => {
       this.metrics.observe(req.method, route, res.statusCode, start);
