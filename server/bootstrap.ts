@@ -55,25 +55,33 @@ function readOrCreate(file: string, make: () => Buffer, logger: Logger, what: st
   return value;
 }
 
-export function loadMasterKey(config: ServerConfig, logger: Logger): Sealer {
-  const file = config.masterKeyFile ?? path.join(config.dataDir, 'master.key');
+/**
+ * A 32-byte secret from the operator's file (`ENCLAVE_*_FILE`: replicas read the same file, so they agree) or,
+ * by default, from the data folder, created on first start. Raw, 64 hex characters or base64.
+ */
+function loadKey(configured: string | undefined, fallback: string, setting: string, what: string, logger: Logger): Buffer {
   let raw: Buffer;
-  if (config.masterKeyFile) {
+  if (configured) {
     try {
-      raw = fs.readFileSync(file);
+      raw = fs.readFileSync(configured);
     } catch {
-      throw new ConfigError(`ENCLAVE_MASTER_KEY_FILE: cannot read ${file}`);
+      throw new ConfigError(`${setting}: cannot read ${configured}`);
     }
   } else {
-    raw = readOrCreate(file, () => crypto.randomBytes(32), logger, 'master key');
+    raw = readOrCreate(fallback, () => crypto.randomBytes(32), logger, what);
   }
   try {
-    return new Sealer([parseMasterKey(raw)]);
-  } catch (err) {
-    throw new ConfigError(`master key ${file}: ${(err as Error).message}`);
+    return parseMasterKey(raw);
+  } catch {
+    throw new ConfigError(`${what} ${configured ?? fallback} must hold 32 bytes (raw, 64 hex characters or base64)`);
   }
 }
 
-export function loadJwtSecret(dataDir: string, logger: Logger): Buffer {
-  return readOrCreate(path.join(dataDir, 'jwt.secret'), () => crypto.randomBytes(32), logger, 'token signing secret');
+export function loadMasterKey(config: ServerConfig, logger: Logger): Sealer {
+  return new Sealer([loadKey(config.masterKeyFile, path.join(config.dataDir, 'master.key'), 'ENCLAVE_MASTER_KEY_FILE', 'master key', logger)]);
+}
+
+/** The HS256 key of every token this server issues; every replica must read the same one. */
+export function loadJwtSecret(config: ServerConfig, logger: Logger): Buffer {
+  return loadKey(config.tokenSecretFile, path.join(config.dataDir, 'jwt.secret'), 'ENCLAVE_TOKEN_SECRET_FILE', 'token signing secret', logger);
 }

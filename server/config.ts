@@ -14,6 +14,7 @@ export interface ServerConfig {
   /** Proxies (addresses, CIDRs, `loopback`...) whose X-Forwarded-For names the client; empty: trust none. */
   trustProxy: string[];
   masterKeyFile?: string;
+  tokenSecretFile?: string;
   adminUser: string;
   adminPassword?: string;
   /** Extra DNS names / IPs for the self-generated server certificate (LAN host names). */
@@ -52,6 +53,7 @@ options (flag wins over environment):
   --trust-proxy LIST    ENCLAVE_TRUST_PROXY     proxies whose X-Forwarded-For names the client (addresses,
                                                 CIDRs, loopback, uniquelocal; comma-separated)
   ENCLAVE_MASTER_KEY_FILE                       32-byte master key (default <data>/master.key)
+  ENCLAVE_TOKEN_SECRET_FILE                     32-byte token signing key (default <data>/jwt.secret)
   ENCLAVE_ADMIN_PASSWORD(_FILE)                 first admin's password (only when no user exists)
   ENCLAVE_LOG_LEVEL                             pino level (default info)
   ENCLAVE_OVERLOAD_LAG_MS                       event-loop lag that sheds robot logins with 503 (default 250, 0 off)
@@ -142,6 +144,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     insecureHttp: Boolean(values['insecure-http']) || env.ENCLAVE_INSECURE_HTTP === 'true',
     trustProxy: parseTrustProxy(values['trust-proxy'] ?? env.ENCLAVE_TRUST_PROXY ?? ''),
     masterKeyFile: env.ENCLAVE_MASTER_KEY_FILE || undefined,
+    tokenSecretFile: env.ENCLAVE_TOKEN_SECRET_FILE || undefined,
     adminUser: env.ENCLAVE_ADMIN_USER || 'admin',
     adminPassword: secretFromEnv(env, 'ENCLAVE_ADMIN_PASSWORD'),
     tlsSans: (values['tls-san'] ?? env.ENCLAVE_TLS_SAN ?? '')

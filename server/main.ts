@@ -46,7 +46,7 @@ function openMigrated(config: ServerConfig, logger: Logger): Db {
 async function serve(config: ServerConfig, logger: Logger): Promise<void> {
   const db = openMigrated(config, logger);
   const sealer = loadMasterKey(config, logger);
-  const jwtSecret = loadJwtSecret(config.dataDir, logger);
+  const jwtSecret = loadJwtSecret(config, logger);
   const app = createApp({
     db,
     logger,

@@ -155,6 +155,56 @@ describe('the real server process', () => {
   });
 });
 
+describe('secrets from the operator\'s files', () => {
+  test('two servers reading the same ENCLAVE_TOKEN_SECRET_FILE accept each other\'s tokens; a different secret refuses them', async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-shared-secret-'));
+    const secretFile = path.join(root, 'token.secret');
+    fs.writeFileSync(secretFile, `${execFileSync('openssl', ['rand', '-hex', '32'], { encoding: 'utf8' }).trim()}\n`, { mode: 0o600 });
+    const env = { ENCLAVE_ADMIN_PASSWORD: 'same-admin-password-on-both' };
+    const start = (name: string, extra: NodeJS.ProcessEnv) =>
+      startServer(['--data-dir', path.join(root, name), '--listen', '127.0.0.1:0'], { ...env, ...extra });
+    // A token names its user's creation time, so B and C start from copies of A's first data folder: the same
+    // users, as replicas on one database would see.
+    const first = await start('a', { ENCLAVE_TOKEN_SECRET_FILE: secretFile });
+    assert.equal(await first.stop(), 0);
+    for (const copy of ['b', 'c']) fs.cpSync(path.join(root, 'a'), path.join(root, copy), { recursive: true });
+    const a = await start('a', { ENCLAVE_TOKEN_SECRET_FILE: secretFile });
+    const b = await start('b', { ENCLAVE_TOKEN_SECRET_FILE: secretFile });
+    const c = await start('c', {});
+    try {
+      assert.equal(fs.existsSync(path.join(root, 'a', 'jwt.secret')), false, 'no data-folder secret when a file is configured');
+      const login = await pinnedRequest(`${a.url}/v1/auth/login`, readCa(path.join(root, 'a')), { method: 'POST', body: { username: 'admin', password: env.ENCLAVE_ADMIN_PASSWORD } });
+      assert.equal(login.status, 200);
+      const onB = await pinnedRequest(`${b.url}/v1/users/admin`, readCa(path.join(root, 'b')), { token: login.body.token });
+      assert.equal(onB.status, 200, 'a token from A is valid on B');
+      const onC = await pinnedRequest(`${c.url}/v1/users/admin`, readCa(path.join(root, 'c')), { token: login.body.token });
+      assert.equal(onC.status, 401, 'C signs with its own secret');
+    } finally {
+      await Promise.all([a.stop(), b.stop(), c.stop()]);
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  test('a token secret file that is not 32 bytes stops the start-up', () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-bad-secret-'));
+    try {
+      const secretFile = path.join(root, 'token.secret');
+      fs.writeFileSync(secretFile, 'short', { mode: 0o600 });
+      const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO, 'server', 'main.ts'), '--data-dir', path.join(root, 'd'), '--listen', '127.0.0.1:0'], {
+        cwd: REPO,
+        env: { ...process.env, ENCLAVE_ADMIN_PASSWORD: 'long-enough-password', ENCLAVE_TOKEN_SECRET_FILE: secretFile },
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      assert.equal(r.status, 2);
+      assert.match(r.stderr, /token signing secret .* must hold 32 bytes/);
+      assert.doesNotMatch(r.stderr, /short/);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('damaged secrets', () => {
   test('an empty jwt.secret stops the start-up instead of making tokens forgeable', async () => {
     const { spawnSync } = await import('node:child_process');
