@@ -3,9 +3,13 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { defaultMigrationsDir, migrate, openDatabase, pendingMigrations } from '../server/db/database.js';
+import { defaultMigrationsDir, migrate, migrationFiles, migrationsDir, openDatabase, pendingMigrations } from '../server/db/database.js';
 
 describe('migrations', () => {
+  test('both dialects ship the same migrations, under the same names', () => {
+    assert.deepEqual(migrationFiles(migrationsDir('postgres')), migrationFiles(migrationsDir('sqlite')));
+  });
+
   test('apply in order to an empty database; a re-run is a no-op', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-mig-'));
     try {

@@ -17,16 +17,31 @@ export function openDatabase(file: string): Db {
   return db;
 }
 
-/** Migrations ship next to the code (`migrations/` at the project root), found from source or from `dist/`. */
-export function defaultMigrationsDir(): string {
+export type Dialect = 'sqlite' | 'postgres';
+
+/**
+ * Migrations ship next to the code (`migrations/<dialect>/` at the project root), found from source or from
+ * `dist/`. Each dialect has its own files under the same names, so both stores record the same history.
+ */
+export function migrationsDir(dialect: Dialect): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   for (;;) {
-    const candidate = path.join(dir, 'migrations');
+    const candidate = path.join(dir, 'migrations', dialect);
     if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(candidate)) return candidate;
     const parent = path.dirname(dir);
-    if (parent === dir) throw new Error('migrations folder not found');
+    if (parent === dir) throw new Error(`migrations/${dialect} folder not found`);
     dir = parent;
   }
+}
+
+export const defaultMigrationsDir = (): string => migrationsDir('sqlite');
+
+/** `NNN-name.sql` files of a migrations folder, in the order they are applied. */
+export function migrationFiles(dir: string): string[] {
+  return fs
+    .readdirSync(dir)
+    .filter((f) => /^\d{3}-[a-z0-9-]+\.sql$/.test(f))
+    .sort();
 }
 
 export interface MigrationResult {
@@ -46,10 +61,7 @@ export function migrate(db: Db, dir = defaultMigrationsDir()): MigrationResult {
   const done = new Set(
     db.prepare('SELECT name FROM schema_migrations').pluck().all() as string[],
   );
-  const files = fs
-    .readdirSync(dir)
-    .filter((f) => /^\d{3}-[a-z0-9-]+\.sql$/.test(f))
-    .sort();
+  const files = migrationFiles(dir);
   const record = db.prepare('INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)');
   const applied: string[] = [];
   for (const file of files) {
@@ -71,8 +83,5 @@ export function pendingMigrations(db: Db, dir = defaultMigrationsDir()): string[
   const done = exists
     ? new Set(db.prepare('SELECT name FROM schema_migrations').pluck().all() as string[])
     : new Set<string>();
-  return fs
-    .readdirSync(dir)
-    .filter((f) => /^\d{3}-[a-z0-9-]+\.sql$/.test(f) && !done.has(f))
-    .sort();
+  return migrationFiles(dir).filter((f) => !done.has(f));
 }

@@ -1,0 +1,41 @@
+import crypto from 'node:crypto';
+import pg from 'pg';
+
+/**
+ * The PostgreSQL half of the store matrix runs when ENCLAVE_TEST_DATABASE_URL names a server where that role
+ * may create databases (`.ci/run` starts a throw-away cluster with scripts/postgres-throwaway.sh). Each test
+ * file gets its own database, dropped at the end, as each gets its own SQLite data folder.
+ */
+export const TEST_DATABASE_URL = process.env.ENCLAVE_TEST_DATABASE_URL || undefined;
+export const NO_POSTGRES = TEST_DATABASE_URL ? false : 'ENCLAVE_TEST_DATABASE_URL is not set (README, Tests: scripts/postgres-throwaway.sh starts a cluster)';
+
+export interface TestDatabase {
+  url: string;
+  drop(): Promise<void>;
+}
+
+export async function freshDatabase(label: string): Promise<TestDatabase> {
+  if (!TEST_DATABASE_URL) throw new Error(String(NO_POSTGRES));
+  const name = `t_${label.replace(/[^a-z0-9]/g, '_')}_${crypto.randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(TEST_DATABASE_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: TEST_DATABASE_URL });
+      await c.connect();
+      try {
+        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await c.end();
+      }
+    },
+  };
+}
