@@ -164,7 +164,10 @@ export class BundlesService {
    */
   private onChange(change: Change): void {
     if (change.kind === 'robot') this.delivered.delete(change.robot);
-    if (change.kind === 'keystore') {
+    if (change.kind === 'resync') {
+      this.enclaveJson.clear();
+      this.contents.clear();
+    } else if (change.kind === 'keystore') {
       for (const key of this.enclaveJson.keys()) if (key.startsWith(`${change.keystore}\0`)) this.enclaveJson.delete(key);
       for (const [key, c] of this.contents) if (c.keystores.has(change.keystore)) this.contents.delete(key);
     } else if (change.kind === 'enclave') {
@@ -232,6 +235,8 @@ export class BundlesService {
     switch (change.kind) {
       case 'robot':
         return change.robot === robot;
+      case 'resync':
+        return true;
       case 'bindings': {
         if (change.robot !== undefined) return change.robot === robot;
         if (change.selector !== undefined) {

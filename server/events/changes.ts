@@ -10,7 +10,9 @@ export type Change =
   | { kind: 'enclave'; keystore: string; enclave: string }
   | { kind: 'robot'; robot: string }
   /** A binding came or went: for one robot, for robots matching a selector, or (no scope) for anyone. */
-  | { kind: 'bindings'; robot?: string; selector?: Record<string, string> };
+  | { kind: 'bindings'; robot?: string; selector?: Record<string, string> }
+  /** Changes were missed (a follower away longer than the change log keeps them): drop every cache. */
+  | { kind: 'resync' };
 
 export class ChangeFeed {
   private readonly emitter = new EventEmitter();

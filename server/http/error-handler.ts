@@ -2,6 +2,7 @@ import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { ZodError } from 'zod';
 import { DomainError, ServiceUnavailable, TooManyRequests } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { StoreUnavailable, UniqueViolation } from '../store/errors.js';
 
 export interface ErrorBody {
   error: { code: string; message: string; details?: unknown };
@@ -39,9 +40,17 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       res.status(422).json(errorBody('invalid-input', `${first.field}: ${first.problem}`, problems));
       return;
     }
+    if (err instanceof StoreUnavailable) {
+      // Robots keep the enclaves they hold and retry; the reason (which host, which SQLSTATE) stays in the log.
+      (req as { log?: Logger }).log?.warn({ err }, 'database unavailable') ?? logger.warn({ err }, 'database unavailable');
+      res.setHeader('Retry-After', '5');
+      res.status(503).json(errorBody('database-unavailable', 'the database is unavailable, retry later'));
+      return;
+    }
     const e = err as { type?: string; status?: number; code?: string };
     // A uniqueness race the services' own checks could not see (two requests creating the same name at once).
-    if (e?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || e?.code === 'SQLITE_CONSTRAINT_UNIQUE') {
+    // (The raw SQLite codes: services that still hold a better-sqlite3 handle, until they move to the store port.)
+    if (err instanceof UniqueViolation || e?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || e?.code === 'SQLITE_CONSTRAINT_UNIQUE') {
       res.status(409).json(errorBody('conflict', 'it already exists (created by a concurrent request)'));
       return;
     }
