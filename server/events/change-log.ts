@@ -11,8 +11,6 @@ import type { Change, ChangeFeed } from './changes.js';
  */
 
 export const CHANGE_CHANNEL = 'enclave_changes';
-/** Transaction advisory lock that numbers change rows in commit order (PostgreSQL). */
-const CHANGE_LOCK = 0x6368616e6765; // "change"
 
 export interface LoggedChange {
   id: number;
@@ -20,9 +18,8 @@ export interface LoggedChange {
 }
 
 export async function appendChange(sql: Sql, change: Change, at = new Date().toISOString()): Promise<number> {
-  // Held until commit, so a row numbered n + 1 never commits before row n: a follower that has read up to n
-  // can never later find a smaller id appear behind it. (SQLite has a single writer already.)
-  if (sql.dialect === 'postgres') await sql.run('SELECT pg_advisory_xact_lock(?)', [CHANGE_LOCK]);
+  // Write transactions run one at a time on every engine (store/sql.ts), so a row numbered n + 1 never commits
+  // before row n: a follower that has read up to n never finds a smaller id appear behind it later.
   const row = await sql.get<{ id: number | string }>(
     'INSERT INTO change_log (id, at, change) SELECT coalesce(max(id), 0) + 1, ?, ? FROM change_log RETURNING id',
     [at, JSON.stringify(change)],

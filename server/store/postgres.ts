@@ -1,9 +1,8 @@
-import crypto from 'node:crypto';
 import pg from 'pg';
 import type { MigrationResult } from '../db/database.js';
 import { migratePostgres, openPostgres, type PostgresOptions } from '../db/postgres.js';
 import { ConstraintViolation, ForeignKeyViolation, StoreError, StoreUnavailable, UniqueViolation } from './errors.js';
-import type { Database as Port, Param, Sql, TxOptions } from './sql.js';
+import type { Database as Port, Param, Sql } from './sql.js';
 
 /** Repositories write `?`; PostgreSQL wants `$1, $2, …`. Quoted text and identifiers are left alone. */
 const numbered = new Map<string, string>();
@@ -32,7 +31,6 @@ export function toPostgres(text: string): string {
 
 /** SQLSTATE classes that mean "the database is not there right now", not "your request is wrong". */
 const UNAVAILABLE = /^(08|53|57P0[1-3])/;
-const RETRYABLE = new Set(['40001', '40P01']);
 const NETWORK = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH']);
 
 function translate(err: unknown): unknown {
@@ -42,7 +40,7 @@ function translate(err: unknown): unknown {
   if (code === '23505') return new UniqueViolation(`unique violation (${e.constraint ?? 'key'})`, { cause: err });
   if (code === '23503') return new ForeignKeyViolation(`foreign key violation (${e.constraint ?? 'key'})`, { cause: err });
   if (code === '23514' || code === '23502' || code === 'P0001') return new ConstraintViolation(e.message ?? 'constraint violation', { cause: err });
-  if (code && (UNAVAILABLE.test(code) || NETWORK.has(code) || RETRYABLE.has(code))) return new StoreUnavailable(`database unavailable (${code})`, { cause: err });
+  if (code && (UNAVAILABLE.test(code) || NETWORK.has(code))) return new StoreUnavailable(`database unavailable (${code})`, { cause: err });
   // pg reports a lost or refused connection, and its own connect timeout, without a SQLSTATE.
   if (/Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(e?.message ?? '')) {
     return new StoreUnavailable('database unavailable', { cause: err });
@@ -72,13 +70,19 @@ class PgSql implements Sql {
   }
 }
 
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/**
+ * Every write transaction takes this transaction-scoped advisory lock first, on every replica: writes are
+ * serialized as SQLite serializes them. What that buys: a rule checked inside the transaction (the last
+ * administrator, an enrollment token not yet burnt, a fresh CSR key) still holds at commit, under READ
+ * COMMITTED, with no write skew; audit rows and change rows get consecutive ids in commit order. What it costs:
+ * one writer at a time across replicas. Writes are short and few next to robots' reads (served from each
+ * replica's cache), so this is not the limit.
+ */
+const WRITER_LOCK = 0x656e636c2d7772; // "encl-wr"
 
 /**
- * The replicated store: a pool per replica, READ COMMITTED transactions, and explicit locks where order
- * matters (the audit head and the change log take transaction-scoped advisory locks, so their rows commit
- * in the order they were numbered). A transaction that loses a serialization race or a deadlock is run
- * again with a jittered pause; one that keeps losing surfaces as StoreUnavailable (503, retried by clients).
+ * The replicated store: a pool per replica, READ COMMITTED, writes serialized by WRITER_LOCK. A lost database
+ * surfaces as StoreUnavailable (503: clients retry, agents keep their enclaves).
  */
 export class PostgresDatabase implements Port {
   readonly dialect = 'postgres' as const;
@@ -94,36 +98,29 @@ export class PostgresDatabase implements Port {
     return new PostgresDatabase(openPostgres(options));
   }
 
-  async tx<T>(fn: (sql: Sql) => Promise<T>, options: TxOptions = {}): Promise<T> {
-    const retries = options.retries ?? 5;
-    for (let attempt = 0; ; attempt++) {
-      let client: pg.PoolClient;
+  async tx<T>(fn: (sql: Sql) => Promise<T>): Promise<T> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      throw translate(err);
+    }
+    let broken = false;
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock($1)', [WRITER_LOCK]);
+      const result = await fn(new PgSql(client));
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
       try {
-        client = await this.pool.connect();
-      } catch (err) {
-        throw translate(err);
+        await client.query('ROLLBACK');
+      } catch {
+        broken = true;
       }
-      let broken = false;
-      try {
-        await client.query('BEGIN');
-        const result = await fn(new PgSql(client));
-        await client.query('COMMIT');
-        return result;
-      } catch (err) {
-        try {
-          await client.query('ROLLBACK');
-        } catch {
-          broken = true;
-        }
-        const code = (err as { code?: string }).code ?? ((err as { cause?: { code?: string } }).cause?.code);
-        if (code && RETRYABLE.has(code) && attempt < retries) {
-          await pause(5 + crypto.randomInt(20 * (attempt + 1)));
-          continue;
-        }
-        throw translate(err);
-      } finally {
-        client.release(broken);
-      }
+      throw translate(err);
+    } finally {
+      client.release(broken);
     }
   }
 

@@ -14,23 +14,16 @@ export interface Sql {
   run(text: string, params?: readonly Param[]): Promise<{ changes: number }>;
 }
 
-export interface TxOptions {
-  /**
-   * How many times a transaction that lost a serialization race or a deadlock is run again (PostgreSQL).
-   * The function must therefore do nothing but database work: no network calls, no side effects outside
-   * the transaction (changes are published after commit).
-   */
-  retries?: number;
-}
-
 /**
- * The storage port. `tx` is a unit of work: everything `fn` writes commits together or not at all, and
- * writes are serialized where the chain of custody needs it (the audit head, the change log). `read` runs
- * outside any write transaction and never waits for one.
+ * The storage port. `tx` is a unit of work: everything `fn` writes commits together or not at all, and write
+ * transactions run one at a time (SQLite: its single writer; PostgreSQL: an advisory lock shared by every
+ * replica), so a rule checked inside `fn` still holds when it commits. `fn` must do nothing but database work:
+ * no network calls, no waiting on anything else (changes are published after commit). `read` runs outside any
+ * write transaction and never waits for one.
  */
 export interface Database {
   readonly dialect: Dialect;
-  tx<T>(fn: (sql: Sql) => Promise<T>, options?: TxOptions): Promise<T>;
+  tx<T>(fn: (sql: Sql) => Promise<T>): Promise<T>;
   read<T>(fn: (sql: Sql) => Promise<T>): Promise<T>;
   migrate(): Promise<MigrationResult>;
   /** Resolves when the database answers (readiness checks). */

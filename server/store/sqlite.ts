@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import { migrate, openDatabase, type Db, type MigrationResult } from '../db/database.js';
 import { ConstraintViolation, ForeignKeyViolation, StoreError, StoreUnavailable, UniqueViolation } from './errors.js';
-import type { Database as Port, Param, Sql, TxOptions } from './sql.js';
+import type { Database as Port, Param, Sql } from './sql.js';
 
 /** better-sqlite3 binds booleans as errors; SQLite stores them as 0/1 anyway. */
 const bind = (params: readonly Param[]) => params.map((p) => (typeof p === 'boolean' ? (p ? 1 : 0) : p));
@@ -86,7 +86,7 @@ export class SqliteDatabase implements Port {
     return new SqliteDatabase(openDatabase(file), migrationsDir);
   }
 
-  async tx<T>(fn: (sql: Sql) => Promise<T>, _options?: TxOptions): Promise<T> {
+  async tx<T>(fn: (sql: Sql) => Promise<T>): Promise<T> {
     const previous = this.queue;
     let release!: () => void;
     this.queue = new Promise<void>((resolve) => (release = resolve));
