@@ -71,6 +71,14 @@ export function consoleStaticRoutes(uiDir: string): Router {
 /** Read-only views the console needs that the resource routes do not give in one answer. */
 export function consoleApiRoutes(fleet: FleetService, guards: Guards): Router {
   const r = Router();
+  // Who the token belongs to and, for a member, what their own grants let them do: the console offers only
+  // the pages and actions the caller may use, without probing (a member's probe of an admin route would be an
+  // audited refusal at every sign-in). A member learns nothing here that is not theirs.
+  r.get('/v1/session', guards.user, h((req, res) => {
+    const caller = callerOf(req);
+    const grants = caller.grants.map((g) => ({ keystore: g.keystore, pattern: g.pattern, capabilities: [...g.capabilities] }));
+    res.json({ name: caller.name, role: caller.role, grants });
+  }));
   r.get('/v1/fleet', guards.user, h((req, res) => {
     res.json(fleet.summary(callerOf(req), query(req, FleetQuery).silentMinutes));
   }));

@@ -175,6 +175,7 @@ export const OPERATIONS: Record<string, OperationSpec> = {
   'DELETE /v1/bindings/{id}': { tag: 'bindings', summary: 'Remove a binding', ok: { status: 204, schema: null }, also: { 404: 'no such binding' } },
 
   'GET /v1/audit': { tag: 'audit', summary: 'The audit log, newest first', query: AuditQuery, ok: { status: 200, schema: 'AuditList' }, also: { 422: INVALID } },
+  'GET /v1/session': { tag: 'auth', summary: "The signed-in user's name and role", ok: { status: 200, schema: 'Session' } },
   'GET /v1/fleet': {
     tag: 'robots',
     summary: 'The fleet at a glance: each visible robot with its last report and whether it holds its current revision (up to date, behind, silent)',

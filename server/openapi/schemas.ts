@@ -109,6 +109,12 @@ export const componentSchemas: Record<string, JsonSchema> = {
     },
     ['enrollmentTokens'],
   ),
+  Session: closed({
+    name: str,
+    role: { type: 'string', enum: ['admin', 'member'] },
+    // A member's own grants (what the console may offer them); empty for an admin, who may do everything.
+    grants: { type: 'array', items: closed({ keystore: str, pattern: str, capabilities: { type: 'array', items: { type: 'string', enum: ['read', 'manage', 'bind'] } } }) },
+  }),
   Fleet: closed({
     generatedAt: time,
     silentMinutes: { type: 'integer' },
