@@ -37,8 +37,8 @@ export const FleetQuery = z.object({
  */
 export function defaultUiDir(): string {
   const here = path.dirname(fileURLToPath(import.meta.url));
-  const candidates = [path.resolve(here, '../../ui'), path.resolve(here, '../../dist/ui')];
-  return candidates.find((d) => existsSync(path.join(d, 'index.html'))) ?? candidates[candidates.length - 1]!;
+  // From source (server/console/*.ts) the repository's ui/ is the *source*: the build is in dist/ui.
+  return import.meta.url.endsWith('.ts') ? path.resolve(here, '../../dist/ui') : path.resolve(here, '../../ui');
 }
 
 /** The console's static files at /ui/ (no auth: the files hold no data; every datum comes from /v1 with a token). */
@@ -48,8 +48,9 @@ export function consoleStaticRoutes(uiDir: string): Router {
     res.setHeader('Content-Security-Policy', CONSOLE_CSP);
     next();
   };
-  r.get('/ui', (_req, res) => res.redirect(301, UI_PATH));
-  r.get(UI_PATH, csp, (_req, res) => {
+  // Express matches `/ui` and `/ui/` alike (non-strict routing): the page's relative asset URLs need the slash.
+  r.get('/ui', csp, (req, res) => {
+    if (!req.path.endsWith('/')) return res.redirect(301, UI_PATH);
     const index = path.join(uiDir, 'index.html');
     if (!existsSync(index)) {
       res.status(503).type('text/plain').send('the console is not built: run `npm run build`\n');

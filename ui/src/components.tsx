@@ -121,19 +121,22 @@ export function Pager(props: { at: number; pages: number; total: number; setPage
 
 /** Loads with `load` (again whenever `deps` change or `reload()` is called); errors are shown, not thrown. */
 export function useLoad<T>(load: () => Promise<T>, deps: unknown[] = []): { data?: T; error?: string; reload: () => void } {
-  const [state, setState] = useState<{ data?: T; error?: string }>({});
+  const [state, setState] = useState<{ data?: T; error?: string; key?: string }>({});
   const [tick, setTick] = useState(0);
+  const key = JSON.stringify(deps);
   useEffect(() => {
     let live = true;
     load().then(
-      (data) => live && setState({ data }),
-      (e: unknown) => live && !(e instanceof ApiError && e.status === 401) && setState({ error: messageOf(e) }),
+      (data) => live && setState({ data, key }),
+      (e: unknown) => live && !(e instanceof ApiError && e.status === 401) && setState({ error: messageOf(e), key }),
     );
     return () => {
       live = false;
     };
-  }, [...deps, tick]);
-  return { ...state, reload: () => setTick((t) => t + 1) };
+  }, [key, tick]);
+  // An answer for other arguments (the previous page) is never shown under this one; a reload keeps it until replaced.
+  const current = state.key === key ? state : {};
+  return { data: current.data, error: current.error, reload: () => setTick((t) => t + 1) };
 }
 
 export const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e));
