@@ -1,7 +1,8 @@
 /**
  * Bundles the web console (ui/) into dist/ui: one script and one stylesheet named by their content hash, and
  * an index.html naming them (no inline script or style: the console's CSP forbids both). Run by `npm run
- * build`; test/console.test.ts calls `buildUi()` itself so a fresh clone's tests never serve a stale bundle.
+ * build` (into dist/ui, or the folder given as the first argument: package:server builds into its release);
+ * test/console.test.ts calls `buildUi()` itself so a fresh clone's tests never serve a stale bundle.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -55,7 +56,7 @@ export async function buildUi(outDir = UI_OUT): Promise<UiBuild> {
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const built = await buildUi();
+  const built = await buildUi(process.argv[2] ? path.resolve(process.argv[2]) : UI_OUT);
   for (const f of built.files) console.log(`ui: ${f.name} ${f.bytes} bytes (${f.gzipBytes} gzipped)`);
-  console.log(`ui: ${path.relative(REPO, built.outDir)}, ${built.gzipBytes} bytes gzipped in all`);
+  console.log(`ui: ${built.outDir}, ${built.gzipBytes} bytes gzipped in all`);
 }
