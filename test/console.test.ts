@@ -388,6 +388,32 @@ describe('console in Chromium (real server, real robots)', () => {
     assertClean(page);
   });
 
+  test('admin: create an enclave and upload its policy in the console; its permissions read as topics per direction', async () => {
+    const page = adminPage;
+    await page.goto(`${server.url}/ui/#/keystores/fleet`);
+    await page.getByLabel('New enclave path').fill('/fleet/amr/camera');
+    await page.getByRole('button', { name: 'Create enclave' }).click();
+    await page.getByText('Created /fleet/amr/camera.').waitFor();
+    await page.locator('#enclave-tree a[href="#/keystores/fleet/enclaves/fleet/amr/camera"]').click();
+    await page.getByRole('heading', { name: /Enclave \/fleet\/amr\/camera/ }).waitFor();
+    const policy =
+      '<policy version="0.2.0"><enclaves><enclave path="/fleet/amr/camera"><profiles><profile ns="/" node="camera">' +
+      '<topics publish="ALLOW"><topic>image</topic></topics><topics subscribe="DENY"><topic>secret</topic></topics>' +
+      '</profile></profiles></enclave></enclaves></policy>';
+    await page.getByLabel('Policy file (sros2 policy XML)').setInputFiles({ name: 'camera.policy.xml', mimeType: 'application/xml', buffer: Buffer.from(policy) });
+    await page.getByRole('button', { name: 'Upload policy' }).click();
+    await page.getByText('New permissions for fleet:/fleet/amr/camera from camera.policy.xml.').waitFor();
+    await page.locator('.facts', { hasText: 'policy' }).waitFor();
+    const rows = await page.locator('.permissions tbody tr').allInnerTexts();
+    assert.ok(rows.some((r) => /^allowed\s+publish\s+rt\/image\b/.test(r)), JSON.stringify(rows));
+    assert.ok(rows.some((r) => /^denied\s+subscribe\s+rt\/secret\b/.test(r)), JSON.stringify(rows));
+    const signed = await admin.getEnclave<{ permissionsXml: string; permissionsSource: string }>('fleet', '/fleet/amr/camera');
+    assert.equal(signed.permissionsSource, 'policy');
+    assert.match(signed.permissionsXml, /<deny_rule>[\s\S]*rt\/secret/);
+    await assertAccessible(page, 'an enclave page with permissions');
+    assertClean(page);
+  });
+
   test('admin: expiry horizon (SVG chart by week, under 30 days first), access and audit pages', async () => {
     const page = adminPage;
     await admin.call('POST', '/v1/keystores/fleet/enclaves', { path: '/fleet/amr/short', validityDays: 10 });
