@@ -212,8 +212,11 @@ describe('console in Chromium (real server, real robots)', () => {
     if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
-  /** A fresh tab (own context: no shared state) that records every console error and CSP violation. */
-  async function openConsole(): Promise<Page> {
+  /**
+   * A fresh tab (own context: no shared state) that records every console error and CSP violation.
+   * `fakeClock`: the page's timers and Date are Playwright's, moved on by the test (no waiting on real time).
+   */
+  async function openConsole(fakeClock = false): Promise<Page> {
     const context = await browser.newContext({ viewport: { width: 1100, height: 640 } });
     contexts.push(context);
     const page = await context.newPage();
@@ -228,6 +231,7 @@ describe('console in Chromium (real server, real robots)', () => {
     await page.addInitScript(() => {
       document.addEventListener('securitypolicyviolation', (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));
     });
+    if (fakeClock) await page.clock.install();
     page.on('request', (r) => {
       if (!r.url().startsWith(server.url)) seen.push(`request to another origin: ${r.url()}`);
     });
@@ -521,5 +525,16 @@ describe('console in Chromium (real server, real robots)', () => {
     assert.equal(await page.getByLabel('User name').count(), 1, 'still signed out after going back');
     assert.equal(await page.evaluate(() => document.cookie + JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage })), '{}{}', 'the token is kept in memory only');
     assertClean(page, [/status of 401/]);
+  });
+
+  test('a session that reaches its expiry returns to the sign-in form with the reason', async () => {
+    const page = await openConsole(true);
+    await signIn(page, 'admin', ADMIN_PASSWORD);
+    await fleetRow(page, 'amr-1').waitFor();
+    // The server's default token lifetime is 15 minutes: one second past it, the console ends the session.
+    await page.clock.fastForward(15 * 60_000 + 1000);
+    await page.locator('#login-message', { hasText: 'Your session expired. Sign in again.' }).waitFor();
+    assert.equal(await page.locator('#fleet').count(), 0, 'nothing of the session is left on screen');
+    assertClean(page);
   });
 });
