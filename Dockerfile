@@ -36,7 +36,8 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
-COPY scripts/package-server.sh ./scripts/
+COPY scripts/package-server.sh scripts/build-ui.ts ./scripts/
+COPY ui ./ui
 COPY bin ./bin
 COPY migrations ./migrations
 COPY server ./server

@@ -3,7 +3,7 @@
 #
 # dist/packages/ros2-enclave-server-<version>.tgz (npm pack layout: one folder, package/) holds what the server
 # and enclavectl run, and nothing of tests, benches, TypeScript sources or source maps:
-#   bin/  dist/server/  dist/client/  migrations/  server/policy/assets/  package.json  npm-shrinkwrap.json
+#   bin/  dist/server/  dist/client/  dist/ui/  migrations/  server/policy/assets/  package.json  npm-shrinkwrap.json
 # (the lock file under the name npm pack keeps)
 # Installed on a machine with Node 20 by:
 #   tar -xzf ros2-enclave-server-<version>.tgz && cd package && npm ci --omit=dev && node bin/enclave-server.js
@@ -25,6 +25,8 @@ mkdir -p "$STAGE/server/policy"
 # A fresh output folder: nothing stale from an older build (or from tests compiled into dist/) gets in.
 npx --no-install tsc -p tsconfig.build.json --outDir "$STAGE/dist" --sourceMap false
 say "compiled server/ and client/ into the release ($(find "$STAGE/dist" -name '*.js' | wc -l) files)"
+# The web console (/ui/), where the compiled server looks for it: dist/ui next to dist/server.
+node --import tsx scripts/build-ui.ts "$STAGE/dist/ui" | sed 's/^/[package-server] /'
 cp -a bin migrations "$STAGE/"
 cp -a server/policy/assets "$STAGE/server/policy/"
 

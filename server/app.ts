@@ -36,6 +36,8 @@ import { KeystoresService } from './keystores/keystores.service.js';
 import { XmlSandbox } from './sandbox/sandbox.js';
 import { robotLoginFastPath, robotsAuthedRoutes, robotsRoutes } from './robots/robots.routes.js';
 import { RobotsService } from './robots/robots.service.js';
+import { consoleApiRoutes, consoleStaticRoutes, defaultUiDir } from './console/console.routes.js';
+import { FleetService } from './console/fleet.service.js';
 
 export interface AppOptions {
   tokenTtlSeconds: number;
@@ -56,6 +58,8 @@ export interface AppOptions {
   xmlTimeLimitMs: number;
   /** Time limit for reading and checking one uploaded sros2 keystore archive (ms), in the XML sandbox. */
   importTimeLimitMs: number;
+  /** Where the built web console is (`npm run build` → dist/ui); served at /ui/. */
+  uiDir: string;
 }
 
 export interface AppDeps {
@@ -78,6 +82,7 @@ export const DEFAULT_APP_OPTIONS: AppOptions = {
   overload: { ...DEFAULT_OVERLOAD, lagMs: 0 },
   xmlTimeLimitMs: 1500,
   importTimeLimitMs: 120_000,
+  uiDir: defaultUiDir(),
 };
 
 export interface Services {
@@ -172,6 +177,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(opsRoutes(deps.db, metrics));
   app.use(authRoutes(auth));
   app.use(robotsRoutes(robots));
+  app.use(consoleStaticRoutes(options.uiDir));
   app.use(authenticate(deps.jwtSecret, resolver, lifetimes));
   app.use(usersRoutes(users, guards));
   app.use(grantsRoutes(grants, guards));
@@ -180,6 +186,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(bindingsRoutes(bindings, guards));
   app.use(bundlesRoutes(bundles, guards));
   app.use(auditRoutes(audit, guards));
+  app.use(consoleApiRoutes(new FleetService(robots.repo, bundles, now), guards));
 
   app.use(openapiRoutes(app));
   app.use(notFoundHandler);

@@ -58,6 +58,9 @@ describe('authorization matrix', () => {
     { route: 'GET /v1/users', call: (c, t) => withAuth(request(c.app).get('/v1/users'), t), expect: { ...human, stranger: 403, member: 403, admin: 'ok' } },
     { route: 'POST /v1/users', call: (c, t) => withAuth(request(c.app).post('/v1/users').send({ name: uniq(), password: 'some-password-123' }), t), expect: { ...human, stranger: 403, member: 403, admin: 'ok' } },
     { route: 'GET /v1/grants', call: (c, t) => withAuth(request(c.app).get('/v1/grants'), t), expect: { ...human, stranger: 403, member: 403, admin: 'ok' } },
+    // The console's views: any signed-in person, each seeing only what their grants reach (test/console.test.ts).
+    { route: 'GET /v1/session', call: (c, t) => withAuth(request(c.app).get('/v1/session'), t), expect: { ...human, stranger: 'ok', member: 'ok', admin: 'ok' } },
+    { route: 'GET /v1/fleet', call: (c, t) => withAuth(request(c.app).get('/v1/fleet'), t), expect: { ...human, stranger: 'ok', member: 'ok', admin: 'ok' } },
     { route: 'POST /v1/grants', call: (c, t) => withAuth(request(c.app).post('/v1/grants').send({ user: 'member', keystore: 'ks', pattern: '/z', capabilities: ['read'] }), t), expect: { ...human, stranger: 403, member: 403, admin: 'ok' } },
     { route: 'GET /v1/keystores', call: (c, t) => withAuth(request(c.app).get('/v1/keystores'), t), expect: { ...human, stranger: 'ok', member: 'ok', admin: 'ok' } },
     { route: 'POST /v1/keystores', call: (c, t) => withAuth(request(c.app).post('/v1/keystores').send({ name: uniq() }), t), expect: { ...human, stranger: 403, member: 403, admin: 'ok' } },

@@ -399,6 +399,12 @@ describe('OpenAPI description (GET /v1/openapi.json)', () => {
       statuses: { 204: async () => app().delete(`/v1/bindings/${await binding()}`).set(A()), 404: () => app().delete('/v1/bindings/no-such-binding').set(A()) },
     },
 
+    'GET /v1/session': { url: '/v1/session', statuses: { 200: () => app().get('/v1/session').set(bearer(tok.member)) } },
+    'GET /v1/fleet': {
+      url: '/v1/fleet',
+      statuses: { 200: () => app().get('/v1/fleet?silentMinutes=5').set(bearer(tok.member)), 422: () => app().get('/v1/fleet?silentMinutes=0').set(A()) },
+    },
+
     'GET /v1/audit': {
       url: '/v1/audit',
       statuses: { 200: () => app().get('/v1/audit?limit=1000&action=enclave.*').set(A()), 422: () => app().get('/v1/audit?limit=0').set(A()) },

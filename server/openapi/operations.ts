@@ -7,6 +7,7 @@ import { CreateGrant, ListQuery as GrantsQuery, PatchGrant } from '../grants/gra
 import { BatchCreate, CreateEnclave, CreateKeystore, ExportQuery, PolicyQuery, Rotate } from '../keystores/keystores.routes.js';
 import { CreateRobot, Enroll, PatchRobot, Report, RobotLogin, TokenBody } from '../robots/robots.routes.js';
 import { CreateUser, PatchUser } from '../users/users.routes.js';
+import { FleetQuery } from '../console/console.routes.js';
 
 /** A request body: JSON described by a zod schema, or raw bytes/text of given media types. */
 export type BodySpec = { json: ZodTypeAny; optional?: boolean } | { raw: string[]; description: string };
@@ -174,5 +175,14 @@ export const OPERATIONS: Record<string, OperationSpec> = {
   'DELETE /v1/bindings/{id}': { tag: 'bindings', summary: 'Remove a binding', ok: { status: 204, schema: null }, also: { 404: 'no such binding' } },
 
   'GET /v1/audit': { tag: 'audit', summary: 'The audit log, newest first', query: AuditQuery, ok: { status: 200, schema: 'AuditList' }, also: { 422: INVALID } },
+  'GET /v1/session': { tag: 'auth', summary: "The signed-in user's name and role", ok: { status: 200, schema: 'Session' } },
+  'GET /v1/fleet': {
+    tag: 'robots',
+    summary: 'The fleet at a glance: each visible robot with its last report and whether it holds its current revision (up to date, behind, silent)',
+    query: FleetQuery,
+    ok: { status: 200, schema: 'Fleet' },
+    also: { 422: INVALID },
+  },
+
   'GET /v1/audit/verify': { tag: 'audit', summary: "Recompute the audit log's hash chain", ok: { status: 200, schema: 'AuditVerdict' } },
 };

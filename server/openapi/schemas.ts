@@ -1,3 +1,4 @@
+import { FLEET_STATES } from '../console/fleet.service.js';
 import type { JsonSchema } from './zod-schema.js';
 
 /**
@@ -108,6 +109,35 @@ export const componentSchemas: Record<string, JsonSchema> = {
     },
     ['enrollmentTokens'],
   ),
+  Session: closed({
+    name: str,
+    role: { type: 'string', enum: ['admin', 'member'] },
+    // A member's own grants (what the console may offer them); empty for an admin, who may do everything.
+    grants: { type: 'array', items: closed({ keystore: str, pattern: str, capabilities: { type: 'array', items: { type: 'string', enum: ['read', 'manage', 'bind'] } } }) },
+  }),
+  Fleet: closed({
+    generatedAt: time,
+    silentMinutes: { type: 'integer' },
+    counts: closed(Object.fromEntries(FLEET_STATES.map((k) => [k, { type: 'integer', minimum: 0 }]))),
+    robots: {
+      type: 'array',
+      items: closed({
+        name: str,
+        labels,
+        enrolled: { type: 'boolean' },
+        enrolledAt: nullable(time),
+        agentVersion: nullable(str),
+        createdAt: time,
+        lastSeenAt: nullable(time),
+        reportedAt: nullable(time),
+        clockSkewMs: nullable({ type: 'integer' }),
+        filesystem: nullable(str),
+        heldRevision: nullable(str),
+        currentRevision: nullable(str),
+        state: { type: 'string', enum: [...FLEET_STATES] },
+      }),
+    },
+  }),
   Enrolled: closed({ robot: ref('Robot') }),
   EnrollmentToken: closed({ token: str, expiresAt: time, reenroll: { type: 'boolean' } }),
   // As made: whether it holds (`status`) is told when bindings are listed.

@@ -1,0 +1,89 @@
+import type { Labels } from '../acl/acl.js';
+import type { Caller } from '../acl/caller.js';
+import type { BundlesService } from '../bundles/bundles.service.js';
+import type { RobotsRepo } from '../robots/robots.repo.js';
+
+/**
+ * Where a robot stands: `silent` (its agent has not been heard of for longer than the threshold) wins over
+ * `behind` (it last reported another revision than the one it would receive now), because a silent robot's
+ * revision says nothing about what it holds today.
+ */
+export const FLEET_STATES = ['up-to-date', 'behind', 'silent', 'never-reported', 'not-enrolled'] as const;
+export type FleetState = (typeof FLEET_STATES)[number];
+
+export interface FleetRobot {
+  name: string;
+  labels: Labels;
+  enrolled: boolean;
+  enrolledAt: string | null;
+  agentVersion: string | null;
+  createdAt: string;
+  lastSeenAt: string | null;
+  reportedAt: string | null;
+  clockSkewMs: number | null;
+  filesystem: string | null;
+  /** The revision the agent last reported holding. */
+  heldRevision: string | null;
+  /** The revision the robot would receive now (null while it is not enrolled: it can fetch nothing). */
+  currentRevision: string | null;
+  state: FleetState;
+}
+
+export interface FleetSummary {
+  generatedAt: string;
+  silentMinutes: number;
+  counts: Record<FleetState, number>;
+  robots: FleetRobot[];
+}
+
+/**
+ * The fleet as an operator asks about it: one row per robot the caller may see (the same filter as
+ * `GET /v1/robots`), joined with its agent's last report and the revision its bundle has now.
+ */
+export class FleetService {
+  constructor(
+    private readonly robots: RobotsRepo,
+    private readonly bundles: BundlesService,
+    private readonly now: () => Date,
+  ) {}
+
+  summary(caller: Caller, silentMinutes: number): FleetSummary {
+    const now = this.now();
+    const silentBefore = now.getTime() - silentMinutes * 60_000;
+    const counts = Object.fromEntries(FLEET_STATES.map((s) => [s, 0])) as Record<FleetState, number>;
+    const robots = this.robots
+      .list()
+      .filter((r) => caller.robotVisible(r.labels))
+      .map((r): FleetRobot => {
+        const report = this.robots.report(r.name) ?? null;
+        const enrolled = r.keyId !== null;
+        const currentRevision = enrolled ? this.bundles.current(r.name, r).revision : null;
+        const state: FleetState = !enrolled
+          ? 'not-enrolled'
+          : !report
+            ? 'never-reported'
+            : Date.parse(report.lastSeenAt) < silentBefore
+              ? 'silent'
+              : report.revision === currentRevision
+                ? 'up-to-date'
+                : 'behind';
+        counts[state]++;
+        return {
+          name: r.name,
+          labels: r.labels,
+          enrolled,
+          enrolledAt: r.enrolledAt,
+          agentVersion: report?.agentVersion ?? r.agentVersion,
+          createdAt: r.createdAt,
+          lastSeenAt: report?.lastSeenAt ?? null,
+          reportedAt: report?.reportedAt ?? null,
+          clockSkewMs: report?.clockSkewMs ?? null,
+          filesystem: report?.filesystem ?? null,
+          heldRevision: report?.revision ?? null,
+          currentRevision,
+          state,
+        };
+      });
+    return { generatedAt: now.toISOString(), silentMinutes, counts, robots };
+  }
+}
