@@ -6,6 +6,8 @@ import path from 'node:path';
 import request from 'supertest';
 import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
 import { assertion, deviceKey, type DeviceKey } from './helpers/robot.js';
+import { ctl, describeRun, tempDir, type CtlResult } from './helpers/ctl.js';
+import { pinnedRequest, startServer, type ServerProcess } from './helpers/server-process.js';
 import { openssl, untar } from './helpers/tools.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -435,5 +437,70 @@ describe('per-robot enclave identities', () => {
     const audit = (await app().get('/v1/audit?action=enclave.identity-mode').set(A()).expect(200)).body.entries as Json[];
     assert.deepEqual(audit.map((a) => [a.details.from, a.details.identityMode]), [['per-robot', 'shared'], ['shared', 'per-robot']]);
     assert.doesNotMatch(JSON.stringify(audit), /PRIVATE/);
+  });
+});
+
+describe('enclavectl: identity modes, identities on robot show, revoke-identity (real server)', () => {
+  const root = tempDir('enclavectl-identities-');
+  const dataDir = path.join(root, 'data');
+  const home = path.join(root, 'home');
+  const caFile = path.join(dataDir, 'tls', 'ca.cert.pem');
+  const ADMIN_PW = 'admin-password-for-identities';
+  let server: ServerProcess;
+  const run = (...args: string[]) => ctl(args, { home, env: { ENCLAVECTL_PASSWORD: ADMIN_PW } });
+  const okRun = (r: CtlResult): string => {
+    assert.equal(r.status, 0, describeRun(r));
+    return r.stdout;
+  };
+  before(async () => {
+    server = await startServer(['--data-dir', dataDir, '--listen', '127.0.0.1:0'], { ENCLAVE_ADMIN_PASSWORD: ADMIN_PW });
+    okRun(await run('login', '--server', server.url, '--ca', caFile, '--user', 'admin'));
+  });
+  after(async () => {
+    await server?.stop();
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  test('create, show, list, set-mode, robot show, revoke-identity', async () => {
+    const created = okRun(await run('keystore', 'create', 'own', '--identity-mode', 'per-robot'));
+    assert.match(created, /^identities: +per-robot \(each robot makes its own key and gets its own certificate\)$/m);
+    assert.match(okRun(await run('keystore', 'list')), /^own +0 +shared +generated +issuing +per-robot +0 /m);
+    const enclaves = okRun(await run('enclave', 'create', 'own', '/fleet/driver', '/fleet/ref'));
+    assert.match(enclaves, /^\/fleet\/driver +active +\(per robot\) /m);
+    assert.match(okRun(await run('enclave', 'show', 'own', '/fleet/driver')), /^identity: +per-robot/m);
+    const bad = await run('enclave', 'create', 'own', '/fleet/x', '--identity-mode', 'mine');
+    assert.equal(bad.status, 2, describeRun(bad));
+    assert.match(bad.stderr, /expected shared or per-robot/);
+    const refused = await run('enclave', 'set-mode', 'own', '/fleet/ref', 'shared');
+    assert.equal(refused.status, 2, describeRun(refused));
+    assert.match(refused.stderr, /add --yes to confirm/);
+    assert.match(okRun(await run('enclave', 'set-mode', 'own', '/fleet/ref', 'shared', '--yes')), /^own:\/fleet\/ref identity: shared/m);
+
+    // A robot gets a certificate over HTTPS, as its agent would.
+    okRun(await run('robot', 'create', 'r1'));
+    const token = okRun(await run('robot', 'token', 'r1')).trim();
+    okRun(await run('bind', 'own', '/fleet/driver', '--robot', 'r1'));
+    const ca = fs.readFileSync(caFile, 'utf8');
+    const key = deviceKey();
+    assert.equal((await pinnedRequest(`${server.url}/v1/enroll`, ca, { method: 'POST', body: { token, publicKey: key.publicKeyPem } })).status, 201);
+    const login = await pinnedRequest(`${server.url}/v1/auth/robot`, ca, { method: 'POST', body: { assertion: assertion('r1', key) } });
+    assert.equal(login.status, 200);
+    const keyFile = path.join(root, 'k.pem');
+    ok(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', keyFile]);
+    const csrPem = ok(['req', '-new', '-key', keyFile, '-subj', '/CN=r1']);
+    const issued = await pinnedRequest(`${server.url}/v1/robot/identity`, ca, { method: 'POST', token: login.body.token, body: { keystore: 'own', enclave: '/fleet/driver', csr: csrPem } });
+    assert.equal(issued.status, 201, JSON.stringify(issued.body));
+    const serial = issued.body.serial as string;
+
+    const show = okRun(await run('robot', 'show', 'r1'));
+    assert.match(show, /^per-robot identities:\nKEYSTORE +ENCLAVE +SERIAL +NOT AFTER +STATUS\nown +\/fleet\/driver +[0-9a-f]{32} +\S+ \S+ +live$/m);
+    assert.ok(show.includes(serial));
+    const revoke = await run('robot', 'revoke-identity', 'r1', 'own', serial);
+    assert.equal(revoke.status, 2, 'asks for --yes off a terminal');
+    assert.equal(okRun(await run('robot', 'revoke-identity', 'r1', 'own', serial, '--yes')), `revoked certificate ${serial} of robot r1 (own); other robots keep theirs\n`);
+    assert.match(okRun(await run('robot', 'show', 'r1')), new RegExp(`^own +/fleet/driver +${serial} +\\S+ \\S+ +revoked$`, 'm'));
+    const again = await run('robot', 'revoke-identity', 'r1', 'own', serial, '--yes');
+    assert.equal(again.status, 1, describeRun(again));
+    assert.match(again.stderr, /revoked already/);
   });
 });
