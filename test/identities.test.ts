@@ -6,6 +6,7 @@ import path from 'node:path';
 import request from 'supertest';
 import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
 import { assertion, deviceKey, type DeviceKey } from './helpers/robot.js';
+import { ConfigError, parseCommandLine } from '../server/config.js';
 import { ctl, describeRun, tempDir, type CtlResult } from './helpers/ctl.js';
 import { pinnedRequest, startServer, type ServerProcess } from './helpers/server-process.js';
 import { openssl, untar } from './helpers/tools.js';
@@ -403,7 +404,25 @@ describe('per-robot enclave identities', () => {
     assert.match(signed.stdout, /subject_name>CN=\/ex\/own</);
     const imported = await app().post(`/v1/keystores/${ks.name}_copy/import`).set(A()).type('application/gzip').send(res.body as Buffer);
     assert.equal(imported.status, 201, JSON.stringify(imported.body));
-    assert.equal(imported.body.enclaves, 1, 'the shared enclave; a per-robot folder holds no identity to import');
+    assert.equal(imported.body.enclaves, 2);
+    assert.equal(imported.body.identityMode, 'shared', 'it has a shared enclave');
+    const copied = (await app().get(`/v1/keystores/${ks.name}_copy/enclaves`).set(A()).expect(200)).body.enclaves as Json[];
+    assert.deepEqual(copied.map((e) => [e.path, e.identityMode]), [['/ex/own', 'per-robot'], ['/ex/shared', 'shared']]);
+
+    // Per-robot enclaves only, with the CA keys: imported as a per-robot keystore that issues to its robots.
+    await app().delete(`/v1/keystores/${ks.name}/enclaves/ex/shared`).set(A()).expect(204);
+    const full = await app().get(`/v1/keystores/${ks.name}/export?private=true`).set(A()).buffer(true).parse(binaryParser).expect(200);
+    const again = await app().post(`/v1/keystores/${ks.name}_moved/import`).set(A()).type('application/gzip').send(full.body as Buffer);
+    assert.equal(again.status, 201, JSON.stringify(again.body));
+    assert.equal(again.body.identityMode, 'per-robot');
+    const moved = (await app().get(`/v1/keystores/${ks.name}_moved/enclaves/ex/own`).set(A()).expect(200)).body;
+    const original = (await app().get(`/v1/keystores/${ks.name}/enclaves/ex/own`).set(A()).expect(200)).body;
+    assert.equal(moved.notAfter, original.notAfter, "the enclave's window comes from its permissions");
+    assert.equal(moved.permissionsXml, original.permissionsXml);
+    await app().post('/v1/bindings').set(A()).send({ keystore: `${ks.name}_moved`, enclave: '/ex/own', robot: 'exporter' }).expect(201);
+    const cert = (await issue(t, `${ks.name}_moved`, '/ex/own', csr().csrPem).expect(201)).body.certificate as string;
+    const v = verifyAt(ks.caFile, cert);
+    assert.equal(v.status, 0, `the same CA: ${v.out}`);
   });
 
   test('switching modes: shared → per-robot drops the shared key and revokes its serial; back issues a new one and revokes the robots\' serials', async () => {
@@ -503,4 +522,12 @@ describe('enclavectl: identity modes, identities on robot show, revoke-identity 
     assert.equal(again.status, 1, describeRun(again));
     assert.match(again.stderr, /revoked already/);
   });
+});
+
+test('--identity-reissue / ENCLAVE_IDENTITY_REISSUE: revoke by default, expire on request, anything else refused', () => {
+  assert.equal(parseCommandLine([], {}).config.identityReissue, 'revoke');
+  assert.equal(parseCommandLine(['--identity-reissue', 'expire'], {}).config.identityReissue, 'expire');
+  assert.equal(parseCommandLine([], { ENCLAVE_IDENTITY_REISSUE: 'expire' }).config.identityReissue, 'expire');
+  assert.equal(parseCommandLine(['--identity-reissue', 'revoke'], { ENCLAVE_IDENTITY_REISSUE: 'expire' }).config.identityReissue, 'revoke', 'the flag wins');
+  assert.throws(() => parseCommandLine(['--identity-reissue', 'never'], {}), (e: unknown) => e instanceof ConfigError && /--identity-reissue/.test((e as Error).message));
 });
