@@ -9,7 +9,7 @@ import { assertion, deviceKey, type DeviceKey } from './helpers/robot.js';
 import { ConfigError, parseCommandLine } from '../server/config.js';
 import { ctl, describeRun, tempDir, type CtlResult } from './helpers/ctl.js';
 import { pinnedRequest, startServer, type ServerProcess } from './helpers/server-process.js';
-import { openssl, untar } from './helpers/tools.js';
+import { ddsPairCheck, ddsUnavailable, openssl, untar, writeEnclave } from './helpers/tools.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -530,4 +530,67 @@ test('--identity-reissue / ENCLAVE_IDENTITY_REISSUE: revoke by default, expire o
   assert.equal(parseCommandLine([], { ENCLAVE_IDENTITY_REISSUE: 'expire' }).config.identityReissue, 'expire');
   assert.equal(parseCommandLine(['--identity-reissue', 'revoke'], { ENCLAVE_IDENTITY_REISSUE: 'expire' }).config.identityReissue, 'revoke', 'the flag wins');
   assert.throws(() => parseCommandLine(['--identity-reissue', 'never'], {}), (e: unknown) => e instanceof ConfigError && /--identity-reissue/.test((e as Error).message));
+});
+
+/**
+ * Real peers (Cyclone DDS 0.10, tools/dds-check): robots A and B hold their own keys and certificates for one
+ * per-robot enclave and authenticate each other; robot C's certificate is revoked, and a peer started with the
+ * keystore's current crl.pem refuses it (Cyclone's Security/Authentication/CRL does enforce it).
+ */
+describe('per-robot identities with a real DDS-Security peer', { skip: ddsUnavailable() ?? false }, () => {
+  let ctx: TestContext;
+  const folders = new Map<string, string>();
+  const serials = new Map<string, string>();
+  before(async () => {
+    ctx = await makeTestApp({ crlBatchMs: 3_600_000 });
+    const a = bearer(await ctx.adminToken());
+    await request(ctx.app).post('/v1/keystores').set(a).send({ name: 'dds', identityMode: 'per-robot' }).expect(201);
+    await request(ctx.app).post('/v1/keystores/dds/enclaves').set(a).send({ path: '/fleet/amr/driver' }).expect(201);
+    await request(ctx.app).post('/v1/bindings').set(a).send({ keystore: 'dds', enclave: '/fleet/amr/driver', selector: { fleet: 'amr' } }).expect(201);
+    for (const name of ['robot-a', 'robot-b', 'robot-c']) {
+      await request(ctx.app).post('/v1/robots').set(a).send({ name, labels: { fleet: 'amr' } }).expect(201);
+      const t = await request(ctx.app).post(`/v1/robots/${name}/enrollment-tokens`).set(a).send({}).expect(201);
+      ctx.secrets.add(t.body.token);
+      const device = deviceKey();
+      await request(ctx.app).post('/v1/enroll').send({ token: t.body.token, publicKey: device.publicKeyPem }).expect(201);
+      const token = (await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion(name, device) }).expect(200)).body.token as string;
+      ctx.secrets.add(token);
+      // The robot's own key, made by openssl, as its agent makes one in RAM; only the CSR leaves.
+      const dir = path.join(ctx.dir, name);
+      fs.mkdirSync(dir, { mode: 0o700 });
+      const keyFile = path.join(dir, 'key.pem');
+      assert.equal(openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', keyFile]).status, 0);
+      const req = openssl(['req', '-new', '-key', keyFile, '-subj', `/CN=${name}`]);
+      const issued = await request(ctx.app).post('/v1/robot/identity').set(bearer(token)).send({ keystore: 'dds', enclave: '/fleet/amr/driver', csr: req.stdout }).expect(201);
+      serials.set(name, issued.body.serial);
+      const bundle = (await request(ctx.app).get('/v1/robot/bundle').set(bearer(token)).expect(200)).body as Json;
+      const files = enclaveIn(bundle, 'dds', '/fleet/amr/driver')!.files as Record<string, string>;
+      assert.equal(files['key.pem'], undefined);
+      folders.set(name, writeEnclave(dir, files));
+    }
+    await request(ctx.app).delete(`/v1/robots/robot-c/identities/dds/${serials.get('robot-c')}`).set(a).expect(204);
+    const crl = (ctx.db.prepare("SELECT crl_pem FROM keystores WHERE name = 'dds'").get() as { crl_pem: string }).crl_pem;
+    // Robot B's agent would now hold the keystore's new crl.pem (its bundle changed only there).
+    fs.writeFileSync(path.join(folders.get('robot-b')!, 'crl.pem'), crl, { mode: 0o600 });
+  });
+  after(() => {
+    ctx.services.crls.close();
+    ctx.services.bundles.close();
+    ctx.close();
+  });
+
+  test("robot A and robot B: different certificates, same subject, one CA: they authenticate and exchange encrypted data", () => {
+    assert.notEqual(serials.get('robot-a'), serials.get('robot-b'));
+    const r = ddsPairCheck(folders.get('robot-a')!, folders.get('robot-b')!);
+    assert.equal(r.status, 0, r.out);
+  });
+
+  test("robot C's revoked certificate is refused by a peer started with the current crl.pem (and only because of it)", () => {
+    const r = ddsPairCheck(folders.get('robot-c')!, folders.get('robot-b')!);
+    assert.notEqual(r.status, 0, r.out);
+    assert.match(r.out, /certificate revoked/);
+    // The control: the same certificate with a peer that has no CRL (robot A's folder predates the revocation).
+    const control = ddsPairCheck(folders.get('robot-c')!, folders.get('robot-a')!);
+    assert.equal(control.status, 0, control.out);
+  });
 });
