@@ -487,6 +487,9 @@ describe('enclavectl: identity modes, identities on robot show, revoke-identity 
     const enclaves = okRun(await run('enclave', 'create', 'own', '/fleet/driver', '/fleet/ref'));
     assert.match(enclaves, /^\/fleet\/driver +active +\(per robot\) /m);
     assert.match(okRun(await run('enclave', 'show', 'own', '/fleet/driver')), /^identity: +per-robot/m);
+    const noCert = await run('enclave', 'show', 'own', '/fleet/driver', '--cert');
+    assert.equal(noCert.status, 1, describeRun(noCert));
+    assert.match(noCert.stderr, /is per-robot: each robot has its own certificate/);
     const bad = await run('enclave', 'create', 'own', '/fleet/x', '--identity-mode', 'mine');
     assert.equal(bad.status, 2, describeRun(bad));
     assert.match(bad.stderr, /expected shared or per-robot/);

@@ -167,7 +167,10 @@ export function register(program: Command): void {
   ).action(async (ks: string, p: string, o: { json?: boolean; cert?: boolean; permissions?: boolean; policy?: boolean }) => {
     const e = await withApi((api) => api.call<Enclave>('GET', enclaveUrl(ks, p)));
     if (o.json) printJson(e);
-    else if (o.cert) out(e.certificate ?? '');
+    else if (o.cert) {
+      if (e.identityMode === 'per-robot') throw new CtlError(`${ks}:${e.path} is per-robot: each robot has its own certificate (enclavectl robot show NAME)`);
+      out(e.certificate ?? '');
+    }
     else if (o.permissions) out(e.permissionsXml ?? '');
     else if (o.policy) {
       if (!e.policyXml) throw new CtlError(`${ks}:${e.path} has no policy (permissions: ${e.permissionsSource})`);
