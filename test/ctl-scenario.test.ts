@@ -104,8 +104,8 @@ describe('enclavectl: the seed scenario against a real server', () => {
     assert.match(created.stdout, /^CA: +CN=sros2CA \(identity and permissions\)$/m);
     const list = ok(await admin('keystore', 'list'));
     const lines = list.stdout.trimEnd().split('\n');
-    assert.match(lines[0]!, /^NAME +DOMAIN +CA +ORIGIN +MODE +REVOKED +CA EXPIRES$/);
-    assert.match(lines[1]!, /^fleet +7 +shared +generated +issuing +0 +\d{4}-/);
+    assert.match(lines[0]!, /^NAME +DOMAIN +CA +ORIGIN +MODE +IDENTITIES +REVOKED +CA EXPIRES$/);
+    assert.match(lines[1]!, /^fleet +7 +shared +generated +issuing +shared +0 +\d{4}-/);
     // Columns line up: every row has DOMAIN where the header has it.
     assert.equal(lines[1]!.indexOf('7'), lines[0]!.indexOf('DOMAIN'));
     const shown = json(await admin('keystore', 'show', 'fleet', '--json'));
