@@ -571,6 +571,9 @@ describe('OpenAPI description (GET /v1/openapi.json)', () => {
         if (own) calls.push(['', own]);
         const anon = () => (request(ctx.app) as unknown as Record<string, (u: string) => request.Test>)[method]!(c.url);
         if (route?.requirement && status === '401') calls.push(['no token', anon]);
+        const json = op.requestBody?.content?.['application/json'];
+        if (json && status === '400' && !own) calls.push(['broken JSON', () => anon().set('content-type', 'application/json').send('{"name": ')]);
+        if (json && status === '413' && !own) calls.push(['2 MiB body', () => anon().set('content-type', 'application/json').send(JSON.stringify({ name: 'x'.repeat(2 * 1024 * 1024) }))]);
         if (route?.requirement && status === '403') {
           calls.push(['wrong kind of token', () => anon().set(bearer(route.requirement!.kind === 'robot' ? tok.member : tok.robot))]);
           if (route.requirement.kind === 'admin') calls.push(['member', () => anon().set(bearer(tok.member))]);
@@ -588,6 +591,9 @@ describe('OpenAPI description (GET /v1/openapi.json)', () => {
           if (!content) {
             if (res.text) problems.push(`${at}: documented without a body, got one`);
             continue;
+          }
+          for (const h of Object.keys(((response as Json).headers ?? {}) as Json)) {
+            if (res.headers[h.toLowerCase()] === undefined) problems.push(`${at}: documented header ${h} missing`);
           }
           const [mediaType, media] = Object.entries(content)[0] as [string, Json];
           if (!String(res.headers['content-type']).startsWith(mediaType)) problems.push(`${at}: content-type ${res.headers['content-type']}, documented ${mediaType}`);

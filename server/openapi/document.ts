@@ -72,9 +72,16 @@ function operation(key: string, spec: OperationSpec, route: RouteInfo | undefine
     ...(ok.schema ? { content: { 'application/json': { schema: ref(ok.schema) } } } : {}),
     ...(ok.mediaType ? { content: { [ok.mediaType]: { schema: { type: 'string', contentMediaType: ok.mediaType } } } } : {}),
   };
-  const others: Partial<Record<number, string>> = { ...(route?.requirement ? guardAnswers(route.requirement) : {}), ...spec.also };
+  // Every JSON body goes through one parser with one size limit, before any route or guard runs.
+  const bodyAnswers: Record<number, string> = spec.body && 'json' in spec.body
+    ? { 400: 'the body is not valid JSON', 413: 'the body is larger than the server accepts (1 MiB by default)' }
+    : {};
+  const others: Partial<Record<number, string>> = { ...bodyAnswers, ...(route?.requirement ? guardAnswers(route.requirement) : {}), ...spec.also };
   for (const [status, description] of Object.entries(others)) {
     responses[status] = status === '304' ? { description } : errorResponse(description!);
+    if (status === '429' || status === '503') {
+      responses[status].headers = { 'Retry-After': { description: 'seconds to wait before trying again', schema: { type: 'integer', minimum: 1 } } };
+    }
   }
   const op: JsonSchema = {
     operationId: `${key.split(' ')[0]!.toLowerCase()}${path.replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ?? '').toUpperCase())}`,
