@@ -30,6 +30,10 @@ import { ChangeFeed } from './events/changes.js';
 import { GrantsRepo } from './grants/grants.repo.js';
 import { grantsRoutes } from './grants/grants.routes.js';
 import { GrantsService } from './grants/grants.service.js';
+import { identitiesRoutes } from './identities/identities.routes.js';
+import { IdentitiesRepo } from './identities/identities.repo.js';
+import { DEFAULT_IDENTITY_OPTIONS, IdentitiesService, type ReissuePolicy } from './identities/identities.service.js';
+import { DEFAULT_CRL_BATCH_MS, KeystoreCrls } from './keystores/crl.js';
 import { EnclavesService } from './keystores/enclaves.service.js';
 import { keystoresRoutes } from './keystores/keystores.routes.js';
 import { KeystoresService } from './keystores/keystores.service.js';
@@ -56,6 +60,13 @@ export interface AppOptions {
   xmlTimeLimitMs: number;
   /** Time limit for reading and checking one uploaded sros2 keystore archive (ms), in the XML sandbox. */
   importTimeLimitMs: number;
+  /** A robot's previous per-robot certificate on re-issue: `revoke` (CRL) or `expire` (superseded only). */
+  identityReissue: ReissuePolicy;
+  /** Per-robot certificate requests one robot may make per enclave: burst, and per hour on average. */
+  identityBurst: number;
+  identityPerHour: number;
+  /** How long re-issue revocations wait to be signed into their keystore's CRL together (ms). */
+  crlBatchMs: number;
 }
 
 export interface AppDeps {
@@ -78,6 +89,10 @@ export const DEFAULT_APP_OPTIONS: AppOptions = {
   overload: { ...DEFAULT_OVERLOAD, lagMs: 0 },
   xmlTimeLimitMs: 1500,
   importTimeLimitMs: 120_000,
+  identityReissue: DEFAULT_IDENTITY_OPTIONS.reissue,
+  identityBurst: DEFAULT_IDENTITY_OPTIONS.burst,
+  identityPerHour: DEFAULT_IDENTITY_OPTIONS.perHour,
+  crlBatchMs: DEFAULT_CRL_BATCH_MS,
 };
 
 export interface Services {
@@ -93,6 +108,8 @@ export interface Services {
   robots: RobotsService;
   bindings: BindingsService;
   bundles: BundlesService;
+  identities: IdentitiesService;
+  crls: KeystoreCrls;
   load: LoadMonitor;
   /** Where uploaded XML is read (worker threads with time and memory limits). */
   sandbox: XmlSandbox;
@@ -115,15 +132,24 @@ export function createApp(deps: AppDeps): Express {
   const sandbox = new XmlSandbox({ xmlTimeLimitMs: options.xmlTimeLimitMs, importTimeLimitMs: options.importTimeLimitMs });
   const keystores = new KeystoresService(deps.db, deps.sealer, audit, changes, importLimits, now, sandbox);
   const grants = new GrantsService(deps.db, grantsRepo, users.repo, keystores.repo, audit, changes, now);
-  const enclaves = new EnclavesService(deps.db, deps.sealer, keystores, audit, changes, now, sandbox);
+  const crls = new KeystoreCrls(deps.db, keystores, changes, now, options.crlBatchMs);
+  const enclaves = new EnclavesService(deps.db, deps.sealer, keystores, audit, changes, now, sandbox, crls);
   const robots = new RobotsService(deps.db, tokens, audit, changes, now, {
     maxFailuresPerAddress: options.robotMaxFailuresPerAddress,
     failureWindowMs: 15 * 60_000,
   });
   const bindings = new BindingsService(deps.db, keystores.repo, robots.repo, audit, changes, now);
-  const bundles = new BundlesService(keystores.repo, robots.repo, bindings, deps.sealer, audit, changes);
+  const bundles = new BundlesService(keystores.repo, robots.repo, bindings, deps.sealer, audit, changes, new IdentitiesRepo(deps.db), now);
+  const identities = new IdentitiesService(deps.db, keystores, crls, bindings, robots.repo, audit, changes, now, (robot) => bundles.current(robot).revision, {
+    reissue: options.identityReissue,
+    burst: options.identityBurst,
+    perHour: options.identityPerHour,
+  });
+  robots.identities = identities;
+  // Revocations a stop left unsigned (see KeystoreCrls) are in the CRL before the first bundle is served.
+  crls.flushAll();
   const load = new LoadMonitor(options.overload);
-  const services: Services = { audit, users, auth, tokens, changes, refusals, grants, keystores, enclaves, robots, bindings, bundles, sandbox, load };
+  const services: Services = { audit, users, auth, tokens, changes, refusals, grants, keystores, enclaves, robots, bindings, bundles, identities, crls, sandbox, load };
 
   const resolver: PrincipalResolver = {
     user(name, ver) {
@@ -179,6 +205,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(robotsAuthedRoutes(robots, guards));
   app.use(bindingsRoutes(bindings, guards));
   app.use(bundlesRoutes(bundles, guards));
+  app.use(identitiesRoutes(identities, guards));
   app.use(auditRoutes(audit, guards));
 
   app.use(openapiRoutes(app));

@@ -28,6 +28,8 @@ export interface ServerConfig {
   xmlTimeLimitMs: number;
   /** Time limit for reading one uploaded sros2 keystore archive (ms). */
   importTimeLimitMs: number;
+  /** A robot's previous per-robot certificate when it gets a new one: revoked (CRL) or left to expire. */
+  identityReissue: 'revoke' | 'expire';
 }
 
 export class ConfigError extends Error {}
@@ -51,6 +53,8 @@ options (flag wins over environment):
   --insecure-http                               plain HTTP, only behind a TLS-terminating proxy
   --trust-proxy LIST    ENCLAVE_TRUST_PROXY     proxies whose X-Forwarded-For names the client (addresses,
                                                 CIDRs, loopback, uniquelocal; comma-separated)
+  --identity-reissue revoke|expire              ENCLAVE_IDENTITY_REISSUE: a robot's previous per-robot
+                                                certificate on re-issue is revoked (default) or left to expire
   ENCLAVE_MASTER_KEY_FILE                       32-byte master key (default <data>/master.key)
   ENCLAVE_ADMIN_PASSWORD(_FILE)                 first admin's password (only when no user exists)
   ENCLAVE_LOG_LEVEL                             pino level (default info)
@@ -110,6 +114,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
         'tls-san': { type: 'string' },
         'insecure-http': { type: 'boolean' },
         'trust-proxy': { type: 'string' },
+        'identity-reissue': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -133,6 +138,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
   if (Boolean(tlsCertFile) !== Boolean(tlsKeyFile)) {
     throw new ConfigError('--tls-cert and --tls-key go together');
   }
+  const reissue = values['identity-reissue'] ?? env.ENCLAVE_IDENTITY_REISSUE ?? 'revoke';
+  if (reissue !== 'revoke' && reissue !== 'expire') throw new ConfigError(`--identity-reissue: expected revoke or expire, got "${reissue}"`);
   const config: ServerConfig = {
     dataDir: path.resolve(values['data-dir'] ?? env.ENCLAVE_DATA_DIR ?? 'data'),
     listenHost: listen.host,
@@ -155,6 +162,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     overloadLagMs: env.ENCLAVE_OVERLOAD_LAG_MS === '0' ? 0 : positiveInt(env.ENCLAVE_OVERLOAD_LAG_MS, 'ENCLAVE_OVERLOAD_LAG_MS', DEFAULT_OVERLOAD.lagMs),
     xmlTimeLimitMs: positiveInt(env.ENCLAVE_XML_TIME_LIMIT_MS, 'ENCLAVE_XML_TIME_LIMIT_MS', 1500),
     importTimeLimitMs: positiveInt(env.ENCLAVE_IMPORT_TIME_LIMIT_MS, 'ENCLAVE_IMPORT_TIME_LIMIT_MS', 120_000),
+    identityReissue: reissue,
   };
   return { command, args: positionals.slice(1), config };
 }

@@ -60,6 +60,7 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
       xmlTimeLimitMs: config.xmlTimeLimitMs,
       importTimeLimitMs: config.importTimeLimitMs,
       trustProxy: config.trustProxy.length ? config.trustProxy : false,
+      identityReissue: config.identityReissue,
     },
   });
   await ensureFirstAdmin(servicesOf(app), config, logger);
@@ -97,6 +98,10 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
     stopping = true;
     logger.info({ signal }, 'shutting down');
     server.close(() => {
+      // Re-issue revocations still waiting for their batch are signed now rather than at the next start.
+      const { crls } = servicesOf(app);
+      crls.close();
+      crls.flushAll();
       db.close();
       process.exit(0);
     });

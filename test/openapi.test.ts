@@ -7,7 +7,7 @@ import { routesOf, type RouteInfo } from '../server/openapi/routes.js';
 import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
 import { validate } from './helpers/json-schema.js';
 import { assertion, deviceKey, type DeviceKey } from './helpers/robot.js';
-import { FIXTURES } from './helpers/tools.js';
+import { FIXTURES, openssl } from './helpers/tools.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 type Call = () => PromiseLike<request.Response>;
@@ -65,6 +65,10 @@ describe('OpenAPI description (GET /v1/openapi.json)', () => {
     await app().post('/v1/keystores/ks/enclaves').set(A()).send({ path: '/m/base' }).expect(201);
     tok.robot = await enrolledRobot('bot');
     await app().post('/v1/bindings').set(A()).send({ keystore: 'ks', enclave: '/m/base', robot: 'bot' }).expect(201);
+    // Per-robot enclaves bound to bot, one per case (each robot may get a few certificates per enclave at once).
+    const own = ['/m/own_a', '/m/own_b', '/m/own_c', '/m/own_d', '/m/own_e', '/m/own_limited'];
+    await app().post('/v1/keystores/ks/enclaves:batch').set(A()).send({ paths: own, identityMode: 'per-robot' }).expect(201);
+    for (const enclave of own) await app().post('/v1/bindings').set(A()).send({ keystore: 'ks', enclave, robot: 'bot' }).expect(201);
     // A report, so that a robot's page shows one (and its schema is checked).
     await app()
       .post('/v1/robot/report')
@@ -96,6 +100,18 @@ describe('OpenAPI description (GET /v1/openapi.json)', () => {
     await app().post('/v1/enroll').send({ token: await enrollmentToken(name), publicKey: key.publicKeyPem }).expect(201);
     return key;
   }
+  /** A PKCS#10 request for a new P-256 key, made by openssl. */
+  const csr = (): string => {
+    const dir = fs.mkdtempSync(path.join(ctx.dir, 'csr-'));
+    const key = path.join(dir, 'key.pem');
+    assert.equal(openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key]).status, 0);
+    const req = openssl(['req', '-new', '-key', key, '-subj', '/CN=bot']);
+    assert.equal(req.status, 0, req.out);
+    return req.stdout;
+  };
+  const identity = (enclave: string, pem = csr()) => app().post('/v1/robot/identity').set(bearer(tok.robot)).send({ keystore: 'ks', enclave, csr: pem });
+  /** A certificate of bot's, issued now: its serial. */
+  const ownSerial = async (enclave: string) => (await identity(enclave).expect(201)).body.serial as string;
   const user = async () => {
     const name = uniq('u');
     await app().post('/v1/users').set(A()).send({ name, password: 'some-password-123' }).expect(201);
@@ -170,6 +186,24 @@ describe('OpenAPI description (GET /v1/openapi.json)', () => {
           return app().get('/v1/robot/bundle').set(bearer(tok.robot)).set('If-None-Match', String(first.headers.etag));
         },
         422: () => app().get('/v1/robot/bundle?wait=99').set(bearer(tok.robot)),
+      },
+    },
+
+    'POST /v1/robot/identity': {
+      url: '/v1/robot/identity',
+      statuses: {
+        201: () => identity('/m/own_a'),
+        404: () => identity('/m/none'),
+        409: async () => {
+          const pem = csr();
+          await identity('/m/own_b', pem).expect(201);
+          return identity('/m/own_b', pem);
+        },
+        422: () => identity('/m/own_a', 'not a certificate request'),
+        429: async () => {
+          for (let i = 0; i < 3; i++) await identity('/m/own_limited').expect(201);
+          return identity('/m/own_limited');
+        },
       },
     },
 
@@ -319,6 +353,19 @@ describe('OpenAPI description (GET /v1/openapi.json)', () => {
         422: () => app().post('/v1/keystores/ks/enclaves/m/base/rotate').set(A()).send({ validityDays: 0 }),
       },
     },
+    'PATCH /v1/keystores/{ks}/enclaves/{path}': {
+      url: '/v1/keystores/ks/enclaves/m/base',
+      statuses: {
+        200: async () => app().patch(`/v1/keystores/ks/enclaves/${await enclave()}`).set(bearer(tok.member)).send({ identityMode: 'per-robot' }),
+        404: () => app().patch('/v1/keystores/ks/enclaves/m/none').set(A()).send({ identityMode: 'per-robot' }),
+        409: async () => {
+          const e = await enclave();
+          await app().post(`/v1/keystores/ks/enclaves/${e}/revoke`).set(A()).expect(200);
+          return app().patch(`/v1/keystores/ks/enclaves/${e}`).set(A()).send({ identityMode: 'per-robot' });
+        },
+        422: () => app().patch('/v1/keystores/ks/enclaves/m/base').set(A()).send({ identityMode: 'per-fleet' }),
+      },
+    },
     'POST /v1/keystores/{ks}/enclaves/{path}/revoke': {
       url: '/v1/keystores/ks/enclaves/m/base/revoke',
       statuses: {
@@ -381,6 +428,30 @@ describe('OpenAPI description (GET /v1/openapi.json)', () => {
           return app().post(`/v1/robots/${name}/revoke-key`).set(A());
         },
         404: () => app().post('/v1/robots/ghost/revoke-key').set(A()),
+      },
+    },
+
+    'GET /v1/robots/{name}/identities': {
+      url: '/v1/robots/bot/identities',
+      statuses: {
+        200: async () => {
+          const serial = await ownSerial('/m/own_c');
+          await app().delete(`/v1/robots/bot/identities/ks/${serial}`).set(A()).expect(204);
+          return app().get('/v1/robots/bot/identities').set(A());
+        },
+        404: () => app().get('/v1/robots/ghost/identities').set(A()),
+      },
+    },
+    'DELETE /v1/robots/{name}/identities/{ks}/{serial}': {
+      url: '/v1/robots/bot/identities/ks/00',
+      statuses: {
+        204: async () => app().delete(`/v1/robots/bot/identities/ks/${await ownSerial('/m/own_d')}`).set(A()),
+        404: () => app().delete('/v1/robots/bot/identities/ks/0123456789abcdef').set(A()),
+        409: async () => {
+          const serial = await ownSerial('/m/own_e');
+          await app().delete(`/v1/robots/bot/identities/ks/${serial}`).set(A()).expect(204);
+          return app().delete(`/v1/robots/bot/identities/ks/${serial}`).set(A());
+        },
       },
     },
 

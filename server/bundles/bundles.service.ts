@@ -3,15 +3,40 @@ import { selectorMatches } from '../acl/acl.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { BindingsService } from '../bindings/bindings.service.js';
 import type { Change, ChangeFeed } from '../events/changes.js';
+import type { IdentitiesRepo } from '../identities/identities.repo.js';
+import { serialOut } from '../identities/identities.service.js';
 import type { EnclaveRow, KeystoreRow, KeystoresRepo } from '../keystores/keystores.repo.js';
 import { enclaveKeyContext } from '../keystores/keystores.service.js';
+import { inspectCertificate } from '../pki/index.js';
 import type { Robot, RobotsRepo } from '../robots/robots.repo.js';
 import type { Sealer } from '../secrets/seal.js';
 
 export interface BundleEnclave {
   path: string;
   notAfter: string;
+  /** Absent: shared (the key is in `files`). */
+  identity?: 'per-robot';
+  /** Per-robot: the serial of the robot's own certificate (`files['cert.pem']`), when it holds a live one. */
+  identitySerial?: string;
   files: Record<string, string>;
+}
+
+/**
+ * A per-robot enclave's JSON, cut where the robot's own part goes (`notAfter`, `identitySerial` and its
+ * `cert.pem`): `head` + the robot's part + `tail`. Everything but the robot's part is shared.
+ */
+interface PerRobotJson {
+  head: string;
+  tail: string;
+  /** `notAfter` when the robot holds no certificate yet: the identity CA's. */
+  caNotAfter: string;
+}
+
+/** Where one robot's own part goes in shared content. */
+interface Hole {
+  keystore: string;
+  path: string;
+  caNotAfter: string;
 }
 
 /**
@@ -19,8 +44,13 @@ export interface BundleEnclave {
  * set: ten thousand robots bound by one selector hold one copy, not ten thousand.
  */
 interface Content {
-  /** `[{"name":…,"enclaves":[…]}]`, serialized once. */
-  bytes: Buffer;
+  /**
+   * `[{"name":…,"enclaves":[…]}]`, serialized once, cut at each per-robot enclave's hole: `segments` has one
+   * more entry than `holes`, and a robot's bytes are the segments with its own parts in between. Without
+   * per-robot enclaves it is one segment, the same bytes for every robot bound alike.
+   */
+  segments: Buffer[];
+  holes: Hole[];
   hash: string;
   keystores: Set<string>;
   /** `keystore:path` of every bound enclave, revoked ones included, so a change to any of them is seen. */
@@ -32,6 +62,8 @@ export interface CacheEntry {
   revision: string;
   robot: string;
   content: Content;
+  /** This robot's part for each of `content.holes`: its certificate and serial, a few hundred bytes each. */
+  fills: Buffer[];
 }
 
 interface Waiter {
@@ -63,7 +95,7 @@ export class BundlesService {
    * Each enclave's serialized `{path,notAfter,files}` (key unsealed once), shared by every robot bound to
    * it: a change that touches a thousand robots costs a thousand cheap assemblies, not a thousand unseals.
    */
-  private readonly enclaveJson = new Map<string, string | null>();
+  private readonly enclaveJson = new Map<string, string | PerRobotJson | null>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   /** The revision last delivered to each robot: a delivery is audited once per robot and revision. */
   private readonly delivered = new Map<string, string>();
@@ -80,6 +112,8 @@ export class BundlesService {
     private readonly sealer: Sealer,
     private readonly audit: AuditService,
     changes: ChangeFeed,
+    private readonly identities: IdentitiesRepo,
+    private readonly now: () => Date = () => new Date(),
   ) {
     this.unsubscribe = changes.subscribe((c) => this.onChange(c));
   }
@@ -139,10 +173,14 @@ export class BundlesService {
     });
   }
 
-  /** The bytes sent for `entry`: a small per-robot head around the shared content. */
+  /** The bytes sent for `entry`: a small per-robot head (and per-robot certificates) around the shared content. */
   body(entry: CacheEntry): Buffer {
     const head = `{"revision":"${entry.revision}","robot":${JSON.stringify(entry.robot)},"keystores":`;
-    return Buffer.concat([Buffer.from(head), entry.content.bytes, CLOSE]);
+    const { segments } = entry.content;
+    const parts: Buffer[] = [Buffer.from(head), segments[0]!];
+    for (let i = 0; i < entry.fills.length; i++) parts.push(entry.fills[i]!, segments[i + 1]!);
+    parts.push(CLOSE);
+    return Buffer.concat(parts);
   }
 
   /** Audits a delivery the first time a robot receives a revision (not every poll that re-sends it). */
@@ -248,8 +286,19 @@ export class BundlesService {
   private compute(robot: string, record: Robot | undefined): CacheEntry {
     const targets = record ? this.bindings.enclavesFor(robot, record.labels) : [];
     const content = this.contentFor(targets.map((t) => `${t.keystore}\0${t.enclave}`).sort());
-    const revision = crypto.createHash('sha256').update(robot).update('\n').update(content.hash).digest('hex').slice(0, 32);
-    return { revision, robot, content };
+    const fills = content.holes.map((h) => this.fill(robot, h));
+    const hash = crypto.createHash('sha256').update(robot).update('\n').update(content.hash);
+    for (const f of fills) hash.update('\n').update(f);
+    return { revision: hash.digest('hex').slice(0, 32), robot, content, fills };
+  }
+
+  /** The robot's own part of a per-robot enclave: its latest live certificate, or none yet. */
+  private fill(robot: string, h: Hole): Buffer {
+    const id = this.identities.current(robot, h.keystore, h.path);
+    if (!id || new Date(id.not_after).getTime() <= this.now().getTime()) return Buffer.from(`"notAfter":${JSON.stringify(h.caNotAfter)},"files":{`);
+    return Buffer.from(
+      `"notAfter":${JSON.stringify(id.not_after)},"identitySerial":${JSON.stringify(serialOut(id.serial))},"files":{"cert.pem":${JSON.stringify(id.cert_pem)},`,
+    );
   }
 
   /** The shared content for a sorted list of `keystore\0path`, built on first use. */
@@ -257,16 +306,19 @@ export class BundlesService {
     const id = targets.join('\n');
     const known = this.contents.get(id);
     if (known) return known;
-    const parts: string[] = [];
+    const segments: string[] = [];
+    const holes: Hole[] = [];
+    let current = '[';
     const keystores = new Set<string>();
     const enclaveKeys = new Set<string>();
     const summary: string[] = [];
     let i = 0;
+    let firstKeystore = true;
     while (i < targets.length) {
       const name = targets[i]!.slice(0, targets[i]!.indexOf('\0'));
       keystores.add(name);
       let ks: KeystoreRow | undefined;
-      const enclaves: string[] = [];
+      const enclaves: { path: string; json: string | PerRobotJson }[] = [];
       for (; i < targets.length && targets[i]!.startsWith(`${name}\0`); i++) {
         const key = targets[i]!;
         const path = key.slice(name.length + 1);
@@ -276,19 +328,39 @@ export class BundlesService {
         if (json === undefined) {
           ks ??= this.keystores.get(name);
           const row = ks && this.keystores.getEnclave(name, path);
-          json = ks && row && row.status === 'active' ? JSON.stringify(this.enclaveFiles(ks, row)) : null;
+          json = ks && row && row.status === 'active' ? this.enclaveJsonOf(ks, row) : null;
           this.enclaveJson.set(key, json);
         }
         if (json === null) continue;
-        enclaves.push(json);
+        enclaves.push({ path, json });
         summary.push(`${name}:${path}`);
       }
-      if (enclaves.length) parts.push(`{"name":${JSON.stringify(name)},"enclaves":[${enclaves.join(',')}]}`);
+      if (enclaves.length === 0) continue;
+      current += `${firstKeystore ? '' : ','}{"name":${JSON.stringify(name)},"enclaves":[`;
+      firstKeystore = false;
+      enclaves.forEach(({ path, json }, n) => {
+        if (n > 0) current += ',';
+        if (typeof json === 'string') {
+          current += json;
+          return;
+        }
+        segments.push(current + json.head);
+        holes.push({ keystore: name, path, caNotAfter: json.caNotAfter });
+        current = json.tail;
+      });
+      current += ']}';
     }
-    const bytes = Buffer.from(`[${parts.join(',')}]`);
+    segments.push(`${current}]`);
+    const bytes = segments.map((seg) => Buffer.from(seg));
+    const hash = crypto.createHash('sha256');
+    bytes.forEach((b, n) => {
+      if (n > 0) hash.update(`\0${holes[n - 1]!.keystore}\0${holes[n - 1]!.path}\0`);
+      hash.update(b);
+    });
     const content: Content = {
-      bytes,
-      hash: crypto.createHash('sha256').update(bytes).digest('hex'),
+      segments: bytes,
+      holes,
+      hash: hash.digest('hex'),
       keystores,
       enclaves: enclaveKeys,
       summary,
@@ -303,6 +375,26 @@ export class BundlesService {
     const used = new Set<Content>();
     for (const e of this.cache.values()) used.add(e.content);
     for (const [key, c] of this.contents) if (!used.has(c)) this.contents.delete(key);
+  }
+
+  private enclaveJsonOf(ks: KeystoreRow, e: EnclaveRow): string | PerRobotJson {
+    if (e.identity_mode === 'shared') return JSON.stringify(this.enclaveFiles(ks, e));
+    // Per-robot: the shared files without cert.pem and key.pem (the server has no key; the certificate is
+    // each robot's own). The robot's part goes between head and tail.
+    const files: Record<string, string> = {
+      'identity_ca.cert.pem': ks.identity_ca_cert,
+      'permissions_ca.cert.pem': ks.permissions_ca_cert,
+      'governance.p7s': ks.governance_p7s,
+      'permissions.p7s': e.permissions_p7s,
+    };
+    if (ks.crl_pem) files['crl.pem'] = ks.crl_pem;
+    const filesJson = JSON.stringify(files);
+    return {
+      head: `{"path":${JSON.stringify(e.path)},"identity":"per-robot",`,
+      // The robot's part opens `files` ("files":{ ... ,), so the shared files follow without their brace.
+      tail: `${filesJson.slice(1)}}`,
+      caNotAfter: inspectCertificate(ks.identity_ca_cert).notAfter.toISOString(),
+    };
   }
 
   private enclaveFiles(ks: KeystoreRow, e: EnclaveRow): BundleEnclave {

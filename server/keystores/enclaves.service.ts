@@ -4,14 +4,16 @@ import type { AuditService } from '../audit/audit.service.js';
 import type { Db } from '../db/database.js';
 import { Conflict, InvalidInput, NotFound } from '../errors.js';
 import type { ChangeFeed } from '../events/changes.js';
-import { inspectCertificate, issueCrl } from '../pki/index.js';
+import { IdentitiesRepo } from '../identities/identities.repo.js';
+import { inspectCertificate } from '../pki/index.js';
 import { allowedTopics, topicPermissions } from '../policy/allowed-topics.js';
 import { enclaveNameProblem } from '../policy/names.js';
 import { validateXml } from '../policy/xsd.js';
 import type { XmlSandbox } from '../sandbox/sandbox.js';
 import type { Sealer } from '../secrets/seal.js';
 import { enclaveValidity, issueEnclave, permissionsFor, signPermissions, withValidity, type IssuedEnclave, type Validity } from './issuer.js';
-import type { EnclaveRow, EnclaveSummaryRow, KeystoreRow } from './keystores.repo.js';
+import type { KeystoreCrls } from './crl.js';
+import type { EnclaveRow, EnclaveSummaryRow, IdentityMode, KeystoreRow } from './keystores.repo.js';
 import { enclaveKeyContext, type KeystoresService } from './keystores.service.js';
 
 export const MAX_BATCH = 5000;
@@ -27,14 +29,17 @@ export interface EnclaveSummary {
   notAfter: string;
   /** `envelope`: no policy, made by a member: their grant's permissions envelope (empty: deny all). */
   permissionsSource: 'default' | 'policy' | 'imported' | 'envelope';
+  /** `per-robot`: no shared key or certificate (`serial` is ''); each bound robot requests its own. */
+  identityMode: IdentityMode;
   createdAt: string;
   updatedAt: string;
 }
 
 export interface EnclaveView extends EnclaveSummary {
-  certificate: string;
+  /** The shared certificate; absent for a per-robot enclave (each robot has its own). */
+  certificate?: string;
   subject: string;
-  fingerprintSha256: string;
+  fingerprintSha256?: string;
   permissionsXml: string;
   policyXml: string | null;
 }
@@ -47,6 +52,7 @@ const summary = (r: EnclaveSummaryRow): EnclaveSummary => ({
   notBefore: r.not_before,
   notAfter: r.not_after,
   permissionsSource: r.default_scope === 'envelope' ? 'envelope' : r.permissions_source,
+  identityMode: r.identity_mode,
   createdAt: r.created_at,
   updatedAt: r.updated_at,
 });
@@ -54,6 +60,8 @@ const summary = (r: EnclaveSummaryRow): EnclaveSummary => ({
 export interface CreateOptions {
   policyXml?: string;
   validityDays?: number;
+  /** Absent: the keystore's mode. */
+  identityMode?: IdentityMode;
 }
 
 /** What one enclave will be signed with, and what allowed the caller to sign it. */
@@ -82,7 +90,12 @@ export class EnclavesService {
     private readonly now: () => Date,
     /** Turns policies into permissions off the event loop (a large policy takes a while to read). */
     private readonly sandbox: XmlSandbox,
-  ) {}
+    private readonly crls: KeystoreCrls,
+  ) {
+    this.identities = new IdentitiesRepo(db);
+  }
+
+  private readonly identities: IdentitiesRepo;
 
   private get repo() {
     return this.keystores.repo;
@@ -110,15 +123,11 @@ export class EnclavesService {
   }
 
   private view(r: EnclaveRow): EnclaveView {
+    const details = { permissionsXml: r.permissions_xml, policyXml: r.policy_xml };
+    // Every robot's certificate of a per-robot enclave carries exactly this subject (inspectCertificate's form).
+    if (r.identity_mode === 'per-robot') return { ...summary(r), subject: `CN=${r.path}`, ...details };
     const c = inspectCertificate(r.cert_pem);
-    return {
-      ...summary(r),
-      certificate: r.cert_pem,
-      subject: c.subject,
-      fingerprintSha256: c.fingerprintSha256,
-      permissionsXml: r.permissions_xml,
-      policyXml: r.policy_xml,
-    };
+    return { ...summary(r), certificate: r.cert_pem, subject: c.subject, fingerprintSha256: c.fingerprintSha256, ...details };
   }
 
   async create(caller: Caller, keystore: string, path: string, opts: CreateOptions): Promise<EnclaveSummary | EnclaveView> {
@@ -177,6 +186,7 @@ export class EnclavesService {
     const fromPolicy = policyXml === null ? undefined : await this.policyPermissions(ks, policyXml, paths, validity);
     const existing = this.repo.enclavesByPath(keystore, paths);
     if (existing.length) throw this.exists(keystore, existing);
+    const mode = opts.identityMode ?? ks.identity_mode;
 
     const signer = this.keystores.signingKeystore(ks);
     // Issuing is CPU-bound (about 0.5 ms an enclave): yield between chunks so a batch of thousands does not
@@ -185,7 +195,7 @@ export class EnclavesService {
     for (const [i, p] of paths.entries()) {
       if (i > 0 && i % ISSUE_CHUNK === 0) await new Promise((resolve) => setImmediate(resolve));
       const plan = this.plan(caller, ks, p, fromPolicy?.[i], validity);
-      issued.push([p, issueEnclave(signer, p, plan.xml, validity, now), plan]);
+      issued.push([p, mode === 'per-robot' ? permissionsOnly(signer, plan.xml, validity, now) : issueEnclave(signer, p, plan.xml, validity, now), plan]);
     }
     const at = now.toISOString();
     this.db.transaction(() => {
@@ -202,6 +212,7 @@ export class EnclavesService {
           permissions_source: plan.source,
           default_scope: plan.scope,
           status: 'active',
+          identity_mode: mode,
           created_at: at,
           updated_at: at,
         });
@@ -211,7 +222,7 @@ export class EnclavesService {
           action,
           target: `${keystore}:${path}`,
           grantId: plan.allowedBy,
-          details: { serial: e.serial, notAfter: e.notAfter.toISOString(), policy: policyXml === null ? (plan.scope ?? 'default') : 'custom' },
+          details: { serial: e.serial, notAfter: e.notAfter.toISOString(), policy: policyXml === null ? (plan.scope ?? 'default') : 'custom', identityMode: mode },
         });
       }
     }).immediate();
@@ -273,14 +284,19 @@ export class EnclavesService {
         ? (await this.policyPermissions(ks, row.policy_xml, [path], validity, false))[0]!
         : withValidity(row.permissions_xml, validity);
     const allowedBy = caller.require({ capability: 'manage', keystore, enclave: path, permissions: caller.isAdmin ? undefined : allowedTopics(permissionsXml) });
-    const issued = issueEnclave(signer, path, permissionsXml, validity, now);
+    const perRobot = row.identity_mode === 'per-robot';
+    const issued = perRobot ? permissionsOnly(signer, permissionsXml, validity, now) : issueEnclave(signer, path, permissionsXml, validity, now);
     const reissued = row.status === 'revoked';
     const revoke = revokePrevious && !reissued;
     this.db.transaction(() => {
       const current = this.repo.getEnclave(keystore, path);
-      if (!current || current.serial !== row.serial) throw new Conflict(`enclave ${keystore}:${path} changed while it was being rotated: try again`);
-      this.repo.replaceIdentity({ keystore, path, ...this.identityColumns(keystore, path, issued), updated_at: now.toISOString() });
-      if (revoke) this.revokeSerial(ks, row);
+      if (!current || current.serial !== row.serial || current.updated_at !== row.updated_at) {
+        throw new Conflict(`enclave ${keystore}:${path} changed while it was being rotated: try again`);
+      }
+      this.repo.replaceIdentity({ keystore, path, ...this.identityColumns(keystore, path, issued), identity_mode: row.identity_mode, updated_at: now.toISOString() });
+      // Per-robot: robots keep their certificates (issued for the old window) until they expire, unless a
+      // leak is suspected: then every robot's serial is revoked and each requests a new one.
+      if (revoke) this.revokeSerials(ks, row);
       this.audit.record({
         actor: caller.name,
         actorKind: 'user',
@@ -300,9 +316,9 @@ export class EnclavesService {
     const row = this.enclave(keystore, path);
     this.requireActive(row);
     this.db.transaction(() => {
-      this.revokeSerial(ks, row);
+      const serials = this.revokeSerials(ks, row);
       this.repo.setStatus(keystore, path, 'revoked', this.now().toISOString());
-      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'enclave.revoke', target: `${keystore}:${path}`, grantId: grant, details: { serial: row.serial } });
+      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'enclave.revoke', target: `${keystore}:${path}`, grantId: grant, details: { serials } });
     }).immediate();
     // The CRL changed for the whole keystore: every bundle holding one of its enclaves changes.
     this.changes.publish({ kind: 'keystore', keystore });
@@ -319,39 +335,73 @@ export class EnclavesService {
     const row = this.enclave(keystore, path);
     let revoked = false;
     this.db.transaction(() => {
+      let serials: string[] = row.serial ? [row.serial] : [];
       if (row.status === 'active' && ks.identity_ca_key !== null) {
-        this.revokeSerial(ks, row);
-        revoked = true;
+        serials = this.revokeSerials(ks, row);
+        revoked = serials.length > 0;
       }
       this.repo.removeEnclave(keystore, path);
-      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'enclave.delete', target: `${keystore}:${path}`, grantId: grant, details: { serial: row.serial, revoked } });
+      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'enclave.delete', target: `${keystore}:${path}`, grantId: grant, details: { serials, revoked } });
     }).immediate();
     this.changes.publish(revoked ? { kind: 'keystore', keystore } : { kind: 'enclave', keystore, enclave: path });
   }
 
-  private revokeSerial(ks: KeystoreRow, row: EnclaveRow): void {
+  /**
+   * Inside a write transaction: the enclave's certificates join the CRL (signed once). Shared: its one serial.
+   * Per-robot: every robot's certificate that is still good (live or superseded). Returns the serials.
+   */
+  private revokeSerials(ks: KeystoreRow, row: EnclaveRow): string[] {
+    const at = this.now().toISOString();
+    const serials = row.identity_mode === 'shared' ? [row.serial] : this.identities.unrevokedOfEnclave(ks.name, row.path).map((i) => i.serial);
+    if (row.identity_mode === 'per-robot') for (const s of serials) this.identities.revoke(ks.name, s, at);
+    this.crls.revokeNow(ks, serials.map((serial) => ({ serial, enclave: row.path })));
+    return serials;
+  }
+
+  /**
+   * Switches an enclave between one shared key and a key per robot. shared → per-robot: the shared key is
+   * deleted from the server and its serial revoked, so robots holding it get a bundle without it and request
+   * their own. per-robot → shared: a new shared key and certificate are issued (same validity and permissions)
+   * and every robot's own certificate for the enclave is revoked.
+   */
+  setIdentityMode(caller: Caller, keystore: string, path: string, mode: IdentityMode): EnclaveSummary | EnclaveView {
+    const ks = this.keystores.row(caller, keystore);
+    const grant = caller.require({ capability: 'manage', keystore, enclave: path });
+    const row = this.enclave(keystore, path);
+    this.requireActive(row);
+    if (row.identity_mode === mode) return this.viewFor(caller, keystore, path);
     const signer = this.keystores.signingKeystore(ks);
     const now = this.now();
-    this.repo.addRevocation(ks.name, row.serial, row.path, now.toISOString());
-    const revoked = this.repo.revocations(ks.name).map((r) => ({ serialHex: r.serial, revokedAt: new Date(r.revoked_at) }));
-    // The CRL number is read inside the transaction: two revocations at once must not sign the same number.
-    const crlNumber = (this.repo.get(ks.name)?.crl_number ?? ks.crl_number) + 1;
-    // nextUpdate = the CA's end of life: openssl (and so DDS) rejects every certificate once a CRL is past
-    // its nextUpdate, which would turn a missed re-sign into a fleet-wide outage.
-    const crl = issueCrl({
-      issuer: signer.identityCa,
-      revoked,
-      thisUpdate: new Date(now.getTime() - ks.backdate_seconds * 1000),
-      nextUpdate: inspectCertificate(ks.identity_ca_cert).notAfter,
-      crlNumber,
-    });
-    this.repo.setCrl(ks.name, crl, crlNumber, now.toISOString());
+    const validity = { notBefore: new Date(row.not_before), notAfter: new Date(row.not_after) };
+    const issued =
+      mode === 'shared'
+        ? { ...issueEnclave(signer, path, row.permissions_xml, validity, now), permissionsP7s: row.permissions_p7s }
+        : { ...permissionsOnly(signer, row.permissions_xml, validity, now), permissionsP7s: row.permissions_p7s };
+    this.db.transaction(() => {
+      const current = this.repo.getEnclave(keystore, path);
+      if (!current || current.updated_at !== row.updated_at || current.identity_mode !== row.identity_mode) {
+        throw new Conflict(`enclave ${keystore}:${path} changed while its identity mode was being switched: try again`);
+      }
+      const revoked = this.revokeSerials(ks, row);
+      this.repo.replaceIdentity({ keystore, path, ...this.identityColumns(keystore, path, issued), identity_mode: mode, updated_at: now.toISOString() });
+      this.audit.record({
+        actor: caller.name,
+        actorKind: 'user',
+        action: 'enclave.identity-mode',
+        target: `${keystore}:${path}`,
+        grantId: grant,
+        details: { from: row.identity_mode, identityMode: mode, revoked, serial: issued.serial || null },
+      });
+    }).immediate();
+    this.changes.publish({ kind: 'keystore', keystore });
+    return this.viewFor(caller, keystore, path);
   }
 
   private identityColumns(keystore: string, path: string, e: IssuedEnclave) {
     return {
       cert_pem: e.certPem,
-      key_sealed: this.sealer.seal(e.keyPem, enclaveKeyContext(keystore, path)),
+      // Per-robot: no key at all (the schema refuses one), not an empty secret sealed.
+      key_sealed: e.keyPem === '' ? '' : this.sealer.seal(e.keyPem, enclaveKeyContext(keystore, path)),
       serial: e.serial,
       not_before: e.notBefore.toISOString(),
       not_after: e.notAfter.toISOString(),
@@ -391,6 +441,11 @@ export class EnclavesService {
     }
     return result.permissions;
   }
+}
+
+/** A per-robot enclave's share of `issueEnclave`: signed permissions, and no key, certificate or serial. */
+function permissionsOnly(signer: Parameters<typeof signPermissions>[0], permissionsXml: string, v: Validity, now: Date): IssuedEnclave {
+  return { certPem: '', keyPem: '', serial: '', ...v, permissionsXml, permissionsP7s: signPermissions(signer, permissionsXml, now) };
 }
 
 function taskValidity(v: Validity, ks: KeystoreRow): { notBefore: number; notAfter: number; domainId: number } {

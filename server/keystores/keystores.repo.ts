@@ -15,9 +15,17 @@ export interface KeystoreRow {
   validity_days: number;
   backdate_seconds: number;
   origin: 'generated' | 'imported';
+  /** The mode new enclaves get when they do not say. */
+  identity_mode: IdentityMode;
+  /** 1: revocations recorded that `crl_pem` does not list yet (batched, see crl.ts). */
+  crl_pending: number;
   created_at: string;
   updated_at: string;
 }
+
+/** `shared`: one server-made key per enclave, sent to every bound robot. `per-robot`: each robot's own key. */
+export type IdentityMode = 'shared' | 'per-robot';
+export const IDENTITY_MODES = ['shared', 'per-robot'] as const;
 
 export interface EnclaveRow {
   keystore: string;
@@ -34,13 +42,15 @@ export interface EnclaveRow {
   permissions_xml: string;
   permissions_p7s: string;
   status: 'active' | 'revoked';
+  /** per-robot: `cert_pem`, `key_sealed` and `serial` are '' (each robot holds its own, see robot_identities). */
+  identity_mode: IdentityMode;
   created_at: string;
   updated_at: string;
 }
 
 export type EnclaveSummaryRow = Pick<
   EnclaveRow,
-  'keystore' | 'path' | 'serial' | 'not_before' | 'not_after' | 'status' | 'permissions_source' | 'default_scope' | 'created_at' | 'updated_at'
+  'keystore' | 'path' | 'serial' | 'not_before' | 'not_after' | 'status' | 'permissions_source' | 'default_scope' | 'identity_mode' | 'created_at' | 'updated_at'
 >;
 
 /** SQL for keystores, enclaves and revocations; nothing else. */
@@ -52,24 +62,26 @@ export class KeystoresRepo {
       list: db.prepare('SELECT * FROM keystores ORDER BY name'),
       insert: db.prepare(`INSERT INTO keystores (name, domain_id, shared_ca, identity_ca_cert, identity_ca_key,
         permissions_ca_cert, permissions_ca_key, governance_xml, governance_p7s, crl_pem, crl_number, validity_days,
-        backdate_seconds, origin, created_at, updated_at)
+        backdate_seconds, origin, identity_mode, crl_pending, created_at, updated_at)
         VALUES (@name, @domain_id, @shared_ca, @identity_ca_cert, @identity_ca_key, @permissions_ca_cert,
         @permissions_ca_key, @governance_xml, @governance_p7s, @crl_pem, @crl_number, @validity_days,
-        @backdate_seconds, @origin, @created_at, @updated_at)`),
+        @backdate_seconds, @origin, @identity_mode, @crl_pending, @created_at, @updated_at)`),
       remove: db.prepare('DELETE FROM keystores WHERE name = ?'),
       setGovernance: db.prepare('UPDATE keystores SET governance_xml = ?, governance_p7s = ?, updated_at = ? WHERE name = ?'),
-      setCrl: db.prepare('UPDATE keystores SET crl_pem = ?, crl_number = ?, updated_at = ? WHERE name = ?'),
+      setCrl: db.prepare('UPDATE keystores SET crl_pem = ?, crl_number = ?, crl_pending = 0, updated_at = ? WHERE name = ?'),
+      setCrlPending: db.prepare('UPDATE keystores SET crl_pending = 1 WHERE name = ?'),
+      pendingCrls: db.prepare('SELECT name FROM keystores WHERE crl_pending = 1 ORDER BY name'),
       getEnclave: db.prepare('SELECT * FROM enclaves WHERE keystore = ? AND path = ?'),
       listEnclaves: db.prepare(`SELECT keystore, path, serial, not_before, not_after, status, permissions_source,
-        default_scope, created_at, updated_at FROM enclaves WHERE keystore = ? ORDER BY path`),
+        default_scope, identity_mode, created_at, updated_at FROM enclaves WHERE keystore = ? ORDER BY path`),
       allEnclaves: db.prepare('SELECT * FROM enclaves WHERE keystore = ? ORDER BY path'),
       insertEnclave: db.prepare(`INSERT INTO enclaves (keystore, path, cert_pem, key_sealed, serial, not_before, not_after,
-        policy_xml, permissions_source, default_scope, permissions_xml, permissions_p7s, status, created_at, updated_at)
+        policy_xml, permissions_source, default_scope, permissions_xml, permissions_p7s, status, identity_mode, created_at, updated_at)
         VALUES (@keystore, @path, @cert_pem, @key_sealed, @serial, @not_before, @not_after, @policy_xml,
-        @permissions_source, @default_scope, @permissions_xml, @permissions_p7s, @status, @created_at, @updated_at)`),
+        @permissions_source, @default_scope, @permissions_xml, @permissions_p7s, @status, @identity_mode, @created_at, @updated_at)`),
       replaceIdentity: db.prepare(`UPDATE enclaves SET cert_pem = @cert_pem, key_sealed = @key_sealed, serial = @serial,
         not_before = @not_before, not_after = @not_after, permissions_xml = @permissions_xml,
-        permissions_p7s = @permissions_p7s, status = 'active', updated_at = @updated_at
+        permissions_p7s = @permissions_p7s, status = 'active', identity_mode = @identity_mode, updated_at = @updated_at
         WHERE keystore = @keystore AND path = @path`),
       replacePermissions: db.prepare(`UPDATE enclaves SET policy_xml = @policy_xml,
         permissions_source = @permissions_source, default_scope = @default_scope, permissions_xml = @permissions_xml,
@@ -96,8 +108,15 @@ export class KeystoresRepo {
   setGovernance(name: string, xml: string, p7s: string, at: string): void {
     this.stmts.setGovernance.run(xml, p7s, at, name);
   }
+  /** Also clears `crl_pending`: the CRL signed now lists every recorded revocation. */
   setCrl(name: string, crl: string, number: number, at: string): void {
     this.stmts.setCrl.run(crl, number, at, name);
+  }
+  setCrlPending(name: string): void {
+    this.stmts.setCrlPending.run(name);
+  }
+  pendingCrls(): string[] {
+    return (this.stmts.pendingCrls.all() as { name: string }[]).map((r) => r.name);
   }
 
   getEnclave(keystore: string, path: string): EnclaveRow | undefined {
@@ -119,8 +138,11 @@ export class KeystoresRepo {
   insertEnclave(row: EnclaveRow): void {
     this.stmts.insertEnclave.run(row);
   }
-  /** New key and certificate; a revoked enclave becomes active again (its old serial stays in the CRL). */
-  replaceIdentity(row: Pick<EnclaveRow, 'keystore' | 'path' | 'cert_pem' | 'key_sealed' | 'serial' | 'not_before' | 'not_after' | 'permissions_xml' | 'permissions_p7s' | 'updated_at'>): void {
+  /**
+   * New key and certificate (or, per-robot, none: '' and a new validity); a revoked enclave becomes active again
+   * (its old serial stays in the CRL).
+   */
+  replaceIdentity(row: Pick<EnclaveRow, 'keystore' | 'path' | 'cert_pem' | 'key_sealed' | 'serial' | 'not_before' | 'not_after' | 'permissions_xml' | 'permissions_p7s' | 'identity_mode' | 'updated_at'>): void {
     this.stmts.replaceIdentity.run(row);
   }
   replacePermissions(row: Pick<EnclaveRow, 'keystore' | 'path' | 'policy_xml' | 'permissions_source' | 'default_scope' | 'permissions_xml' | 'permissions_p7s' | 'updated_at'>): void {

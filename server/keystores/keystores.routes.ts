@@ -6,6 +6,7 @@ import { h } from '../http/handler.js';
 import { body, query } from '../http/validate.js';
 import { MAX_DOMAIN_ID } from '../policy/names.js';
 import { MAX_BATCH, MAX_VALIDITY_DAYS, type EnclavesService } from './enclaves.service.js';
+import { IDENTITY_MODES } from './keystores.repo.js';
 import type { KeystoresService } from './keystores.service.js';
 import type { XmlSandbox } from '../sandbox/sandbox.js';
 
@@ -21,6 +22,8 @@ export const CreateKeystore = z
     caName: z.string().regex(/^[A-Za-z0-9 _.-]{1,64}$/, 'letters, digits, space, "_", "." or "-" (1-64)').optional(),
     enclaveValidityDays: z.number().int().min(1).max(10950).default(365),
     backdateSeconds: z.number().int().min(0).max(30 * 86400).default(3600),
+    /** What new enclaves get unless they say: one shared key, or each robot's own key (CSR). */
+    identityMode: z.enum(IDENTITY_MODES).default('shared'),
   })
   .strict();
 
@@ -29,7 +32,10 @@ const PolicyFields = {
   policyArchive: z.string().max(12 * 1024 * 1024).optional(),
   policyFile: z.string().max(255).optional(),
   validityDays: z.number().int().min(1).max(MAX_VALIDITY_DAYS).optional(),
+  /** Absent: the keystore's `identityMode`. */
+  identityMode: z.enum(IDENTITY_MODES).optional(),
 };
+export const PatchEnclave = z.object({ identityMode: z.enum(IDENTITY_MODES) }).strict();
 export const CreateEnclave = z.object({ path: z.string().max(300), ...PolicyFields }).strict();
 export const BatchCreate = z.object({ paths: z.array(z.string().max(300)).min(1).max(MAX_BATCH), ...PolicyFields }).strict();
 export const Rotate = z
@@ -120,7 +126,7 @@ export function keystoresRoutes(
     // One time limit for the policy, its schema check and the permissions made from it.
     const created = await sandbox.within('xml', async () => {
       const policyXml = await policyOf(sandbox, b);
-      return enclaves.create(callerOf(req), req.params.ks!, b.path, { policyXml, validityDays: b.validityDays });
+      return enclaves.create(callerOf(req), req.params.ks!, b.path, { policyXml, validityDays: b.validityDays, identityMode: b.identityMode });
     });
     res.status(201).json(created);
   }));
@@ -128,7 +134,7 @@ export function keystoresRoutes(
     const b = body(req, BatchCreate);
     const created = await sandbox.within('xml', async () => {
       const policyXml = await policyOf(sandbox, b);
-      return enclaves.createMany(callerOf(req), ksParam(req), b.paths, { policyXml, validityDays: b.validityDays });
+      return enclaves.createMany(callerOf(req), ksParam(req), b.paths, { policyXml, validityDays: b.validityDays, identityMode: b.identityMode });
     });
     res.status(201).json({ created: created.length, enclaves: created });
   }));
@@ -151,6 +157,9 @@ export function keystoresRoutes(
   }));
   r.post('/v1/keystores/:ks/enclaves/*/revoke', guards.enclave('manage', inUrl), h((req, res) => {
     res.json(enclaves.revoke(callerOf(req), req.params.ks!, enclavePath(req)));
+  }));
+  r.patch('/v1/keystores/:ks/enclaves/*', guards.enclave('manage', inUrl), h((req, res) => {
+    res.json(enclaves.setIdentityMode(callerOf(req), req.params.ks!, enclavePath(req), body(req, PatchEnclave).identityMode));
   }));
   r.get('/v1/keystores/:ks/enclaves/*', guards.enclave('read', inUrl), h((req, res) => {
     res.json(enclaves.get(callerOf(req), req.params.ks!, enclavePath(req)));

@@ -11,7 +11,7 @@ import type { Sealer } from '../secrets/seal.js';
 import { writeTarGz } from './archive.js';
 import type { IssuingKeystore } from './issuer.js';
 import type { KeystoreMaterial } from './model.js';
-import { KeystoresRepo, type KeystoreRow } from './keystores.repo.js';
+import { KeystoresRepo, type IdentityMode, type KeystoreRow } from './keystores.repo.js';
 import type { XmlSandbox } from '../sandbox/sandbox.js';
 import { writeSros2Keystore } from './sros2-layout.js';
 
@@ -25,6 +25,7 @@ export interface CreateKeystoreInput {
   caName?: string;
   enclaveValidityDays: number;
   backdateSeconds: number;
+  identityMode: IdentityMode;
 }
 
 export interface CaView {
@@ -45,6 +46,8 @@ export interface KeystoreView {
   permissionsCa: CaView;
   enclaveValidityDays: number;
   backdateSeconds: number;
+  /** The identity mode new enclaves get unless they say otherwise. */
+  identityMode: IdentityMode;
   revocations: number;
   createdAt: string;
   updatedAt: string;
@@ -105,6 +108,7 @@ export class KeystoresService {
       permissionsCa: caView(row.permissions_ca_cert),
       enclaveValidityDays: row.validity_days,
       backdateSeconds: row.backdate_seconds,
+      identityMode: row.identity_mode,
       revocations: this.repo.revocations(row.name).length,
       createdAt: row.created_at,
       updatedAt: row.updated_at,
@@ -180,6 +184,8 @@ export class KeystoresService {
       validity_days: input.enclaveValidityDays,
       backdate_seconds: input.backdateSeconds,
       origin: 'generated',
+      identity_mode: input.identityMode,
+      crl_pending: 0,
       created_at: at,
       updated_at: at,
     };
@@ -193,7 +199,7 @@ export class KeystoresService {
         action: 'keystore.create',
         target: input.name,
         grantId: allowedBy,
-        details: { domainId: input.domainId, splitCa: input.splitCa, validityDays: input.validityDays },
+        details: { domainId: input.domainId, splitCa: input.splitCa, validityDays: input.validityDays, identityMode: input.identityMode },
       });
     }).immediate();
     return this.get(caller, input.name);
@@ -282,6 +288,8 @@ export class KeystoresService {
       validity_days: 365,
       backdate_seconds: 3600,
       origin: 'imported',
+      identity_mode: 'shared',
+      crl_pending: 0,
       created_at: at,
       updated_at: at,
     };
@@ -305,6 +313,7 @@ export class KeystoresService {
           permissions_xml: e.permissionsXml,
           permissions_p7s: e.permissionsP7s,
           status: 'active',
+          identity_mode: 'shared',
           created_at: at,
           updated_at: at,
         });
@@ -325,6 +334,7 @@ export class KeystoresService {
   async export(caller: Caller, name: string, includeCaKeys: boolean): Promise<Buffer> {
     const allowedBy = caller.requireAdmin('keystore:export');
     const row = this.row(caller, name);
+    const active = this.repo.allEnclaves(name).filter((e) => e.status === 'active');
     const material: KeystoreMaterial = {
       identityCaCertPem: row.identity_ca_cert,
       permissionsCaCertPem: row.permissions_ca_cert,
@@ -332,9 +342,8 @@ export class KeystoresService {
       governanceXml: row.governance_xml,
       governanceP7s: row.governance_p7s,
       domainId: row.domain_id,
-      enclaves: this.repo
-        .allEnclaves(name)
-        .filter((e) => e.status === 'active')
+      enclaves: active
+        .filter((e) => e.identity_mode === 'shared')
         .map((e) => ({
           path: e.path,
           certPem: e.cert_pem,
@@ -342,6 +351,10 @@ export class KeystoresService {
           permissionsXml: e.permissions_xml,
           permissionsP7s: e.permissions_p7s,
         })),
+      // Robots' keys never left the robots: a per-robot enclave is its permissions, with no key or certificate.
+      perRobotEnclaves: active
+        .filter((e) => e.identity_mode === 'per-robot')
+        .map((e) => ({ path: e.path, permissionsXml: e.permissions_xml, permissionsP7s: e.permissions_p7s })),
     };
     if (includeCaKeys) {
       if (row.identity_ca_key) material.identityCaKeyPem = this.sealer.openText(row.identity_ca_key, caKeyContext(name, 'identity'));
@@ -356,7 +369,7 @@ export class KeystoresService {
       action: 'keystore.export',
       target: name,
       grantId: allowedBy,
-      details: { enclaves: material.enclaves.length, caKeys: includeCaKeys },
+      details: { enclaves: material.enclaves.length, perRobotEnclaves: material.perRobotEnclaves?.length ?? 0, caKeys: includeCaKeys },
     });
     return archive;
   }

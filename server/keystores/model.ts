@@ -11,6 +11,16 @@ export interface EnclaveMaterial {
   permissionsP7s: string;
 }
 
+/**
+ * A per-robot enclave: its signed permissions, and no key or certificate (each robot holds its own, made on the
+ * robot: there is nothing to export). Written as an enclave folder without cert.pem and key.pem.
+ */
+export interface PerRobotEnclaveMaterial {
+  path: string;
+  permissionsXml: string;
+  permissionsP7s: string;
+}
+
 export interface KeystoreMaterial {
   identityCaCertPem: string;
   /** Absent for an import without private keys ("import-only": serves enclaves, cannot issue). */
@@ -24,4 +34,5 @@ export interface KeystoreMaterial {
   /** DDS domain id read from governance (the first domain rule's first id). */
   domainId: number;
   enclaves: EnclaveMaterial[];
+  perRobotEnclaves?: PerRobotEnclaveMaterial[];
 }

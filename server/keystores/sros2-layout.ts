@@ -23,7 +23,7 @@ import {
   sameDistinguishedName,
   validityProblem,
 } from './import-check.js';
-import type { EnclaveMaterial, KeystoreMaterial } from './model.js';
+import type { EnclaveMaterial, KeystoreMaterial, PerRobotEnclaveMaterial } from './model.js';
 
 export interface Sros2ReadResult {
   /** Present only when `problems` is empty. */
@@ -421,7 +421,8 @@ export function writeSros2Keystore(
   file('enclaves/governance.p7s', material.governanceP7s);
 
   const seen = new Set<string>();
-  for (const e of [...material.enclaves].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))) {
+  const all: (EnclaveMaterial | PerRobotEnclaveMaterial)[] = [...material.enclaves, ...(material.perRobotEnclaves ?? [])];
+  for (const e of all.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))) {
     const problem = enclaveNameProblem(e.path);
     if (problem) throw new Error(`writeSros2Keystore: enclave ${JSON.stringify(e.path)}: ${problem}`);
     if (seen.has(e.path)) throw new Error(`writeSros2Keystore: enclave ${e.path} appears twice`);
@@ -436,8 +437,10 @@ export function writeSros2Keystore(
     }
     const base = segments.length === 0 ? 'enclaves' : `enclaves/${segments.join('/')}`;
     const up = '../'.repeat(segments.length); // from the enclave folder back to enclaves/
-    file(`${base}/cert.pem`, e.certPem);
-    file(`${base}/key.pem`, e.keyPem, 0o600);
+    if ('keyPem' in e) {
+      file(`${base}/cert.pem`, e.certPem);
+      file(`${base}/key.pem`, e.keyPem, 0o600);
+    }
     file(`${base}/permissions.xml`, e.permissionsXml);
     file(`${base}/permissions.p7s`, e.permissionsP7s);
     link(`${base}/identity_ca.cert.pem`, `${up}../public/identity_ca.cert.pem`);

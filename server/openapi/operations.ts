@@ -4,7 +4,8 @@ import { LoginBody } from '../auth/auth.routes.js';
 import { CreateBinding } from '../bindings/bindings.routes.js';
 import { BundleQuery } from '../bundles/bundles.routes.js';
 import { CreateGrant, ListQuery as GrantsQuery, PatchGrant } from '../grants/grants.routes.js';
-import { BatchCreate, CreateEnclave, CreateKeystore, ExportQuery, PolicyQuery, Rotate } from '../keystores/keystores.routes.js';
+import { IdentityRequest } from '../identities/identities.routes.js';
+import { BatchCreate, CreateEnclave, CreateKeystore, ExportQuery, PatchEnclave, PolicyQuery, Rotate } from '../keystores/keystores.routes.js';
 import { CreateRobot, Enroll, PatchRobot, Report, RobotLogin, TokenBody } from '../robots/robots.routes.js';
 import { CreateUser, PatchUser } from '../users/users.routes.js';
 
@@ -63,6 +64,18 @@ export const OPERATIONS: Record<string, OperationSpec> = {
     body: { json: Report },
     ok: { status: 204, schema: null },
     also: { 422: INVALID },
+  },
+  'POST /v1/robot/identity': {
+    tag: 'robot',
+    summary: "A certificate for the robot's own key in a per-robot enclave (PKCS#10 CSR, proof of possession)",
+    body: { json: IdentityRequest },
+    ok: { status: 201, schema: 'IssuedIdentity' },
+    also: {
+      404: 'no such enclave bound to this robot',
+      409: 'key-reused (the key was certified before), identity-mode-shared, enclave-expired',
+      422: 'invalid input or invalid-csr (malformed, not P-256, signature does not verify)',
+      429: 'too many requests for this enclave (`Retry-After`)',
+    },
   },
   'GET /v1/robot/bundle': {
     tag: 'robot',
@@ -146,6 +159,13 @@ export const OPERATIONS: Record<string, OperationSpec> = {
     ok: { status: 200, schema: 'Enclave' },
     also: { 404: NOT_FOUND, 422: INVALID },
   },
+  'PATCH /v1/keystores/{ks}/enclaves/{path}': {
+    tag: 'enclaves',
+    summary: "Switch an enclave's identity mode (shared key, or a key per robot)",
+    body: { json: PatchEnclave },
+    ok: { status: 200, schema: 'Enclave' },
+    also: { 404: NOT_FOUND, 409: 'enclave-revoked', 422: INVALID },
+  },
   'POST /v1/keystores/{ks}/enclaves/{path}/revoke': { tag: 'enclaves', summary: 'Revoke: its serial joins the CRL', ok: { status: 200, schema: 'Enclave' }, also: { 404: NOT_FOUND } },
   'DELETE /v1/keystores/{ks}/enclaves/{path}': { tag: 'enclaves', summary: 'Delete an enclave (revoked first) with its bindings', ok: { status: 204, schema: null }, also: { 404: NOT_FOUND } },
 
@@ -161,7 +181,19 @@ export const OPERATIONS: Record<string, OperationSpec> = {
     ok: { status: 201, schema: 'EnrollmentToken' },
     also: { 404: 'no such robot', 409: 'robot-enrolled (mint with reenroll: true)', 422: INVALID },
   },
-  'POST /v1/robots/{name}/revoke-key': { tag: 'robots', summary: "Forget the robot's device key", ok: { status: 200, schema: 'Robot' }, also: { 404: 'no such robot' } },
+  'POST /v1/robots/{name}/revoke-key': { tag: 'robots', summary: "Forget the robot's device key (and revoke its per-robot certificates)", ok: { status: 200, schema: 'Robot' }, also: { 404: 'no such robot' } },
+  'GET /v1/robots/{name}/identities': {
+    tag: 'robots',
+    summary: "The robot's per-robot enclave certificates (serial, validity, status)",
+    ok: { status: 200, schema: 'IdentityList' },
+    also: { 404: NOT_FOUND },
+  },
+  'DELETE /v1/robots/{name}/identities/{ks}/{serial}': {
+    tag: 'robots',
+    summary: "Revoke one of the robot's certificates: that serial alone joins the keystore's CRL",
+    ok: { status: 204, schema: null },
+    also: { 404: 'no such robot or identity (for a member also: not theirs)', 409: 'identity-revoked' },
+  },
 
   'GET /v1/bindings': { tag: 'bindings', summary: 'Bindings on enclaves the caller may read', ok: { status: 200, schema: 'BindingList' } },
   'POST /v1/bindings': {

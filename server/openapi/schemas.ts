@@ -26,6 +26,7 @@ const enclaveSummary = {
   notBefore: time,
   notAfter: time,
   permissionsSource: { type: 'string', enum: ['default', 'policy', 'imported', 'envelope'] },
+  identityMode: { type: 'string', enum: ['shared', 'per-robot'], description: "per-robot: no shared key or certificate (serial ''); each bound robot requests its own" },
   createdAt: time,
   updatedAt: time,
 };
@@ -40,6 +41,7 @@ const keystore = {
   permissionsCa: ref('CaCertificate'),
   enclaveValidityDays: { type: 'integer' },
   backdateSeconds: { type: 'integer' },
+  identityMode: { type: 'string', enum: ['shared', 'per-robot'], description: "what new enclaves get unless they say: one shared key (sros2's way) or each robot's own" },
   revocations: { type: 'integer' },
   createdAt: time,
   updatedAt: time,
@@ -55,6 +57,19 @@ const robot = {
   updatedAt: time,
 };
 const binding = { id: str, keystore: str, enclave: str, robot: str, selector: labels, grant: nullable(str), createdBy: str, createdAt: time };
+const identity = closed(
+  {
+    keystore: str,
+    enclave: str,
+    serial: { type: 'string', pattern: '^[0-9a-f]+$' },
+    notBefore: time,
+    notAfter: time,
+    status: { type: 'string', enum: ['live', 'superseded', 'revoked', 'expired'] },
+    issuedAt: time,
+    revokedAt: time,
+  },
+  ['revokedAt'],
+);
 const envelope = closed({ publish: { type: 'array', items: str }, subscribe: { type: 'array', items: str } });
 
 export const componentSchemas: Record<string, JsonSchema> = {
@@ -105,9 +120,20 @@ export const componentSchemas: Record<string, JsonSchema> = {
         }),
       ),
       enrollmentTokens: { type: 'array', items: closed({ expiresAt: time, reenroll: { type: 'boolean' }, createdBy: str, createdAt: time }) },
+      identities: { type: 'array', items: ref('Identity') },
     },
     ['enrollmentTokens'],
   ),
+  Identity: identity,
+  IdentityList: listOf('identities', 'Identity'),
+  IssuedIdentity: closed({
+    keystore: str,
+    enclave: str,
+    serial: { type: 'string', pattern: '^[0-9a-f]+$' },
+    notAfter: time,
+    certificate: str,
+    revision: str,
+  }),
   Enrolled: closed({ robot: ref('Robot') }),
   EnrollmentToken: closed({ token: str, expiresAt: time, reenroll: { type: 'boolean' } }),
   // As made: whether it holds (`status`) is told when bindings are listed.
@@ -124,7 +150,19 @@ export const componentSchemas: Record<string, JsonSchema> = {
       type: 'array',
       items: closed({
         name: str,
-        enclaves: { type: 'array', items: closed({ path: str, notAfter: time, files: { type: 'object', additionalProperties: str } }) },
+        enclaves: {
+          type: 'array',
+          items: closed(
+            {
+              path: str,
+              notAfter: time,
+              identity: { type: 'string', enum: ['per-robot'], description: 'absent: shared (key.pem is in files)' },
+              identitySerial: { type: 'string', pattern: '^[0-9a-f]+$', description: "per-robot: the serial of the robot's own cert.pem" },
+              files: { type: 'object', additionalProperties: str },
+            },
+            ['identity', 'identitySerial'],
+          ),
+        },
       }),
     },
   }),

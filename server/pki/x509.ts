@@ -51,10 +51,10 @@ export interface CertificateSpec {
   serial?: Buffer;
 }
 
-/** 20 random bytes, top bit cleared (positive, ~159 bits); never a leading zero byte so it stays 20 octets. */
-export function randomSerial(): Buffer {
+/** `bytes` random bytes (default 20), top bit cleared (positive); never a leading zero byte so it keeps its length. */
+export function randomSerial(bytes = 20): Buffer {
   for (;;) {
-    const serial = randomBytes(20);
+    const serial = randomBytes(bytes);
     serial[0]! &= 0x7f;
     if (serial[0] !== 0) return serial;
   }

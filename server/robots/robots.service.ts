@@ -3,6 +3,7 @@ import type { Labels } from '../acl/acl.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { Caller } from '../acl/caller.js';
 import type { RobotPrincipal } from '../auth/principal.js';
+import type { IdentityView } from '../identities/identities.service.js';
 import { robotTokenVersion, type IssuedToken, type TokenIssuer } from '../auth/tokens.js';
 import type { Db } from '../db/database.js';
 import { Conflict, InvalidInput, NotFound, TooManyRequests, Unauthorized } from '../errors.js';
@@ -24,6 +25,8 @@ export interface RobotView {
 
 export interface RobotDetail extends RobotView {
   report: RobotReport | null;
+  /** Per-robot enclave certificates it was issued (those on enclaves the caller may read). */
+  identities: IdentityView[];
   /** Administrators only: unused enrollment tokens (never the tokens themselves). */
   enrollmentTokens?: EnrollmentTokenInfo[];
 }
@@ -50,9 +53,18 @@ export interface RobotsServiceOptions {
   failureWindowMs: number;
 }
 
+/** What the robot registry needs of per-robot identities (server/identities), which are built after it. */
+export interface RobotIdentities {
+  visible(caller: Caller, robot: string): IdentityView[];
+  /** Inside a write transaction: revokes every certificate of the robot still good; the keystores whose CRL changed. */
+  revokeAllOf(robot: string): { keystores: string[]; serials: string[] };
+}
+
 /** The robot registry, enrollment (one-time tokens, device keys) and robot login. */
 export class RobotsService {
   readonly repo: RobotsRepo;
+  /** Set once when the app is built (the identities service needs this registry's repository first). */
+  identities: RobotIdentities = { visible: () => [], revokeAllOf: () => ({ keystores: [], serials: [] }) };
   private readonly failures: FailureWindow;
   private readonly deviceKeys = new Map<string, DeviceKey>();
   private lastJtiPurge = -Infinity;
@@ -106,7 +118,7 @@ export class RobotsService {
     if (report && !caller.isAdmin) {
       report.enclaves = report.enclaves.filter((e) => caller.can('read', e.keystore, e.path));
     }
-    const detail: RobotDetail = { ...toRobotView(r), report };
+    const detail: RobotDetail = { ...toRobotView(r), report, identities: this.identities.visible(caller, name) };
     if (caller.isAdmin) detail.enrollmentTokens = this.repo.outstandingEnrollmentTokens(name, this.now().toISOString());
     return detail;
   }
@@ -133,14 +145,21 @@ export class RobotsService {
     return toRobotView(this.robot(name));
   }
 
-  /** Its enrollment tokens, bindings and report go with it (foreign keys). */
+  /**
+   * Its enrollment tokens, bindings, report and identity rows go with it (foreign keys); the per-robot
+   * certificates it held are revoked first, so a copy of them is refused by every peer with the new CRL.
+   */
   delete(caller: Caller, name: string): void {
     const allowedBy = caller.requireAdmin('robot:manage');
-    this.db.transaction(() => {
-      if (!this.repo.remove(name)) throw new NotFound(`no robot "${name}"`);
-      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'robot.delete', target: name, grantId: allowedBy });
+    const revoked = this.db.transaction(() => {
+      if (!this.repo.get(name)) throw new NotFound(`no robot "${name}"`);
+      const identities = this.identities.revokeAllOf(name);
+      this.repo.remove(name);
+      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'robot.delete', target: name, grantId: allowedBy, details: { revokedSerials: identities.serials } });
+      return identities.keystores;
     }).immediate();
     this.changes.publish({ kind: 'robot', robot: name });
+    for (const keystore of revoked) this.changes.publish({ kind: 'keystore', keystore });
   }
 
   /**
@@ -149,21 +168,25 @@ export class RobotsService {
    */
   revokeKey(caller: Caller, name: string): RobotView {
     const allowedBy = caller.requireAdmin('robot:manage');
-    this.db.transaction(() => {
+    const revoked = this.db.transaction(() => {
       const r = this.robot(name);
       const at = this.now().toISOString();
       this.repo.setKey(name, null, at);
       const burnt = this.repo.burnAllEnrollmentTokens(name, at);
+      // A robot whose device key is revoked may be in someone else's hands: its enclave certificates go too.
+      const identities = this.identities.revokeAllOf(name);
       this.audit.record({
         actor: caller.name,
         actorKind: 'user',
         action: 'robot.revoke-key',
         target: name,
         grantId: allowedBy,
-        details: { keyFingerprint: r.keyId, enrollmentTokensBurnt: burnt },
+        details: { keyFingerprint: r.keyId, enrollmentTokensBurnt: burnt, revokedSerials: identities.serials },
       });
+      return identities.keystores;
     }).immediate();
     this.changes.publish({ kind: 'robot', robot: name });
+    for (const keystore of revoked) this.changes.publish({ kind: 'keystore', keystore });
     return toRobotView(this.robot(name));
   }
 

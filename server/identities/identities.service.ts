@@ -1,0 +1,281 @@
+import type { Caller } from '../acl/caller.js';
+import type { AuditService } from '../audit/audit.service.js';
+import type { RobotPrincipal } from '../auth/principal.js';
+import type { BindingsService } from '../bindings/bindings.service.js';
+import type { Db } from '../db/database.js';
+import { Conflict, NotFound, TooManyRequests } from '../errors.js';
+import type { ChangeFeed } from '../events/changes.js';
+import type { KeystoreCrls } from '../keystores/crl.js';
+import type { EnclaveRow, KeystoreRow } from '../keystores/keystores.repo.js';
+import type { KeystoresService } from '../keystores/keystores.service.js';
+import { inspectCertificate, issueCertificate, randomSerial, readCsr } from '../pki/index.js';
+import type { RobotsRepo } from '../robots/robots.repo.js';
+import { IdentitiesRepo, type IdentityRow } from './identities.repo.js';
+
+/** What happens to a robot's previous certificate for an enclave when it gets a new one. */
+export type ReissuePolicy = 'revoke' | 'expire';
+
+export interface IdentityOptions {
+  /** `revoke` (default): the previous serial joins the CRL. `expire`: it is only superseded, left to expire. */
+  reissue: ReissuePolicy;
+  /** Issuances one robot may get for one enclave in a burst... */
+  burst: number;
+  /** ...and per hour, on average. */
+  perHour: number;
+}
+
+export const DEFAULT_IDENTITY_OPTIONS: IdentityOptions = { reissue: 'revoke', burst: 3, perHour: 10 };
+
+export interface IssueInput {
+  keystore: string;
+  enclave: string;
+  csr: string;
+}
+
+export interface IssuedIdentity {
+  keystore: string;
+  enclave: string;
+  serial: string;
+  notAfter: string;
+  certificate: string;
+  /** The robot's bundle revision once this certificate is in it. */
+  revision: string;
+}
+
+export interface IdentityView {
+  keystore: string;
+  enclave: string;
+  serial: string;
+  notBefore: string;
+  notAfter: string;
+  status: 'live' | 'superseded' | 'revoked' | 'expired';
+  issuedAt: string;
+  revokedAt?: string;
+}
+
+/** Serials as the bundle's `identitySerial` and the API show them: lower-case hex, no colons. */
+export const serialOut = (serial: string) => serial.toLowerCase();
+/** Serials as stored (inspectCertificate's form): upper-case hex. */
+const serialIn = (serial: string) => serial.replace(/:/g, '').toUpperCase();
+
+const SERIAL_BYTES = 16;
+const HOUR_MS = 3_600_000;
+
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
+/**
+ * Per-robot enclave identities: a robot proves it holds a fresh P-256 key (a PKCS#10 signed by it) and gets a
+ * certificate for the enclave's subject, signed by the keystore's identity CA, with a serial of its own. The
+ * server never sees the key. Revoking one robot's certificate puts that serial alone on the CRL: every other
+ * robot keeps its certificate, byte for byte.
+ */
+export class IdentitiesService {
+  readonly repo: IdentitiesRepo;
+  /** Token buckets per robot and enclave, in memory (one server process holds the state). */
+  private readonly buckets = new Map<string, Bucket>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly keystores: KeystoresService,
+    private readonly crls: KeystoreCrls,
+    private readonly bindings: BindingsService,
+    private readonly robots: RobotsRepo,
+    private readonly audit: AuditService,
+    private readonly changes: ChangeFeed,
+    private readonly now: () => Date,
+    /** The robot's bundle revision now (the bundle service's). */
+    private readonly revisionOf: (robot: string) => string,
+    private readonly opts: IdentityOptions = DEFAULT_IDENTITY_OPTIONS,
+  ) {
+    this.repo = new IdentitiesRepo(db);
+  }
+
+  /**
+   * The enclave the robot may request an identity for: bound to it by the same rule as its bundle
+   * (`enclavesFor`), active, per-robot. Anything else is 404, so a robot learns nothing about enclaves not
+   * bound to it.
+   */
+  private target(robot: string, keystore: string, enclave: string): { ks: KeystoreRow; row: EnclaveRow } {
+    const missing = () => new NotFound(`no enclave ${keystore}:${enclave} bound to this robot`);
+    const record = this.robots.get(robot);
+    if (!record) throw missing();
+    if (!this.bindings.enclavesFor(robot, record.labels).some((t) => t.keystore === keystore && t.enclave === enclave)) throw missing();
+    const ks = this.keystores.repo.get(keystore);
+    const row = ks && this.keystores.repo.getEnclave(keystore, enclave);
+    if (!ks || !row || row.status !== 'active') throw missing();
+    if (row.identity_mode !== 'per-robot') {
+      throw new Conflict(`enclave ${keystore}:${enclave} has one shared identity (in the bundle): it takes no certificate requests`, 'identity-mode-shared');
+    }
+    return { ks, row };
+  }
+
+  issue(robot: RobotPrincipal, input: IssueInput): IssuedIdentity {
+    const { keystore, enclave } = input;
+    const { ks, row } = this.target(robot.name, keystore, enclave);
+    const bucketKey = `${robot.name}\0${keystore}\0${enclave}`;
+    const nowMs = this.now().getTime();
+    const bucket = this.refill(bucketKey, nowMs);
+    if (bucket.tokens < 1) {
+      const waitMs = ((1 - bucket.tokens) * HOUR_MS) / this.opts.perHour;
+      throw new TooManyRequests(`too many identities requested for ${keystore}:${enclave}: try again later`, Math.max(1, Math.ceil(waitMs / 1000)));
+    }
+    if (new Date(row.not_after).getTime() <= nowMs) {
+      throw new Conflict(`enclave ${keystore}:${enclave} has expired: an administrator must rotate it`, 'enclave-expired');
+    }
+    const csr = readCsr(input.csr);
+    if (this.repo.seen(csr.spkiSha256)) throw keyReused();
+    const signer = this.keystores.signingKeystore(ks);
+    const certificate = issueCertificate({
+      subjectCN: enclave,
+      publicKeyPem: csr.publicKey,
+      issuer: signer.identityCa,
+      notBefore: new Date(row.not_before),
+      notAfter: new Date(row.not_after),
+      profile: 'enclave',
+      serial: randomSerial(SERIAL_BYTES),
+    });
+    const serial = inspectCertificate(certificate).serialHex;
+    const at = this.now().toISOString();
+    this.db
+      .transaction(() => {
+        // Everything decided above is decided again here, in the write transaction: the binding, the
+        // enclave's state and the key's freshness may have changed since they were first looked at.
+        const now = this.target(robot.name, keystore, enclave);
+        if (now.row.updated_at !== row.updated_at) throw new Conflict(`enclave ${keystore}:${enclave} changed meanwhile: try again`);
+        if (this.robots.get(robot.name)?.keyId !== robot.keyId) throw new NotFound(`no enclave ${keystore}:${enclave} bound to this robot`);
+        if (!this.repo.see(csr.spkiSha256, at)) throw keyReused();
+        const old = this.repo.liveOf(robot.name, keystore, enclave);
+        for (const o of old) {
+          if (this.opts.reissue === 'revoke') {
+            this.repo.revoke(keystore, o.serial, at);
+            this.crls.revokeBatched(now.ks, o.serial, enclave);
+          } else this.repo.supersede(keystore, o.serial, at);
+        }
+        this.repo.insert({
+          keystore,
+          serial,
+          robot: robot.name,
+          enclave,
+          spki_sha256: csr.spkiSha256,
+          cert_pem: certificate,
+          not_before: row.not_before,
+          not_after: row.not_after,
+          issued_at: at,
+        });
+        this.audit.record({
+          actor: robot.name,
+          actorKind: 'robot',
+          action: 'identity.issue',
+          target: `${keystore}:${enclave}`,
+          details: { robot: robot.name, serial: serialOut(serial), notAfter: row.not_after, previous: old.map((o) => serialOut(o.serial)), previousPolicy: this.opts.reissue },
+        });
+      })
+      .immediate();
+    bucket.tokens -= 1;
+    // Only this robot's bundle changes now (its cert.pem); the CRL listing the previous serial follows in a batch.
+    this.changes.publish({ kind: 'robot', robot: robot.name });
+    return { keystore, enclave, serial: serialOut(serial), notAfter: row.not_after, certificate, revision: this.revisionOf(robot.name) };
+  }
+
+  private refill(key: string, t: number): Bucket {
+    const b = this.buckets.get(key) ?? { tokens: this.opts.burst, at: t };
+    b.tokens = Math.min(this.opts.burst, b.tokens + ((t - b.at) / HOUR_MS) * this.opts.perHour);
+    b.at = t;
+    this.buckets.set(key, b);
+    if (this.buckets.size > 200_000) {
+      for (const [k, v] of this.buckets) if (v.tokens + ((t - v.at) / HOUR_MS) * this.opts.perHour >= this.opts.burst) this.buckets.delete(k);
+    }
+    return b;
+  }
+
+  private view(r: IdentityRow, nowMs: number): IdentityView {
+    const status = r.status === 'live' && new Date(r.not_after).getTime() <= nowMs ? 'expired' : r.status;
+    return {
+      keystore: r.keystore,
+      enclave: r.enclave,
+      serial: serialOut(r.serial),
+      notBefore: r.not_before,
+      notAfter: r.not_after,
+      status,
+      issuedAt: r.issued_at,
+      ...(r.revoked_at ? { revokedAt: r.revoked_at } : {}),
+    };
+  }
+
+  /** The robot's identities the caller may read (a member: on enclaves they may read, of robots they may see). */
+  list(caller: Caller, robot: string): IdentityView[] {
+    const r = this.robots.get(robot);
+    if (!r) throw new NotFound(`no robot "${robot}"`);
+    if (!caller.robotVisible(r.labels)) throw caller.robotNotVisible(robot);
+    return this.visible(caller, robot);
+  }
+
+  /** As `list`, for a robot the caller is known to see (its detail page). */
+  visible(caller: Caller, robot: string): IdentityView[] {
+    const nowMs = this.now().getTime();
+    return this.repo
+      .forRobot(robot)
+      .filter((i) => caller.isAdmin || caller.can('read', i.keystore, i.enclave))
+      .map((i) => this.view(i, nowMs));
+  }
+
+  /** Revokes one certificate of one robot: that serial alone joins the CRL. Needs `manage` on its enclave. */
+  revoke(caller: Caller, robot: string, keystore: string, serial: string): void {
+    const r = this.robots.get(robot);
+    if (!r) throw new NotFound(`no robot "${robot}"`);
+    if (!caller.robotVisible(r.labels)) throw caller.robotNotVisible(robot);
+    const stored = serialIn(serial);
+    const found = /^[0-9A-F]{1,40}$/.test(stored) ? this.repo.get(keystore, stored) : undefined;
+    if (!found || found.robot !== robot) throw new NotFound(`robot ${robot} has no identity ${serial} in keystore ${keystore}`);
+    caller.require({ capability: 'read', keystore, enclave: found.enclave });
+    const grant = caller.require({ capability: 'manage', keystore, enclave: found.enclave });
+    this.db
+      .transaction(() => {
+        const ks = this.keystores.repo.get(keystore);
+        if (!ks) throw new NotFound(`no keystore "${keystore}"`);
+        if (!this.repo.revoke(keystore, stored, this.now().toISOString())) {
+          throw new Conflict(`identity ${serialOut(stored)} of robot ${robot} is revoked already`, 'identity-revoked');
+        }
+        this.crls.revokeNow(ks, [{ serial: stored, enclave: found.enclave }]);
+        this.audit.record({
+          actor: caller.name,
+          actorKind: 'user',
+          action: 'identity.revoke',
+          target: `${keystore}:${found.enclave}`,
+          grantId: grant,
+          details: { robot, serial: serialOut(stored) },
+        });
+      })
+      .immediate();
+    // The CRL changed: every robot of the keystore gets the new crl.pem (their certificates stay as they are).
+    this.changes.publish({ kind: 'keystore', keystore });
+  }
+
+  /**
+   * Inside the caller's write transaction (a robot deleted, its device key revoked): every certificate of the
+   * robot that is still good joins its keystore's CRL, at once. Returns the keystores whose CRL changed (the
+   * caller publishes them once the transaction has committed) and the serials.
+   */
+  revokeAllOf(robot: string): { keystores: string[]; serials: string[] } {
+    const at = this.now().toISOString();
+    const byKeystore = new Map<string, { serial: string; enclave: string }[]>();
+    for (const i of this.repo.unrevokedOfRobot(robot)) {
+      this.repo.revoke(i.keystore, i.serial, at);
+      let list = byKeystore.get(i.keystore);
+      if (!list) byKeystore.set(i.keystore, (list = []));
+      list.push({ serial: i.serial, enclave: i.enclave });
+    }
+    const serials: string[] = [];
+    for (const [name, list] of byKeystore) {
+      const ks = this.keystores.repo.get(name);
+      if (ks) this.crls.revokeNow(ks, list);
+      serials.push(...list.map((l) => serialOut(l.serial)));
+    }
+    return { keystores: [...byKeystore.keys()], serials };
+  }
+}
+
+const keyReused = () => new Conflict('this public key was certified before: make a new key for every request', 'key-reused');
