@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Admin, serverBuilt, startServer, type RealServer } from './helpers/agent-server.js';
+import { Admin, serverBuilt, startServer, tearDownAgentTest, type RealServer } from './helpers/agent-server.js';
 import { enrollAgent, exists, spawnAgent, shmDir, waitUntil, type AgentProc } from './helpers/agent-proc.js';
 import { openssl } from './helpers/openssl.js';
 import { ddsPairCheck, ddsUnavailable } from './helpers/tools.js';
@@ -53,13 +53,7 @@ before(async () => {
     robots[key] = { name, stateDir, rt };
   }
 });
-after(async () => {
-  for (const p of procs) p.child.kill('SIGKILL');
-  admin?.close();
-  await server?.stop();
-  fs.rmSync(base, { recursive: true, force: true });
-  for (const d of shm) fs.rmSync(d, { recursive: true, force: true });
-});
+after(() => tearDownAgentTest({ procs, admin, server, dirs: [base, ...shm] }));
 
 function spawn(args: string[]): AgentProc {
   const p = spawnAgent(args);
