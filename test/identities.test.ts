@@ -61,13 +61,16 @@ describe('per-robot enclave identities', () => {
     return { keyFile, keyPem: fs.readFileSync(keyFile, 'utf8'), csrPem: fs.readFileSync(path.join(dir, 'csr.pem'), 'utf8') };
   }
 
+  /** An assertion's times from the test's clock, which the rate-limit test moves ahead of the real one. */
+  const atClock = () => ({ iat: Math.floor(clock / 1000), exp: Math.floor(clock / 1000) + 120 });
+
   async function robot(name: string, labels: Record<string, string> = {}): Promise<string> {
     await app().post('/v1/robots').set(A()).send({ name, labels }).expect(201);
     const t = await app().post(`/v1/robots/${name}/enrollment-tokens`).set(A()).send({}).expect(201);
     ctx.secrets.add(t.body.token);
     const key: DeviceKey = deviceKey();
     await app().post('/v1/enroll').send({ token: t.body.token, publicKey: key.publicKeyPem }).expect(201);
-    const login = await app().post('/v1/auth/robot').send({ assertion: assertion(name, key) }).expect(200);
+    const login = await app().post('/v1/auth/robot').send({ assertion: assertion(name, key, atClock()) }).expect(200);
     ctx.secrets.add(login.body.token);
     return login.body.token as string;
   }
@@ -244,5 +247,193 @@ describe('per-robot enclave identities', () => {
     assert.equal(sharedRes.body.error.code, 'identity-mode-shared');
     assert.equal((await app().post('/v1/robot/identity').send({ keystore: ks.name, enclave: '/r/one', csr: csr().csrPem })).status, 401);
     assert.equal((await app().post('/v1/robot/identity').set(bearer(t)).send({ keystore: ks.name, enclave: '/r/one', csr: 'x'.repeat(17 * 1024) })).status, 422);
+  });
+
+  test('rate limit per robot and enclave: 429 with Retry-After, refilled as the clock moves', async () => {
+    const ks = await keystore('per-robot');
+    await app().post(`/v1/keystores/${ks.name}/enclaves:batch`).set(A()).send({ paths: ['/rl/a', '/rl/b'] }).expect(201);
+    const t = await robot('limited', { rl: 'yes' });
+    await app().post('/v1/bindings').set(A()).send({ keystore: ks.name, enclave: '/rl/a', selector: { rl: 'yes' } }).expect(201);
+    await app().post('/v1/bindings').set(A()).send({ keystore: ks.name, enclave: '/rl/b', selector: { rl: 'yes' } }).expect(201);
+    for (let i = 0; i < 3; i++) assert.equal((await issue(t, ks.name, '/rl/a', csr().csrPem)).status, 201, `burst ${i}`);
+    const limited = await issue(t, ks.name, '/rl/a', csr().csrPem);
+    assert.equal(limited.status, 429, JSON.stringify(limited.body));
+    const wait = Number(limited.headers['retry-after']);
+    assert.ok(Number.isInteger(wait) && wait >= 1 && wait <= 360, `Retry-After ${limited.headers['retry-after']}`);
+    assert.equal((await issue(t, ks.name, '/rl/b', csr().csrPem)).status, 201, 'another enclave has its own budget');
+    clock += wait * 1000;
+    assert.equal((await issue(t, ks.name, '/rl/a', csr().csrPem)).status, 201, 'after Retry-After seconds one more is allowed');
+    assert.equal((await issue(t, ks.name, '/rl/a', csr().csrPem)).status, 429);
+  });
+
+  test("re-issue revokes the previous serial in a batch per keystore; revoking one robot's identity touches only the CRL for others", async () => {
+    const ks = await keystore('per-robot');
+    await app().post(`/v1/keystores/${ks.name}/enclaves`).set(A()).send({ path: '/fleet/driver' }).expect(201);
+    await app().post('/v1/bindings').set(A()).send({ keystore: ks.name, enclave: '/fleet/driver', selector: { site: 'crl' } }).expect(201);
+    const names = ['crl-a', 'crl-b', 'crl-c', 'crl-d'];
+    const tokens = await Promise.all(names.map((r) => robot(r, { site: 'crl' })));
+    const first = [] as Json[];
+    for (const t of tokens) first.push((await issue(t, ks.name, '/fleet/driver', csr().csrPem).expect(201)).body);
+    assert.deepEqual(crlSerials(ks.name, ks.caFile), []);
+
+    // A boot storm: robots a, b and c restart and ask again. Their old serials are recorded at once...
+    const keystoreChanges: string[] = [];
+    const stop = ctx.services.changes.subscribe((c) => c.kind === 'keystore' && keystoreChanges.push(c.keystore));
+    const second = [] as Json[];
+    for (const t of tokens.slice(0, 3)) second.push((await issue(t, ks.name, '/fleet/driver', csr().csrPem).expect(201)).body);
+    const ids = (await app().get('/v1/robots/crl-a/identities').set(A()).expect(200)).body.identities as Json[];
+    assert.deepEqual(ids.map((i) => [i.serial, i.status]), [[second[0]!.serial, 'live'], [first[0]!.serial, 'revoked']]);
+    // ...and signed into the CRL together: one re-signing, one fleet-wide update, not one per robot.
+    assert.deepEqual(crlSerials(ks.name, ks.caFile), [], 'not signed per robot');
+    assert.deepEqual(keystoreChanges, []);
+    assert.equal(ctx.services.crls.flush(ks.name), true);
+    assert.equal(ctx.services.crls.flush(ks.name), false, 'nothing left to sign');
+    stop();
+    assert.deepEqual(keystoreChanges, [ks.name]);
+    assert.deepEqual(crlSerials(ks.name, ks.caFile), first.slice(0, 3).map((f) => f.serial.toUpperCase()).sort());
+
+    // An administrator revokes robot b's current identity: that serial alone joins the CRL, at once.
+    const tb = tokens[1]!;
+    const td = tokens[3]!;
+    const beforeD = await bundleOf(td);
+    const beforeA = await bundleOf(tokens[0]!);
+    const revokedCrlBefore = crlSerials(ks.name, ks.caFile);
+    await app().delete(`/v1/robots/crl-b/identities/${ks.name}/${second[1]!.serial}`).set(A()).expect(204);
+    assert.deepEqual(crlSerials(ks.name, ks.caFile), [...revokedCrlBefore, second[1]!.serial.toUpperCase()].sort());
+    const crlText = ok(['crl', '-in', path.join(work, `${ks.name}.crl.pem`), '-noout', '-text']);
+    assert.equal((crlText.match(/Serial Number:/g) ?? []).length, 4);
+    // Other robots: the same certificate bytes, a new crl.pem, no other change.
+    const afterD = await bundleOf(td);
+    const ed0 = enclaveIn(beforeD, ks.name, '/fleet/driver')!;
+    const ed1 = enclaveIn(afterD, ks.name, '/fleet/driver')!;
+    assert.equal(ed1.files['cert.pem'], ed0.files['cert.pem']);
+    assert.equal(ed1.identitySerial, first[3]!.serial);
+    assert.notEqual(ed1.files['crl.pem'], ed0.files['crl.pem']);
+    assert.deepEqual({ ...ed1.files, 'crl.pem': null }, { ...ed0.files, 'crl.pem': null });
+    assert.equal(enclaveIn(await bundleOf(tokens[0]!), ks.name, '/fleet/driver')!.files['cert.pem'], enclaveIn(beforeA, ks.name, '/fleet/driver')!.files['cert.pem']);
+    // Robot b: no certificate in its bundle any more; its own is refused with the new CRL, d's still verifies.
+    const eb = enclaveIn(await bundleOf(tb), ks.name, '/fleet/driver')!;
+    assert.equal(eb.files['cert.pem'], undefined);
+    assert.equal(eb.identitySerial, undefined);
+    const crlPem = (ctx.db.prepare('SELECT crl_pem FROM keystores WHERE name = ?').get(ks.name) as { crl_pem: string }).crl_pem;
+    const refusedB = verifyAt(ks.caFile, second[1]!.certificate, crlPem);
+    assert.notEqual(refusedB.status, 0);
+    assert.match(refusedB.out, /certificate revoked/);
+    const stillD = verifyAt(ks.caFile, first[3]!.certificate, crlPem);
+    assert.equal(stillD.status, 0, stillD.out);
+    // Shown on the robot's page and audited.
+    const page = (await app().get('/v1/robots/crl-b').set(A()).expect(200)).body;
+    assert.deepEqual(page.identities.map((i: Json) => i.status), ['revoked', 'revoked']);
+    const audit = (await app().get('/v1/audit?action=identity.revoke').set(A()).expect(200)).body.entries as Json[];
+    assert.deepEqual(audit[0]!.details, { robot: 'crl-b', serial: second[1]!.serial });
+    assert.equal((await app().delete(`/v1/robots/crl-b/identities/${ks.name}/${second[1]!.serial}`).set(A())).status, 409);
+    assert.equal((await app().delete(`/v1/robots/crl-a/identities/${ks.name}/${second[1]!.serial}`).set(A())).status, 404, "another robot's serial");
+    // Robot b asks again with a new key and is back.
+    assert.equal((await issue(tb, ks.name, '/fleet/driver', csr().csrPem)).status, 201);
+  });
+
+  test('deleting a robot or revoking its device key revokes its live serials', async () => {
+    const ks = await keystore('per-robot');
+    await app().post(`/v1/keystores/${ks.name}/enclaves:batch`).set(A()).send({ paths: ['/gone/one', '/gone/two'] }).expect(201);
+    for (const e of ['/gone/one', '/gone/two']) await app().post('/v1/bindings').set(A()).send({ keystore: ks.name, enclave: e, selector: { gone: 'yes' } }).expect(201);
+    const td = await robot('to-delete', { gone: 'yes' });
+    const tk = await robot('key-revoked', { gone: 'yes' });
+    const tstay = await robot('stays', { gone: 'yes' });
+    const serials: Record<string, string[]> = { 'to-delete': [], 'key-revoked': [], stays: [] };
+    for (const [name, t] of [['to-delete', td], ['key-revoked', tk], ['stays', tstay]] as const) {
+      for (const e of ['/gone/one', '/gone/two']) serials[name]!.push((await issue(t, ks.name, e, csr().csrPem).expect(201)).body.serial);
+    }
+    await app().delete('/v1/robots/to-delete').set(A()).expect(204);
+    assert.deepEqual(crlSerials(ks.name, ks.caFile), serials['to-delete']!.map((s) => s.toUpperCase()).sort());
+    await app().post('/v1/robots/key-revoked/revoke-key').set(A()).expect(200);
+    assert.deepEqual(crlSerials(ks.name, ks.caFile), [...serials['to-delete']!, ...serials['key-revoked']!].map((s) => s.toUpperCase()).sort());
+    const ids = (await app().get('/v1/robots/key-revoked/identities').set(A()).expect(200)).body.identities as Json[];
+    assert.deepEqual(ids.map((i) => i.status), ['revoked', 'revoked']);
+    assert.deepEqual(((await app().get('/v1/robots/stays/identities').set(A()).expect(200)).body.identities as Json[]).map((i) => i.status), ['live', 'live']);
+    const audit = (await app().get('/v1/audit?action=robot.delete').set(A()).expect(200)).body.entries as Json[];
+    assert.deepEqual([...audit[0]!.details.revokedSerials].sort(), [...serials['to-delete']!].sort());
+  });
+
+  test('--identity-reissue expire: the previous certificate is superseded, not revoked', async () => {
+    const other = await makeTestApp({ now: () => new Date(clock), identityReissue: 'expire', crlBatchMs: 3_600_000 });
+    try {
+      const oa = bearer(await other.adminToken());
+      await request(other.app).post('/v1/keystores').set(oa).send({ name: 'exp', identityMode: 'per-robot' }).expect(201);
+      await request(other.app).post('/v1/keystores/exp/enclaves').set(oa).send({ path: '/e' }).expect(201);
+      await request(other.app).post('/v1/robots').set(oa).send({ name: 'r1' }).expect(201);
+      const tk = await request(other.app).post('/v1/robots/r1/enrollment-tokens').set(oa).send({}).expect(201);
+      other.secrets.add(tk.body.token);
+      const key = deviceKey();
+      await request(other.app).post('/v1/enroll').send({ token: tk.body.token, publicKey: key.publicKeyPem }).expect(201);
+      const t = (await request(other.app).post('/v1/auth/robot').send({ assertion: assertion('r1', key, atClock()) }).expect(200)).body.token as string;
+      other.secrets.add(t);
+      await request(other.app).post('/v1/bindings').set(oa).send({ keystore: 'exp', enclave: '/e', robot: 'r1' }).expect(201);
+      const one = (await request(other.app).post('/v1/robot/identity').set(bearer(t)).send({ keystore: 'exp', enclave: '/e', csr: csr().csrPem }).expect(201)).body;
+      const two = (await request(other.app).post('/v1/robot/identity').set(bearer(t)).send({ keystore: 'exp', enclave: '/e', csr: csr().csrPem }).expect(201)).body;
+      const ids = (await request(other.app).get('/v1/robots/r1/identities').set(oa).expect(200)).body.identities as Json[];
+      assert.deepEqual(ids.map((i) => [i.serial, i.status]), [[two.serial, 'live'], [one.serial, 'superseded']]);
+      assert.equal(other.services.crls.flush('exp'), false);
+      assert.equal((other.db.prepare("SELECT crl_pem FROM keystores WHERE name = 'exp'").get() as Json).crl_pem, null);
+    } finally {
+      other.services.crls.close();
+      other.services.bundles.close();
+      other.close();
+    }
+  });
+
+  test('export of a per-robot keystore: CA material, permissions, governance, no robot keys; import still works', async () => {
+    const ks = await keystore('per-robot');
+    await app().post(`/v1/keystores/${ks.name}/enclaves`).set(A()).send({ path: '/ex/own' }).expect(201);
+    await app().post(`/v1/keystores/${ks.name}/enclaves`).set(A()).send({ path: '/ex/shared', identityMode: 'shared' }).expect(201);
+    const t = await robot('exporter');
+    await app().post('/v1/bindings').set(A()).send({ keystore: ks.name, enclave: '/ex/own', robot: 'exporter' }).expect(201);
+    await issue(t, ks.name, '/ex/own', csr().csrPem).expect(201);
+    const res = await app().get(`/v1/keystores/${ks.name}/export`).set(A()).buffer(true).parse(binaryParser).expect(200);
+    const dir = path.join(work, `export-${ks.name}`);
+    untar(res.body as Buffer, dir);
+    const own = path.join(dir, 'keystore', 'enclaves', 'ex', 'own');
+    assert.deepEqual(fs.readdirSync(own).sort(), ['governance.p7s', 'identity_ca.cert.pem', 'permissions.p7s', 'permissions.xml', 'permissions_ca.cert.pem']);
+    assert.ok(fs.existsSync(path.join(dir, 'keystore', 'enclaves', 'ex', 'shared', 'key.pem')), 'a shared enclave still has its key');
+    assert.ok(fs.existsSync(path.join(dir, 'keystore', 'public', 'ca.cert.pem')));
+    assert.ok(fs.existsSync(path.join(dir, 'keystore', 'enclaves', 'governance.p7s')));
+    const signed = openssl(['smime', '-verify', '-in', path.join(own, 'permissions.p7s'), '-CAfile', path.join(own, 'permissions_ca.cert.pem'), '-purpose', 'any', '-attime', String(Math.floor(new Date(new X509Certificate(ks.ca).validFrom).getTime() / 1000) + 7200)]);
+    assert.equal(signed.status, 0, signed.out);
+    assert.match(signed.stdout, /subject_name>CN=\/ex\/own</);
+    const imported = await app().post(`/v1/keystores/${ks.name}_copy/import`).set(A()).type('application/gzip').send(res.body as Buffer);
+    assert.equal(imported.status, 201, JSON.stringify(imported.body));
+    assert.equal(imported.body.enclaves, 1, 'the shared enclave; a per-robot folder holds no identity to import');
+  });
+
+  test('switching modes: shared → per-robot drops the shared key and revokes its serial; back issues a new one and revokes the robots\' serials', async () => {
+    const ks = await keystore();
+    const created = await app().post(`/v1/keystores/${ks.name}/enclaves`).set(A()).send({ path: '/sw/driver' }).expect(201);
+    const t = await robot('switcher');
+    await app().post('/v1/bindings').set(A()).send({ keystore: ks.name, enclave: '/sw/driver', robot: 'switcher' }).expect(201);
+    const shared = enclaveIn(await bundleOf(t), ks.name, '/sw/driver')!;
+    assert.equal(shared.identity, undefined);
+    assert.match(shared.files['key.pem'], /PRIVATE KEY/);
+
+    const toOwn = await app().patch(`/v1/keystores/${ks.name}/enclaves/sw/driver`).set(A()).send({ identityMode: 'per-robot' }).expect(200);
+    assert.equal(toOwn.body.identityMode, 'per-robot');
+    assert.deepEqual(crlSerials(ks.name, ks.caFile), [created.body.serial]);
+    const own = enclaveIn(await bundleOf(t), ks.name, '/sw/driver')!;
+    assert.equal(own.identity, 'per-robot');
+    assert.equal(own.files['key.pem'], undefined);
+    assert.equal(own.files['cert.pem'], undefined);
+    assert.equal(own.files['permissions.p7s'], shared.files['permissions.p7s'], 'the same signed permissions serve every robot');
+    assert.equal((ctx.db.prepare('SELECT key_sealed FROM enclaves WHERE keystore = ? AND path = ?').get(ks.name, '/sw/driver') as Json).key_sealed, '');
+    const mine = (await issue(t, ks.name, '/sw/driver', csr().csrPem).expect(201)).body;
+
+    const back = await app().patch(`/v1/keystores/${ks.name}/enclaves/sw/driver`).set(A()).send({ identityMode: 'shared' }).expect(200);
+    assert.equal(back.body.identityMode, 'shared');
+    assert.notEqual(back.body.serial, created.body.serial);
+    assert.deepEqual(crlSerials(ks.name, ks.caFile), [created.body.serial, mine.serial.toUpperCase()].sort());
+    const again = enclaveIn(await bundleOf(t), ks.name, '/sw/driver')!;
+    assert.equal(again.files['cert.pem'], back.body.certificate);
+    assert.match(again.files['key.pem'], /PRIVATE KEY/);
+    assert.notEqual(again.files['key.pem'], shared.files['key.pem']);
+    const audit = (await app().get('/v1/audit?action=enclave.identity-mode').set(A()).expect(200)).body.entries as Json[];
+    assert.deepEqual(audit.map((a) => [a.details.from, a.details.identityMode]), [['per-robot', 'shared'], ['shared', 'per-robot']]);
+    assert.doesNotMatch(JSON.stringify(audit), /PRIVATE/);
   });
 });
