@@ -183,7 +183,11 @@ async function main(): Promise<void> {
       const startAt = Date.now() + 1000;
       const r = await costed(srv, robots, () => robots.storm(kind, startAt, offsets, GIVE_UP_S * 1000));
       const res = r.value;
-      log(`${what}: ${res.served.length} served, ${res.neverServed} never, in ${((Date.now() - startAt) / 1000).toFixed(1)} s`);
+      const sum = summarize(res.served);
+      log(
+        `${what}: ${res.served.length} served, ${res.neverServed} never, in ${((Date.now() - startAt) / 1000).toFixed(1)} s ` +
+          `(p50 ${Math.round(sum.p50)} ms, p99 ${Math.round(sum.p99)} ms, server CPU ${(r.serverCpuMs / Math.max(enrolled.enrolled, 1)).toFixed(2)} ms/robot)`,
+      );
       return {
         robots: enrolled.enrolled,
         served: summarize(res.served),
@@ -203,10 +207,18 @@ async function main(): Promise<void> {
     const boot = await storm('boot', 'boot storm (fresh TLS + login + bundle)');
     let bootPerRobot: StormReport | undefined;
     if (PER_ROBOT) {
-      for (const enclave of SHARED_ENCLAVES) await admin.setIdentityMode(enclave, 'per-robot');
+      // Enrollment and two storms of a large fleet can outlive the admin's token (15 min): log in afresh.
+      const relogin = async (): Promise<FleetAdmin> => {
+        admin!.close();
+        admin = await FleetAdmin.login(url, srv.caPem, srv.adminUser, srv.adminPassword);
+        return admin;
+      };
+      const perRobotAdmin = await relogin();
+      for (const enclave of SHARED_ENCLAVES) await perRobotAdmin.setIdentityMode(enclave, 'per-robot');
       await sleep(3000);
       bootPerRobot = await storm('boot-identity', `per-robot boot storm (fresh TLS + login + bundle + ${SHARED_ENCLAVES.length} CSRs)`);
       // The fan-out below rotates a shared enclave.
+      await relogin();
       for (const enclave of SHARED_ENCLAVES) await admin.setIdentityMode(enclave, 'shared');
       await sleep(3000);
     }
