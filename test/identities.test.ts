@@ -6,7 +6,10 @@ import path from 'node:path';
 import request from 'supertest';
 import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
 import { assertion, deviceKey, type DeviceKey } from './helpers/robot.js';
-import { openssl, untar } from './helpers/tools.js';
+import { ConfigError, parseCommandLine } from '../server/config.js';
+import { ctl, describeRun, tempDir, type CtlResult } from './helpers/ctl.js';
+import { pinnedRequest, startServer, type ServerProcess } from './helpers/server-process.js';
+import { ddsPairCheck, ddsUnavailable, openssl, untar, writeEnclave } from './helpers/tools.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -401,7 +404,25 @@ describe('per-robot enclave identities', () => {
     assert.match(signed.stdout, /subject_name>CN=\/ex\/own</);
     const imported = await app().post(`/v1/keystores/${ks.name}_copy/import`).set(A()).type('application/gzip').send(res.body as Buffer);
     assert.equal(imported.status, 201, JSON.stringify(imported.body));
-    assert.equal(imported.body.enclaves, 1, 'the shared enclave; a per-robot folder holds no identity to import');
+    assert.equal(imported.body.enclaves, 2);
+    assert.equal(imported.body.identityMode, 'shared', 'it has a shared enclave');
+    const copied = (await app().get(`/v1/keystores/${ks.name}_copy/enclaves`).set(A()).expect(200)).body.enclaves as Json[];
+    assert.deepEqual(copied.map((e) => [e.path, e.identityMode]), [['/ex/own', 'per-robot'], ['/ex/shared', 'shared']]);
+
+    // Per-robot enclaves only, with the CA keys: imported as a per-robot keystore that issues to its robots.
+    await app().delete(`/v1/keystores/${ks.name}/enclaves/ex/shared`).set(A()).expect(204);
+    const full = await app().get(`/v1/keystores/${ks.name}/export?private=true`).set(A()).buffer(true).parse(binaryParser).expect(200);
+    const again = await app().post(`/v1/keystores/${ks.name}_moved/import`).set(A()).type('application/gzip').send(full.body as Buffer);
+    assert.equal(again.status, 201, JSON.stringify(again.body));
+    assert.equal(again.body.identityMode, 'per-robot');
+    const moved = (await app().get(`/v1/keystores/${ks.name}_moved/enclaves/ex/own`).set(A()).expect(200)).body;
+    const original = (await app().get(`/v1/keystores/${ks.name}/enclaves/ex/own`).set(A()).expect(200)).body;
+    assert.equal(moved.notAfter, original.notAfter, "the enclave's window comes from its permissions");
+    assert.equal(moved.permissionsXml, original.permissionsXml);
+    await app().post('/v1/bindings').set(A()).send({ keystore: `${ks.name}_moved`, enclave: '/ex/own', robot: 'exporter' }).expect(201);
+    const cert = (await issue(t, `${ks.name}_moved`, '/ex/own', csr().csrPem).expect(201)).body.certificate as string;
+    const v = verifyAt(ks.caFile, cert);
+    assert.equal(v.status, 0, `the same CA: ${v.out}`);
   });
 
   test('switching modes: shared → per-robot drops the shared key and revokes its serial; back issues a new one and revokes the robots\' serials', async () => {
@@ -435,5 +456,144 @@ describe('per-robot enclave identities', () => {
     const audit = (await app().get('/v1/audit?action=enclave.identity-mode').set(A()).expect(200)).body.entries as Json[];
     assert.deepEqual(audit.map((a) => [a.details.from, a.details.identityMode]), [['per-robot', 'shared'], ['shared', 'per-robot']]);
     assert.doesNotMatch(JSON.stringify(audit), /PRIVATE/);
+  });
+});
+
+describe('enclavectl: identity modes, identities on robot show, revoke-identity (real server)', () => {
+  const root = tempDir('enclavectl-identities-');
+  const dataDir = path.join(root, 'data');
+  const home = path.join(root, 'home');
+  const caFile = path.join(dataDir, 'tls', 'ca.cert.pem');
+  const ADMIN_PW = 'admin-password-for-identities';
+  let server: ServerProcess;
+  const run = (...args: string[]) => ctl(args, { home, env: { ENCLAVECTL_PASSWORD: ADMIN_PW } });
+  const okRun = (r: CtlResult): string => {
+    assert.equal(r.status, 0, describeRun(r));
+    return r.stdout;
+  };
+  before(async () => {
+    server = await startServer(['--data-dir', dataDir, '--listen', '127.0.0.1:0'], { ENCLAVE_ADMIN_PASSWORD: ADMIN_PW });
+    okRun(await run('login', '--server', server.url, '--ca', caFile, '--user', 'admin'));
+  });
+  after(async () => {
+    await server?.stop();
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  test('create, show, list, set-mode, robot show, revoke-identity', async () => {
+    const created = okRun(await run('keystore', 'create', 'own', '--identity-mode', 'per-robot'));
+    assert.match(created, /^identities: +per-robot \(each robot makes its own key and gets its own certificate\)$/m);
+    assert.match(okRun(await run('keystore', 'list')), /^own +0 +shared +generated +issuing +per-robot +0 /m);
+    const enclaves = okRun(await run('enclave', 'create', 'own', '/fleet/driver', '/fleet/ref'));
+    assert.match(enclaves, /^\/fleet\/driver +active +\(per robot\) /m);
+    assert.match(okRun(await run('enclave', 'show', 'own', '/fleet/driver')), /^identity: +per-robot/m);
+    const noCert = await run('enclave', 'show', 'own', '/fleet/driver', '--cert');
+    assert.equal(noCert.status, 1, describeRun(noCert));
+    assert.match(noCert.stderr, /is per-robot: each robot has its own certificate/);
+    const bad = await run('enclave', 'create', 'own', '/fleet/x', '--identity-mode', 'mine');
+    assert.equal(bad.status, 2, describeRun(bad));
+    assert.match(bad.stderr, /expected shared or per-robot/);
+    const refused = await run('enclave', 'set-mode', 'own', '/fleet/ref', 'shared');
+    assert.equal(refused.status, 2, describeRun(refused));
+    assert.match(refused.stderr, /add --yes to confirm/);
+    assert.match(okRun(await run('enclave', 'set-mode', 'own', '/fleet/ref', 'shared', '--yes')), /^own:\/fleet\/ref identity: shared/m);
+
+    // A robot gets a certificate over HTTPS, as its agent would.
+    okRun(await run('robot', 'create', 'r1'));
+    const token = okRun(await run('robot', 'token', 'r1')).trim();
+    okRun(await run('bind', 'own', '/fleet/driver', '--robot', 'r1'));
+    const ca = fs.readFileSync(caFile, 'utf8');
+    const key = deviceKey();
+    assert.equal((await pinnedRequest(`${server.url}/v1/enroll`, ca, { method: 'POST', body: { token, publicKey: key.publicKeyPem } })).status, 201);
+    const login = await pinnedRequest(`${server.url}/v1/auth/robot`, ca, { method: 'POST', body: { assertion: assertion('r1', key) } });
+    assert.equal(login.status, 200);
+    const keyFile = path.join(root, 'k.pem');
+    ok(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', keyFile]);
+    const csrPem = ok(['req', '-new', '-key', keyFile, '-subj', '/CN=r1']);
+    const issued = await pinnedRequest(`${server.url}/v1/robot/identity`, ca, { method: 'POST', token: login.body.token, body: { keystore: 'own', enclave: '/fleet/driver', csr: csrPem } });
+    assert.equal(issued.status, 201, JSON.stringify(issued.body));
+    const serial = issued.body.serial as string;
+
+    const show = okRun(await run('robot', 'show', 'r1'));
+    assert.match(show, /^per-robot identities:\nKEYSTORE +ENCLAVE +SERIAL +NOT AFTER +STATUS\nown +\/fleet\/driver +[0-9a-f]{32} +\S+ \S+ +live$/m);
+    assert.ok(show.includes(serial));
+    const revoke = await run('robot', 'revoke-identity', 'r1', 'own', serial);
+    assert.equal(revoke.status, 2, 'asks for --yes off a terminal');
+    assert.equal(okRun(await run('robot', 'revoke-identity', 'r1', 'own', serial, '--yes')), `revoked certificate ${serial} of robot r1 (own); other robots keep theirs\n`);
+    assert.match(okRun(await run('robot', 'show', 'r1')), new RegExp(`^own +/fleet/driver +${serial} +\\S+ \\S+ +revoked$`, 'm'));
+    const again = await run('robot', 'revoke-identity', 'r1', 'own', serial, '--yes');
+    assert.equal(again.status, 1, describeRun(again));
+    assert.match(again.stderr, /revoked already/);
+  });
+});
+
+test('--identity-reissue / ENCLAVE_IDENTITY_REISSUE: revoke by default, expire on request, anything else refused', () => {
+  assert.equal(parseCommandLine([], {}).config.identityReissue, 'revoke');
+  assert.equal(parseCommandLine(['--identity-reissue', 'expire'], {}).config.identityReissue, 'expire');
+  assert.equal(parseCommandLine([], { ENCLAVE_IDENTITY_REISSUE: 'expire' }).config.identityReissue, 'expire');
+  assert.equal(parseCommandLine(['--identity-reissue', 'revoke'], { ENCLAVE_IDENTITY_REISSUE: 'expire' }).config.identityReissue, 'revoke', 'the flag wins');
+  assert.throws(() => parseCommandLine(['--identity-reissue', 'never'], {}), (e: unknown) => e instanceof ConfigError && /--identity-reissue/.test((e as Error).message));
+});
+
+/**
+ * Real peers (Cyclone DDS 0.10, tools/dds-check): robots A and B hold their own keys and certificates for one
+ * per-robot enclave and authenticate each other; robot C's certificate is revoked, and a peer started with the
+ * keystore's current crl.pem refuses it (Cyclone's Security/Authentication/CRL does enforce it).
+ */
+describe('per-robot identities with a real DDS-Security peer', { skip: ddsUnavailable() ?? false }, () => {
+  let ctx: TestContext;
+  const folders = new Map<string, string>();
+  const serials = new Map<string, string>();
+  before(async () => {
+    ctx = await makeTestApp({ crlBatchMs: 3_600_000 });
+    const a = bearer(await ctx.adminToken());
+    await request(ctx.app).post('/v1/keystores').set(a).send({ name: 'dds', identityMode: 'per-robot' }).expect(201);
+    await request(ctx.app).post('/v1/keystores/dds/enclaves').set(a).send({ path: '/fleet/amr/driver' }).expect(201);
+    await request(ctx.app).post('/v1/bindings').set(a).send({ keystore: 'dds', enclave: '/fleet/amr/driver', selector: { fleet: 'amr' } }).expect(201);
+    for (const name of ['robot-a', 'robot-b', 'robot-c']) {
+      await request(ctx.app).post('/v1/robots').set(a).send({ name, labels: { fleet: 'amr' } }).expect(201);
+      const t = await request(ctx.app).post(`/v1/robots/${name}/enrollment-tokens`).set(a).send({}).expect(201);
+      ctx.secrets.add(t.body.token);
+      const device = deviceKey();
+      await request(ctx.app).post('/v1/enroll').send({ token: t.body.token, publicKey: device.publicKeyPem }).expect(201);
+      const token = (await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion(name, device) }).expect(200)).body.token as string;
+      ctx.secrets.add(token);
+      // The robot's own key, made by openssl, as its agent makes one in RAM; only the CSR leaves.
+      const dir = path.join(ctx.dir, name);
+      fs.mkdirSync(dir, { mode: 0o700 });
+      const keyFile = path.join(dir, 'key.pem');
+      assert.equal(openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', keyFile]).status, 0);
+      const req = openssl(['req', '-new', '-key', keyFile, '-subj', `/CN=${name}`]);
+      const issued = await request(ctx.app).post('/v1/robot/identity').set(bearer(token)).send({ keystore: 'dds', enclave: '/fleet/amr/driver', csr: req.stdout }).expect(201);
+      serials.set(name, issued.body.serial);
+      const bundle = (await request(ctx.app).get('/v1/robot/bundle').set(bearer(token)).expect(200)).body as Json;
+      const files = enclaveIn(bundle, 'dds', '/fleet/amr/driver')!.files as Record<string, string>;
+      assert.equal(files['key.pem'], undefined);
+      folders.set(name, writeEnclave(dir, files));
+    }
+    await request(ctx.app).delete(`/v1/robots/robot-c/identities/dds/${serials.get('robot-c')}`).set(a).expect(204);
+    const crl = (ctx.db.prepare("SELECT crl_pem FROM keystores WHERE name = 'dds'").get() as { crl_pem: string }).crl_pem;
+    // Robot B's agent would now hold the keystore's new crl.pem (its bundle changed only there).
+    fs.writeFileSync(path.join(folders.get('robot-b')!, 'crl.pem'), crl, { mode: 0o600 });
+  });
+  after(() => {
+    ctx.services.crls.close();
+    ctx.services.bundles.close();
+    ctx.close();
+  });
+
+  test("robot A and robot B: different certificates, same subject, one CA: they authenticate and exchange encrypted data", () => {
+    assert.notEqual(serials.get('robot-a'), serials.get('robot-b'));
+    const r = ddsPairCheck(folders.get('robot-a')!, folders.get('robot-b')!);
+    assert.equal(r.status, 0, r.out);
+  });
+
+  test("robot C's revoked certificate is refused by a peer started with the current crl.pem (and only because of it)", () => {
+    const r = ddsPairCheck(folders.get('robot-c')!, folders.get('robot-b')!);
+    assert.notEqual(r.status, 0, r.out);
+    assert.match(r.out, /certificate revoked/);
+    // The control: the same certificate with a peer that has no CRL (robot A's folder predates the revocation).
+    const control = ddsPairCheck(folders.get('robot-c')!, folders.get('robot-a')!);
+    assert.equal(control.status, 0, control.out);
   });
 });

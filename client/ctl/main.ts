@@ -18,14 +18,15 @@ import { EXIT_OK, EXIT_USAGE, toCtlError } from './errors.js';
 const HELP_AFTER = `
 Commands (each has --help; --json prints the API's JSON):
   login --server URL --ca FILE --user NAME | logout
-  keystore create NAME [--domain-id N] [--split-ca] [--validity-days N]
+  keystore create NAME [--domain-id N] [--split-ca] [--validity-days N] [--identity-mode shared|per-robot]
   keystore import NAME PATH | export NAME OUT.tar.gz [--private] | list | show NAME
   keystore delete NAME | governance NAME FILE
-  enclave create KS PATH... [--policy FILE] [--validity-days N]
+  enclave create KS PATH... [--policy FILE] [--validity-days N] [--identity-mode shared|per-robot]
   enclave list KS | show KS PATH | rotate KS PATH | revoke KS PATH | delete KS PATH
-  enclave policy KS PATH FILE
+  enclave policy KS PATH FILE | set-mode KS PATH shared|per-robot
   robot create NAME [--label k=v]... | list | show NAME | delete NAME
   robot token NAME [--ttl SECONDS] | set-labels NAME [k=v...] | revoke-key NAME
+  robot revoke-identity NAME KS SERIAL
   bind KS PATH (--robot NAME | --selector k=v...) | unbind ID | bindings
   grant USER KS PATTERN --cap read,manage,bind [--robot-selector k=v]...
   grant list [--user NAME] [--keystore KS] | grant delete ID
@@ -33,7 +34,8 @@ Commands (each has --help; --json prints the API's JSON):
   audit [--since TIME] [--actor NAME] [--action A] [--limit N] | audit verify
 
 Deleting, revoking and unbinding (keystore/enclave/robot/user/grant delete, enclave revoke,
-robot revoke-key, unbind) ask first on a terminal; elsewhere they need --yes.
+enclave set-mode, robot revoke-key, robot revoke-identity, unbind) ask first on a terminal; elsewhere
+they need --yes.
 
 Exit codes:
   0  success

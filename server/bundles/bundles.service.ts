@@ -201,7 +201,16 @@ export class BundlesService {
    * robots off this call stack: the request that made the change returns without paying for the fan-out.
    */
   private onChange(change: Change): void {
-    if (change.kind === 'robot') this.delivered.delete(change.robot);
+    if (change.kind === 'robot') {
+      // One robot's change (its certificate, labels or key) touches its own entry only. Looked up, not found by
+      // walking every cached robot: in a boot storm each robot's certificate request is such a change, and a
+      // walk per request over ten thousand entries would cost more than the requests themselves.
+      this.delivered.delete(change.robot);
+      this.cache.delete(change.robot);
+      if (this.waiters.has(change.robot)) this.pending.add(change.robot);
+      this.schedule();
+      return;
+    }
     if (change.kind === 'keystore') {
       for (const key of this.enclaveJson.keys()) if (key.startsWith(`${change.keystore}\0`)) this.enclaveJson.delete(key);
       for (const [key, c] of this.contents) if (c.keystores.has(change.keystore)) this.contents.delete(key);
@@ -268,8 +277,6 @@ export class BundlesService {
 
   private touchesRobot(change: Change, robot: string): boolean {
     switch (change.kind) {
-      case 'robot':
-        return change.robot === robot;
       case 'bindings': {
         if (change.robot !== undefined) return change.robot === robot;
         if (change.selector !== undefined) {

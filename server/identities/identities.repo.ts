@@ -23,7 +23,7 @@ export class IdentitiesRepo {
   constructor(db: Db) {
     this.stmts = {
       get: db.prepare('SELECT * FROM robot_identities WHERE keystore = ? AND serial = ?'),
-      forRobot: db.prepare('SELECT * FROM robot_identities WHERE robot = ? ORDER BY keystore, enclave, issued_at DESC, serial'),
+      forRobot: db.prepare('SELECT * FROM robot_identities WHERE robot = ? ORDER BY keystore, enclave, issued_at DESC, rowid DESC'),
       // The newest live one: there is at most one, but a race-free answer does not rely on it.
       current: db.prepare(`SELECT * FROM robot_identities WHERE robot = ? AND keystore = ? AND enclave = ? AND status = 'live'
         ORDER BY issued_at DESC, rowid DESC LIMIT 1`),

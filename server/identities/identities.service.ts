@@ -8,7 +8,7 @@ import type { ChangeFeed } from '../events/changes.js';
 import type { KeystoreCrls } from '../keystores/crl.js';
 import type { EnclaveRow, KeystoreRow } from '../keystores/keystores.repo.js';
 import type { KeystoresService } from '../keystores/keystores.service.js';
-import { inspectCertificate, issueCertificate, randomSerial, readCsr } from '../pki/index.js';
+import { issueCertificate, randomSerial, readCsr, toPem } from '../pki/index.js';
 import type { RobotsRepo } from '../robots/robots.repo.js';
 import { IdentitiesRepo, type IdentityRow } from './identities.repo.js';
 
@@ -128,16 +128,19 @@ export class IdentitiesService {
     const csr = readCsr(input.csr);
     if (this.repo.seen(csr.spkiSha256)) throw keyReused();
     const signer = this.keystores.signingKeystore(ks);
+    // Never a leading zero byte (randomSerial), so its hex is already the stored, canonical form.
+    const serialBytes = randomSerial(SERIAL_BYTES);
     const certificate = issueCertificate({
       subjectCN: enclave,
-      publicKeyPem: csr.publicKey,
+      // The SPKI exactly as the CSR carried it (checked by readCsr): cheaper to re-read than a KeyObject.
+      publicKeyPem: toPem('PUBLIC KEY', csr.spkiDer),
       issuer: signer.identityCa,
       notBefore: new Date(row.not_before),
       notAfter: new Date(row.not_after),
       profile: 'enclave',
-      serial: randomSerial(SERIAL_BYTES),
+      serial: serialBytes,
     });
-    const serial = inspectCertificate(certificate).serialHex;
+    const serial = serialBytes.toString('hex').toUpperCase();
     const at = this.now().toISOString();
     this.db
       .transaction(() => {

@@ -271,6 +271,7 @@ export class KeystoresService {
       );
     }
     const at = this.now().toISOString();
+    const perRobot = material.perRobotEnclaves ?? [];
     const row: KeystoreRow = {
       name,
       domain_id: material.domainId,
@@ -288,7 +289,9 @@ export class KeystoresService {
       validity_days: 365,
       backdate_seconds: 3600,
       origin: 'imported',
-      identity_mode: 'shared',
+      // sros2's layout has no keystore-wide mode: an archive of per-robot enclaves only (as this server
+      // exports one) is a per-robot keystore; anything with a shared enclave stays sros2's default.
+      identity_mode: perRobot.length > 0 && material.enclaves.length === 0 ? 'per-robot' : 'shared',
       crl_pending: 0,
       created_at: at,
       updated_at: at,
@@ -297,23 +300,41 @@ export class KeystoresService {
       if (this.repo.get(name)) throw new Conflict(`keystore "${name}" already exists`);
       this.repo.insert(row);
       for (const serial of importedRevocations) this.repo.addRevocation(name, serial, '(imported CRL)', at);
-      for (const e of material.enclaves) {
-        const c = inspectCertificate(e.certPem);
+      // Shared enclaves bring their key and certificate; per-robot ones only their permissions and window.
+      const identities = [
+        ...material.enclaves.map((e) => {
+          const c = inspectCertificate(e.certPem);
+          return {
+            e,
+            cert_pem: e.certPem,
+            key_sealed: this.sealer.seal(e.keyPem, enclaveKeyContext(name, e.path)),
+            serial: c.serialHex,
+            not_before: c.notBefore.toISOString(),
+            not_after: c.notAfter.toISOString(),
+            identity_mode: 'shared' as const,
+          };
+        }),
+        ...perRobot.map((e) => ({
+          e,
+          cert_pem: '',
+          key_sealed: '',
+          serial: '',
+          not_before: e.notBefore!.toISOString(),
+          not_after: e.notAfter!.toISOString(),
+          identity_mode: 'per-robot' as const,
+        })),
+      ];
+      for (const { e, ...identity } of identities) {
         this.repo.insertEnclave({
           keystore: name,
           path: e.path,
-          cert_pem: e.certPem,
-          key_sealed: this.sealer.seal(e.keyPem, enclaveKeyContext(name, e.path)),
-          serial: c.serialHex,
-          not_before: c.notBefore.toISOString(),
-          not_after: c.notAfter.toISOString(),
+          ...identity,
           policy_xml: null,
           permissions_source: 'imported',
           default_scope: null,
           permissions_xml: e.permissionsXml,
           permissions_p7s: e.permissionsP7s,
           status: 'active',
-          identity_mode: 'shared',
           created_at: at,
           updated_at: at,
         });
@@ -324,10 +345,10 @@ export class KeystoresService {
         action: 'keystore.import',
         target: name,
         grantId: allowedBy,
-        details: { enclaves: material.enclaves.length, importOnly: !material.identityCaKeyPem, sharedCa: material.sharedCa },
+        details: { enclaves: material.enclaves.length, perRobotEnclaves: perRobot.length, importOnly: !material.identityCaKeyPem, sharedCa: material.sharedCa },
       });
     }).immediate();
-    return { ...this.get(caller, name), enclaves: material.enclaves.length };
+    return { ...this.get(caller, name), enclaves: material.enclaves.length + perRobot.length };
   }
 
   /** A `.tar.gz` in sros2's layout; CA private keys only on request, and only for admins. */

@@ -19,6 +19,9 @@ export interface PerRobotEnclaveMaterial {
   path: string;
   permissionsXml: string;
   permissionsP7s: string;
+  /** Read from the permissions' `<validity>` on import (the window robots' certificates get). */
+  notBefore?: Date;
+  notAfter?: Date;
 }
 
 export interface KeystoreMaterial {

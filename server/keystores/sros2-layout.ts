@@ -236,8 +236,15 @@ export function readSros2Keystore(entries: ReadonlyMap<string, ArchiveEntry>, no
     if (name === `${enclavesDir}/key.pem`) enclaveDirs.add('');
     else if (name.startsWith(`${enclavesDir}/`) && name.endsWith('/key.pem'))
       enclaveDirs.add(name.slice(enclavesDir.length + 1, -'/key.pem'.length));
+    else if (name.startsWith(`${enclavesDir}/`) && name.endsWith('/permissions.p7s')) {
+      // A folder with signed permissions and neither key nor certificate: a per-robot enclave (each robot
+      // holds its own key), as this server exports one.
+      const rel = name.slice(enclavesDir.length + 1, name.length - '/permissions.p7s'.length);
+      if (rel && !entries.has(`${enclavesDir}/${rel}/key.pem`) && !entries.has(`${enclavesDir}/${rel}/cert.pem`)) enclaveDirs.add(rel);
+    }
   }
   const enclaves: EnclaveMaterial[] = [];
+  const perRobotEnclaves: PerRobotEnclaveMaterial[] = [];
   for (const rel of [...enclaveDirs].sort()) {
     const path = `/${rel}`;
     const dir = rel === '' ? 'enclaves/' : `enclaves/${rel}/`;
@@ -252,8 +259,9 @@ export function readSros2Keystore(entries: ReadonlyMap<string, ArchiveEntry>, no
       problems.push(`${label}: ${r.state === 'missing' ? `${f} is missing` : r.problem}`);
       return undefined;
     };
-    const certPem = file('cert.pem');
-    const keyPem = file('key.pem');
+    const perRobot = !entries.has(root + dir + 'key.pem') && !entries.has(root + dir + 'cert.pem');
+    const certPem = perRobot ? undefined : file('cert.pem');
+    const keyPem = perRobot ? undefined : file('key.pem');
     const permissionsXml = file('permissions.xml');
     const permissionsP7s = file('permissions.p7s');
 
@@ -270,6 +278,7 @@ export function readSros2Keystore(entries: ReadonlyMap<string, ArchiveEntry>, no
       if (revoked?.has(canonicalSerial(cert.serialHex)))
         problems.push(`${label}: cert.pem (serial ${cert.serialHex}) is revoked by public/crl.pem`);
     }
+    let validity: { notBefore: Date; notAfter: Date } | undefined;
     if (permissionsXml !== undefined) {
       const g = permissionsGrants(permissionsXml);
       if (g.problem) problems.push(`${label}: permissions.xml ${g.problem}`);
@@ -278,12 +287,15 @@ export function readSros2Keystore(entries: ReadonlyMap<string, ArchiveEntry>, no
         if (!grant.subjectName) problems.push(`${gl} has no <subject_name>`);
         else if (cert && !sameDistinguishedName(grant.subjectName, cert.subject))
           problems.push(`${gl}: subject_name ${JSON.stringify(grant.subjectName)} does not match the certificate subject ${JSON.stringify(cert.subject)}`);
+        else if (perRobot && !sameDistinguishedName(grant.subjectName, `CN=${path}`))
+          problems.push(`${gl}: subject_name ${JSON.stringify(grant.subjectName)} is not the enclave's subject "CN=${path}"`);
         const nb = grant.notBefore === undefined ? undefined : parseDdsDate(grant.notBefore);
         const na = grant.notAfter === undefined ? undefined : parseDdsDate(grant.notAfter);
         if (!nb || !na) problems.push(`${gl} has a missing or unreadable <validity>`);
         else {
           const v = validityProblem(nb, na, now);
           if (v) problems.push(`${gl} ${v}`);
+          validity ??= { notBefore: nb, notAfter: na };
         }
       }
     }
@@ -329,6 +341,8 @@ export function readSros2Keystore(entries: ReadonlyMap<string, ArchiveEntry>, no
 
     if (problems.length === before && certPem && keyPem && permissionsXml && permissionsP7s)
       enclaves.push({ path, certPem, keyPem, permissionsXml, permissionsP7s });
+    else if (problems.length === before && perRobot && permissionsXml && permissionsP7s && validity)
+      perRobotEnclaves.push({ path, permissionsXml, permissionsP7s, ...validity });
   }
 
   if (
@@ -351,6 +365,7 @@ export function readSros2Keystore(entries: ReadonlyMap<string, ArchiveEntry>, no
     domainId,
     enclaves,
   };
+  if (perRobotEnclaves.length) material.perRobotEnclaves = perRobotEnclaves;
   if (identityCaKeyPem !== undefined) material.identityCaKeyPem = identityCaKeyPem;
   if (permissionsCaKeyPem !== undefined) material.permissionsCaKeyPem = permissionsCaKeyPem;
   return crlPem === undefined ? { material, problems } : { material, problems, crlPem };

@@ -7,6 +7,7 @@ export { PkiError } from './errors.js';
 export { type KeyPair, type PrivateKeyInput, type PublicKeyInput, generateKeyPair, publicKeyFromPrivate } from './keys.js';
 export { type CertificateProfile, type CertificateSpec, issueCertificate, randomSerial } from './x509.js';
 export { type CheckedCsr, readCsr } from './csr.js';
+export { toPem } from './der.js';
 export { type SmimeSigner, type SmimeVerification, type VerifySmimeOptions, signSmime, verifySmime } from './smime.js';
 export { type CrlSpec, type RevokedCertificate, canonicalSerial, issueCrl, readCrl } from './crl.js';
 export { type CertificateInfo, inspectCertificate, isSignedBy, keyMatchesCertificate } from './inspect.js';

@@ -6,7 +6,8 @@ import { CtlError, UsageError, toCtlError } from '../errors.js';
 import { keyValues, note, out, printJson, table, time } from '../output.js';
 import { policyFields, readPolicy, type PolicyInput } from '../policy.js';
 import { Progress } from '../progress.js';
-import { integer, withApi, withJson, withProgress } from './shared.js';
+import { identityMode } from './keystore.js';
+import { identityModeArg, integer, withApi, withJson, withProgress } from './shared.js';
 
 /** The API takes a path with or without its leading slash; messages show the enclave's real name. */
 const absolute = (p: string): string => (p.startsWith('/') ? p : `/${p}`);
@@ -19,6 +20,7 @@ export interface Enclave {
   notBefore: string;
   notAfter: string;
   permissionsSource: string;
+  identityMode?: string;
   createdAt: string;
   updatedAt: string;
   certificate?: string;
@@ -37,7 +39,8 @@ function enclaveTable(rows: Enclave[]): string {
   return table(rows, [
     { header: 'PATH', value: (e) => e.path },
     { header: 'STATUS', value: (e) => e.status },
-    { header: 'SERIAL', value: (e) => e.serial },
+    // A per-robot enclave has no serial of its own: each robot's certificate has one (robot show).
+    { header: 'SERIAL', value: (e) => (e.identityMode === 'per-robot' ? '(per robot)' : e.serial) },
     { header: 'NOT AFTER', value: (e) => time(e.notAfter) },
     { header: 'PERMISSIONS', value: (e) => e.permissionsSource },
   ]);
@@ -48,7 +51,8 @@ function describe(e: Enclave): string {
     ['keystore', e.keystore],
     ['path', e.path],
     ['status', e.status],
-    ['serial', e.serial],
+    ['identity', identityMode(e.identityMode)],
+    ['serial', e.identityMode === 'per-robot' ? undefined : e.serial],
     ['subject', e.subject],
     ['SHA-256', e.fingerprintSha256],
     ['valid', `${time(e.notBefore)} to ${time(e.notAfter)}`],
@@ -112,13 +116,14 @@ export function register(program: Command): void {
         .option('--policy <file>', 'sros2 policy: .policy.xml (its xi:includes are packed along) or a .tar.gz policy folder')
         .option('--policy-file <name>', 'main policy file inside a .tar.gz given to --policy, when it holds several')
         .option('--validity-days <n>', 'certificate validity (default: the keystore\'s)', integer(1, 36500))
+        .option('--identity-mode <mode>', "shared or per-robot (default: the keystore's)", identityModeArg)
         .option('--chunk-size <n>', 'enclaves per request', integer(1, 5000), DEFAULT_CHUNK),
     ),
   ).action(
     async (
       ks: string,
       paths: string[],
-      o: { policy?: string; policyFile?: string; validityDays?: number; chunkSize: number; json?: boolean; progress?: boolean },
+      o: { policy?: string; policyFile?: string; validityDays?: number; identityMode?: string; chunkSize: number; json?: boolean; progress?: boolean },
     ) => {
       if (o.policyFile && !o.policy) throw new UsageError('--policy-file needs --policy ARCHIVE.tar.gz');
       // Across chunks the server cannot see a repeat until the second request: catch it before any is sent.
@@ -126,7 +131,11 @@ export function register(program: Command): void {
       if (dup !== undefined) throw new UsageError(`${dup} is given twice`);
       const policy = o.policy ? await readPolicy(o.policy, o.policyFile) : undefined;
       policyNote(policy);
-      const extra = { ...policyFields(policy), ...(o.validityDays !== undefined ? { validityDays: o.validityDays } : {}) };
+      const extra = {
+        ...policyFields(policy),
+        ...(o.validityDays !== undefined ? { validityDays: o.validityDays } : {}),
+        ...(o.identityMode !== undefined ? { identityMode: o.identityMode } : {}),
+      };
       await withApi(async (api) => {
         if (paths.length === 1) {
           const e = await api.call<Enclave>('POST', `${keystoreUrl(ks)}/enclaves`, { json: { path: paths[0], ...extra }, timeoutMs: BATCH_TIMEOUT_MS });
@@ -158,7 +167,10 @@ export function register(program: Command): void {
   ).action(async (ks: string, p: string, o: { json?: boolean; cert?: boolean; permissions?: boolean; policy?: boolean }) => {
     const e = await withApi((api) => api.call<Enclave>('GET', enclaveUrl(ks, p)));
     if (o.json) printJson(e);
-    else if (o.cert) out(e.certificate ?? '');
+    else if (o.cert) {
+      if (e.identityMode === 'per-robot') throw new CtlError(`${ks}:${e.path} is per-robot: each robot has its own certificate (enclavectl robot show NAME)`);
+      out(e.certificate ?? '');
+    }
     else if (o.permissions) out(e.permissionsXml ?? '');
     else if (o.policy) {
       if (!e.policyXml) throw new CtlError(`${ks}:${e.path} has no policy (permissions: ${e.permissionsSource})`);
@@ -212,6 +224,25 @@ export function register(program: Command): void {
     });
     if (o.json) printJson(e);
     else out(`permissions of ${e.keystore}:${e.path} replaced and re-signed (valid until ${time(e.notAfter)})`);
+  });
+
+  withYes(
+    withJson(
+      en
+        .command('set-mode <keystore> <path> <mode>')
+        .description("switch an enclave between one shared key (shared) and each robot's own key (per-robot); the old certificate(s) are revoked"),
+    ),
+  ).action(async (ks: string, p: string, mode: string, o: { json?: boolean; yes?: boolean }) => {
+    const m = identityModeArg(mode);
+    await confirm(
+      m === 'per-robot'
+        ? `${ks}:${absolute(p)}: the shared key is deleted and its certificate revoked; each robot must request its own`
+        : `${ks}:${absolute(p)}: every robot's own certificate is revoked; robots get a new shared key`,
+      o.yes,
+    );
+    const e = await withApi((api) => api.call<Enclave>('PATCH', enclaveUrl(ks, p), { json: { identityMode: m } }));
+    if (o.json) printJson(e);
+    else out(`${e.keystore}:${e.path} identity: ${identityMode(e.identityMode)}`);
   });
 }
 

@@ -8,7 +8,7 @@ import { confirm, withYes } from '../confirm.js';
 import { CtlError, EXIT_REFUSED, UsageError } from '../errors.js';
 import { dash, keyValues, note, out, printJson, table, time } from '../output.js';
 import { Progress } from '../progress.js';
-import { integer, withApi, withJson, withProgress } from './shared.js';
+import { identityModeArg, integer, withApi, withJson, withProgress } from './shared.js';
 
 interface Ca {
   certificate: string;
@@ -27,11 +27,16 @@ export interface Keystore {
   permissionsCa: Ca;
   enclaveValidityDays: number;
   backdateSeconds: number;
+  identityMode: 'shared' | 'per-robot';
   revocations: number;
   createdAt: string;
   updatedAt: string;
   enclaves?: number;
 }
+
+/** How a keystore or an enclave gives robots their keys. */
+export const identityMode = (mode: string | undefined): string =>
+  mode === 'per-robot' ? "per-robot (each robot makes its own key and gets its own certificate)" : 'shared (one key per enclave, sent to every bound robot)';
 
 function describe(k: Keystore): string {
   const cas: [string, string | undefined][] = k.sharedCa
@@ -53,6 +58,7 @@ function describe(k: Keystore): string {
     ['domain id', String(k.domainId)],
     ['origin', k.origin],
     ['mode', k.importOnly ? 'import-only (no CA private key: cannot issue, rotate or revoke)' : 'issuing'],
+    ['identities', identityMode(k.identityMode)],
     ...cas,
     ['enclaves', k.enclaves === undefined ? undefined : String(k.enclaves)],
     ['enclave validity', `${k.enclaveValidityDays} days (backdated ${k.backdateSeconds} s)`],
@@ -92,11 +98,12 @@ export function register(program: Command): void {
       .option('--split-ca', 'separate identity and permissions CAs (default: one shared CA, as sros2 makes it)')
       .option('--validity-days <n>', 'CA validity in days (default 3650)', integer(1, 36500))
       .option('--enclave-validity-days <n>', 'default enclave validity in days (default 365)', integer(1, 10950))
-      .option('--ca-name <cn>', 'CA common name (default sros2CA)'),
-  ).action(async (name: string, o: { domainId: number; splitCa?: boolean; validityDays?: number; enclaveValidityDays?: number; caName?: string; json?: boolean }) => {
+      .option('--ca-name <cn>', 'CA common name (default sros2CA)')
+      .option('--identity-mode <mode>', "what its enclaves get unless they say: shared (one key, sros2's way) or per-robot (each robot's own key)", identityModeArg),
+  ).action(async (name: string, o: { domainId: number; splitCa?: boolean; validityDays?: number; enclaveValidityDays?: number; caName?: string; identityMode?: string; json?: boolean }) => {
     const k = await withApi((api) =>
       api.call<Keystore>('POST', 'v1/keystores', {
-        json: { name, domainId: o.domainId, splitCa: o.splitCa === true, validityDays: o.validityDays, enclaveValidityDays: o.enclaveValidityDays, caName: o.caName },
+        json: { name, domainId: o.domainId, splitCa: o.splitCa === true, validityDays: o.validityDays, enclaveValidityDays: o.enclaveValidityDays, caName: o.caName, identityMode: o.identityMode },
       }),
     );
     if (o.json) printJson(k);
@@ -155,6 +162,7 @@ export function register(program: Command): void {
         { header: 'CA', value: (k) => (k.sharedCa ? 'shared' : 'split') },
         { header: 'ORIGIN', value: (k) => k.origin },
         { header: 'MODE', value: (k) => (k.importOnly ? 'import-only' : 'issuing') },
+        { header: 'IDENTITIES', value: (k) => k.identityMode },
         { header: 'REVOKED', value: (k) => dash(k.revocations) },
         { header: 'CA EXPIRES', value: (k) => time(k.identityCa.notAfter < k.permissionsCa.notAfter ? k.identityCa.notAfter : k.permissionsCa.notAfter) },
       ]),

@@ -1,4 +1,4 @@
-/** `robot create|list|show|delete|token|set-labels|revoke-key`. */
+/** `robot create|list|show|delete|token|set-labels|revoke-key|revoke-identity`. */
 import type { Command } from 'commander';
 import { confirm, withYes } from '../confirm.js';
 import { dash, keyValues, labels, note, out, printJson, table, time } from '../output.js';
@@ -24,6 +24,16 @@ interface Robot {
   updatedAt: string;
   report?: Report | null;
   enrollmentTokens?: { expiresAt: string; reenroll: boolean; createdBy: string; createdAt: string }[];
+  identities?: Identity[];
+}
+interface Identity {
+  keystore: string;
+  enclave: string;
+  serial: string;
+  notBefore: string;
+  notAfter: string;
+  status: string;
+  issuedAt: string;
 }
 
 const robotUrl = (name: string): string => `v1/robots/${encodeURIComponent(name)}`;
@@ -49,6 +59,16 @@ function describe(r: Robot): string {
       { header: 'KEYSTORE', value: (e) => e.keystore },
       { header: 'PATH', value: (e) => e.path },
       { header: 'NOT AFTER', value: (e) => time(e.notAfter) },
+    ])}`);
+  }
+  const ids = r.identities ?? [];
+  if (ids.length) {
+    parts.push(`per-robot identities:\n${table(ids, [
+      { header: 'KEYSTORE', value: (i) => i.keystore },
+      { header: 'ENCLAVE', value: (i) => i.enclave },
+      { header: 'SERIAL', value: (i) => i.serial },
+      { header: 'NOT AFTER', value: (i) => time(i.notAfter) },
+      { header: 'STATUS', value: (i) => i.status },
     ])}`);
   }
   const tokens = r.enrollmentTokens ?? [];
@@ -121,6 +141,16 @@ export function register(program: Command): void {
     const r = await withApi((api) => api.call<Robot>('PATCH', robotUrl(name), { json: { labels: pairsOf(pairs) } }));
     if (o.json) printJson(r);
     else out(`robot ${r.name} labels: ${labels(r.labels)}`);
+  });
+
+  withYes(
+    robot
+      .command('revoke-identity <name> <keystore> <serial>')
+      .description("revoke one of the robot's per-robot certificates (serial from robot show): only that serial joins the CRL"),
+  ).action(async (name: string, ks: string, serial: string, o: { yes?: boolean }) => {
+    await confirm(`revoking certificate ${serial} of robot ${name}: its agent drops that enclave and must request a new identity`, o.yes);
+    await withApi((api) => api.call('DELETE', `${robotUrl(name)}/identities/${encodeURIComponent(ks)}/${encodeURIComponent(serial)}`));
+    out(`revoked certificate ${serial} of robot ${name} (${ks}); other robots keep theirs`);
   });
 
   withYes(withJson(robot.command('revoke-key <name>').description('forget the device key: its tokens and unused enrollment tokens stop working, the robot must enroll again'))).action(

@@ -48,3 +48,9 @@ export const withJson = (cmd: Command): Command => cmd.option('--json', 'print t
 /** `--progress` forces the bar (also onto a pipe), `--no-progress` hides it; default: only on a terminal. */
 export const withProgress = (cmd: Command): Command =>
   cmd.option('--progress', 'show progress on stderr even when it is not a terminal').option('--no-progress', 'never show progress');
+
+/** `--identity-mode` and `enclave set-mode`: checked here so a typo is a usage error (exit 2), not a 422. */
+export function identityModeArg(value: string): 'shared' | 'per-robot' {
+  if (value !== 'shared' && value !== 'per-robot') throw new InvalidArgumentError('expected shared or per-robot');
+  return value;
+}
