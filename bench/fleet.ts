@@ -3,6 +3,7 @@
  *
  *   npm run bench:fleet -- --robots N --window S [--workers 2] [--poll-wait 30] [--give-up 180]
  *                          [--steady 5] [--connections 50] [--validate] [--seed 1] [--json FILE]
+ *                          [--identity shared|per-robot]
  *
  * Starts the server under test (bench/fleet/server.ts: its own data folder, HTTPS with self-generated TLS),
  * sets up a keystore with two enclaves bound to every robot by a label selector, creates and enrolls N
@@ -10,6 +11,9 @@
  * then measures, in one run:
  *   (a) control storm   every robot arrives once (uniform over the window): fresh TLS + GET /health
  *   (b) boot storm      the same arrival times: fresh TLS + device login + bundle, retried like the agent
+ *   (b') per-robot boot with --identity per-robot: both enclaves switched to per-robot mode (PATCH), the same
+ *                       arrivals: fresh TLS + login + bundle + one CSR per enclave (`POST /v1/robot/identity`,
+ *                       a fresh P-256 key each, as the agent does); then switched back to shared for (c)
  *   (c) fan-out         all robots long-poll; one enclave bound to all of them is rotated: time from the
  *                       rotate request to each robot holding the new bundle, the admin request's latency,
  *                       /health latency meanwhile
@@ -48,13 +52,14 @@ const { values } = parseArgs({
     seed: { type: 'string', default: '1' },
     json: { type: 'string' },
     'cpu-prof': { type: 'string' },
+    identity: { type: 'string', default: 'shared' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 
 function usage(problem?: string): never {
   if (problem) process.stderr.write(`bench:fleet: ${problem}\n`);
-  process.stderr.write('usage: npm run bench:fleet -- --robots N --window S [--workers W] [--poll-wait S] [--give-up S] [--steady S|0] [--connections C] [--validate] [--seed K] [--json FILE] [--cpu-prof DIR]\n');
+  process.stderr.write('usage: npm run bench:fleet -- --robots N --window S [--workers W] [--poll-wait S] [--give-up S] [--steady S|0] [--connections C] [--validate] [--seed K] [--json FILE] [--cpu-prof DIR] [--identity shared|per-robot]\n');
   process.exit(problem ? 2 : 0);
 }
 if (values.help) usage();
@@ -71,6 +76,8 @@ const GIVE_UP_S = int('give-up', 10, 3600);
 const STEADY_S = int('steady', 0, 600);
 const CONNECTIONS = int('connections', 1, 10_000);
 const SEED = int('seed', 0, 2 ** 31);
+if (values.identity !== 'shared' && values.identity !== 'per-robot') usage('--identity must be shared or per-robot');
+const PER_ROBOT = values.identity === 'per-robot';
 
 const log = (m: string): void => void process.stderr.write(`fleet: ${m}\n`);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -171,12 +178,16 @@ async function main(): Promise<void> {
     await sleep(2000);
 
     const offsets = arrivals(N, WINDOW_S * 1000, SEED);
-    const storm = async (kind: 'control' | 'boot', what: string): Promise<StormReport> => {
+    const storm = async (kind: 'control' | 'boot' | 'boot-identity', what: string): Promise<StormReport> => {
       log(`${what}: ${enrolled.enrolled} robots over ${WINDOW_S} s`);
       const startAt = Date.now() + 1000;
       const r = await costed(srv, robots, () => robots.storm(kind, startAt, offsets, GIVE_UP_S * 1000));
       const res = r.value;
-      log(`${what}: ${res.served.length} served, ${res.neverServed} never, in ${((Date.now() - startAt) / 1000).toFixed(1)} s`);
+      const sum = summarize(res.served);
+      log(
+        `${what}: ${res.served.length} served, ${res.neverServed} never, in ${((Date.now() - startAt) / 1000).toFixed(1)} s ` +
+          `(p50 ${Math.round(sum.p50)} ms, p99 ${Math.round(sum.p99)} ms, server CPU ${(r.serverCpuMs / Math.max(enrolled.enrolled, 1)).toFixed(2)} ms/robot)`,
+      );
       return {
         robots: enrolled.enrolled,
         served: summarize(res.served),
@@ -194,6 +205,23 @@ async function main(): Promise<void> {
     await sleep(3000);
     const idleKiB = sumRssKiB(srv.pids());
     const boot = await storm('boot', 'boot storm (fresh TLS + login + bundle)');
+    let bootPerRobot: StormReport | undefined;
+    if (PER_ROBOT) {
+      // Enrollment and two storms of a large fleet can outlive the admin's token (15 min): log in afresh.
+      const relogin = async (): Promise<FleetAdmin> => {
+        admin!.close();
+        admin = await FleetAdmin.login(url, srv.caPem, srv.adminUser, srv.adminPassword);
+        return admin;
+      };
+      const perRobotAdmin = await relogin();
+      for (const enclave of SHARED_ENCLAVES) await perRobotAdmin.setIdentityMode(enclave, 'per-robot');
+      await sleep(3000);
+      bootPerRobot = await storm('boot-identity', `per-robot boot storm (fresh TLS + login + bundle + ${SHARED_ENCLAVES.length} CSRs)`);
+      // The fan-out below rotates a shared enclave.
+      await relogin();
+      for (const enclave of SHARED_ENCLAVES) await admin.setIdentityMode(enclave, 'shared');
+      await sleep(3000);
+    }
 
     log(`long polls: every robot waits (?wait=${POLL_WAIT_S})`);
     pool.startPolling(1000);
@@ -294,6 +322,7 @@ async function main(): Promise<void> {
       enroll: { ms: enrollMs, enrolled: enrolled.enrolled, failed: enrolled.failed, errors: enrolled.errors },
       control,
       boot,
+      ...(bootPerRobot ? { bootPerRobot } : {}),
       memory: {
         idleKiB,
         waitingKiB,

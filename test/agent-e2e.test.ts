@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Admin, serverBuilt, startServer, waitForReport, type RealServer } from './helpers/agent-server.js';
+import { Admin, serverBuilt, startServer, waitForReport, tearDownAgentTest, type RealServer } from './helpers/agent-server.js';
 import { FIXTURE_KEYSTORE, talkerListenerPolicyArchive } from './helpers/agent-keystore.js';
 import { enrollAgent, exists, listTree, runAgent, shmDir, spawnAgent, waitUntil, type AgentProc } from './helpers/agent-proc.js';
 import { DDS_PAIR_CHECK, ddsUnavailable } from './helpers/tools.js';
@@ -40,13 +40,7 @@ before(async () => {
   await admin.createEnclave(KS, TALKER, policy);
   await admin.createEnclave(KS, LISTENER, policy);
 });
-after(async () => {
-  for (const p of procs) p.child.kill('SIGKILL');
-  admin?.close();
-  await server?.stop();
-  fs.rmSync(base, { recursive: true, force: true });
-  for (const d of shm) fs.rmSync(d, { recursive: true, force: true });
-});
+after(() => tearDownAgentTest({ procs, admin, server, dirs: [base, ...shm] }));
 
 function runtimeDir(): string {
   const d = shmDir('agent-e2e');

@@ -550,7 +550,46 @@ describe('agent name rules and bundle validation', () => {
     ['revision too long', (b) => (b.revision = 'a'.repeat(129)), /invalid revision/],
     ['negative revision', (b) => (b.revision = -1), /invalid revision/],
     ['fractional revision', (b) => (b.revision = 1.5), /invalid revision/],
+    ['unknown identity mode', (b) => (b.keystores[0].enclaves[0].identity = 'per-device'), /unknown identity mode "per-device"/],
+    ['identitySerial on a shared enclave', (b) => (b.keystores[0].enclaves[0].identitySerial = 'ab'), /invalid identitySerial/],
+    ['per-robot with the server\'s key.pem', (b) => Object.assign(b.keystores[0].enclaves[0], perRobot(), { files: { ...perRobot().files, 'key.pem': 'k' } }), /must not carry key.pem/],
+    ['per-robot cert.pem without identitySerial', (b) => Object.assign(b.keystores[0].enclaves[0], { ...perRobot(), identitySerial: undefined }), /come together/],
+    ['per-robot identitySerial without cert.pem', (b) => Object.assign(b.keystores[0].enclaves[0], perRobot(), { files: withoutRobotFiles() }), /come together/],
+    ['identitySerial in upper case', (b) => Object.assign(b.keystores[0].enclaves[0], perRobot(), { identitySerial: 'AB12' }), /invalid identitySerial/],
+    ['identitySerial with colons', (b) => Object.assign(b.keystores[0].enclaves[0], perRobot(), { identitySerial: 'ab:12' }), /invalid identitySerial/],
+    ['identitySerial longer than 20 bytes', (b) => Object.assign(b.keystores[0].enclaves[0], perRobot(), { identitySerial: 'a'.repeat(41) }), /invalid identitySerial/],
+    ['per-robot without permissions.p7s', (b) => Object.assign(b.keystores[0].enclaves[0], { identity: 'per-robot', files: withoutRobotFiles('permissions.p7s') }), /permissions.p7s is missing/],
   ];
+  /** The files the server sends for a per-robot enclave before the robot holds a certificate. */
+  function withoutRobotFiles(...also: string[]): Record<string, string> {
+    const f: Record<string, string> = taggedEnclaveFiles('t', { crl: true });
+    for (const name of ['key.pem', 'cert.pem', ...also]) delete f[name];
+    return f;
+  }
+  function perRobot(): { identity: string; identitySerial: string; files: Record<string, string> } {
+    const files: Record<string, string> = taggedEnclaveFiles('t', { crl: true });
+    delete files['key.pem'];
+    return { identity: 'per-robot', identitySerial: '0a1b2c', files };
+  }
+  test('per-robot enclaves: no key.pem from the server; cert.pem with its serial once issued, or neither', () => {
+    const issued = good() as any;
+    Object.assign(issued.keystores[0].enclaves[0], perRobot());
+    const e = parseBundle(issued).enclaves[0]!;
+    assert.equal(e.identity, 'per-robot');
+    assert.equal(e.identitySerial, '0a1b2c');
+    assert.equal(e.files['key.pem'], undefined);
+    assert.ok(e.files['cert.pem']);
+    const waiting = good() as any;
+    Object.assign(waiting.keystores[0].enclaves[0], { identity: 'per-robot', files: withoutRobotFiles() });
+    const w = parseBundle(waiting).enclaves[0]!;
+    assert.deepEqual(Object.keys(w.files).sort(), ['crl.pem', 'governance.p7s', 'identity_ca.cert.pem', 'permissions.p7s', 'permissions_ca.cert.pem']);
+    assert.equal(w.identitySerial, undefined);
+    // Old servers send no identity field; an explicit "shared" is the same.
+    const shared = good() as any;
+    shared.keystores[0].enclaves[0].identity = 'shared';
+    assert.equal(parseBundle(shared).enclaves[0]!.identity, undefined);
+    assert.equal(parseBundle(good()).enclaves[0]!.identity, undefined);
+  });
   test('revisions of letters and digits (or a whole number) are accepted', () => {
     for (const revision of ['7', 'abcDEF0123', 'a'.repeat(128), 42]) {
       assert.equal(parseBundle({ ...good(), revision }).revision, revision);

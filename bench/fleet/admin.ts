@@ -59,6 +59,11 @@ export class FleetAdmin {
     return this.api.call('POST', `${enclaveUrl(KEYSTORE, enclave)}/rotate`, { json: {} });
   }
 
+  /** `PATCH` an enclave's identity mode (per-robot: the shared key goes; shared: a new shared key). */
+  setIdentityMode(enclave: string, identityMode: 'shared' | 'per-robot'): Promise<unknown> {
+    return this.api.call('PATCH', enclaveUrl(KEYSTORE, enclave), { json: { identityMode } });
+  }
+
   bindOne(enclave: string, robot: string): Promise<unknown> {
     return this.api.call('POST', 'v1/bindings', { json: { keystore: KEYSTORE, enclave, robot } });
   }

@@ -1,7 +1,8 @@
 /** Messages between the benchmark (parent) and its robot worker processes (IPC of child_process.fork). */
 import type { Tally } from './stats.js';
 
-export type StormKind = 'control' | 'boot';
+/** `boot-identity`: a boot in per-robot mode, the bundle then one CSR per enclave that has no certificate yet. */
+export type StormKind = 'control' | 'boot' | 'boot-identity';
 
 export type ToWorker =
   | { type: 'init'; caPem: string; pollWaitS: number; validate: boolean; robots: { name: string; token: string; url: string }[] }

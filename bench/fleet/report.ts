@@ -67,6 +67,8 @@ export interface FleetResult {
   enroll: { ms: number; enrolled: number; failed: number; errors: Tally };
   control: StormReport;
   boot: StormReport;
+  /** With --identity per-robot: the same arrivals, both enclaves per-robot, one CSR each. */
+  bootPerRobot?: StormReport;
   memory: {
     /** Server RSS after the control storm, before any robot logged in. */
     idleKiB: number;
@@ -108,9 +110,13 @@ export function formatReport(r: FleetResult): string {
     '|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|',
     storm('(a) control: fresh TLS + GET /health', r.control),
     storm('(b) boot: fresh TLS + login + bundle', r.boot),
+    ...(r.bootPerRobot ? [storm("(b') per-robot boot: fresh TLS + login + bundle + a CSR per enclave", r.bootPerRobot)] : []),
     '',
     `Time-to-served ratios, boot ÷ control: p50 ${x(r.boot.served.p50, r.control.served.p50)}, p99 ${x(r.boot.served.p99, r.control.served.p99)}. ` +
-      `Client start lag (robot late against its arrival time; high = the client machine lagged): control p99 ${ms(r.control.startLag.p99)}, boot p99 ${ms(r.boot.startLag.p99)}.`,
+      `Client start lag (robot late against its arrival time; high = the client machine lagged): control p99 ${ms(r.control.startLag.p99)}, boot p99 ${ms(r.boot.startLag.p99)}.` +
+      (r.bootPerRobot
+        ? ` Per-robot ÷ shared boot: p50 ${x(r.bootPerRobot.served.p50, r.boot.served.p50)}, p99 ${x(r.bootPerRobot.served.p99, r.boot.served.p99)}, server CPU per robot ${x(perRobot(r.bootPerRobot), perRobot(r.boot))}.`
+        : ''),
     '',
     '| change while robots long-poll | reached | p50 | p99 | max | admin request | /health meanwhile p50 / p99 / max | errors | server CPU ms/robot | client CPU ms/robot |',
     '|---|---:|---:|---:|---:|---:|---|---|---:|---:|',

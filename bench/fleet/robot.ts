@@ -15,8 +15,9 @@ import { Backoff, classifyTrouble, sleep } from '../../client/agent/backoff.js';
 import { parseBundle } from '../../client/agent/bundle.js';
 import { signAssertion } from '../../client/agent/robot-client.js';
 import { MIN_POLL_INTERVAL_MS } from '../../client/agent/watch.js';
+import { buildCsr, newIdentityKey } from '../../client/agent/csr.js';
 import { HttpClient, NetworkError, parseJson, type HttpResponse } from '../../client/common/http.js';
-import type { EnrollRequest, RobotAuthResponse } from '../../client/common/robot-wire.js';
+import type { Bundle, EnrollRequest, IdentityRequest, RobotAuthResponse } from '../../client/common/robot-wire.js';
 import { retryAfterMs, type Tally } from './stats.js';
 import type { SecureContext } from 'node:tls';
 
@@ -85,6 +86,8 @@ export class SimRobot {
   errors: Tally = {};
   /** A poll is in flight with an etag: the server is (or soon will be) holding it. */
   waiting = false;
+  /** Per-robot enclaves of the last bundle that carry no certificate for this robot yet. */
+  needIdentity: { keystore: string; enclave: string }[] = [];
   private readonly backoff = new Backoff(BACKOFF_BASE_MS, BACKOFF_MAX_MS);
 
   constructor(
@@ -164,7 +167,10 @@ export class SimRobot {
     if (wait > 0) this.answers.push({ startedAt, at: res.receivedAt, status: res.status });
     if (res.status === 304) return false;
     if (res.status !== 200) throw refuse(res, 'bundle');
-    const body = parseJson(res) as { revision?: unknown } | undefined;
+    const body = parseJson(res) as Partial<Bundle> | undefined;
+    this.needIdentity = (body?.keystores ?? []).flatMap((k) =>
+      k.enclaves.filter((e) => e.identity === 'per-robot' && e.files['cert.pem'] === undefined).map((e) => ({ keystore: k.name, enclave: e.path })),
+    );
     const revision = this.cfg.validate ? String(parseBundle(body).revision) : typeof body?.revision === 'string' ? body.revision : undefined;
     if (!revision || !/^[A-Za-z0-9]{1,128}$/.test(revision)) throw new BadAnswer('bundle-bad-revision');
     this.etag = `"${revision}"`;
@@ -172,6 +178,26 @@ export class SimRobot {
     this.revision = revision;
     this.changedAt = res.receivedAt;
     return true;
+  }
+
+  /**
+   * What the agent does for each per-robot enclave without a certificate: a fresh P-256 key, a CSR signed
+   * by it (the agent's own builder) and `POST /v1/robot/identity`. The key is dropped: only the server's
+   * side is measured.
+   */
+  async requestIdentities(): Promise<void> {
+    for (const need of [...this.needIdentity]) {
+      const body: IdentityRequest = { ...need, csr: buildCsr(newIdentityKey().privateKey, need.enclave) };
+      const res = await this.client!.request({
+        method: 'POST',
+        path: 'v1/robot/identity',
+        headers: { authorization: `Bearer ${this.token!.value}` },
+        json: body,
+        timeoutMs: REQUEST_TIMEOUT_MS,
+      });
+      if (res.status !== 201) throw refuse(res, 'identity');
+      this.needIdentity.splice(this.needIdentity.indexOf(need), 1);
+    }
   }
 
   /**

@@ -82,6 +82,10 @@ async function storm(msg: Extract<ToWorker, { type: 'storm' }>): Promise<StormRe
         robot.reconnect();
         ms = await robot.untilServed(async () => {
           if (!(await robot.fetch(0)) && !robot.revision) throw new BadAnswer('bundle-empty');
+          if (msg.kind === 'boot-identity') {
+            if (robot.needIdentity.length === 0) throw new BadAnswer('bundle-no-per-robot-enclave');
+            await robot.requestIdentities();
+          }
         }, giveUpAt, stats);
       }
       if (ms === undefined) result.neverServed++;

@@ -7,9 +7,11 @@
  * `stop()` (SIGTERM/SIGINT) purges everything; a refused device purges and fails.
  */
 import { randomInt } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { MAX_TIMER_MS, sleep } from './backoff.js';
 import { describeFileChanges, diffEnclaves, enclaveId, type HeldEnclave, type ValidBundle } from './bundle.js';
 import { AgentError, EXIT_FAILURE, EXIT_OK } from './errors.js';
+import { IdentityKeeper } from './identity.js';
 import { errorMessage, type Logger } from './log.js';
 import { sdNotify } from './notify.js';
 import { liveEnclaves, openSession, type Session, type SessionOptions } from './session.js';
@@ -41,6 +43,13 @@ export class Agent {
   private tornDown = false;
   /** The status last written, without its time: an unchanged status is not written again. */
   private lastStatus: string | undefined;
+  /** Keys and certificates of per-robot enclaves (identity.ts). */
+  private identities: IdentityKeeper | undefined;
+  /** The last bundle and when it arrived (performance.now()): asked again for identities still waiting. */
+  private lastBundle: { bundle: ValidBundle; receivedAt: number } | undefined;
+  private identityTimer: NodeJS.Timeout | undefined;
+  /** Bundles and identity retries are applied one at a time, in order. */
+  private queue: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly opts: RunOptions,
@@ -51,6 +60,7 @@ export class Agent {
   async run(): Promise<number> {
     const s = openSession(this.opts, this.log); // errors here happen before anything is written
     this.session = s;
+    this.identities = new IdentityKeeper(s.client, this.log, { baseMs: this.opts.backoffBaseMs, maxMs: this.opts.backoffMaxMs });
     if (this.stopped) return EXIT_OK;
     this.saveStatus();
     sdNotify({ STATUS: `contacting ${s.enrollment.server}` }, this.log);
@@ -92,6 +102,8 @@ export class Agent {
   teardown(): void {
     clearTimeout(this.expiryTimer);
     this.expiryTimer = undefined;
+    clearTimeout(this.identityTimer);
+    this.identityTimer = undefined;
     this.abort.abort();
     const s = this.session;
     if (!s || this.tornDown) return;
@@ -119,22 +131,73 @@ export class Agent {
   }
 
   private async onBundle(bundle: ValidBundle): Promise<void> {
-    const s = this.session!;
     // The same revision again is no change: no rewrite, no report, no notification (watch.ts filters it too).
     if (this.revision !== null && String(this.revision) === String(bundle.revision)) return;
+    const arrived = { bundle, receivedAt: performance.now() };
+    this.lastBundle = arrived;
+    await this.serially(() => this.reconcile(arrived.bundle, arrived.receivedAt));
+  }
+
+  private serially(work: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(work);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Makes the runtime folder hold `bundle`: per-robot enclaves whose identity the server took back are removed
+   * first (their key is discarded), then every per-robot enclave without a certificate for this robot's key
+   * gets one (new key, CSR), and the result is written. Enclaves still waiting for an identity are asked for
+   * again later (rate limit, server unreachable) and stay out until then.
+   */
+  private async reconcile(bundle: ValidBundle, receivedAt: number): Promise<void> {
+    const s = this.session!;
+    const identities = this.identities!;
+    if (this.abort.signal.aborted) return;
     const live = liveEnclaves(bundle.enclaves, s.client.clockSkewMs, this.log);
-    const changes = diffEnclaves(this.held, live);
-    s.writer.apply(live); // throws AgentError on a foreign symlink etc.: fatal
-    this.held = live;
+    const takenBack = identities.takenBack(live, receivedAt);
+    if (takenBack.length > 0) {
+      const gone = new Set(takenBack.map(enclaveId));
+      const keep = this.held.filter((e) => !gone.has(enclaveId(e)));
+      const had = new Map(this.held.map((e) => [enclaveId(e), e.identitySerial]));
+      s.writer.apply(keep); // throws AgentError on a foreign symlink etc.: fatal
+      this.held = keep;
+      for (const id of gone) {
+        const serial = had.get(id);
+        this.log.warn(`identity for ${id}${serial ? ` (serial ${serial})` : ''} was revoked: enclave removed, key discarded; asking for a new identity with a new key`);
+      }
+    }
+    const { ready, waiting } = await identities.complete(live, this.abort.signal);
+    if (this.abort.signal.aborted) return;
+    const changes = diffEnclaves(this.held, ready);
+    s.writer.apply(ready); // throws AgentError on a foreign symlink etc.: fatal
+    const changed = this.revision === null || String(this.revision) !== String(bundle.revision) || changes.added.length + changes.updated.length + changes.removed.length > 0;
+    this.held = ready;
     this.revision = bundle.revision;
     for (const id of changes.added) this.log.info(`enclave ${id} written`);
     for (const { id, files } of changes.updated) this.log.info(`enclave ${id} updated: ${describeFileChanges(files)}`);
     for (const id of changes.removed) this.log.info(`enclave ${id} removed (revoked or unbound)`);
+    this.scheduleIdentityRetry(waiting.map((w) => w.retryAtMs));
+    if (!changed) return;
     this.scheduleExpiry();
-    this.announce();
+    this.announce(waiting.length === 0);
     this.saveStatus();
     this.reportPending = true;
     await this.sendReport();
+  }
+
+  /** Asks again for the identities still missing, at the earliest time one of them may be asked for. */
+  private scheduleIdentityRetry(times: number[]): void {
+    clearTimeout(this.identityTimer);
+    this.identityTimer = undefined;
+    if (times.length === 0 || this.stopped) return;
+    const delay = Math.min(Math.max(Math.min(...times) - Date.now(), 0), MAX_TIMER_MS);
+    this.identityTimer = setTimeout(() => {
+      this.identityTimer = undefined;
+      const last = this.lastBundle;
+      if (!last || this.abort.signal.aborted) return;
+      this.serially(() => this.reconcile(last.bundle, last.receivedAt)).catch((err: unknown) => this.fail(err));
+    }, delay);
   }
 
   private async onContact(changed: boolean): Promise<void> {
@@ -164,10 +227,10 @@ export class Agent {
     return `holding ${this.held.length} enclave(s) in ${keystores} keystore(s), revision ${this.revision}, next expiry ${new Date(next).toISOString()}`;
   }
 
-  /** READY=1 once, when every bound enclave is in place; STATUS= on every change. */
-  private announce(): void {
+  /** READY=1 once, when every bound enclave is in place (`complete`); STATUS= on every change. */
+  private announce(complete: boolean): void {
     const status = this.summary();
-    if (!this.ready && this.held.length > 0) {
+    if (!this.ready && this.held.length > 0 && complete) {
       this.ready = true;
       sdNotify({ READY: '1', STATUS: status }, this.log);
       this.log.info(`ready: ${status}`);

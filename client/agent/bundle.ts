@@ -11,7 +11,7 @@ import {
   REQUIRED_RUNTIME_FILES,
   type RuntimeFileName,
 } from '../common/names.js';
-import type { Revision } from '../common/robot-wire.js';
+import type { IdentityMode, Revision } from '../common/robot-wire.js';
 
 const MAX_FILE_BYTES = 1024 * 1024;
 /**
@@ -19,12 +19,23 @@ const MAX_FILE_BYTES = 1024 * 1024;
  * digits (the server uses 32 hex digits), so a hostile value can never break a header or a log line.
  */
 const REVISION = /^[A-Za-z0-9]{1,128}$/;
+/** Certificate serials are at most 20 bytes (RFC 5280): 40 hex digits, lowercase as the server writes them. */
+const SERIAL = /^[0-9a-f]{1,40}$/;
+/** What the server holds back from a per-robot enclave: the key is the robot's, the certificate comes when issued. */
+const ROBOT_MADE: ReadonlySet<RuntimeFileName> = new Set(['key.pem', 'cert.pem']);
 
 export interface HeldEnclave {
   keystore: string;
   path: string;
   notAfter: string;
   notAfterMs: number;
+  /**
+   * Absent or `shared`: the server sends all files. `per-robot`: it sends no `key.pem`, and `cert.pem` only once
+   * this robot holds a certificate (identity.ts adds the robot's own key and certificate).
+   */
+  identity?: IdentityMode;
+  /** Per-robot: the serial of the certificate in `cert.pem` (lowercase hex), as the server names it. */
+  identitySerial?: string;
   files: Partial<Record<RuntimeFileName, string>>;
 }
 
@@ -79,10 +90,25 @@ export function parseBundle(body: unknown): ValidBundle {
         if (Buffer.byteLength(content) > MAX_FILE_BYTES) throw new InvalidBundle(`${where}: ${file} is too large`);
         files[file] = content;
       }
+      const identity = e.identity ?? 'shared';
+      if (identity !== 'shared' && identity !== 'per-robot') throw new InvalidBundle(`${where}: unknown identity mode ${JSON.stringify(identity).slice(0, 40)}`);
+      const serial = e.identitySerial;
+      if (serial !== undefined && (identity !== 'per-robot' || typeof serial !== 'string' || !SERIAL.test(serial))) {
+        throw new InvalidBundle(`${where}: invalid identitySerial`);
+      }
+      if (identity === 'per-robot') {
+        // A key from the server would be a key more than this robot knows: refuse rather than use or ignore it.
+        if (files['key.pem'] !== undefined) throw new InvalidBundle(`${where}: a per-robot enclave must not carry key.pem`);
+        if ((serial === undefined) !== (files['cert.pem'] === undefined)) throw new InvalidBundle(`${where}: cert.pem and identitySerial come together`);
+      }
       for (const file of REQUIRED_RUNTIME_FILES) {
+        if (identity === 'per-robot' && ROBOT_MADE.has(file)) continue;
         if (files[file] === undefined) throw new InvalidBundle(`${where}: ${file} is missing`);
       }
-      enclaves.push({ keystore: name, path, notAfter: new Date(notAfterMs).toISOString(), notAfterMs, files });
+      const held: HeldEnclave = { keystore: name, path, notAfter: new Date(notAfterMs).toISOString(), notAfterMs, files };
+      if (identity === 'per-robot') held.identity = identity;
+      if (serial !== undefined) held.identitySerial = serial;
+      enclaves.push(held);
     }
   }
   return { revision, enclaves };
@@ -105,8 +131,10 @@ export function enclaveDigest(e: HeldEnclave): string {
 export function notYetValid(enclaves: HeldEnclave[], nowMs: number): { enclave: HeldEnclave; notBefore: string }[] {
   const out: { enclave: HeldEnclave; notBefore: string }[] = [];
   for (const enclave of enclaves) {
+    const cert = enclave.files['cert.pem'];
+    if (cert === undefined) continue; // a per-robot enclave before its certificate is issued
     try {
-      const from = Date.parse(new X509Certificate(enclave.files['cert.pem']!).validFrom);
+      const from = Date.parse(new X509Certificate(cert).validFrom);
       if (!Number.isNaN(from) && from > nowMs) out.push({ enclave, notBefore: new Date(from).toISOString() });
     } catch {
       // Not a certificate Node can read: DDS will say so; nothing to compare here.

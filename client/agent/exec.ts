@@ -15,9 +15,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { constants } from 'node:os';
 import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { MAX_TIMER_MS, sleep } from './backoff.js';
 import { describeFileChanges, diffFiles, enclaveId, type HeldEnclave, type ValidBundle } from './bundle.js';
 import { AgentError, EXIT_FAILURE, EXIT_REFUSED } from './errors.js';
+import { IdentityKeeper } from './identity.js';
 import { lstatOrNull } from './fsutil.js';
 import { errorMessage, type Logger } from './log.js';
 import { isAlive } from './lock.js';
@@ -110,6 +112,11 @@ export class Exec {
   private stopDeadline: number | undefined;
   private killTimer: NodeJS.Timeout | undefined;
   private expiryTimer: NodeJS.Timeout | undefined;
+  /** Key and certificate of a per-robot enclave (identity.ts). */
+  private identities: IdentityKeeper | undefined;
+  private identityTimer: NodeJS.Timeout | undefined;
+  /** Bundles and identity retries are handled one at a time, in order. */
+  private queue: Promise<void> = Promise.resolve();
   private resolveDone!: (code: number) => void;
   private readonly done = new Promise<number>((r) => (this.resolveDone = r));
 
@@ -125,6 +132,7 @@ export class Exec {
   async run(): Promise<number> {
     const s = openSession(this.opts, this.log);
     this.session = s;
+    this.identities = new IdentityKeeper(s.client, this.log, { baseMs: this.opts.backoffBaseMs, maxMs: this.opts.backoffMaxMs });
     if (this.ending !== undefined) {
       this.finish(this.ending);
       return this.done;
@@ -137,7 +145,10 @@ export class Exec {
       signal: this.abort.signal,
       pollWaitS: this.opts.pollWaitS,
       backoff: s.backoff,
-      onBundle: (bundle) => this.onBundle(bundle),
+      onBundle: (bundle) => {
+        const receivedAt = performance.now();
+        return this.serially(() => this.onBundle(bundle, receivedAt));
+      },
     }).then(
       () => undefined,
       (err: unknown) => {
@@ -186,13 +197,50 @@ export class Exec {
     }
   }
 
-  private async onBundle(bundle: ValidBundle): Promise<void> {
+  private serially(work: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(work);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * A per-robot enclave: its identity taken back by the server ends the session like a revocation (COMMAND
+   * stopped, files purged, exit 3; a restart by systemd makes a new key). Without a certificate yet, one is
+   * asked for; while the server cannot issue it (rate limit, unreachable) COMMAND does not start and the
+   * request is repeated when allowed.
+   */
+  private async withIdentity(found: HeldEnclave[], bundle: ValidBundle, receivedAt: number): Promise<{ live: HeldEnclave | undefined; waiting: boolean }> {
+    const s = this.session!;
+    const keeper = this.identities!;
+    const live = liveEnclaves(found, s.client.clockSkewMs, this.log);
+    if (live[0]?.identity !== 'per-robot') return { live: live[0], waiting: false };
+    if (keeper.takenBack(live, receivedAt).length > 0) {
+      this.log.warn(`identity for ${this.name}${this.held?.identitySerial ? ` (serial ${this.held.identitySerial})` : ''} was revoked: stopping ${this.opts.command[0]}`);
+      return { live: undefined, waiting: false };
+    }
+    const { ready, waiting } = await keeper.complete(live, this.abort.signal);
+    clearTimeout(this.identityTimer);
+    if (waiting.length > 0 && this.ending === undefined) {
+      const delay = Math.min(Math.max(waiting[0]!.retryAtMs - Date.now(), 0), MAX_TIMER_MS);
+      this.identityTimer = setTimeout(() => {
+        this.serially(() => this.onBundle(bundle, receivedAt)).catch((err: unknown) => {
+          this.log.error(errorMessage(err));
+          this.end(err instanceof AgentError ? err.exitCode : EXIT_FAILURE);
+        });
+      }, delay);
+    }
+    return { live: ready[0], waiting: waiting.length > 0 };
+  }
+
+  private async onBundle(bundle: ValidBundle, receivedAt: number): Promise<void> {
     const s = this.session!;
     if (this.ending !== undefined) return;
     const found = bundle.enclaves.filter((e) => e.keystore === this.opts.keystore && e.path === this.opts.path);
-    const live = liveEnclaves(found, s.client.clockSkewMs, this.log)[0];
+    const { live, waiting } = await this.withIdentity(found, bundle, receivedAt);
+    if (this.ending !== undefined || this.abort.signal.aborted) return;
     if (!this.held) {
       if (found.length === 0) throw new AgentError(`enclave ${this.name} is not bound to robot ${s.enrollment.robot}`, EXIT_REFUSED);
+      if (waiting) return; // asked again when the server allows (withIdentity armed the timer)
       if (!live) throw new AgentError(`enclave ${this.name} has expired`, EXIT_REFUSED);
       s.writer.apply([live]);
       this.held = live;
@@ -201,7 +249,7 @@ export class Exec {
       return;
     }
     if (!live) {
-      this.log.warn(`enclave ${this.name} was ${found.length ? 'expired' : 'revoked or unbound'}: stopping ${this.opts.command[0]}`);
+      this.log.warn(`enclave ${this.name} was ${found.length ? 'expired or its identity revoked' : 'revoked or unbound'}: stopping ${this.opts.command[0]}`);
       this.end(EXIT_REFUSED);
       return;
     }
@@ -320,6 +368,7 @@ export class Exec {
     this.ending = code;
     this.abort.abort();
     clearTimeout(this.expiryTimer);
+    clearTimeout(this.identityTimer);
     if (this.child) this.stopChild();
     else if (this.session) this.finish(code);
   }
@@ -352,6 +401,7 @@ export class Exec {
   teardown(): void {
     this.abort.abort();
     clearTimeout(this.expiryTimer);
+    clearTimeout(this.identityTimer);
     clearTimeout(this.killTimer);
     this.killGroups();
     const s = this.session;

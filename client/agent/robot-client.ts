@@ -5,7 +5,7 @@
  */
 import { randomBytes, sign, type KeyObject } from 'node:crypto';
 import { HttpClient, HttpStatusError, parseJson, statusError, type HttpResponse } from '../common/http.js';
-import type { RobotAssertionClaims, RobotAuthResponse, RobotReport } from '../common/robot-wire.js';
+import type { IdentityRequest, IdentityResponse, RobotAssertionClaims, RobotAuthResponse, RobotReport } from '../common/robot-wire.js';
 import { RefusedError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -41,6 +41,14 @@ export function signAssertion(key: KeyObject, robot: string, nowMs: number): str
 export type BundleFetch =
   | { changed: true; body: unknown; etag: string | undefined }
   | { changed: false };
+
+/** What `POST /v1/robot/identity` answered; other answers throw (HttpStatusError, NetworkError). */
+export type IdentityOutcome =
+  | { kind: 'issued'; identity: IdentityResponse }
+  /** 404: the enclave is not (or no longer) bound to this robot. */
+  | { kind: 'unbound' }
+  /** 409 key-reused: the server has seen this public key before; a new key is needed. */
+  | { kind: 'key-reused' };
 
 export interface RobotClientOptions {
   server: string;
@@ -165,19 +173,38 @@ export class RobotClient {
     return { changed: true, body: parseJson(res), etag: typeof res.headers.etag === 'string' ? res.headers.etag : undefined };
   }
 
-  async report(report: RobotReport, signal?: AbortSignal): Promise<void> {
-    const res = await this.authed(
-      (token) => ({
-        method: 'POST',
-        path: 'v1/robot/report',
-        headers: { authorization: `Bearer ${token}` },
-        json: report,
-        timeoutMs: REQUEST_TIMEOUT_MS,
-        signal,
-      }),
+  /** An authenticated JSON POST (small answers only). */
+  private post(path: string, json: unknown, signal?: AbortSignal): Promise<HttpResponse> {
+    return this.authed(
+      (token) => ({ method: 'POST', path, headers: { authorization: `Bearer ${token}` }, json, timeoutMs: REQUEST_TIMEOUT_MS, signal, maxBytes: 1024 * 1024 }),
       0,
       signal,
     );
+  }
+
+  /** Asks for a certificate for the key that signed `req.csr`. A 429 throws HttpStatusError with its Retry-After. */
+  async requestIdentity(req: IdentityRequest, signal?: AbortSignal): Promise<IdentityOutcome> {
+    const res = await this.post('v1/robot/identity', req, signal);
+    if (res.status === 404) return { kind: 'unbound' };
+    if (res.status === 409) {
+      const err = statusError(res, 'identity');
+      if (err.code === 'key-reused') return { kind: 'key-reused' };
+      throw err;
+    }
+    if (res.status !== 201 && res.status !== 200) throw statusError(res, 'identity');
+    const body = parseJson(res) as Partial<IdentityResponse> | undefined;
+    const ok =
+      typeof body?.certificate === 'string' &&
+      typeof body.serial === 'string' &&
+      typeof body.notAfter === 'string' &&
+      !Number.isNaN(Date.parse(body.notAfter)) &&
+      (typeof body.revision === 'string' || typeof body.revision === 'number');
+    if (!ok) throw new HttpStatusError(res.status, 'bad-response', 'incomplete identity answer', 'identity');
+    return { kind: 'issued', identity: body as IdentityResponse };
+  }
+
+  async report(report: RobotReport, signal?: AbortSignal): Promise<void> {
+    const res = await this.post('v1/robot/report', report, signal);
     if (res.status < 200 || res.status > 299) throw statusError(res, 'report');
   }
 }

@@ -39,11 +39,21 @@ export interface RobotAssertionClaims {
 
 export type Revision = string | number;
 
+/** `shared`: every robot bound to the enclave gets the same key from the server; `per-robot`: see below. */
+export type IdentityMode = 'shared' | 'per-robot';
+
 export interface BundleEnclave {
   /** Enclave name, e.g. `/fleet/amr_07/driver`. */
   path: string;
-  /** ISO 8601: when the enclave certificate expires. */
+  /** ISO 8601: when the enclave certificate expires (per-robot without a certificate: the CA's expiry). */
   notAfter: string;
+  /** Absent: shared (servers before per-robot identities). */
+  identity?: IdentityMode;
+  /**
+   * Per-robot: the serial (lowercase hex, no colons) of this robot's live certificate, present with `cert.pem`.
+   * A per-robot enclave never carries `key.pem`: the robot makes its own key and asks for a certificate.
+   */
+  identitySerial?: string;
   files: Partial<Record<RuntimeFileName, string>>;
 }
 export interface BundleKeystore {
@@ -54,6 +64,25 @@ export interface Bundle {
   revision: Revision;
   robot: unknown;
   keystores: BundleKeystore[];
+}
+
+/** `POST /v1/robot/identity`: a PKCS#10 request signed by the key the robot made for that enclave. */
+export interface IdentityRequest {
+  keystore: string;
+  enclave: string;
+  /** PEM `CERTIFICATE REQUEST`. */
+  csr: string;
+}
+/** 201 answer of `POST /v1/robot/identity`. */
+export interface IdentityResponse {
+  keystore: string;
+  enclave: string;
+  serial: string;
+  notAfter: string;
+  /** PEM certificate, subject `CN=<enclave path>`. */
+  certificate: string;
+  /** The robot's bundle revision that carries this certificate. */
+  revision: Revision;
 }
 
 export interface RobotReport {

@@ -276,3 +276,11 @@ export async function serverFixture(opts: { dataDir: string; port?: number; env?
   fx.admin = await Admin.login(fx.server);
   return fx;
 }
+
+/** End of an agent test file: agents killed, admin session closed, server stopped, its folders removed. */
+export async function tearDownAgentTest(t: { procs: { child: ChildProcess }[]; admin?: Admin; server?: RealServer; dirs: string[] }): Promise<void> {
+  for (const p of t.procs) p.child.kill('SIGKILL');
+  t.admin?.close();
+  await t.server?.stop();
+  for (const d of t.dirs) fs.rmSync(d, { recursive: true, force: true });
+}
