@@ -457,6 +457,43 @@ describe('per-robot enclave identities', () => {
     assert.deepEqual(audit.map((a) => [a.details.from, a.details.identityMode]), [['per-robot', 'shared'], ['shared', 'per-robot']]);
     assert.doesNotMatch(JSON.stringify(audit), /PRIVATE/);
   });
+
+  // Last in this suite: it moves the test's clock days ahead.
+  test('a serial leaves the CRL a week after its certificate expired; until then it stays', async () => {
+    const ks = await keystore('per-robot');
+    await app().post(`/v1/keystores/${ks.name}/enclaves`).set(A()).send({ path: '/exp/short', validityDays: 1 }).expect(201);
+    await app().post(`/v1/keystores/${ks.name}/enclaves`).set(A()).send({ path: '/exp/long', validityDays: 60 }).expect(201);
+    const day = 24 * 3600 * 1000;
+    const issued = async (name: string, enclave: string) => {
+      const token = await robot(name);
+      await app().post('/v1/bindings').set(A()).send({ keystore: ks.name, enclave, robot: name }).expect(201);
+      const res = await issue(token, ks.name, enclave, csr().csrPem);
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+      return res.body as Json;
+    };
+    const revoke = (name: string, serial: string) => app().delete(`/v1/robots/${name}/identities/${ks.name}/${serial}`).set(A()).expect(204);
+    const short = await issued('exp-a', '/exp/short');
+    const long1 = await issued('exp-c', '/exp/long');
+    await revoke('exp-a', short.serial);
+    assert.deepEqual(crlSerials(ks.name, ks.caFile), [short.serial.toUpperCase()]);
+    // One day after the short certificate expired: still listed (a lagging peer clock is covered).
+    const shortEnd = new Date(short.notAfter).getTime();
+    clock = shortEnd + day;
+    admin = await ctx.adminToken();
+    await revoke('exp-c', long1.serial);
+    assert.deepEqual(crlSerials(ks.name, ks.caFile), [short.serial, long1.serial].map((x: string) => x.toUpperCase()).sort());
+    // Eight days after: the next re-signing leaves it out; the unexpired ones stay.
+    const long2 = await issued('exp-d', '/exp/long');
+    clock = shortEnd + 8 * day;
+    admin = await ctx.adminToken();
+    await revoke('exp-d', long2.serial);
+    assert.deepEqual(crlSerials(ks.name, ks.caFile), [long1.serial, long2.serial].map((x: string) => x.toUpperCase()).sort());
+    // The CRL is still what openssl accepts from that CA, and still refuses a listed certificate.
+    const crlPem = (ctx.db.prepare('SELECT crl_pem FROM keystores WHERE name = ?').get(ks.name) as { crl_pem: string }).crl_pem;
+    const refused = verifyAt(ks.caFile, long2.certificate, crlPem);
+    assert.notEqual(refused.status, 0);
+    assert.match(refused.out, /certificate revoked/);
+  });
 });
 
 describe('enclavectl: identity modes, identities on robot show, revoke-identity (real server)', () => {

@@ -5,7 +5,7 @@ import type { BindingsService } from '../bindings/bindings.service.js';
 import type { Db } from '../db/database.js';
 import { Conflict, NotFound, TooManyRequests } from '../errors.js';
 import type { ChangeFeed } from '../events/changes.js';
-import type { KeystoreCrls } from '../keystores/crl.js';
+import type { KeystoreCrls, Revoked } from '../keystores/crl.js';
 import type { EnclaveRow, KeystoreRow } from '../keystores/keystores.repo.js';
 import type { KeystoresService } from '../keystores/keystores.service.js';
 import { issueCertificate, randomSerial, readCsr, toPem } from '../pki/index.js';
@@ -154,7 +154,7 @@ export class IdentitiesService {
         for (const o of old) {
           if (this.opts.reissue === 'revoke') {
             this.repo.revoke(keystore, o.serial, at);
-            this.crls.revokeBatched(now.ks, o.serial, enclave);
+            this.crls.revokeBatched(now.ks, { serial: o.serial, enclave, notAfter: o.not_after });
           } else this.repo.supersede(keystore, o.serial, at);
         }
         this.repo.insert({
@@ -242,7 +242,7 @@ export class IdentitiesService {
         if (!this.repo.revoke(keystore, stored, this.now().toISOString())) {
           throw new Conflict(`identity ${serialOut(stored)} of robot ${robot} is revoked already`, 'identity-revoked');
         }
-        this.crls.revokeNow(ks, [{ serial: stored, enclave: found.enclave }]);
+        this.crls.revokeNow(ks, [{ serial: stored, enclave: found.enclave, notAfter: found.not_after }]);
         this.audit.record({
           actor: caller.name,
           actorKind: 'user',
@@ -264,12 +264,12 @@ export class IdentitiesService {
    */
   revokeAllOf(robot: string): { keystores: string[]; serials: string[] } {
     const at = this.now().toISOString();
-    const byKeystore = new Map<string, { serial: string; enclave: string }[]>();
+    const byKeystore = new Map<string, Revoked[]>();
     for (const i of this.repo.unrevokedOfRobot(robot)) {
       this.repo.revoke(i.keystore, i.serial, at);
       let list = byKeystore.get(i.keystore);
       if (!list) byKeystore.set(i.keystore, (list = []));
-      list.push({ serial: i.serial, enclave: i.enclave });
+      list.push({ serial: i.serial, enclave: i.enclave, notAfter: i.not_after });
     }
     const serials: string[] = [];
     for (const [name, list] of byKeystore) {

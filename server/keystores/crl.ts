@@ -8,6 +8,19 @@ import type { KeystoresService } from './keystores.service.js';
 export const DEFAULT_CRL_BATCH_MS = 2000;
 
 /**
+ * How long after its certificate expires a serial stays on the CRL. An expired certificate is refused anyway
+ * (RFC 5280 lets its entry go); the margin covers peers whose clock lags behind (agents report their skew).
+ */
+export const CRL_EXPIRED_GRACE_MS = 7 * 24 * 3600 * 1000;
+
+/** A certificate being revoked: its serial, its enclave, and when it expires (ISO; null when not known). */
+export interface Revoked {
+  serial: string;
+  enclave: string;
+  notAfter: string | null;
+}
+
+/**
  * Each keystore's CRL: the serials in `revocations`, signed by the identity CA. A revocation an administrator
  * asks for is signed at once, inside the transaction that records it. A revocation caused by a robot asking for
  * a new identity (its previous certificate, after a restart emptied its RAM disk) is batched instead: the CRL is
@@ -34,16 +47,16 @@ export class KeystoreCrls {
   }
 
   /** Records the revocations and re-signs the CRL once, inside the caller's write transaction. */
-  revokeNow(ks: KeystoreRow, revoked: readonly { serial: string; enclave: string }[]): void {
+  revokeNow(ks: KeystoreRow, revoked: readonly Revoked[]): void {
     if (revoked.length === 0) return;
     const at = this.now().toISOString();
-    for (const r of revoked) this.repo.addRevocation(ks.name, r.serial, r.enclave, at);
+    for (const r of revoked) this.repo.addRevocation(ks.name, r.serial, r.enclave, at, r.notAfter);
     this.resign(ks);
   }
 
   /** Records the revocation inside the caller's write transaction; the CRL lists it within `batchMs`. */
-  revokeBatched(ks: KeystoreRow, serial: string, enclave: string): void {
-    this.repo.addRevocation(ks.name, serial, enclave, this.now().toISOString());
+  revokeBatched(ks: KeystoreRow, r: Revoked): void {
+    this.repo.addRevocation(ks.name, r.serial, r.enclave, this.now().toISOString(), r.notAfter);
     this.repo.setCrlPending(ks.name);
     this.schedule(ks.name);
   }
@@ -87,7 +100,13 @@ export class KeystoreCrls {
   private resign(ks: KeystoreRow): void {
     const signer = this.keystores.signingKeystore(ks);
     const now = this.now();
-    const revoked = this.repo.revocations(ks.name).map((r) => ({ serialHex: r.serial, revokedAt: new Date(r.revoked_at) }));
+    // Serials of certificates expired for longer than the grace are left out: the CRL stays the size of the
+    // revocations that still matter, however many times robots have restarted.
+    const horizon = now.getTime() - CRL_EXPIRED_GRACE_MS;
+    const revoked = this.repo
+      .revocations(ks.name)
+      .filter((r) => r.not_after === null || new Date(r.not_after).getTime() > horizon)
+      .map((r) => ({ serialHex: r.serial, revokedAt: new Date(r.revoked_at) }));
     // The CRL number is read inside the transaction: two revocations at once must not sign the same number.
     const crlNumber = (this.repo.get(ks.name)?.crl_number ?? ks.crl_number) + 1;
     // nextUpdate = the CA's end of life: openssl (and so DDS) rejects every certificate once a CRL is past

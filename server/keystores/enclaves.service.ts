@@ -12,7 +12,7 @@ import { validateXml } from '../policy/xsd.js';
 import type { XmlSandbox } from '../sandbox/sandbox.js';
 import type { Sealer } from '../secrets/seal.js';
 import { enclaveValidity, issueEnclave, permissionsFor, signPermissions, withValidity, type IssuedEnclave, type Validity } from './issuer.js';
-import type { KeystoreCrls } from './crl.js';
+import type { KeystoreCrls, Revoked } from './crl.js';
 import type { EnclaveRow, EnclaveSummaryRow, IdentityMode, KeystoreRow } from './keystores.repo.js';
 import { enclaveKeyContext, type KeystoresService } from './keystores.service.js';
 
@@ -352,10 +352,13 @@ export class EnclavesService {
    */
   private revokeSerials(ks: KeystoreRow, row: EnclaveRow): string[] {
     const at = this.now().toISOString();
-    const serials = row.identity_mode === 'shared' ? [row.serial] : this.identities.unrevokedOfEnclave(ks.name, row.path).map((i) => i.serial);
-    if (row.identity_mode === 'per-robot') for (const s of serials) this.identities.revoke(ks.name, s, at);
-    this.crls.revokeNow(ks, serials.map((serial) => ({ serial, enclave: row.path })));
-    return serials;
+    const revoked: Revoked[] =
+      row.identity_mode === 'shared'
+        ? [{ serial: row.serial, enclave: row.path, notAfter: row.not_after }]
+        : this.identities.unrevokedOfEnclave(ks.name, row.path).map((i) => ({ serial: i.serial, enclave: row.path, notAfter: i.not_after }));
+    if (row.identity_mode === 'per-robot') for (const r of revoked) this.identities.revoke(ks.name, r.serial, at);
+    this.crls.revokeNow(ks, revoked);
+    return revoked.map((r) => r.serial);
   }
 
   /**

@@ -53,6 +53,13 @@ export type EnclaveSummaryRow = Pick<
   'keystore' | 'path' | 'serial' | 'not_before' | 'not_after' | 'status' | 'permissions_source' | 'default_scope' | 'identity_mode' | 'created_at' | 'updated_at'
 >;
 
+export interface RevocationRow {
+  serial: string;
+  enclave: string;
+  revoked_at: string;
+  not_after: string | null;
+}
+
 /** SQL for keystores, enclaves and revocations; nothing else. */
 export class KeystoresRepo {
   private readonly stmts;
@@ -88,8 +95,8 @@ export class KeystoresRepo {
         permissions_p7s = @permissions_p7s, updated_at = @updated_at WHERE keystore = @keystore AND path = @path`),
       setStatus: db.prepare('UPDATE enclaves SET status = ?, updated_at = ? WHERE keystore = ? AND path = ?'),
       removeEnclave: db.prepare('DELETE FROM enclaves WHERE keystore = ? AND path = ?'),
-      insertRevocation: db.prepare('INSERT OR IGNORE INTO revocations (keystore, serial, enclave, revoked_at) VALUES (?, ?, ?, ?)'),
-      revocations: db.prepare('SELECT serial, enclave, revoked_at FROM revocations WHERE keystore = ? ORDER BY revoked_at, serial'),
+      insertRevocation: db.prepare('INSERT OR IGNORE INTO revocations (keystore, serial, enclave, revoked_at, not_after) VALUES (?, ?, ?, ?, ?)'),
+      revocations: db.prepare('SELECT serial, enclave, revoked_at, not_after FROM revocations WHERE keystore = ? ORDER BY revoked_at, serial'),
     };
   }
 
@@ -154,10 +161,11 @@ export class KeystoresRepo {
   removeEnclave(keystore: string, path: string): boolean {
     return this.stmts.removeEnclave.run(keystore, path).changes === 1;
   }
-  addRevocation(keystore: string, serial: string, enclave: string, at: string): void {
-    this.stmts.insertRevocation.run(keystore, serial, enclave, at);
+  /** `notAfter`: when the revoked certificate expires (null: unknown, e.g. a serial from an imported CRL). */
+  addRevocation(keystore: string, serial: string, enclave: string, at: string, notAfter: string | null): void {
+    this.stmts.insertRevocation.run(keystore, serial, enclave, at, notAfter);
   }
-  revocations(keystore: string): { serial: string; enclave: string; revoked_at: string }[] {
-    return this.stmts.revocations.all(keystore) as { serial: string; enclave: string; revoked_at: string }[];
+  revocations(keystore: string): RevocationRow[] {
+    return this.stmts.revocations.all(keystore) as RevocationRow[];
   }
 }

@@ -299,7 +299,7 @@ export class KeystoresService {
     this.db.transaction(() => {
       if (this.repo.get(name)) throw new Conflict(`keystore "${name}" already exists`);
       this.repo.insert(row);
-      for (const serial of importedRevocations) this.repo.addRevocation(name, serial, '(imported CRL)', at);
+      for (const serial of importedRevocations) this.repo.addRevocation(name, serial, '(imported CRL)', at, null);
       // Shared enclaves bring their key and certificate; per-robot ones only their permissions and window.
       const identities = [
         ...material.enclaves.map((e) => {
