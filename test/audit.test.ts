@@ -29,6 +29,21 @@ describe('audit log', () => {
     assert.equal((await request(ctx.app).get('/v1/audit?limit=0').set(bearer(admin))).status, 422);
   });
 
+  test('filters by target (a substring, any case, wildcards literal) and until', async () => {
+    const get = async (q: string) => (await request(ctx.app).get(`/v1/audit?${q}`).set(bearer(admin)).expect(200)).body.entries as { target: string | null; at: string; id: number }[];
+    assert.deepEqual((await get('action=user.create&target=A2')).map((e) => e.target), ['a2']);
+    assert.deepEqual(await get('target=a%25'), [], '% is a character, not a wildcard');
+    assert.deepEqual(await get('target=a_'), [], '_ is a character, not a wildcard');
+    const created = await get('action=user.create');
+    const oldest = created[created.length - 1]!;
+    const upTo = await get(`action=user.create&until=${encodeURIComponent(oldest.at)}`);
+    assert.ok(upTo.length >= 1 && upTo.every((e) => e.at <= oldest.at));
+    assert.ok(upTo.some((e) => e.id === oldest.id), 'until is inclusive');
+    assert.deepEqual(await get('until=2000-01-01T00:00:00Z'), []);
+    assert.equal((await request(ctx.app).get('/v1/audit?until=tomorrow').set(bearer(admin))).status, 422);
+    assert.equal((await request(ctx.app).get('/v1/audit?target=').set(bearer(admin))).status, 422);
+  });
+
   test('the chain verifies', async () => {
     const res = await request(ctx.app).get('/v1/audit/verify').set(bearer(admin));
     assert.equal(res.status, 200);

@@ -16,11 +16,16 @@ export interface AuditRow {
 
 export interface AuditQuery {
   since?: string;
+  until?: string;
   actor?: string;
+  target?: string;
   action?: string;
   result?: string;
   limit: number;
 }
+
+/** Text matched literally inside a LIKE pattern written with ESCAPE '\\'. */
+const likeEscaped = (text: string) => text.replace(/[\\%_]/g, (c) => `\\${c}`);
 
 export class AuditRepo {
   private readonly insertStmt;
@@ -47,15 +52,24 @@ export class AuditRepo {
       where.push('at >= @since');
       params.since = q.since;
     }
+    if (q.until) {
+      where.push('at <= @until');
+      params.until = q.until;
+    }
     if (q.actor) {
       where.push('actor = @actor');
       params.actor = q.actor;
+    }
+    if (q.target) {
+      // A substring, whatever the case; LIKE wildcards in the input are escaped.
+      where.push("lower(target) LIKE @target ESCAPE '\\'");
+      params.target = `%${likeEscaped(q.target.toLowerCase())}%`;
     }
     if (q.action) {
       // A trailing '*' filters by prefix ("enclave.*"); LIKE wildcards in the input are escaped.
       if (q.action.endsWith('*')) {
         where.push("action LIKE @action ESCAPE '\\'");
-        params.action = q.action.slice(0, -1).replace(/[\\%_]/g, (c) => `\\${c}`) + '%';
+        params.action = `${likeEscaped(q.action.slice(0, -1))}%`;
       } else {
         where.push('action = @action');
         params.action = q.action;

@@ -12,7 +12,15 @@ export const AuditQuery = z.object({
     .refine((s) => !Number.isNaN(Date.parse(s)), 'must be an ISO 8601 time')
     .transform((s) => new Date(s).toISOString())
     .optional(),
+  until: z
+    .string()
+    .max(64)
+    .refine((s) => !Number.isNaN(Date.parse(s)), 'must be an ISO 8601 time')
+    .transform((s) => new Date(s).toISOString())
+    .optional(),
   actor: z.string().max(256).optional(),
+  /** Entries whose target contains this text (any case). */
+  target: z.string().min(1).max(256).optional(),
   action: z.string().max(128).optional(),
   result: z.enum(['success', 'failure', 'denied']).optional(),
   limit: z.coerce.number().int().min(1).max(10_000).default(100),
