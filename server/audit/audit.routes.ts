@@ -5,19 +5,16 @@ import { h } from '../http/handler.js';
 import { query } from '../http/validate.js';
 import type { AuditService } from './audit.service.js';
 
+const isoTime = z
+  .string()
+  .max(64)
+  .refine((s) => !Number.isNaN(Date.parse(s)), 'must be an ISO 8601 time')
+  .transform((s) => new Date(s).toISOString())
+  .optional();
+
 export const AuditQuery = z.object({
-  since: z
-    .string()
-    .max(64)
-    .refine((s) => !Number.isNaN(Date.parse(s)), 'must be an ISO 8601 time')
-    .transform((s) => new Date(s).toISOString())
-    .optional(),
-  until: z
-    .string()
-    .max(64)
-    .refine((s) => !Number.isNaN(Date.parse(s)), 'must be an ISO 8601 time')
-    .transform((s) => new Date(s).toISOString())
-    .optional(),
+  since: isoTime,
+  until: isoTime,
   actor: z.string().max(256).optional(),
   /** Entries whose target contains this text (any case). */
   target: z.string().min(1).max(256).optional(),
