@@ -51,11 +51,12 @@ export class FleetService {
     const now = this.now();
     const silentBefore = now.getTime() - silentMinutes * 60_000;
     const counts = Object.fromEntries(FLEET_STATES.map((s) => [s, 0])) as Record<FleetState, number>;
+    const reports = this.robots.reports();
     const robots = this.robots
       .list()
       .filter((r) => caller.robotVisible(r.labels))
       .map((r): FleetRobot => {
-        const report = this.robots.report(r.name) ?? null;
+        const report = reports.get(r.name) ?? null;
         const enrolled = r.keyId !== null;
         const currentRevision = enrolled ? this.bundles.current(r.name, r).revision : null;
         const state: FleetState = !enrolled

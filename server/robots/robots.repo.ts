@@ -52,6 +52,26 @@ const toRobot = (r: RobotRow): Robot => ({
   updatedAt: r.updated_at,
 });
 
+interface ReportRow {
+  revision: string | null;
+  filesystem: string | null;
+  clock_skew_ms: number | null;
+  agent_version: string | null;
+  enclaves: string | null;
+  reported_at: string;
+  last_seen_at: string;
+}
+
+const toReport = (r: ReportRow): RobotReport => ({
+  revision: r.revision,
+  filesystem: r.filesystem,
+  clockSkewMs: r.clock_skew_ms,
+  agentVersion: r.agent_version,
+  enclaves: r.enclaves ? JSON.parse(r.enclaves) : [],
+  reportedAt: r.reported_at,
+  lastSeenAt: r.last_seen_at,
+});
+
 export class RobotsRepo {
   private readonly stmts;
   constructor(private readonly db: Db) {
@@ -74,6 +94,7 @@ export class RobotsRepo {
       insertJti: db.prepare('INSERT INTO used_assertions (jti, robot, expires_at) VALUES (?, ?, ?) ON CONFLICT (jti) DO NOTHING'),
       purgeJti: db.prepare('DELETE FROM used_assertions WHERE expires_at < ?'),
       report: db.prepare('SELECT * FROM robot_reports WHERE robot = ?'),
+      reports: db.prepare('SELECT * FROM robot_reports'),
       upsertReport: db.prepare(`INSERT INTO robot_reports (robot, revision, filesystem, clock_skew_ms, agent_version, enclaves,
         reported_at, last_seen_at) VALUES (@robot, @revision, @filesystem, @clock_skew_ms, @agent_version, @enclaves, @at, @at)
         ON CONFLICT (robot) DO UPDATE SET revision = excluded.revision, filesystem = excluded.filesystem,
@@ -129,20 +150,12 @@ export class RobotsRepo {
     this.stmts.purgeJti.run(before);
   }
   report(name: string): RobotReport | undefined {
-    const r = this.stmts.report.get(name) as
-      | { revision: string | null; filesystem: string | null; clock_skew_ms: number | null; agent_version: string | null; enclaves: string | null; reported_at: string; last_seen_at: string }
-      | undefined;
-    return (
-      r && {
-        revision: r.revision,
-        filesystem: r.filesystem,
-        clockSkewMs: r.clock_skew_ms,
-        agentVersion: r.agent_version,
-        enclaves: r.enclaves ? JSON.parse(r.enclaves) : [],
-        reportedAt: r.reported_at,
-        lastSeenAt: r.last_seen_at,
-      }
-    );
+    const r = this.stmts.report.get(name) as ReportRow | undefined;
+    return r && toReport(r);
+  }
+  /** Every robot's last report, in one read (a fleet-wide view would otherwise query once per robot). */
+  reports(): Map<string, RobotReport> {
+    return new Map((this.stmts.reports.all() as (ReportRow & { robot: string })[]).map((r) => [r.robot, toReport(r)]));
   }
   upsertReport(robot: string, rep: Omit<RobotReport, 'reportedAt' | 'lastSeenAt'>, at: string): void {
     this.stmts.upsertReport.run({
