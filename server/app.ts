@@ -69,6 +69,8 @@ export interface AppOptions {
   /** Per-robot certificate requests one robot may make per enclave: burst, and per hour on average. */
   identityBurst: number;
   identityPerHour: number;
+  /** Lifetime of per-robot certificates in days (0: the enclave's validity). */
+  identityValidityDays: number;
   /** How long re-issue revocations wait to be signed into their keystore's CRL together (ms). */
   crlBatchMs: number;
 }
@@ -97,6 +99,7 @@ export const DEFAULT_APP_OPTIONS: AppOptions = {
   identityReissue: DEFAULT_IDENTITY_OPTIONS.reissue,
   identityBurst: DEFAULT_IDENTITY_OPTIONS.burst,
   identityPerHour: DEFAULT_IDENTITY_OPTIONS.perHour,
+  identityValidityDays: DEFAULT_IDENTITY_OPTIONS.validityDays,
   crlBatchMs: DEFAULT_CRL_BATCH_MS,
 };
 
@@ -149,6 +152,7 @@ export function createApp(deps: AppDeps): Express {
     reissue: options.identityReissue,
     burst: options.identityBurst,
     perHour: options.identityPerHour,
+    validityDays: options.identityValidityDays,
   });
   robots.identities = identities;
   // Revocations a stop left unsigned (see KeystoreCrls) are in the CRL before the first bundle is served.

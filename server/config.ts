@@ -31,6 +31,7 @@ export interface ServerConfig {
   importTimeLimitMs: number;
   /** A robot's previous per-robot certificate when it gets a new one: revoked (CRL) or left to expire. */
   identityReissue: 'revoke' | 'expire';
+  identityValidityDays: number;
 }
 
 export class ConfigError extends Error {}
@@ -56,6 +57,8 @@ options (flag wins over environment):
                                                 CIDRs, loopback, uniquelocal; comma-separated)
   --identity-reissue revoke|expire              ENCLAVE_IDENTITY_REISSUE: a robot's previous per-robot
                                                 certificate on re-issue is revoked (default) or left to expire
+  --identity-validity-days N                    ENCLAVE_IDENTITY_VALIDITY_DAYS: lifetime of per-robot
+                                                certificates (default 0: the enclave's); agents renew at 2/3
   ENCLAVE_MASTER_KEY_FILE                       32-byte master key (default <data>/master.key)
   ENCLAVE_TOKEN_SECRET_FILE                     32-byte token signing key (default <data>/jwt.secret)
   ENCLAVE_ADMIN_PASSWORD(_FILE)                 first admin's password (only when no user exists)
@@ -117,6 +120,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
         'insecure-http': { type: 'boolean' },
         'trust-proxy': { type: 'string' },
         'identity-reissue': { type: 'string' },
+        'identity-validity-days': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -142,6 +146,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
   }
   const reissue = values['identity-reissue'] ?? env.ENCLAVE_IDENTITY_REISSUE ?? 'revoke';
   if (reissue !== 'revoke' && reissue !== 'expire') throw new ConfigError(`--identity-reissue: expected revoke or expire, got "${reissue}"`);
+  const validityDays = values['identity-validity-days'] ?? env.ENCLAVE_IDENTITY_VALIDITY_DAYS;
+  const identityValidityDays = validityDays === '0' ? 0 : positiveInt(validityDays, '--identity-validity-days', 0);
   const config: ServerConfig = {
     dataDir: path.resolve(values['data-dir'] ?? env.ENCLAVE_DATA_DIR ?? 'data'),
     listenHost: listen.host,
@@ -166,6 +172,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     xmlTimeLimitMs: positiveInt(env.ENCLAVE_XML_TIME_LIMIT_MS, 'ENCLAVE_XML_TIME_LIMIT_MS', 1500),
     importTimeLimitMs: positiveInt(env.ENCLAVE_IMPORT_TIME_LIMIT_MS, 'ENCLAVE_IMPORT_TIME_LIMIT_MS', 120_000),
     identityReissue: reissue,
+    identityValidityDays,
   };
   return { command, args: positionals.slice(1), config };
 }

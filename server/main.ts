@@ -61,6 +61,7 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
       importTimeLimitMs: config.importTimeLimitMs,
       trustProxy: config.trustProxy.length ? config.trustProxy : false,
       identityReissue: config.identityReissue,
+      identityValidityDays: config.identityValidityDays,
     },
   });
   await ensureFirstAdmin(servicesOf(app), config, logger);

@@ -458,6 +458,49 @@ describe('per-robot enclave identities', () => {
     assert.doesNotMatch(JSON.stringify(audit), /PRIVATE/);
   });
 
+  test('--identity-validity-days: a robot certificate lives that many days from its issue, never past the enclave', async () => {
+    const short = await makeTestApp({ now: () => new Date(clock), identityValidityDays: 3 });
+    try {
+      const sa = bearer(await short.adminToken());
+      const api = () => request(short.app);
+      await api().post('/v1/keystores').set(sa).send({ name: 'life', identityMode: 'per-robot' }).expect(201);
+      await api().post('/v1/keystores/life/enclaves').set(sa).send({ path: '/life/long', validityDays: 365 }).expect(201);
+      await api().post('/v1/keystores/life/enclaves').set(sa).send({ path: '/life/brief', validityDays: 1 }).expect(201);
+      await api().post('/v1/robots').set(sa).send({ name: 'lifer' }).expect(201);
+      const t = await api().post('/v1/robots/lifer/enrollment-tokens').set(sa).send({}).expect(201);
+      const key = deviceKey();
+      await api().post('/v1/enroll').send({ token: t.body.token, publicKey: key.publicKeyPem }).expect(201);
+      const token = (await api().post('/v1/auth/robot').send({ assertion: assertion('lifer', key, atClock()) }).expect(200)).body.token as string;
+      for (const e of ['/life/long', '/life/brief']) await api().post('/v1/bindings').set(sa).send({ keystore: 'life', enclave: e, robot: 'lifer' }).expect(201);
+      const get = async (enclave: string) => {
+        const res = await api().post('/v1/robot/identity').set(bearer(token)).send({ keystore: 'life', enclave, csr: csr().csrPem });
+        assert.equal(res.status, 201, JSON.stringify(res.body));
+        return new X509Certificate(res.body.certificate as string);
+      };
+      const day = 86_400_000;
+      const long = await get('/life/long');
+      assert.equal(Date.parse(long.validTo), Math.floor((clock + 3 * day) / 1000) * 1000, 'three days from the issue');
+      assert.ok(Date.parse(long.validFrom) <= clock && Date.parse(long.validFrom) > clock - day, 'from about now (backdated), not from the enclave');
+      const enclaveEnd = Date.parse((await api().get('/v1/keystores/life/enclaves/life/brief').set(sa).expect(200)).body.notAfter);
+      assert.equal(Date.parse((await get('/life/brief')).validTo), enclaveEnd, 'never past the enclave');
+      const caFile = path.join(work, 'life.ca.pem');
+      fs.writeFileSync(caFile, (await api().get('/v1/keystores/life').set(sa).expect(200)).body.identityCa.certificate);
+      const at = (ms: number) => openssl(['verify', '-attime', String(Math.floor(ms / 1000)), '-CAfile', caFile, writeTemp(long.toString())]);
+      assert.equal(at(clock + 2 * day).status, 0, 'valid inside its three days');
+      assert.notEqual(at(clock + 4 * day).status, 0, 'expired after them');
+    } finally {
+      short.services.crls.close();
+      short.services.bundles.close();
+      short.close();
+    }
+  });
+
+  const writeTemp = (pem: string) => {
+    const file = path.join(work, `pem-${++n}.pem`);
+    fs.writeFileSync(file, pem);
+    return file;
+  };
+
   // Last in this suite: it moves the test's clock days ahead.
   test('a serial leaves the CRL a week after its certificate expired; until then it stays', async () => {
     const ks = await keystore('per-robot');
@@ -570,6 +613,15 @@ test('--identity-reissue / ENCLAVE_IDENTITY_REISSUE: revoke by default, expire o
   assert.equal(parseCommandLine([], { ENCLAVE_IDENTITY_REISSUE: 'expire' }).config.identityReissue, 'expire');
   assert.equal(parseCommandLine(['--identity-reissue', 'revoke'], { ENCLAVE_IDENTITY_REISSUE: 'expire' }).config.identityReissue, 'revoke', 'the flag wins');
   assert.throws(() => parseCommandLine(['--identity-reissue', 'never'], {}), (e: unknown) => e instanceof ConfigError && /--identity-reissue/.test((e as Error).message));
+});
+
+test('--identity-validity-days / ENCLAVE_IDENTITY_VALIDITY_DAYS: 0 (the enclave\'s) by default, a positive number of days, nothing else', () => {
+  assert.equal(parseCommandLine([], {}).config.identityValidityDays, 0);
+  assert.equal(parseCommandLine(['--identity-validity-days', '7'], {}).config.identityValidityDays, 7);
+  assert.equal(parseCommandLine([], { ENCLAVE_IDENTITY_VALIDITY_DAYS: '30' }).config.identityValidityDays, 30);
+  for (const bad of ['-1', '1.5', 'week']) {
+    assert.throws(() => parseCommandLine(['--identity-validity-days', bad], {}), (e: unknown) => e instanceof ConfigError && /--identity-validity-days/.test((e as Error).message));
+  }
 });
 
 /**

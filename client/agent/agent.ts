@@ -167,7 +167,7 @@ export class Agent {
         this.log.warn(`identity for ${id}${serial ? ` (serial ${serial})` : ''} was revoked: enclave removed, key discarded; asking for a new identity with a new key`);
       }
     }
-    const { ready, waiting } = await identities.complete(live, this.abort.signal);
+    const { ready, waiting, renewals } = await identities.complete(live, this.abort.signal);
     if (this.abort.signal.aborted) return;
     const changes = diffEnclaves(this.held, ready);
     s.writer.apply(ready); // throws AgentError on a foreign symlink etc.: fatal
@@ -177,7 +177,7 @@ export class Agent {
     for (const id of changes.added) this.log.info(`enclave ${id} written`);
     for (const { id, files } of changes.updated) this.log.info(`enclave ${id} updated: ${describeFileChanges(files)}`);
     for (const id of changes.removed) this.log.info(`enclave ${id} removed (revoked or unbound)`);
-    this.scheduleIdentityRetry(waiting.map((w) => w.retryAtMs));
+    this.scheduleIdentityRetry([...waiting.map((w) => w.retryAtMs), ...renewals]);
     if (!changed) return;
     this.scheduleExpiry();
     this.announce(waiting.length === 0);
@@ -186,7 +186,10 @@ export class Agent {
     await this.sendReport();
   }
 
-  /** Asks again for the identities still missing, at the earliest time one of them may be asked for. */
+  /**
+   * Asks again for the identities still missing, or due for renewal, at the earliest time one of them may be
+   * asked for.
+   */
   private scheduleIdentityRetry(times: number[]): void {
     clearTimeout(this.identityTimer);
     this.identityTimer = undefined;

@@ -218,10 +218,11 @@ export class Exec {
       this.log.warn(`identity for ${this.name}${this.held?.identitySerial ? ` (serial ${this.held.identitySerial})` : ''} was revoked: stopping ${this.opts.command[0]}`);
       return { live: undefined, waiting: false };
     }
-    const { ready, waiting } = await keeper.complete(live, this.abort.signal);
+    const { ready, waiting, renewals } = await keeper.complete(live, this.abort.signal);
     clearTimeout(this.identityTimer);
-    if (waiting.length > 0 && this.ending === undefined) {
-      const delay = Math.min(Math.max(waiting[0]!.retryAtMs - Date.now(), 0), MAX_TIMER_MS);
+    const next = [...waiting.map((w) => w.retryAtMs), ...renewals];
+    if (next.length > 0 && this.ending === undefined) {
+      const delay = Math.min(Math.max(Math.min(...next) - Date.now(), 0), MAX_TIMER_MS);
       this.identityTimer = setTimeout(() => {
         this.serially(() => this.onBundle(bundle, receivedAt)).catch((err: unknown) => {
           this.log.error(errorMessage(err));

@@ -37,6 +37,11 @@ interface HeldKey {
   issued?: { certPem: string; serial: string; notAfter: string; notAfterMs: number; at: number };
   /** A bundle carried a certificate for this key (from then on the bundle alone decides). */
   confirmed: boolean;
+  /**
+   * When to replace this key and its certificate (short-lived robot certificates; the server says when). The
+   * server's clock against ours: a few seconds of skew do not matter against a lifetime of days.
+   */
+  renewAtMs?: number;
 }
 
 export interface Completion {
@@ -44,6 +49,8 @@ export interface Completion {
   ready: HeldEnclave[];
   /** Per-robot enclaves still without a certificate, and when to ask again (local clock, ms). */
   waiting: { id: string; retryAtMs: number }[];
+  /** When a held certificate is due for renewal, or its renewal may be tried again (local clock, ms). */
+  renewals: number[];
 }
 
 /** Whether `certPem` certifies the public half of the key whose SPKI is `spki`. */
@@ -106,6 +113,7 @@ export class IdentityKeeper {
   async complete(enclaves: HeldEnclave[], signal?: AbortSignal): Promise<Completion> {
     const ready: HeldEnclave[] = [];
     const waiting: Completion['waiting'] = [];
+    const renewals: number[] = [];
     for (const e of enclaves) {
       if (e.identity !== 'per-robot') {
         ready.push(e);
@@ -116,11 +124,14 @@ export class IdentityKeeper {
       if (key && certifies(e.files['cert.pem'], key.spki)) {
         key.confirmed = true;
         key.issued = undefined;
-        ready.push(this.withKey(e, key, e.files['cert.pem']!, e.notAfter, e.notAfterMs, e.identitySerial));
+        const held = this.withKey(e, key, e.files['cert.pem']!, e.notAfter, e.notAfterMs, e.identitySerial);
+        ready.push(key.renewAtMs !== undefined && key.renewAtMs <= this.now() ? await this.renew(e, held, renewals, signal) : held);
+        if (key.renewAtMs !== undefined && this.keys.get(id) === key) renewals.push(Math.max(key.renewAtMs, this.retryAt.get(id) ?? 0));
         continue;
       }
       if (key?.issued) {
         ready.push(this.withKey(e, key, key.issued.certPem, key.issued.notAfter, key.issued.notAfterMs, key.issued.serial));
+        if (key.renewAtMs !== undefined) renewals.push(key.renewAtMs);
         continue;
       }
       const at = this.retryAt.get(id);
@@ -129,10 +140,30 @@ export class IdentityKeeper {
         continue;
       }
       const got = await this.request(e, signal);
+      const renewAt = this.keys.get(id)?.renewAtMs;
+      if (got && renewAt !== undefined) renewals.push(renewAt);
       if (got) ready.push(got);
       else if (!signal?.aborted) waiting.push({ id, retryAtMs: this.retryAt.get(id) ?? this.now() });
     }
-    return { ready, waiting };
+    return { ready, waiting, renewals };
+  }
+
+  /**
+   * A new key and certificate for an enclave whose certificate is due for renewal. Until the server issues
+   * it, the current key and certificate stay in use (`held`); a refusal is asked again when allowed.
+   */
+  private async renew(e: HeldEnclave, held: HeldEnclave, renewals: number[], signal?: AbortSignal): Promise<HeldEnclave> {
+    const id = enclaveId(e);
+    const at = this.retryAt.get(id);
+    if (at !== undefined && at > this.now()) return held;
+    this.log.info(`identity for ${id}${held.identitySerial ? ` (serial ${held.identitySerial})` : ''} is due for renewal: new key, new request`);
+    const renewed = await this.request(e, signal, true);
+    if (renewed) {
+      const key = this.keys.get(id);
+      if (key?.renewAtMs !== undefined) renewals.push(key.renewAtMs);
+    }
+    // Unbound meanwhile: the key is gone and the next bundle drops the enclave.
+    return renewed ?? held;
   }
 
   private withKey(e: HeldEnclave, key: HeldKey, certPem: string, notAfter: string, notAfterMs: number, serial: string | undefined): HeldEnclave {
@@ -147,10 +178,14 @@ export class IdentityKeeper {
     this.backoffs.delete(id);
   }
 
-  private newKey(id: string): HeldKey {
+  private makeKey(): HeldKey {
     const { privateKey } = newIdentityKey();
     const keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
-    const key: HeldKey = { privateKey, keyPem, spki: spkiDer(privateKey), confirmed: false };
+    return { privateKey, keyPem, spki: spkiDer(privateKey), confirmed: false };
+  }
+
+  private newKey(id: string): HeldKey {
+    const key = this.makeKey();
     this.keys.set(id, key);
     return key;
   }
@@ -159,13 +194,16 @@ export class IdentityKeeper {
     this.retryAt.set(id, this.now() + ms);
   }
 
-  /** One issuance for `e` (a new key when none is held, or the server has seen it); undefined when not now. */
-  private async request(e: HeldEnclave, signal?: AbortSignal): Promise<HeldEnclave | undefined> {
+  /**
+   * One issuance for `e` (a new key when none is held, or the server has seen it; always a new one when
+   * `renewing`, kept aside until its certificate arrives); undefined when not now.
+   */
+  private async request(e: HeldEnclave, signal?: AbortSignal, renewing = false): Promise<HeldEnclave | undefined> {
     const id = enclaveId(e);
     const backoff = this.backoffs.get(id) ?? new Backoff(this.backoff.baseMs, this.backoff.maxMs);
     this.backoffs.set(id, backoff);
     for (let attempt = 0; attempt < 2; attempt++) {
-      const key = this.keys.get(id) ?? this.newKey(id);
+      const key = renewing ? this.makeKey() : (this.keys.get(id) ?? this.newKey(id));
       let outcome: IdentityOutcome;
       try {
         outcome = await this.issuer.requestIdentity({ keystore: e.keystore, enclave: e.path, csr: buildCsr(key.privateKey, e.path) }, signal);
@@ -181,7 +219,7 @@ export class IdentityKeeper {
       if (outcome.kind === 'key-reused') {
         // Only a key made elsewhere (or a server that lost its records) can collide: never reuse it.
         this.log.warn(`identity for ${id}: the server has seen this key before: making a new one`);
-        this.keys.delete(id);
+        if (!renewing) this.keys.delete(id);
         continue;
       }
       if (outcome.kind === 'unbound') {
@@ -198,6 +236,9 @@ export class IdentityKeeper {
       }
       const notAfterMs = Date.parse(issued.notAfter);
       key.issued = { certPem: issued.certificate, serial: issued.serial, notAfter: new Date(notAfterMs).toISOString(), notAfterMs, at: performance.now() };
+      const renewAtMs = issued.renewAfter === undefined ? NaN : Date.parse(issued.renewAfter);
+      if (!Number.isNaN(renewAtMs)) key.renewAtMs = renewAtMs;
+      if (renewing) this.keys.set(id, key);
       backoff.reset();
       this.retryAt.delete(id);
       this.log.info(`identity for ${id} issued: serial ${issued.serial}, valid until ${key.issued.notAfter}`);

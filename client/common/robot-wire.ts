@@ -83,6 +83,8 @@ export interface IdentityResponse {
   certificate: string;
   /** The robot's bundle revision that carries this certificate. */
   revision: Revision;
+  /** Present when robot certificates are short-lived: when to ask for the next one (new key, new request). */
+  renewAfter?: string;
 }
 
 export interface RobotReport {

@@ -22,9 +22,15 @@ export interface IdentityOptions {
   burst: number;
   /** ...and per hour, on average. */
   perHour: number;
+  /**
+   * Lifetime of a robot's certificate in days; 0: the enclave's. Short lifetimes keep the CRL small (a serial
+   * leaves it a week after its certificate expired) and bound how long a key taken from a running robot stays
+   * good; agents renew at two thirds of the lifetime, which restarts the processes using the enclave.
+   */
+  validityDays: number;
 }
 
-export const DEFAULT_IDENTITY_OPTIONS: IdentityOptions = { reissue: 'revoke', burst: 3, perHour: 10 };
+export const DEFAULT_IDENTITY_OPTIONS: IdentityOptions = { reissue: 'revoke', burst: 3, perHour: 10, validityDays: 0 };
 
 export interface IssueInput {
   keystore: string;
@@ -40,6 +46,8 @@ export interface IssuedIdentity {
   certificate: string;
   /** The robot's bundle revision once this certificate is in it. */
   revision: string;
+  /** With short-lived robot certificates (`--identity-validity-days`): when the agent asks for the next one. */
+  renewAfter?: string;
 }
 
 export interface IdentityView {
@@ -112,6 +120,15 @@ export class IdentitiesService {
     return { ks, row };
   }
 
+  /** The enclave's validity, or a window of `validityDays` from now inside it. */
+  private validity(ks: KeystoreRow, row: EnclaveRow, nowMs: number): { notBefore: Date; notAfter: Date } {
+    const enclave = { notBefore: new Date(row.not_before), notAfter: new Date(row.not_after) };
+    if (this.opts.validityDays <= 0) return enclave;
+    // Backdated as every certificate of the keystore is, for peers whose clock runs a little behind.
+    const from = Math.max(enclave.notBefore.getTime(), nowMs - ks.backdate_seconds * 1000);
+    return { notBefore: new Date(from), notAfter: new Date(Math.min(enclave.notAfter.getTime(), nowMs + this.opts.validityDays * 86_400_000)) };
+  }
+
   issue(robot: RobotPrincipal, input: IssueInput): IssuedIdentity {
     const { keystore, enclave } = input;
     const { ks, row } = this.target(robot.name, keystore, enclave);
@@ -128,6 +145,8 @@ export class IdentitiesService {
     const csr = readCsr(input.csr);
     if (this.repo.seen(csr.spkiSha256)) throw keyReused();
     const signer = this.keystores.signingKeystore(ks);
+    const validity = this.validity(ks, row, nowMs);
+    const notAfter = validity.notAfter.toISOString();
     // Never a leading zero byte (randomSerial), so its hex is already the stored, canonical form.
     const serialBytes = randomSerial(SERIAL_BYTES);
     const certificate = issueCertificate({
@@ -135,8 +154,7 @@ export class IdentitiesService {
       // The SPKI exactly as the CSR carried it (checked by readCsr): cheaper to re-read than a KeyObject.
       publicKeyPem: toPem('PUBLIC KEY', csr.spkiDer),
       issuer: signer.identityCa,
-      notBefore: new Date(row.not_before),
-      notAfter: new Date(row.not_after),
+      ...validity,
       profile: 'enclave',
       serial: serialBytes,
     });
@@ -164,8 +182,8 @@ export class IdentitiesService {
           enclave,
           spki_sha256: csr.spkiSha256,
           cert_pem: certificate,
-          not_before: row.not_before,
-          not_after: row.not_after,
+          not_before: validity.notBefore.toISOString(),
+          not_after: notAfter,
           issued_at: at,
         });
         this.audit.record({
@@ -173,14 +191,20 @@ export class IdentitiesService {
           actorKind: 'robot',
           action: 'identity.issue',
           target: `${keystore}:${enclave}`,
-          details: { robot: robot.name, serial: serialOut(serial), notAfter: row.not_after, previous: old.map((o) => serialOut(o.serial)), previousPolicy: this.opts.reissue },
+          details: { robot: robot.name, serial: serialOut(serial), notAfter, previous: old.map((o) => serialOut(o.serial)), previousPolicy: this.opts.reissue },
         });
       })
       .immediate();
     bucket.tokens -= 1;
     // Only this robot's bundle changes now (its cert.pem); the CRL listing the previous serial follows in a batch.
     this.changes.publish({ kind: 'robot', robot: robot.name });
-    return { keystore, enclave, serial: serialOut(serial), notAfter: row.not_after, certificate, revision: this.revisionOf(robot.name) };
+    const issued: IssuedIdentity = { keystore, enclave, serial: serialOut(serial), notAfter, certificate, revision: this.revisionOf(robot.name) };
+    if (this.opts.validityDays > 0 && notAfter !== row.not_after) {
+      // Two thirds into its life; a certificate that ends with its enclave is not renewed (rotation replaces it).
+      const from = validity.notBefore.getTime();
+      issued.renewAfter = new Date(from + ((validity.notAfter.getTime() - from) * 2) / 3).toISOString();
+    }
+    return issued;
   }
 
   private refill(key: string, t: number): Bucket {

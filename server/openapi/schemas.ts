@@ -163,7 +163,8 @@ export const componentSchemas: Record<string, JsonSchema> = {
     notAfter: time,
     certificate: str,
     revision: str,
-  }),
+    renewAfter: time,
+  }, ['renewAfter']),
   Enrolled: closed({ robot: ref('Robot') }),
   EnrollmentToken: closed({ token: str, expiresAt: time, reenroll: { type: 'boolean' } }),
   // As made: whether it holds (`status`) is told when bindings are listed.
