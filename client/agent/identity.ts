@@ -125,13 +125,13 @@ export class IdentityKeeper {
         key.confirmed = true;
         key.issued = undefined;
         const held = this.withKey(e, key, e.files['cert.pem']!, e.notAfter, e.notAfterMs, e.identitySerial);
-        ready.push(key.renewAtMs !== undefined && key.renewAtMs <= this.now() ? await this.renew(e, held, renewals, signal) : held);
-        if (key.renewAtMs !== undefined && this.keys.get(id) === key) renewals.push(Math.max(key.renewAtMs, this.retryAt.get(id) ?? 0));
+        ready.push(key.renewAtMs !== undefined && key.renewAtMs <= this.now() ? await this.renew(e, held, signal) : held);
+        this.noteRenewal(id, renewals);
         continue;
       }
       if (key?.issued) {
         ready.push(this.withKey(e, key, key.issued.certPem, key.issued.notAfter, key.issued.notAfterMs, key.issued.serial));
-        if (key.renewAtMs !== undefined) renewals.push(key.renewAtMs);
+        this.noteRenewal(id, renewals);
         continue;
       }
       const at = this.retryAt.get(id);
@@ -140,9 +140,10 @@ export class IdentityKeeper {
         continue;
       }
       const got = await this.request(e, signal);
-      const renewAt = this.keys.get(id)?.renewAtMs;
-      if (got && renewAt !== undefined) renewals.push(renewAt);
-      if (got) ready.push(got);
+      if (got) {
+        ready.push(got);
+        this.noteRenewal(id, renewals);
+      }
       else if (!signal?.aborted) waiting.push({ id, retryAtMs: this.retryAt.get(id) ?? this.now() });
     }
     return { ready, waiting, renewals };
@@ -152,16 +153,12 @@ export class IdentityKeeper {
    * A new key and certificate for an enclave whose certificate is due for renewal. Until the server issues
    * it, the current key and certificate stay in use (`held`); a refusal is asked again when allowed.
    */
-  private async renew(e: HeldEnclave, held: HeldEnclave, renewals: number[], signal?: AbortSignal): Promise<HeldEnclave> {
+  private async renew(e: HeldEnclave, held: HeldEnclave, signal?: AbortSignal): Promise<HeldEnclave> {
     const id = enclaveId(e);
     const at = this.retryAt.get(id);
     if (at !== undefined && at > this.now()) return held;
     this.log.info(`identity for ${id}${held.identitySerial ? ` (serial ${held.identitySerial})` : ''} is due for renewal: new key, new request`);
     const renewed = await this.request(e, signal, true);
-    if (renewed) {
-      const key = this.keys.get(id);
-      if (key?.renewAtMs !== undefined) renewals.push(key.renewAtMs);
-    }
     // Unbound meanwhile: the key is gone and the next bundle drops the enclave.
     return renewed ?? held;
   }
@@ -176,6 +173,12 @@ export class IdentityKeeper {
     this.keys.delete(id);
     this.retryAt.delete(id);
     this.backoffs.delete(id);
+  }
+
+  /** When the key now held for `id` is due for renewal, or (after a refusal) may be asked again. */
+  private noteRenewal(id: string, renewals: number[]): void {
+    const at = this.keys.get(id)?.renewAtMs;
+    if (at !== undefined) renewals.push(Math.max(at, this.retryAt.get(id) ?? 0));
   }
 
   private makeKey(): HeldKey {
