@@ -7,7 +7,7 @@ import { DOMParser, onErrorStopParsing } from '@xmldom/xmldom';
 import type { Document, Element, Node } from '@xmldom/xmldom';
 import { canonicalSerial, PkiError, readCrl } from '../pki/index.js';
 import { domainIdProblem } from '../policy/names.js';
-import { elementDepth, hasDoctype, MAX_XML_DEPTH } from '../policy/xml.js';
+import { elementDepth, hasDoctype, MAX_XML_DEPTH, tagDepthExceeds } from '../policy/xml.js';
 
 const ELEMENT_NODE = 1;
 const DAY_MS = 86_400_000;
@@ -24,6 +24,7 @@ export type XmlParse = { ok: true; doc: Document; root: Element } | { ok: false;
 /** Parses XML; a DOCTYPE is refused (no entity tricks in uploads), and so is nesting deeper than MAX_XML_DEPTH. */
 export function parseXml(text: string): XmlParse {
   if (hasDoctype(text)) return { ok: false, problem: 'must not contain a DOCTYPE' };
+  if (tagDepthExceeds(text, MAX_XML_DEPTH)) return { ok: false, problem: `has elements nested more than ${MAX_XML_DEPTH} deep` };
   let doc: Document;
   try {
     doc = new DOMParser({ onError: onErrorStopParsing }).parseFromString(text, 'text/xml');
