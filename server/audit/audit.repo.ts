@@ -1,4 +1,4 @@
-import type { Db } from '../db/database.js';
+import type { Param, Sql } from '../store/sql.js';
 
 export interface AuditRow {
   id: number;
@@ -27,65 +27,79 @@ export interface AuditQuery {
 /** Text matched literally inside a LIKE pattern written with ESCAPE '\\'. */
 const likeEscaped = (text: string) => text.replace(/[\\%_]/g, (c) => `\\${c}`);
 
+// The id is a BIGINT on PostgreSQL, which pg hands back as a string.
+const toRow = (row: AuditRow): AuditRow => ({ ...row, id: Number(row.id) });
+
+const COLUMNS = 'id, at, actor, actor_kind, action, target, result, grant_id, details, prev_hash, hash';
+
 export class AuditRepo {
-  private readonly insertStmt;
-  private readonly lastStmt;
-  constructor(private readonly db: Db) {
-    this.insertStmt = db.prepare(`INSERT INTO audit_log
-      (at, actor, actor_kind, action, target, result, grant_id, details, prev_hash, hash)
-      VALUES (@at, @actor, @actor_kind, @action, @target, @result, @grant_id, @details, @prev_hash, @hash)`);
-    this.lastStmt = db.prepare('SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1');
+  constructor(private readonly sql: Sql) {}
+
+  async last(): Promise<{ id: number; hash: string } | undefined> {
+    const row = await this.sql.get<{ id: number | string; hash: string }>('SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1');
+    return row && { id: Number(row.id), hash: row.hash };
   }
 
-  last(): { id: number; hash: string } | undefined {
-    return this.lastStmt.get() as { id: number; hash: string } | undefined;
+  /** The id is the caller's (it is part of what the hash covers). */
+  async insert(row: AuditRow): Promise<number> {
+    await this.sql.run(`INSERT INTO audit_log (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+      row.id,
+      row.at,
+      row.actor,
+      row.actor_kind,
+      row.action,
+      row.target,
+      row.result,
+      row.grant_id,
+      row.details,
+      row.prev_hash,
+      row.hash,
+    ]);
+    return row.id;
   }
 
-  insert(row: Omit<AuditRow, 'id'>): number {
-    return Number(this.insertStmt.run(row).lastInsertRowid);
-  }
-
-  query(q: AuditQuery): AuditRow[] {
+  async query(q: AuditQuery): Promise<AuditRow[]> {
     const where: string[] = [];
-    const params: Record<string, unknown> = { limit: q.limit };
+    const params: Param[] = [];
     if (q.since) {
-      where.push('at >= @since');
-      params.since = q.since;
+      where.push('at >= ?');
+      params.push(q.since);
     }
     if (q.until) {
-      where.push('at <= @until');
-      params.until = q.until;
+      where.push('at <= ?');
+      params.push(q.until);
     }
     if (q.actor) {
-      where.push('actor = @actor');
-      params.actor = q.actor;
+      where.push('actor = ?');
+      params.push(q.actor);
     }
     if (q.target) {
       // A substring, whatever the case; LIKE wildcards in the input are escaped.
-      where.push("lower(target) LIKE @target ESCAPE '\\'");
-      params.target = `%${likeEscaped(q.target.toLowerCase())}%`;
+      where.push("lower(target) LIKE ? ESCAPE '\\'");
+      params.push(`%${likeEscaped(q.target.toLowerCase())}%`);
     }
     if (q.action) {
       // A trailing '*' filters by prefix ("enclave.*"); LIKE wildcards in the input are escaped.
       if (q.action.endsWith('*')) {
-        where.push("action LIKE @action ESCAPE '\\'");
-        params.action = `${likeEscaped(q.action.slice(0, -1))}%`;
+        where.push("action LIKE ? ESCAPE '\\'");
+        params.push(`${likeEscaped(q.action.slice(0, -1))}%`);
       } else {
-        where.push('action = @action');
-        params.action = q.action;
+        where.push('action = ?');
+        params.push(q.action);
       }
     }
     if (q.result) {
-      where.push('result = @result');
-      params.result = q.result;
+      where.push('result = ?');
+      params.push(q.result);
     }
-    const sql = `SELECT * FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
-      ORDER BY id DESC LIMIT @limit`;
-    return this.db.prepare(sql).all(params) as AuditRow[];
+    params.push(q.limit);
+    const text = `SELECT ${COLUMNS} FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      ORDER BY id DESC LIMIT ?`;
+    return (await this.sql.all<AuditRow>(text, params)).map(toRow);
   }
 
   /** The chain in order, one page after `afterId` at a time (so a caller can yield between pages). */
-  page(afterId: number, size: number): AuditRow[] {
-    return this.db.prepare('SELECT * FROM audit_log WHERE id > ? ORDER BY id LIMIT ?').all(afterId, size) as AuditRow[];
+  async page(afterId: number, size: number): Promise<AuditRow[]> {
+    return (await this.sql.all<AuditRow>(`SELECT ${COLUMNS} FROM audit_log WHERE id > ? ORDER BY id LIMIT ?`, [afterId, size])).map(toRow);
   }
 }

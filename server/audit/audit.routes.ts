@@ -26,8 +26,8 @@ export const AuditQuery = z.object({
 export function auditRoutes(audit: AuditService, guards: Guards): Router {
   const r = Router();
   const admin = guards.admin('audit:read');
-  r.get('/v1/audit', admin, h((req, res) => {
-    res.json({ entries: audit.list(query(req, AuditQuery)) });
+  r.get('/v1/audit', admin, h(async (req, res) => {
+    res.json({ entries: await audit.list(query(req, AuditQuery)) });
   }));
   r.get('/v1/audit/verify', admin, h(async (_req, res) => {
     res.json(await audit.verify());

@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
-import type { Db } from '../db/database.js';
-import { AuditRepo, type AuditQuery, type AuditRow } from './audit.repo.js';
+import type { Repos, Store } from '../store/store.js';
+import type { AuditQuery, AuditRow } from './audit.repo.js';
 
 export type ActorKind = 'user' | 'robot' | 'anonymous' | 'system';
 export type AuditResult = 'success' | 'failure' | 'denied';
@@ -62,41 +62,42 @@ function scrub(details: Record<string, unknown> | undefined): string | null {
 
 /** Append-only, hash-chained audit log. */
 export class AuditService {
-  private readonly repo: AuditRepo;
-  private readonly append;
+  constructor(
+    private readonly store: Store,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
 
-  constructor(db: Db, private readonly now: () => Date = () => new Date()) {
-    this.repo = new AuditRepo(db);
-    // The read of the previous hash and the insert happen in one write transaction so concurrent writers
-    // (another process on the same file) cannot fork the chain.
-    this.append = db
-      .transaction((event: AuditEvent) => {
-        const last = this.repo.last();
-        const prev = last?.hash ?? GENESIS;
-        const id = (last?.id ?? 0) + 1;
-        const row = {
-          at: this.now().toISOString(),
-          actor: event.actor,
-          actor_kind: event.actorKind,
-          action: event.action,
-          target: event.target ?? null,
-          result: event.result ?? 'success',
-          grant_id: event.grantId ?? null,
-          details: scrub(event.details),
-        };
-        const hash = entryHash(prev, row, id);
-        this.repo.insert({ ...row, prev_hash: prev, hash });
-        return id;
-      })
-      .immediate.bind(null) as (event: AuditEvent) => number;
+  /**
+   * Appends inside the caller's unit of work, so the entry commits with the change it describes or not at all.
+   * The read of the previous hash and the insert happen in that one write transaction, and write transactions
+   * run one at a time on every engine (on PostgreSQL across replicas too), so concurrent writers cannot fork
+   * the chain.
+   */
+  async record(r: Repos, event: AuditEvent): Promise<number> {
+    const last = await r.audit.last();
+    const prev = last?.hash ?? GENESIS;
+    const id = (last?.id ?? 0) + 1;
+    const row = {
+      at: this.now().toISOString(),
+      actor: event.actor,
+      actor_kind: event.actorKind,
+      action: event.action,
+      target: event.target ?? null,
+      result: event.result ?? 'success',
+      grant_id: event.grantId ?? null,
+      details: scrub(event.details),
+    };
+    const hash = entryHash(prev, row, id);
+    return r.audit.insert({ id, ...row, prev_hash: prev, hash });
   }
 
-  record(event: AuditEvent): number {
-    return this.append(event);
+  /** An entry that describes no other write (a refusal, a failed login): its own unit of work. */
+  recordAlone(event: AuditEvent): Promise<number> {
+    return this.store.tx((r) => this.record(r, event));
   }
 
-  list(q: AuditQuery): AuditEntry[] {
-    return this.repo.query(q).map(toEntry);
+  async list(q: AuditQuery): Promise<AuditEntry[]> {
+    return (await this.store.read((r) => r.audit.query(q))).map(toEntry);
   }
 
   /**
@@ -109,7 +110,7 @@ export class AuditService {
     let expectedId = 1;
     let lastId = 0;
     for (;;) {
-      const rows = this.repo.page(lastId, pageSize);
+      const rows = await this.store.read((r) => r.audit.page(lastId, pageSize));
       if (rows.length === 0) break;
       for (const row of rows) {
         count++;

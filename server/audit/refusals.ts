@@ -41,13 +41,16 @@ export class RefusalLog {
     private readonly audit: AuditService,
     private readonly now: () => number,
     private readonly opts: RefusalLogOptions = { windowMs: 60_000, maxDistinctPerActor: 100 },
+    /** Where a summary the timer could not write is reported (the database may be down); nothing is thrown. */
+    private readonly onError: (err: unknown) => void = () => {},
   ) {
     this.windowEnd = now() + opts.windowMs;
-    this.timer = setInterval(() => this.flush(), opts.windowMs).unref();
+    this.timer = setInterval(() => void this.flush().catch(this.onError), opts.windowMs).unref();
   }
 
-  record(actor: string, actorKind: ActorKind, refusal: Refusal, request: string): void {
-    if (this.now() >= this.windowEnd) this.flush();
+  /** Resolves once the entry (if this refusal gets one now) is in the log. */
+  async record(actor: string, actorKind: ActorKind, refusal: Refusal, request: string): Promise<void> {
+    if (this.now() >= this.windowEnd) await this.flush();
     const action = refusedAction(refusal.capability);
     const key = JSON.stringify([actor, action, refusal.target ?? null, refusal.reason]);
     const seen = this.pending.get(key) ?? this.pending.get(`${actor}${OVERFLOW}`);
@@ -62,15 +65,21 @@ export class RefusalLog {
     }
     this.distinct.set(actor, count + 1);
     this.pending.set(key, { actor, actorKind, action, target: refusal.target, reason: refusal.reason, repeats: 0 });
-    this.audit.record({ actor, actorKind, action, target: refusal.target, result: 'denied', details: { reason: refusal.reason, request } });
+    await this.audit.recordAlone({ actor, actorKind, action, target: refusal.target, result: 'denied', details: { reason: refusal.reason, request } });
   }
 
   /** Writes the counted repeats and starts a new window. */
-  flush(): void {
+  async flush(): Promise<void> {
     const windowSeconds = Math.round(this.opts.windowMs / 1000);
-    for (const p of this.pending.values()) {
+    // The window is swapped before anything is written: refusals arriving meanwhile count in the new one,
+    // and a second flush cannot write the same repeats again.
+    const closing = this.pending;
+    this.pending = new Map();
+    this.distinct = new Map();
+    this.windowEnd = this.now() + this.opts.windowMs;
+    for (const p of closing.values()) {
       if (p.repeats === 0) continue;
-      this.audit.record({
+      await this.audit.recordAlone({
         actor: p.actor,
         actorKind: p.actorKind,
         action: p.action,
@@ -79,13 +88,10 @@ export class RefusalLog {
         details: { reason: p.reason, repeated: p.repeats, windowSeconds },
       });
     }
-    this.pending = new Map();
-    this.distinct = new Map();
-    this.windowEnd = this.now() + this.opts.windowMs;
   }
 
-  close(): void {
+  async close(): Promise<void> {
     clearInterval(this.timer);
-    this.flush();
+    await this.flush();
   }
 }
