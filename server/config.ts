@@ -6,6 +6,12 @@ import { DEFAULT_OVERLOAD } from './http/overload.js';
 /** Typed server configuration, read once at start-up. A bad setting fails fast, naming the setting. */
 export interface ServerConfig {
   dataDir: string;
+  /**
+   * PostgreSQL instead of the embedded SQLite file (`postgres://user@host/db`): what several replicas share.
+   * The password is best given apart, in databasePasswordFile, so it is in no process listing.
+   */
+  databaseUrl?: string;
+  databasePasswordFile?: string;
   listenHost: string;
   listenPort: number;
   tlsCertFile?: string;
@@ -48,6 +54,9 @@ const HELP = `usage: enclave-server [serve] [options]
 
 options (flag wins over environment):
   --data-dir DIR        ENCLAVE_DATA_DIR        data folder (default ./data)
+  --database-url URL    ENCLAVE_DATABASE_URL    PostgreSQL (postgres://user@host:5432/db) instead of SQLite in
+                                                the data folder; ENCLAVE_DATABASE_PASSWORD_FILE: its password
+                                                (ENCLAVE_DATABASE_URL_FILE: the whole URL from a file)
   --listen HOST:PORT    ENCLAVE_LISTEN          (default 127.0.0.1:8443)
   --tls-cert FILE       ENCLAVE_TLS_CERT        PEM certificate (default: self-generated CA + certificate)
   --tls-key FILE        ENCLAVE_TLS_KEY         PEM private key for --tls-cert
@@ -113,6 +122,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
       allowPositionals: true,
       options: {
         'data-dir': { type: 'string' },
+        'database-url': { type: 'string' },
         listen: { type: 'string' },
         'tls-cert': { type: 'string' },
         'tls-key': { type: 'string' },
@@ -148,8 +158,15 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
   if (reissue !== 'revoke' && reissue !== 'expire') throw new ConfigError(`--identity-reissue: expected revoke or expire, got "${reissue}"`);
   const validityDays = values['identity-validity-days'] ?? env.ENCLAVE_IDENTITY_VALIDITY_DAYS;
   const identityValidityDays = validityDays === '0' ? 0 : positiveInt(validityDays, '--identity-validity-days', 0);
+  const databaseUrl = values['database-url'] ?? secretFromEnv(env, 'ENCLAVE_DATABASE_URL');
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\/[^/]/.test(databaseUrl)) {
+    // Never echo the value: it may hold a password.
+    throw new ConfigError('--database-url: expected postgres://[user@]host[:port]/database');
+  }
   const config: ServerConfig = {
     dataDir: path.resolve(values['data-dir'] ?? env.ENCLAVE_DATA_DIR ?? 'data'),
+    databaseUrl,
+    databasePasswordFile: env.ENCLAVE_DATABASE_PASSWORD_FILE || undefined,
     listenHost: listen.host,
     listenPort: listen.port,
     tlsCertFile,

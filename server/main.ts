@@ -6,16 +6,25 @@ import type { AddressInfo } from 'node:net';
 import { createApp, servicesOf } from './app.js';
 import { loadJwtSecret, loadMasterKey, prepareDataDir, writeSecretFile } from './bootstrap.js';
 import { ConfigError, parseCommandLine, usage, type ServerConfig } from './config.js';
-import { migrate, openDatabase, type Db } from './db/database.js';
+import { openDatabase } from './db/database.js';
+import { openStore } from './store/open.js';
+import type { Store } from './store/store.js';
+import { UniqueViolation } from './store/errors.js';
+import { trimChanges } from './events/change-log.js';
+
+const CHANGE_LOG_KEEP_MS = 24 * 3_600_000;
 import { MIN_PASSWORD_LENGTH, randomPassword } from './auth/passwords.js';
 import { createLogger, type Logger } from './logger.js';
 import { ensureSelfSignedTls } from './tls/self-signed.js';
 import type { Services } from './app.js';
 import { DEFAULT_OVERLOAD } from './http/overload.js';
 
-/** Creates the first administrator when the database has no user at all. */
-async function ensureFirstAdmin(services: Services, config: ServerConfig, logger: Logger): Promise<void> {
-  if (services.users.repo.count() > 0) return;
+/**
+ * Creates the first administrator when the database has no user at all. Replicas starting together on one
+ * PostgreSQL may both find none: the second insert is a UniqueViolation, and the other replica's admin stands.
+ */
+async function ensureFirstAdmin(store: Store, services: Services, config: ServerConfig, logger: Logger): Promise<void> {
+  if ((await store.read((r) => r.users.count())) > 0) return;
   let password = config.adminPassword;
   if (password !== undefined) {
     if (password.length < MIN_PASSWORD_LENGTH) {
@@ -31,24 +40,41 @@ async function ensureFirstAdmin(services: Services, config: ServerConfig, logger
     // The path, never the password.
     logger.info({ user: config.adminUser, passwordFile: file }, 'created first administrator; password is in passwordFile');
   }
-  await services.users.create(null, { name: config.adminUser, password, role: 'admin' });
+  try {
+    await services.users.create(null, { name: config.adminUser, password, role: 'admin' });
+  } catch (err) {
+    if (err instanceof UniqueViolation) return;
+    throw err;
+  }
   if (config.adminPassword !== undefined) logger.info({ user: config.adminUser }, 'created first administrator from ENCLAVE_ADMIN_PASSWORD');
 }
 
-function openMigrated(config: ServerConfig, logger: Logger): Db {
+/** The store the configuration names (SQLite in the data folder unless a database URL is given), migrated. */
+async function openMigrated(config: ServerConfig, logger: Logger): Promise<Store> {
   prepareDataDir(config.dataDir, logger);
-  const db = openDatabase(path.join(config.dataDir, 'enclaves.db'));
-  const { applied } = migrate(db);
-  if (applied.length) logger.info({ applied }, 'applied migrations');
-  return db;
+  const where = config.databaseUrl
+    ? { url: config.databaseUrl, passwordFile: config.databasePasswordFile }
+    : { sqliteFile: path.join(config.dataDir, 'enclaves.db') };
+  const { store, migrations } = await openStore(where, {
+    onFollowError: (err) => logger.warn({ err: (err as Error).message }, 'change log: following failed; retrying'),
+  });
+  // Where, never the URL itself: it may hold a password.
+  logger.info({ store: store.dialect, ...(config.databaseUrl ? { database: describeDatabase(config.databaseUrl) } : {}) }, 'store open');
+  if (migrations.applied.length) logger.info({ applied: migrations.applied }, 'applied migrations');
+  return store;
+}
+
+function describeDatabase(url: string): string {
+  const u = new URL(url);
+  return `${u.hostname}${u.port ? `:${u.port}` : ''}${u.pathname}`;
 }
 
 async function serve(config: ServerConfig, logger: Logger): Promise<void> {
-  const db = openMigrated(config, logger);
+  const store = await openMigrated(config, logger);
   const sealer = loadMasterKey(config, logger);
   const jwtSecret = loadJwtSecret(config, logger);
-  const app = createApp({
-    db,
+  const app = await createApp({
+    store,
     logger,
     sealer,
     jwtSecret,
@@ -64,7 +90,14 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
       identityValidityDays: config.identityValidityDays,
     },
   });
-  await ensureFirstAdmin(servicesOf(app), config, logger);
+  await ensureFirstAdmin(store, servicesOf(app), config, logger);
+  // The change log is read within seconds by every replica; a day keeps room for one that was down a while
+  // (one away longer drops its caches and rebuilds them).
+  const trim = setInterval(() => {
+    const before = new Date(Date.now() - CHANGE_LOG_KEEP_MS).toISOString();
+    store.tx((r) => trimChanges(r.sql, before)).catch((err) => logger.warn({ err: (err as Error).message }, 'change log: trim failed'));
+  }, 3_600_000);
+  trim.unref();
   await servicesOf(app).sandbox.warm();
 
   let server: http.Server;
@@ -99,12 +132,18 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
     stopping = true;
     logger.info({ signal }, 'shutting down');
     server.close(() => {
-      // Re-issue revocations still waiting for their batch are signed now rather than at the next start.
-      const { crls } = servicesOf(app);
-      crls.close();
-      crls.flushAll();
-      db.close();
-      process.exit(0);
+      void (async () => {
+        // Re-issue revocations still waiting for their batch are signed now rather than at the next start.
+        const { crls } = servicesOf(app);
+        crls.close();
+        try {
+          await crls.flushAll();
+        } catch (err) {
+          logger.warn({ err: (err as Error).message }, 'pending CRL revocations stay for the next start');
+        }
+        await store.close().catch(() => {});
+        process.exit(0);
+      })();
     });
     // Long polls and keep-alive sockets would hold close() open; they get a short grace period.
     server.closeIdleConnections?.();
@@ -118,6 +157,7 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
 
 async function backup(config: ServerConfig, out: string | undefined, logger: Logger): Promise<void> {
   if (!out) throw new ConfigError('usage: enclave-server backup OUT');
+  if (config.databaseUrl) throw new ConfigError('backup: the store is PostgreSQL; back it up with pg_dump (docs/deployment.md)');
   const target = path.resolve(out);
   if (fs.existsSync(target)) throw new ConfigError(`backup: ${target} already exists`);
   const file = path.join(config.dataDir, 'enclaves.db');
@@ -157,8 +197,8 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
   const logger = createLogger(config.logLevel);
   try {
     if (command === 'migrate') {
-      const db = openMigrated(config, logger);
-      db.close();
+      const store = await openMigrated(config, logger);
+      await store.close();
       return 0;
     }
     if (command === 'backup') {

@@ -136,6 +136,17 @@ export class PostgresDatabase implements Port {
     await this.reader.get('SELECT 1');
   }
 
+  /** A connection of its own, outside the pool, for LISTEN (a pooled one would be handed to others). */
+  async listener(): Promise<pg.Client> {
+    const client = new pg.Client({ ...this.pool.options });
+    try {
+      await client.connect();
+    } catch (err) {
+      throw translate(err);
+    }
+    return client;
+  }
+
   close(): Promise<void> {
     return this.pool.end();
   }

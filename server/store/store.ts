@@ -7,6 +7,7 @@ import { IdentitiesRepo } from '../identities/identities.repo.js';
 import { KeystoresRepo } from '../keystores/keystores.repo.js';
 import { RobotsRepo } from '../robots/robots.repo.js';
 import { UsersRepo } from '../users/users.repo.js';
+import type { MigrationResult } from '../db/database.js';
 import type { Database, Sql } from './sql.js';
 
 /**
@@ -74,9 +75,10 @@ export class Store {
   }
 
   /** Migrates, then follows the change log from its current end. */
-  async start(): Promise<void> {
-    await this.db.migrate();
+  async start(): Promise<MigrationResult> {
+    const result = await this.db.migrate();
     await this.follower.start();
+    return result;
   }
 
   async tx<T>(fn: (r: Repos) => Promise<T>): Promise<T> {

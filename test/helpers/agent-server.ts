@@ -10,6 +10,7 @@ import * as net from 'node:net';
 import { join } from 'node:path';
 import { HttpClient, parseJson, statusError } from '../../client/common/http.js';
 import { REPO } from './agent-proc.js';
+import { freshDatabase, TEST_STORE } from './postgres.js';
 
 export const SERVER_MAIN = join(REPO, 'server/main.ts');
 export const ADMIN_PASSWORD = 'agent-e2e-admin-password-123';
@@ -34,10 +35,11 @@ export interface RealServer {
 export async function startServer(opts: { dataDir: string; port?: number; insecureHttp?: boolean; env?: NodeJS.ProcessEnv }): Promise<RealServer> {
   const args = ['--import', 'tsx', SERVER_MAIN, 'serve', '--data-dir', opts.dataDir, '--listen', `127.0.0.1:${opts.port ?? 0}`];
   if (opts.insecureHttp) args.push('--insecure-http');
+  const database = TEST_STORE === 'postgres' ? { ENCLAVE_DATABASE_URL: await databaseFor(opts.dataDir) } : {};
   const proc = spawn(process.execPath, args, {
     cwd: REPO,
     // Load shedding follows this machine's load, which agent tests do not control (test/overload.test.ts covers it).
-    env: { ...process.env, ENCLAVE_ADMIN_PASSWORD: ADMIN_PASSWORD, ENCLAVE_OVERLOAD_LAG_MS: '0', ...opts.env },
+    env: { ...process.env, ENCLAVE_ADMIN_PASSWORD: ADMIN_PASSWORD, ENCLAVE_OVERLOAD_LAG_MS: '0', ...database, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -79,6 +81,19 @@ export async function startServer(opts: { dataDir: string; port?: number; insecu
       await exited;
     },
   };
+}
+
+/**
+ * On the PostgreSQL half of the store matrix a data folder gets its own database, the same one again when a
+ * test restarts the server on that folder (the throw-away cluster goes with its databases at the end).
+ */
+async function databaseFor(dataDir: string): Promise<string> {
+  const file = join(dataDir, '.test-database-url');
+  if (fs.existsSync(file)) return fs.readFileSync(file, 'utf8');
+  const { url } = await freshDatabase('agent');
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  fs.writeFileSync(file, url);
+  return url;
 }
 
 /** The admin side of the API, as an admin user. */

@@ -7,15 +7,31 @@ import assert from 'node:assert/strict';
 import request from 'supertest';
 import type { Express } from 'express';
 import { createApp, servicesOf, type AppOptions, type Services } from '../../server/app.js';
-import { migrate, openDatabase, type Db } from '../../server/db/database.js';
+import { openStore } from '../../server/store/open.js';
+import type { Store } from '../../server/store/store.js';
+import { freshDatabase, TEST_DATABASE_URL, TEST_STORE } from './postgres.js';
+
+export { TEST_STORE };
 import { createLogger } from '../../server/logger.js';
 import { Sealer } from '../../server/secrets/seal.js';
 
 export const ADMIN = { username: 'admin', password: 'admin-password-for-tests' };
 
+/** A fresh, migrated, followed store: a file in `dir`, or a database of its own on the test cluster. */
+export async function makeTestStore(dir: string, now?: () => Date): Promise<{ store: Store; drop(): Promise<void> }> {
+  if (TEST_STORE === 'sqlite') {
+    const { store } = await openStore({ sqliteFile: path.join(dir, 'enclaves.db') }, { now });
+    return { store, drop: async () => {} };
+  }
+  if (!TEST_DATABASE_URL) throw new Error('ENCLAVE_TEST_STORE=postgres needs ENCLAVE_TEST_DATABASE_URL (scripts/postgres-throwaway.sh)');
+  const database = await freshDatabase(path.basename(dir).toLowerCase());
+  const { store } = await openStore({ url: database.url, poolSize: 4 }, { now });
+  return { store, drop: () => database.drop() };
+}
+
 export interface TestContext {
   dir: string;
-  db: Db;
+  store: Store;
   app: Express;
   services: Services;
   sealer: Sealer;
@@ -27,14 +43,14 @@ export interface TestContext {
   secrets: Set<string>;
   adminToken(): Promise<string>;
   login(username: string, password: string): Promise<string>;
-  close(): void;
+  close(): Promise<void>;
 }
 
 /** A fresh app over a fresh migrated database in its own temp folder, with an admin user. */
 export async function makeTestApp(options: Partial<AppOptions> & { now?: () => Date } = {}): Promise<TestContext> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-test-'));
-  const db = openDatabase(path.join(dir, 'enclaves.db'));
-  migrate(db);
+  const { now, ...appOptions } = options;
+  const { store, drop } = await makeTestStore(dir, now);
   const masterKey = crypto.randomBytes(32);
   const jwtSecret = crypto.randomBytes(32);
   const sealer = new Sealer([masterKey]);
@@ -46,8 +62,7 @@ export async function makeTestApp(options: Partial<AppOptions> & { now?: () => D
     },
   });
   const logger = createLogger('debug', sink);
-  const { now, ...appOptions } = options;
-  const app = createApp({ db, logger, sealer, jwtSecret, options: appOptions, now });
+  const app = await createApp({ store, logger, sealer, jwtSecret, options: appOptions, now });
   const services = servicesOf(app);
   await services.users.create(null, { name: ADMIN.username, password: ADMIN.password, role: 'admin' });
   const secrets = new Set<string>([ADMIN.password, masterKey.toString('hex'), masterKey.toString('base64'), jwtSecret.toString('base64')]);
@@ -55,7 +70,7 @@ export async function makeTestApp(options: Partial<AppOptions> & { now?: () => D
 
   const ctx: TestContext = {
     dir,
-    db,
+    store,
     app,
     services,
     sealer,
@@ -74,9 +89,11 @@ export async function makeTestApp(options: Partial<AppOptions> & { now?: () => D
       cachedAdmin ??= await ctx.login(ADMIN.username, ADMIN.password);
       return cachedAdmin;
     },
-    close() {
+    async close() {
       assertNoSecretsIn(ctx.logs(), secrets);
-      db.close();
+      servicesOf(app).crls.close();
+      await store.close();
+      await drop();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -9,6 +9,12 @@ import pg from 'pg';
 export const TEST_DATABASE_URL = process.env.ENCLAVE_TEST_DATABASE_URL || undefined;
 export const NO_POSTGRES = TEST_DATABASE_URL ? false : 'ENCLAVE_TEST_DATABASE_URL is not set (README, Tests: scripts/postgres-throwaway.sh starts a cluster)';
 
+/**
+ * Which store the app-level tests and the servers they start run on: SQLite, or PostgreSQL when
+ * ENCLAVE_TEST_STORE=postgres (the second half of the store matrix, which needs ENCLAVE_TEST_DATABASE_URL).
+ */
+export const TEST_STORE: 'sqlite' | 'postgres' = process.env.ENCLAVE_TEST_STORE === 'postgres' ? 'postgres' : 'sqlite';
+
 export interface TestDatabase {
   url: string;
   drop(): Promise<void>;
