@@ -1,4 +1,4 @@
-import type { Db } from '../db/database.js';
+import type { Sql } from '../store/sql.js';
 
 export type IdentityStatus = 'live' | 'superseded' | 'revoked';
 
@@ -17,62 +17,72 @@ export interface IdentityRow {
   revoked_at: string | null;
 }
 
+/**
+ * Newest first. Two issued in the same millisecond: the live one is the newer (issuing supersedes or revokes
+ * the previous one in the same transaction), then the serial, so the order never depends on the engine.
+ */
+const NEWEST_FIRST = `issued_at DESC, CASE WHEN status = 'live' THEN 0 ELSE 1 END, serial DESC`;
+
 /** SQL for per-robot identities and the public keys ever seen in a CSR; nothing else. */
 export class IdentitiesRepo {
-  private readonly stmts;
-  constructor(db: Db) {
-    this.stmts = {
-      get: db.prepare('SELECT * FROM robot_identities WHERE keystore = ? AND serial = ?'),
-      forRobot: db.prepare('SELECT * FROM robot_identities WHERE robot = ? ORDER BY keystore, enclave, issued_at DESC, rowid DESC'),
-      // The newest live one: there is at most one, but a race-free answer does not rely on it.
-      current: db.prepare(`SELECT * FROM robot_identities WHERE robot = ? AND keystore = ? AND enclave = ? AND status = 'live'
-        ORDER BY issued_at DESC, rowid DESC LIMIT 1`),
-      liveOf: db.prepare(`SELECT * FROM robot_identities WHERE robot = ? AND keystore = ? AND enclave = ? AND status = 'live'`),
-      unrevokedOfRobot: db.prepare(`SELECT * FROM robot_identities WHERE robot = ? AND status <> 'revoked' ORDER BY keystore, serial`),
-      unrevokedOfEnclave: db.prepare(`SELECT * FROM robot_identities WHERE keystore = ? AND enclave = ? AND status <> 'revoked' ORDER BY serial`),
-      insert: db.prepare(`INSERT INTO robot_identities (keystore, serial, robot, enclave, spki_sha256, cert_pem, not_before, not_after,
-        status, issued_at) VALUES (@keystore, @serial, @robot, @enclave, @spki_sha256, @cert_pem, @not_before, @not_after, 'live', @issued_at)`),
-      supersede: db.prepare(`UPDATE robot_identities SET status = 'superseded', superseded_at = ? WHERE keystore = ? AND serial = ? AND status = 'live'`),
-      revoke: db.prepare(`UPDATE robot_identities SET status = 'revoked', revoked_at = ? WHERE keystore = ? AND serial = ? AND status <> 'revoked'`),
-      seeKey: db.prepare('INSERT INTO identity_keys_seen (spki_sha256, first_seen_at) VALUES (?, ?) ON CONFLICT (spki_sha256) DO NOTHING'),
-      seen: db.prepare('SELECT 1 FROM identity_keys_seen WHERE spki_sha256 = ?'),
-    };
-  }
+  constructor(private readonly sql: Sql) {}
 
-  get(keystore: string, serial: string): IdentityRow | undefined {
-    return this.stmts.get.get(keystore, serial) as IdentityRow | undefined;
+  get(keystore: string, serial: string): Promise<IdentityRow | undefined> {
+    return this.sql.get<IdentityRow>('SELECT * FROM robot_identities WHERE keystore = ? AND serial = ?', [keystore, serial]);
   }
-  forRobot(robot: string): IdentityRow[] {
-    return this.stmts.forRobot.all(robot) as IdentityRow[];
+  forRobot(robot: string): Promise<IdentityRow[]> {
+    return this.sql.all<IdentityRow>(`SELECT * FROM robot_identities WHERE robot = ? ORDER BY keystore, enclave, ${NEWEST_FIRST}`, [robot]);
   }
   /** The robot's live certificate for that enclave (the latest issued), if any. */
-  current(robot: string, keystore: string, enclave: string): IdentityRow | undefined {
-    return this.stmts.current.get(robot, keystore, enclave) as IdentityRow | undefined;
+  current(robot: string, keystore: string, enclave: string): Promise<IdentityRow | undefined> {
+    // There is at most one live one, but a race-free answer does not rely on it.
+    return this.sql.get<IdentityRow>(
+      `SELECT * FROM robot_identities WHERE robot = ? AND keystore = ? AND enclave = ? AND status = 'live' ORDER BY ${NEWEST_FIRST} LIMIT 1`,
+      [robot, keystore, enclave],
+    );
   }
-  liveOf(robot: string, keystore: string, enclave: string): IdentityRow[] {
-    return this.stmts.liveOf.all(robot, keystore, enclave) as IdentityRow[];
+  liveOf(robot: string, keystore: string, enclave: string): Promise<IdentityRow[]> {
+    return this.sql.all<IdentityRow>(
+      `SELECT * FROM robot_identities WHERE robot = ? AND keystore = ? AND enclave = ? AND status = 'live' ORDER BY serial`,
+      [robot, keystore, enclave],
+    );
   }
   /** Live and superseded: every certificate of the robot that is still good until it expires. */
-  unrevokedOfRobot(robot: string): IdentityRow[] {
-    return this.stmts.unrevokedOfRobot.all(robot) as IdentityRow[];
+  unrevokedOfRobot(robot: string): Promise<IdentityRow[]> {
+    return this.sql.all<IdentityRow>(`SELECT * FROM robot_identities WHERE robot = ? AND status <> 'revoked' ORDER BY keystore, serial`, [robot]);
   }
-  unrevokedOfEnclave(keystore: string, enclave: string): IdentityRow[] {
-    return this.stmts.unrevokedOfEnclave.all(keystore, enclave) as IdentityRow[];
+  unrevokedOfEnclave(keystore: string, enclave: string): Promise<IdentityRow[]> {
+    return this.sql.all<IdentityRow>(
+      `SELECT * FROM robot_identities WHERE keystore = ? AND enclave = ? AND status <> 'revoked' ORDER BY serial`,
+      [keystore, enclave],
+    );
   }
-  insert(row: Omit<IdentityRow, 'status' | 'superseded_at' | 'revoked_at'>): void {
-    this.stmts.insert.run(row);
+  async insert(row: Omit<IdentityRow, 'status' | 'superseded_at' | 'revoked_at'>): Promise<void> {
+    await this.sql.run(
+      `INSERT INTO robot_identities (keystore, serial, robot, enclave, spki_sha256, cert_pem, not_before, not_after, status, issued_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'live', ?)`,
+      [row.keystore, row.serial, row.robot, row.enclave, row.spki_sha256, row.cert_pem, row.not_before, row.not_after, row.issued_at],
+    );
   }
-  supersede(keystore: string, serial: string, at: string): void {
-    this.stmts.supersede.run(at, keystore, serial);
+  async supersede(keystore: string, serial: string, at: string): Promise<void> {
+    await this.sql.run(`UPDATE robot_identities SET status = 'superseded', superseded_at = ? WHERE keystore = ? AND serial = ? AND status = 'live'`, [at, keystore, serial]);
   }
-  revoke(keystore: string, serial: string, at: string): boolean {
-    return this.stmts.revoke.run(at, keystore, serial).changes === 1;
+  async revoke(keystore: string, serial: string, at: string): Promise<boolean> {
+    const { changes } = await this.sql.run(
+      `UPDATE robot_identities SET status = 'revoked', revoked_at = ? WHERE keystore = ? AND serial = ? AND status <> 'revoked'`,
+      [at, keystore, serial],
+    );
+    return changes === 1;
   }
   /** Records a public key; false when it was seen before (by any robot, for any enclave, ever). */
-  see(spkiSha256: string, at: string): boolean {
-    return this.stmts.seeKey.run(spkiSha256, at).changes === 1;
+  async see(spkiSha256: string, at: string): Promise<boolean> {
+    const { changes } = await this.sql.run(
+      'INSERT INTO identity_keys_seen (spki_sha256, first_seen_at) VALUES (?, ?) ON CONFLICT (spki_sha256) DO NOTHING',
+      [spkiSha256, at],
+    );
+    return changes === 1;
   }
-  seen(spkiSha256: string): boolean {
-    return this.stmts.seen.get(spkiSha256) !== undefined;
+  async seen(spkiSha256: string): Promise<boolean> {
+    return (await this.sql.get('SELECT 1 AS one FROM identity_keys_seen WHERE spki_sha256 = ?', [spkiSha256])) !== undefined;
   }
 }
