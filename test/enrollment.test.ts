@@ -197,5 +197,9 @@ describe('robot enrollment', () => {
     assert.equal(inv.body.report.filesystem, 'tmpfs');
     assert.equal(inv.body.report.clockSkewMs, -1200);
     assert.deepEqual(inv.body.report.enclaves, [{ keystore: 'k', path: '/a', notAfter: '2030-01-01T00:00:00.000Z' }]);
+    // A robot without a real-time clock may be most of a year off: stored as it came (past 32-bit milliseconds).
+    const farOff = -300 * 86_400_000;
+    await request(ctx.app).post('/v1/robot/report').set(bearer(t)).send({ clockSkewMs: farOff }).expect(204);
+    assert.equal((await request(ctx.app).get('/v1/robots/reporter').set(bearer(admin))).body.report.clockSkewMs, farOff);
   });
 });
