@@ -275,6 +275,26 @@ describe('per-robot enclave identities', () => {
     assert.equal((await issue(t, ks.name, '/rl/a', csr().csrPem)).status, 429);
   });
 
+  test('rate limit under concurrency: requests of one robot at once get no more than the burst; a refused one costs nothing', async () => {
+    const ks = await keystore('per-robot');
+    await app().post(`/v1/keystores/${ks.name}/enclaves:batch`).set(A()).send({ paths: ['/rc/a', '/rc/b'] }).expect(201);
+    const t = await robot('racer', { rc: 'yes' });
+    for (const e of ['/rc/a', '/rc/b']) await app().post('/v1/bindings').set(A()).send({ keystore: ks.name, enclave: e, selector: { rc: 'yes' } }).expect(201);
+    // Checking the budget and spending it are separated by waits on the store: five at once must not all pass.
+    const csrs = Array.from({ length: 5 }, () => csr().csrPem);
+    const burst = await Promise.all(csrs.map((c) => issue(t, ks.name, '/rc/a', c)));
+    assert.deepEqual(burst.map((r) => r.status).sort(), [201, 201, 201, 429, 429], JSON.stringify(burst.map((r) => r.body)));
+    const live = ((await app().get('/v1/robots/racer/identities').set(A()).expect(200)).body.identities as Json[]).filter((i) => i.enclave === '/rc/a');
+    assert.equal(live.length, 3);
+    assert.deepEqual(live.map((i) => i.status).filter((s) => s === 'live'), ['live'], 'one live certificate, the others revoked by their successor');
+    // Refusals give the token back: one issued, three refused (a key certified before), then two more fit the burst.
+    const c = csr().csrPem;
+    assert.equal((await issue(t, ks.name, '/rc/b', c)).status, 201);
+    for (let i = 0; i < 3; i++) assert.equal((await issue(t, ks.name, '/rc/b', c)).status, 409);
+    for (let i = 0; i < 2; i++) assert.equal((await issue(t, ks.name, '/rc/b', csr().csrPem)).status, 201, `after refusals ${i}`);
+    assert.equal((await issue(t, ks.name, '/rc/b', csr().csrPem)).status, 429);
+  });
+
   test("re-issue revokes the previous serial in a batch per keystore; revoking one robot's identity touches only the CRL for others", async () => {
     const ks = await keystore('per-robot');
     await app().post(`/v1/keystores/${ks.name}/enclaves`).set(A()).send({ path: '/fleet/driver' }).expect(201);
