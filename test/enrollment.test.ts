@@ -182,6 +182,34 @@ describe('robot enrollment', () => {
     }
   });
 
+  test('one assertion sent twenty times at once: one login, nineteen replays refused and audited', async () => {
+    // Its own app: the failures of the tests above count against this address's allowance.
+    const own = await makeTestApp();
+    try {
+      const a = bearer(await own.adminToken());
+      await request(own.app).post('/v1/robots').set(a).send({ name: 'replayer', labels: {} }).expect(201);
+      const t = (await request(own.app).post('/v1/robots/replayer/enrollment-tokens').set(a).send({}).expect(201)).body.token;
+      own.secrets.add(t);
+      const key = deviceKey();
+      await request(own.app).post('/v1/enroll').send({ token: t, publicKey: key.publicKeyPem }).expect(201);
+      const once = assertion('replayer', key);
+      const results = await Promise.all(Array.from({ length: 20 }, () => request(own.app).post('/v1/auth/robot').send({ assertion: once })));
+      for (const r of results) if (r.status === 200) own.secrets.add(r.body.token);
+      assert.deepEqual(results.map((r) => r.status).sort(), [200, ...Array(19).fill(401)]);
+      const logins = await own.store.read((r) =>
+        r.sql.all<{ result: string; details: string }>("SELECT result, details FROM audit_log WHERE action = 'auth.robot' AND actor = 'replayer' ORDER BY id"),
+      );
+      assert.equal(logins.filter((l) => l.result === 'success').length, 1);
+      const refused = logins.filter((l) => l.result === 'failure');
+      assert.equal(refused.length, 19);
+      assert.ok(refused.every((l) => JSON.parse(l.details).reason === 'replayed jti'));
+      assert.equal(await count(own, "SELECT count(*) AS n FROM used_assertions WHERE robot = 'replayer'"), 1);
+    } finally {
+      own.services.bundles.close();
+      await own.close();
+    }
+  });
+
   test('robot reports appear in the inventory', async () => {
     const k = deviceKey();
     await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'reporter', labels: {} }).expect(201);
