@@ -229,8 +229,10 @@ export async function createApp(deps: AppDeps): Promise<Express> {
   app.use(notFoundHandler);
   // Refusals of authenticated callers go to the audit log (bounded); the renderer below answers them.
   app.use(((err, req, _res, next) => {
+    // Answered once the refusal is written (it never rejects): an audit read right after sees it, on any engine.
     if (err instanceof Denied && req.principal) {
-      refusals.record(req.principal.name, req.principal.kind, err.refusal, `${req.method} ${req.path}`);
+      void refusals.record(req.principal.name, req.principal.kind, err.refusal, `${req.method} ${req.path}`).then(() => next(err));
+      return;
     }
     next(err);
   }) as ErrorRequestHandler);

@@ -9,7 +9,6 @@ import { ConfigError, parseCommandLine, usage, type ServerConfig } from './confi
 import { openDatabase } from './db/database.js';
 import { openStore } from './store/open.js';
 import type { Store } from './store/store.js';
-import { UniqueViolation } from './store/errors.js';
 import { trimChanges } from './events/change-log.js';
 
 const CHANGE_LOG_KEEP_MS = 24 * 3_600_000;
@@ -40,12 +39,8 @@ async function ensureFirstAdmin(store: Store, services: Services, config: Server
     // The path, never the password.
     logger.info({ user: config.adminUser, passwordFile: file }, 'created first administrator; password is in passwordFile');
   }
-  try {
-    await services.users.create(null, { name: config.adminUser, password, role: 'admin' });
-  } catch (err) {
-    if (err instanceof UniqueViolation) return;
-    throw err;
-  }
+  // Checked again inside the (serialized) write: false when another replica made the first admin meanwhile.
+  if (!(await services.users.createFirstAdmin(config.adminUser, password))) return;
   if (config.adminPassword !== undefined) logger.info({ user: config.adminUser }, 'created first administrator from ENCLAVE_ADMIN_PASSWORD');
 }
 
