@@ -91,7 +91,7 @@ export async function makeTestApp(options: Partial<AppOptions> & { now?: () => D
     },
     async close() {
       assertNoSecretsIn(ctx.logs(), secrets);
-      servicesOf(app).crls.close();
+      await servicesOf(app).crls.close();
       await store.close();
       await drop();
       fs.rmSync(dir, { recursive: true, force: true });
