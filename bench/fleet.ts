@@ -169,7 +169,12 @@ let cleanUpCurrent: (() => Promise<void>) | undefined;
 
 async function main(): Promise<void> {
   ensureFileLimit();
-  if (DATABASE_URL) await checkDatabaseUrl(DATABASE_URL);
+  if (DATABASE_URL) {
+    await checkDatabaseUrl(DATABASE_URL).catch((err: unknown) => {
+      log((err as Error).message);
+      process.exit(2);
+    });
+  }
   // Ctrl-C must not leave a server (or nginx, or a database) behind.
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
