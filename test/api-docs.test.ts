@@ -17,7 +17,7 @@ test('every route the server serves is documented in docs/api.md', async () => {
     });
     assert.deepEqual(missing, []);
   } finally {
-    ctx.services.bundles.close();
-    ctx.close();
+    await ctx.services.bundles.close();
+    await ctx.close();
   }
 });

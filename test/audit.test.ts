@@ -58,15 +58,33 @@ describe('audit log', () => {
     assert.equal(paged.ok, true);
   });
 
-  test('the table refuses UPDATE and DELETE', () => {
-    assert.throws(() => ctx.db.prepare("UPDATE audit_log SET actor = 'x' WHERE id = 1").run(), /append-only/);
-    assert.throws(() => ctx.db.prepare('DELETE FROM audit_log WHERE id = 1').run(), /append-only/);
+  test('concurrent writers extend one chain', async () => {
+    const before = await ctx.services.audit.verify();
+    assert.equal(before.ok, true);
+    // Units of work started all at once, each reading the head and appending: none may fork or skip.
+    const ids = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => ctx.services.audit.recordAlone({ actor: 'x', actorKind: 'system', action: 'test.concurrent', details: { i } })),
+    );
+    assert.deepEqual([...ids].sort((x, y) => x - y), Array.from({ length: 40 }, (_, i) => before.entries + 1 + i));
+    const afterwards = await ctx.services.audit.verify();
+    assert.equal(afterwards.ok, true);
+    assert.equal(afterwards.entries, before.entries + 40);
+  });
+
+  /** What someone with the database in hand can do, outside the server's services. */
+  const raw = (text: string) => ctx.store.tx((r) => r.sql.run(text));
+  // SQLite has a trigger per statement kind; PostgreSQL one for UPDATE OR DELETE (and one for TRUNCATE).
+  const dropTrigger = (name: string) => raw(ctx.store.dialect === 'postgres' ? `DROP TRIGGER IF EXISTS ${name} ON audit_log` : `DROP TRIGGER IF EXISTS ${name}`);
+
+  test('the table refuses UPDATE and DELETE', async () => {
+    await assert.rejects(raw("UPDATE audit_log SET actor = 'x' WHERE id = 1"), /append-only/);
+    await assert.rejects(raw('DELETE FROM audit_log WHERE id = 1'), /append-only/);
   });
 
   test('an edited row is reported where the chain breaks', async () => {
     // Someone with the database file can drop the trigger; the hash chain still tells.
-    ctx.db.exec('DROP TRIGGER audit_log_no_update');
-    ctx.db.prepare("UPDATE audit_log SET actor = 'mallory' WHERE id = 3").run();
+    await dropTrigger('audit_log_no_update');
+    await raw("UPDATE audit_log SET actor = 'mallory' WHERE id = 3");
     const res = await request(ctx.app).get('/v1/audit/verify').set(bearer(admin));
     assert.equal(res.body.ok, false);
     assert.equal(res.body.brokenAt, 3);
@@ -74,17 +92,17 @@ describe('audit log', () => {
   });
 
   test('a deleted row is reported too', async () => {
-    ctx.db.exec('DROP TRIGGER audit_log_no_delete');
-    ctx.db.prepare("UPDATE audit_log SET actor = (SELECT actor FROM audit_log WHERE id = 3) WHERE id = 3").run();
-    ctx.db.prepare('DELETE FROM audit_log WHERE id = 2').run();
+    await dropTrigger('audit_log_no_delete');
+    await raw('UPDATE audit_log SET actor = (SELECT actor FROM audit_log WHERE id = 3) WHERE id = 3');
+    await raw('DELETE FROM audit_log WHERE id = 2');
     const res = await request(ctx.app).get('/v1/audit/verify').set(bearer(admin));
     assert.equal(res.body.ok, false);
     assert.equal(res.body.brokenAt, 2);
   });
 
-  test('secret-looking detail keys are never stored', () => {
-    ctx.services.audit.record({ actor: 'x', actorKind: 'system', action: 'test.scrub', details: { keystore: 'ks', password: 'p', token: 't', privateKey: 'k' } });
-    const [entry] = ctx.services.audit.list({ action: 'test.scrub', limit: 1 });
+  test('secret-looking detail keys are never stored', async () => {
+    await ctx.services.audit.recordAlone({ actor: 'x', actorKind: 'system', action: 'test.scrub', details: { keystore: 'ks', password: 'p', token: 't', privateKey: 'k' } });
+    const [entry] = await ctx.services.audit.list({ action: 'test.scrub', limit: 1 });
     assert.deepEqual(entry!.details, { keystore: 'ks' });
   });
 });

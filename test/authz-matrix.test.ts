@@ -41,9 +41,9 @@ describe('authorization matrix', () => {
     tokens.robot = (await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('bot', key) })).body.token;
     ctx.secrets.add(tokens.robot!);
   });
-  after(() => {
-    ctx.services.bundles.close();
-    ctx.close();
+  after(async () => {
+    await ctx.services.bundles.close();
+    await ctx.close();
   });
 
   const admin = () => bearer(tokens.admin!);

@@ -43,9 +43,9 @@ describe('a binding made through a grant lasts only while the grant covers it', 
     grantId = g.body.id;
     acme = bearer(await ctx.login('acme', 'acme-password-123'));
   });
-  after(() => {
-    ctx.services.bundles.close();
-    ctx.close();
+  after(async () => {
+    await ctx.services.bundles.close();
+    await ctx.close();
   });
 
   test('relabelling the robot out of the grant stops delivery at once, reaches a waiting robot, and the member can still remove it', async () => {

@@ -76,9 +76,9 @@ describe('OpenAPI description (GET /v1/openapi.json)', () => {
       .send({ revision: '1', filesystem: 'tmpfs', clockSkewMs: 12, agentVersion: '0.1.0', enclaves: [{ keystore: 'ks', path: '/m/base', notAfter: new Date(0).toISOString() }] })
       .expect(204);
   });
-  after(() => {
-    ctx.services.bundles.close();
-    ctx.close();
+  after(async () => {
+    await ctx.services.bundles.close();
+    await ctx.close();
   });
 
   /** A robot registered, enrolled with a real device key, signed in with a real assertion: its token. */

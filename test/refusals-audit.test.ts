@@ -35,10 +35,10 @@ describe('refused attempts are audited, and a flood of them is bounded', () => {
       .expect(201);
     member = bearer(await ctx.login('acme', 'acme-password-123'));
   });
-  after(() => {
-    ctx.services.refusals.close();
-    ctx.services.bundles.close();
-    ctx.close();
+  after(async () => {
+    await ctx.services.refusals.close();
+    await ctx.services.bundles.close();
+    await ctx.close();
   });
 
   const denied = async (): Promise<Entry[]> =>
@@ -77,7 +77,7 @@ describe('refused attempts are audited, and a flood of them is bounded', () => {
     const during = await denied();
     assert.equal(during.length - before, 1, 'the first one at once');
     t += 61_000;
-    ctx.services.refusals.flush();
+    await ctx.services.refusals.flush();
     const after = await denied();
     const summary = after.find((e) => e.action === 'user.manage' && e.details?.repeated !== undefined);
     assert.equal(summary?.details?.repeated, 49);
@@ -85,10 +85,10 @@ describe('refused attempts are audited, and a flood of them is bounded', () => {
 
   test('varying the target cannot grow the log faster than the per-actor bound', async () => {
     t += 61_000;
-    ctx.services.refusals.flush();
+    await ctx.services.refusals.flush();
     const before = (await denied()).length;
     for (let i = 0; i < 300; i++) await request(ctx.app).get(`/v1/keystores/fleet/enclaves/secret/n${i}`).set(member).expect(404);
-    ctx.services.refusals.flush();
+    await ctx.services.refusals.flush();
     const added = (await denied()).length - before;
     assert.ok(added <= 101, `${added} entries for 300 refusals`);
     assert.ok((await denied()).some((e) => e.action === 'access.denied' && e.details?.reason === 'too-many-refusals'));

@@ -1,4 +1,4 @@
-import type { Request, RequestHandler } from 'express';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { principalOf, type RobotPrincipal } from '../auth/principal.js';
 import { Denied, Unauthorized } from '../errors.js';
 import type { AdminCapability, Capability, Grant } from './acl.js';
@@ -22,7 +22,16 @@ export type Requirement =
 
 export type Guard = RequestHandler & { requirement: Requirement };
 
-const guard = (requirement: Requirement, fn: RequestHandler): Guard => Object.assign(fn, { requirement });
+/** Express 4 does not catch rejected promises: a refusal (or a store that cannot answer) goes to `next`. */
+const guard = (requirement: Requirement, fn: (req: Request, res: Response) => Promise<void> | void): Guard =>
+  Object.assign<RequestHandler, { requirement: Requirement }>(
+    (req, res, next: NextFunction) => {
+      Promise.resolve()
+        .then(() => fn(req, res))
+        .then(() => next(), next);
+    },
+    { requirement },
+  );
 
 /**
  * Every authenticated route declares one of these. The caller's ACL is compiled once per request (one grants
@@ -30,35 +39,33 @@ const guard = (requirement: Requirement, fn: RequestHandler): Guard => Object.as
  * (which robots, which permissions) through the same decision.
  */
 export class Guards {
-  constructor(private readonly grantsOf: (user: string) => readonly Grant[]) {}
+  constructor(private readonly grantsOf: (user: string) => Promise<readonly Grant[]>) {}
 
-  private caller(req: Request): Caller {
+  private async caller(req: Request): Promise<Caller> {
     if (req.caller) return req.caller;
     const p = principalOf(req);
     if (p.kind !== 'user') {
       throw new Denied(403, 'this endpoint is for users, not robots', { capability: 'user', reason: 'robot-token' });
     }
-    req.caller = new Caller(p, p.role === 'admin' ? [] : this.grantsOf(p.name));
+    const grants = p.role === 'admin' ? [] : await this.grantsOf(p.name);
+    req.caller ??= new Caller(p, grants);
     return req.caller;
   }
 
   /** Any signed-in person; what they get is filtered by their ACL. */
-  readonly user: Guard = guard({ kind: 'user' }, (req, _res, next) => {
-    this.caller(req);
-    next();
+  readonly user: Guard = guard({ kind: 'user' }, async (req) => {
+    await this.caller(req);
   });
 
   /** Only robot tokens. */
-  readonly robot: Guard = guard({ kind: 'robot' }, (req, _res, next) => {
+  readonly robot: Guard = guard({ kind: 'robot' }, (req) => {
     const p = principalOf(req);
     if (p.kind !== 'robot') throw new Denied(403, 'this endpoint is for robots', { capability: 'robot', reason: 'user-token' });
-    next();
   });
 
   admin(capability: AdminCapability): Guard {
-    return guard({ kind: 'admin', capability }, (req, _res, next) => {
-      this.caller(req).requireAdmin(capability);
-      next();
+    return guard({ kind: 'admin', capability }, async (req) => {
+      (await this.caller(req)).requireAdmin(capability);
     });
   }
 
@@ -68,14 +75,13 @@ export class Guards {
    * the service asks again with what only it knows (robots' labels, the permissions it would sign).
    */
   enclave(capability: Capability, target?: TargetOf): Guard {
-    return guard({ kind: 'enclave', capability }, (req, _res, next) => {
-      const caller = this.caller(req);
+    return guard({ kind: 'enclave', capability }, async (req) => {
+      const caller = await this.caller(req);
       const t = target?.(req);
       if (t && !caller.isAdmin) {
         caller.requireKeystoreVisible(t.keystore);
         for (const enclave of t.enclaves) caller.require({ capability, keystore: t.keystore, enclave });
       }
-      next();
     });
   }
 }

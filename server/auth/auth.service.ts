@@ -1,13 +1,13 @@
 import type { AuditService } from '../audit/audit.service.js';
 import { Unauthorized } from '../errors.js';
-import type { UsersRepo } from '../users/users.repo.js';
+import type { Store } from '../store/store.js';
 import { decoyHash, verifyPassword } from './passwords.js';
 import type { LoginThrottle } from './throttle.js';
 import { userTokenVersion, type IssuedToken, type TokenIssuer } from './tokens.js';
 
 export class AuthService {
   constructor(
-    private readonly users: UsersRepo,
+    private readonly store: Store,
     private readonly tokens: TokenIssuer,
     private readonly throttle: LoginThrottle,
     private readonly audit: AuditService,
@@ -17,10 +17,10 @@ export class AuthService {
     // Charged as a failure before the (slow) hash and refunded on success: otherwise many guesses sent at
     // once would all pass the check before any of them is counted.
     this.throttle.begin(ip, username);
-    const user = this.users.get(username);
+    const user = await this.store.read((r) => r.users.get(username));
     const ok = await verifyPassword(password, user?.passwordHash ?? (await decoyHash()));
     if (!user || !ok) {
-      this.audit.record({
+      await this.audit.recordAlone({
         // An unknown name is not recorded as typed: it may be a password pasted into the wrong field.
         actor: user ? user.name : '(unknown user)',
         actorKind: 'anonymous',
@@ -32,7 +32,7 @@ export class AuthService {
       throw new Unauthorized('invalid username or password', 'invalid-credentials');
     }
     this.throttle.succeed(ip, username);
-    this.audit.record({ actor: user.name, actorKind: 'user', action: 'auth.login', details: { ip } });
+    await this.audit.recordAlone({ actor: user.name, actorKind: 'user', action: 'auth.login', details: { ip } });
     return this.tokens.issue({ kind: 'user', name: user.name, role: user.role }, userTokenVersion(user));
   }
 }

@@ -13,8 +13,8 @@ import { ROBOT_AUDIENCE, TOKEN_ALGORITHM, TOKEN_ISSUER, USER_AUDIENCE } from './
  * demotion ends access at the next request).
  */
 export interface PrincipalResolver {
-  user(name: string, ver: string): Principal | undefined;
-  robot(name: string, ver: string): Principal | undefined;
+  user(name: string, ver: string): Promise<Principal | undefined>;
+  robot(name: string, ver: string): Promise<Principal | undefined>;
 }
 
 interface Claims {
@@ -38,7 +38,7 @@ const VERIFY_OPTIONS = { algorithms: [TOKEN_ALGORITHM], issuer: TOKEN_ISSUER, cl
  * without `exp` as one that never expires: every token must carry one, and a lifetime no longer than this
  * server now gives (lowering the TTL setting also ends longer tokens).
  */
-function principalFromClaims(claims: Claims, resolver: PrincipalResolver, lifetimes: TokenLifetimes): Principal | undefined {
+async function principalFromClaims(claims: Claims, resolver: PrincipalResolver, lifetimes: TokenLifetimes): Promise<Principal | undefined> {
   if (typeof claims.sub !== 'string' || typeof claims.ver !== 'string') return undefined;
   const maxLifetime = claims.aud === USER_AUDIENCE ? lifetimes.userSeconds : lifetimes.robotSeconds;
   if (typeof claims.exp !== 'number' || typeof claims.iat !== 'number' || claims.exp - claims.iat > maxLifetime) return undefined;
@@ -69,7 +69,7 @@ export class RobotTokenVerifier {
     this.key = crypto.createSecretKey(secret);
   }
 
-  verify(token: string): RobotPrincipal | undefined {
+  async verify(token: string): Promise<RobotPrincipal | undefined> {
     const now = Date.now();
     let known = this.verified.get(token);
     if (known && known.expiresMs <= now) {
@@ -88,7 +88,7 @@ export class RobotTokenVerifier {
       known = { claims, expiresMs: (claims.exp + VERIFY_OPTIONS.clockTolerance) * 1000 };
       this.verified.set(token, known);
     }
-    const p = principalFromClaims(known.claims, this.resolver, this.lifetimes);
+    const p = await principalFromClaims(known.claims, this.resolver, this.lifetimes);
     return p?.kind === 'robot' ? p : undefined;
   }
 }
@@ -114,7 +114,8 @@ export function authenticate(secret: Buffer, resolver: PrincipalResolver, lifeti
         jsonWebTokenOptions: { clockTolerance: VERIFY_OPTIONS.clockTolerance },
       },
       (claims: Claims, done: (err: unknown, user?: Principal | false) => void) => {
-        done(null, principalFromClaims(claims, resolver, lifetimes) ?? false);
+        // A store that cannot answer is an error (503), not a bad token.
+        principalFromClaims(claims, resolver, lifetimes).then((p) => done(null, p ?? false), done);
       },
     ),
   );

@@ -1,5 +1,5 @@
-import type { Db } from '../db/database.js';
 import type { Capability, Grant, Labels } from '../acl/acl.js';
+import type { Sql } from '../store/sql.js';
 
 /** The grant a member bound through, as it is now (NULL columns: an admin bound it, or the grant is gone). */
 interface GrantColumns {
@@ -67,39 +67,41 @@ const toBoundVia = (r: BindingRow & GrantColumns): BoundVia => ({
 const WITH_GRANT = `SELECT b.*, g.user AS g_user, g.pattern AS g_pattern, g.capabilities AS g_capabilities,
   g.robot_selector AS g_robot_selector FROM bindings b LEFT JOIN grants g ON g.id = b.grant_id`;
 
+type Row = BindingRow & GrantColumns;
+
 export class BindingsRepo {
-  private readonly stmts;
-  constructor(db: Db) {
-    this.stmts = {
-      get: db.prepare(`${WITH_GRANT} WHERE b.id = ?`),
-      list: db.prepare(`${WITH_GRANT} ORDER BY b.keystore, b.enclave, b.created_at`),
-      forRobot: db.prepare(`${WITH_GRANT} WHERE b.robot = ?`),
-      selectors: db.prepare(`${WITH_GRANT} WHERE b.selector IS NOT NULL`),
-      duplicate: db.prepare(`SELECT id FROM bindings WHERE keystore = ? AND enclave = ?
-        AND robot IS ? AND selector IS ?`),
-      insert: db.prepare(`INSERT INTO bindings (id, keystore, enclave, robot, selector, grant_id, created_by, created_at)
-        VALUES (@id, @keystore, @enclave, @robot, @selector, @grant_id, @created_by, @created_at)`),
-      remove: db.prepare('DELETE FROM bindings WHERE id = ?'),
-    };
-  }
-  get(id: string): BoundVia | undefined {
-    const r = this.stmts.get.get(id) as (BindingRow & GrantColumns) | undefined;
+  constructor(private readonly sql: Sql) {}
+
+  async get(id: string): Promise<BoundVia | undefined> {
+    const r = await this.sql.get<Row>(`${WITH_GRANT} WHERE b.id = ?`, [id]);
     return r && toBoundVia(r);
   }
-  list(): BoundVia[] {
-    return (this.stmts.list.all() as (BindingRow & GrantColumns)[]).map(toBoundVia);
+  async list(): Promise<BoundVia[]> {
+    return (await this.sql.all<Row>(`${WITH_GRANT} ORDER BY b.keystore, b.enclave, b.created_at, b.id`)).map(toBoundVia);
   }
   /** Direct bindings of a robot plus every selector binding (matched against labels by the caller). */
-  candidatesFor(robot: string): BoundVia[] {
-    return [...(this.stmts.forRobot.all(robot) as (BindingRow & GrantColumns)[]), ...(this.stmts.selectors.all() as (BindingRow & GrantColumns)[])].map(toBoundVia);
+  async candidatesFor(robot: string): Promise<BoundVia[]> {
+    const direct = await this.sql.all<Row>(`${WITH_GRANT} WHERE b.robot = ? ORDER BY b.created_at, b.id`, [robot]);
+    const selectors = await this.sql.all<Row>(`${WITH_GRANT} WHERE b.selector IS NOT NULL ORDER BY b.created_at, b.id`);
+    return [...direct, ...selectors].map(toBoundVia);
   }
-  findDuplicate(keystore: string, enclave: string, robot: string | null, selector: string | null): string | undefined {
-    return (this.stmts.duplicate.get(keystore, enclave, robot, selector) as { id: string } | undefined)?.id;
+  async findDuplicate(keystore: string, enclave: string, robot: string | null, selector: string | null): Promise<string | undefined> {
+    // `IS ?` is SQLite's; both engines agree on this spelling of "equal, or both NULL".
+    const r = await this.sql.get<{ id: string }>(
+      `SELECT id FROM bindings WHERE keystore = ? AND enclave = ?
+        AND (robot = ? OR (robot IS NULL AND CAST(? AS TEXT) IS NULL))
+        AND (selector = ? OR (selector IS NULL AND CAST(? AS TEXT) IS NULL))`,
+      [keystore, enclave, robot, robot, selector, selector],
+    );
+    return r?.id;
   }
-  insert(b: { id: string; keystore: string; enclave: string; robot: string | null; selector: string | null; grant_id: string | null; created_by: string; created_at: string }): void {
-    this.stmts.insert.run(b);
+  async insert(b: { id: string; keystore: string; enclave: string; robot: string | null; selector: string | null; grant_id: string | null; created_by: string; created_at: string }): Promise<void> {
+    await this.sql.run(
+      'INSERT INTO bindings (id, keystore, enclave, robot, selector, grant_id, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      [b.id, b.keystore, b.enclave, b.robot, b.selector, b.grant_id, b.created_by, b.created_at],
+    );
   }
-  remove(id: string): boolean {
-    return this.stmts.remove.run(id).changes === 1;
+  async remove(id: string): Promise<boolean> {
+    return (await this.sql.run('DELETE FROM bindings WHERE id = ?', [id])).changes === 1;
   }
 }

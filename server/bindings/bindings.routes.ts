@@ -22,15 +22,15 @@ export const CreateBinding = z
 
 export function bindingsRoutes(bindings: BindingsService, guards: Guards): Router {
   const r = Router();
-  r.get('/v1/bindings', guards.user, h((req, res) => {
-    res.json({ bindings: bindings.list(callerOf(req)) });
+  r.get('/v1/bindings', guards.user, h(async (req, res) => {
+    res.json({ bindings: await bindings.list(callerOf(req)) });
   }));
   // The service decides `bind` once it knows the robots; the rights check comes before "no such robot".
-  r.post('/v1/bindings', guards.enclave('bind'), h((req, res) => {
-    res.status(201).json(bindings.create(callerOf(req), body(req, CreateBinding)));
+  r.post('/v1/bindings', guards.enclave('bind'), h(async (req, res) => {
+    res.status(201).json(await bindings.create(callerOf(req), body(req, CreateBinding)));
   }));
-  r.delete('/v1/bindings/:id', guards.enclave('bind'), h((req, res) => {
-    bindings.delete(callerOf(req), req.params.id!);
+  r.delete('/v1/bindings/:id', guards.enclave('bind'), h(async (req, res) => {
+    await bindings.delete(callerOf(req), req.params.id!);
     res.status(204).end();
   }));
   return r;

@@ -2,12 +2,9 @@ import crypto from 'node:crypto';
 import { decide, selectorMatches, selectorWithin, type Grant, type Labels } from '../acl/acl.js';
 import type { Caller } from '../acl/caller.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { Db } from '../db/database.js';
 import { Conflict, InvalidInput, NotFound } from '../errors.js';
-import type { ChangeFeed } from '../events/changes.js';
-import type { KeystoresRepo } from '../keystores/keystores.repo.js';
-import type { RobotsRepo } from '../robots/robots.repo.js';
-import { BindingsRepo, type Binding, type BoundVia } from './bindings.repo.js';
+import type { Repos, Store } from '../store/store.js';
+import type { Binding, BoundVia } from './bindings.repo.js';
 
 export interface BindingInput {
   keystore: string;
@@ -46,17 +43,11 @@ function grantCovers(grant: Grant, b: Binding, robots: readonly Labels[] | undef
  * the binding is made: relabelling a robot, editing or deleting the grant takes effect at the next bundle.
  */
 export class BindingsService {
-  readonly repo: BindingsRepo;
   constructor(
-    private readonly db: Db,
-    private readonly keystores: KeystoresRepo,
-    private readonly robots: RobotsRepo,
+    private readonly store: Store,
     private readonly audit: AuditService,
-    private readonly changes: ChangeFeed,
     private readonly now: () => Date,
-  ) {
-    this.repo = new BindingsRepo(db);
-  }
+  ) {}
 
   private status({ binding: b, grant }: BoundVia, robotLabels: Labels | undefined): Pick<BindingView, 'status' | 'statusReason'> {
     if (b.grant === null) return { status: 'active' };
@@ -71,10 +62,11 @@ export class BindingsService {
       : { status: 'limited', statusReason: "only robots inside the grant's robot selector receive it" };
   }
 
-  list(caller: Caller): BindingView[] {
-    const labels = new Map(this.robots.list().map((r) => [r.name, r.labels]));
+  async list(caller: Caller): Promise<BindingView[]> {
+    const { robots, bindings } = await this.store.read(async (r) => ({ robots: await r.robots.list(), bindings: await r.bindings.list() }));
+    const labels = new Map(robots.map((r) => [r.name, r.labels]));
     const out: BindingView[] = [];
-    for (const via of this.repo.list()) {
+    for (const via of bindings) {
       const b = via.binding;
       if (!caller.can('read', b.keystore, b.enclave)) continue;
       const robotLabels = b.robot === undefined ? undefined : labels.get(b.robot);
@@ -88,7 +80,7 @@ export class BindingsService {
     return out;
   }
 
-  create(caller: Caller, input: BindingInput): Binding {
+  async create(caller: Caller, input: BindingInput): Promise<Binding> {
     if ((input.robot === undefined) === (input.selector === undefined)) {
       throw new InvalidInput('give exactly one of robot or selector');
     }
@@ -98,33 +90,34 @@ export class BindingsService {
     caller.requireKeystoreVisible(input.keystore);
     // Read first: an enclave the member cannot see answers 404 whatever else is wrong.
     caller.require({ capability: 'read', keystore: input.keystore, enclave: input.enclave });
-    const enclave = this.keystores.getEnclave(input.keystore, input.enclave);
-    if (!enclave) throw new NotFound(`no enclave ${input.keystore}:${input.enclave}`);
-    if (enclave.status !== 'active') {
-      throw new Conflict(`enclave ${input.keystore}:${input.enclave} is revoked (rotate it to issue a fresh one first)`, 'enclave-revoked');
-    }
-    let robotLabels: Labels[] | undefined;
-    if (input.robot !== undefined) {
-      const robot = this.robots.get(input.robot);
-      // A robot outside every bind grant of a member does not exist for them (as in GET /v1/robots).
-      if (!robot) throw new NotFound(`no robot "${input.robot}"`);
-      if (!caller.robotVisible(robot.labels)) throw caller.robotNotVisible(input.robot);
-      robotLabels = [robot.labels];
-    }
-    const allowedBy = caller.require({
-      capability: 'bind',
-      keystore: input.keystore,
-      enclave: input.enclave,
-      robots: robotLabels,
-      selector: input.selector,
-    });
     const selector = input.selector ? canonicalSelector(input.selector) : null;
     const id = `b_${crypto.randomBytes(9).toString('base64url')}`;
-    this.db.transaction(() => {
-      // Inside the write transaction: two identical requests at once make one binding, not two.
-      const duplicate = this.repo.findDuplicate(input.keystore, input.enclave, input.robot ?? null, selector);
+    // Every check in the unit of work (a few indexed reads): the enclave, the robot's labels and the duplicate
+    // test hold at commit, and two identical requests at once make one binding, not two.
+    return this.store.tx(async (r) => {
+      const enclave = await r.keystores.getEnclave(input.keystore, input.enclave);
+      if (!enclave) throw new NotFound(`no enclave ${input.keystore}:${input.enclave}`);
+      if (enclave.status !== 'active') {
+        throw new Conflict(`enclave ${input.keystore}:${input.enclave} is revoked (rotate it to issue a fresh one first)`, 'enclave-revoked');
+      }
+      let robotLabels: Labels[] | undefined;
+      if (input.robot !== undefined) {
+        const robot = await r.robots.get(input.robot);
+        // A robot outside every bind grant of a member does not exist for them (as in GET /v1/robots).
+        if (!robot) throw new NotFound(`no robot "${input.robot}"`);
+        if (!caller.robotVisible(robot.labels)) throw caller.robotNotVisible(input.robot);
+        robotLabels = [robot.labels];
+      }
+      const allowedBy = caller.require({
+        capability: 'bind',
+        keystore: input.keystore,
+        enclave: input.enclave,
+        robots: robotLabels,
+        selector: input.selector,
+      });
+      const duplicate = await r.bindings.findDuplicate(input.keystore, input.enclave, input.robot ?? null, selector);
       if (duplicate) throw new Conflict(`this binding exists already (${duplicate})`, 'binding-exists');
-      this.repo.insert({
+      await r.bindings.insert({
         id,
         keystore: input.keystore,
         enclave: input.enclave,
@@ -134,7 +127,7 @@ export class BindingsService {
         created_by: caller.name,
         created_at: this.now().toISOString(),
       });
-      this.audit.record({
+      await this.audit.record(r, {
         actor: caller.name,
         actorKind: 'user',
         action: 'binding.create',
@@ -142,31 +135,31 @@ export class BindingsService {
         grantId: allowedBy,
         details: { keystore: input.keystore, enclave: input.enclave, robot: input.robot, selector: input.selector },
       });
-    }).immediate();
-    this.changes.publish({ kind: 'bindings', robot: input.robot, selector: input.selector });
-    return this.repo.get(id)!.binding;
+      await r.publish({ kind: 'bindings', robot: input.robot, selector: input.selector });
+      return (await r.bindings.get(id))!.binding;
+    });
   }
 
-  delete(caller: Caller, id: string): void {
-    const via = this.repo.get(id);
-    if (!via || !caller.can('read', via.binding.keystore, via.binding.enclave)) throw new NotFound(`no binding "${id}"`);
-    const b = via.binding;
-    // A binding made through one of the caller's own grants is theirs to remove, even once suspended. Any
-    // other follows the rule for creating it: a member may only remove what their robot selector covers.
-    const own = via.grant !== undefined && caller.grant(via.grant.id) !== undefined;
-    const robot = b.robot === undefined ? undefined : this.robots.get(b.robot);
-    const allowedBy = own
-      ? `grant:${via.grant!.id}`
-      : caller.require({
-          capability: 'bind',
-          keystore: b.keystore,
-          enclave: b.enclave,
-          robots: robot ? [robot.labels] : undefined,
-          selector: b.selector,
-        });
-    this.db.transaction(() => {
-      if (!this.repo.remove(id)) throw new NotFound(`no binding "${id}"`);
-      this.audit.record({
+  async delete(caller: Caller, id: string): Promise<void> {
+    await this.store.tx(async (r) => {
+      const via = await r.bindings.get(id);
+      if (!via || !caller.can('read', via.binding.keystore, via.binding.enclave)) throw new NotFound(`no binding "${id}"`);
+      const b = via.binding;
+      // A binding made through one of the caller's own grants is theirs to remove, even once suspended. Any
+      // other follows the rule for creating it: a member may only remove what their robot selector covers.
+      const own = via.grant !== undefined && caller.grant(via.grant.id) !== undefined;
+      const robot = b.robot === undefined ? undefined : await r.robots.get(b.robot);
+      const allowedBy = own
+        ? `grant:${via.grant!.id}`
+        : caller.require({
+            capability: 'bind',
+            keystore: b.keystore,
+            enclave: b.enclave,
+            robots: robot ? [robot.labels] : undefined,
+            selector: b.selector,
+          });
+      if (!(await r.bindings.remove(id))) throw new NotFound(`no binding "${id}"`);
+      await this.audit.record(r, {
         actor: caller.name,
         actorKind: 'user',
         action: 'binding.delete',
@@ -174,18 +167,19 @@ export class BindingsService {
         grantId: allowedBy,
         details: { keystore: b.keystore, enclave: b.enclave, robot: b.robot, selector: b.selector },
       });
-    }).immediate();
-    this.changes.publish({ kind: 'bindings', robot: b.robot, selector: b.selector });
+      await r.publish({ kind: 'bindings', robot: b.robot, selector: b.selector });
+    });
   }
 
   /**
    * The enclaves a robot receives now: bound directly or through a selector matching its labels, and, for a
-   * binding made through a grant, only while that grant still covers this robot.
+   * binding made through a grant, only while that grant still covers this robot. Runs on the caller's unit of
+   * work or read (`r`), so a decision taken inside a transaction sees that transaction's rows.
    */
-  enclavesFor(robot: string, labels: Labels): { keystore: string; enclave: string }[] {
+  async enclavesFor(r: Pick<Repos, 'bindings'>, robot: string, labels: Labels): Promise<{ keystore: string; enclave: string }[]> {
     const seen = new Set<string>();
     const out: { keystore: string; enclave: string }[] = [];
-    for (const { binding: b, grant } of this.repo.candidatesFor(robot)) {
+    for (const { binding: b, grant } of await r.bindings.candidatesFor(robot)) {
       if (b.selector && !selectorMatches(b.selector, labels)) continue;
       if (b.grant !== null && (!grant || !grantCovers(grant, b, [labels]))) continue;
       const key = `${b.keystore}\0${b.enclave}`;

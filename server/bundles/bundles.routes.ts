@@ -36,7 +36,7 @@ async function answer(bundles: BundlesService, robot: RobotPrincipal, wait: numb
     res.status(304).end();
     return;
   }
-  bundles.recordDelivery(robot.name, outcome);
+  await bundles.recordDelivery(robot.name, outcome);
   res.setHeader('ETag', `"${outcome.revision}"`);
   res.type('application/json').send(bundles.body(outcome));
 }
@@ -67,9 +67,10 @@ export function bundleFastPath(bundles: BundlesService, tokens: RobotTokenVerifi
     if (!q || !auth?.startsWith('Bearer ')) return next();
     const wait = q[1] === undefined ? 0 : Number(q[1]);
     if (wait > 60) return next();
-    const robot = tokens.verify(auth.slice(7));
-    if (!robot) return next();
-    lane.begin(req, res, BUNDLE_PATH);
-    answer(bundles, robot, wait, req, res).catch(next);
+    Promise.resolve(tokens.verify(auth.slice(7))).then((robot) => {
+      if (!robot) return next();
+      lane.begin(req, res, BUNDLE_PATH);
+      return answer(bundles, robot, wait, req, res);
+    }).catch(next);
   };
 }

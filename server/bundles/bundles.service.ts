@@ -2,14 +2,14 @@ import crypto from 'node:crypto';
 import { selectorMatches } from '../acl/acl.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { BindingsService } from '../bindings/bindings.service.js';
-import type { Change, ChangeFeed } from '../events/changes.js';
-import type { IdentitiesRepo } from '../identities/identities.repo.js';
+import type { Change } from '../events/changes.js';
 import { serialOut } from '../identities/identities.service.js';
-import type { EnclaveRow, KeystoreRow, KeystoresRepo } from '../keystores/keystores.repo.js';
+import type { EnclaveRow, KeystoreRow } from '../keystores/keystores.repo.js';
 import { enclaveKeyContext } from '../keystores/keystores.service.js';
 import { inspectCertificate } from '../pki/index.js';
-import type { Robot, RobotsRepo } from '../robots/robots.repo.js';
+import type { Robot } from '../robots/robots.repo.js';
 import type { Sealer } from '../secrets/seal.js';
+import type { Repos, Store } from '../store/store.js';
 
 export interface BundleEnclave {
   path: string;
@@ -64,6 +64,12 @@ export interface CacheEntry {
   content: Content;
   /** This robot's part for each of `content.holes`: its certificate and serial, a few hundred bytes each. */
   fills: Buffer[];
+  /**
+   * The robot's row as the entry was built (undefined: no such robot). Any change to the row drops the entry,
+   * so its key tells whether a waiting poll's token still holds and its labels whether a selector touches it,
+   * without a query.
+   */
+  record: Robot | undefined;
 }
 
 interface Waiter {
@@ -81,16 +87,34 @@ const FAN_OUT_SLICE_MS = 10;
  * park thousands of requests. A newer poll answers the oldest (304), so a reconnecting agent is never refused.
  */
 export const MAX_WAITERS_PER_ROBOT = 2;
+/**
+ * Robots a fan-out step answers at once: enough to keep a PostgreSQL pool busy while one robot's reads are on
+ * the wire, few enough to leave connections for everything else.
+ */
+const FAN_OUT_CONCURRENCY = 8;
 
 /**
  * Bundles: what each robot may hold now. Computed once per change and cached per robot; a request reads
- * the cache. Long polls park a callback (no CPU while waiting) and are answered as soon as a change
- * touching that robot produces a new revision.
+ * the cache (a hit costs no query). Long polls park a callback (no CPU while waiting) and are answered as soon
+ * as a change touching that robot produces a new revision. Changes come from `store.changes`: the change log
+ * as this replica follows it, so a change made on another replica reaches the robots waiting here too.
+ *
+ * Builds read the database, so they are asynchronous: concurrent misses for one robot (or one shared content)
+ * share one build, and a change heard while a build is under way drops that build (it may have read rows the
+ * change replaced): its callers get it once, the cache never keeps it.
  */
 export class BundlesService {
   private readonly cache = new Map<string, CacheEntry>();
+  /** Builds under way, by robot: every concurrent miss waits for the same one. */
+  private readonly building = new Map<string, Promise<CacheEntry>>();
   /** Shared contents by their sorted target list. */
   private readonly contents = new Map<string, Content>();
+  private readonly contentBuilds = new Map<string, Promise<Content>>();
+  /**
+   * Counts changes to keystores and enclaves: a shared content or enclave JSON built while it moved is handed
+   * out once and not kept.
+   */
+  private contentEpoch = 0;
   /**
    * Each enclave's serialized `{path,notAfter,files}` (key unsealed once), shared by every robot bound to
    * it: a change that touches a thousand robots costs a thousand cheap assemblies, not a thousand unseals.
@@ -106,16 +130,13 @@ export class BundlesService {
   private closed = false;
 
   constructor(
-    private readonly keystores: KeystoresRepo,
-    private readonly robots: RobotsRepo,
+    private readonly store: Store,
     private readonly bindings: BindingsService,
     private readonly sealer: Sealer,
     private readonly audit: AuditService,
-    changes: ChangeFeed,
-    private readonly identities: IdentitiesRepo,
     private readonly now: () => Date = () => new Date(),
   ) {
-    this.unsubscribe = changes.subscribe((c) => this.onChange(c));
+    this.unsubscribe = store.changes.subscribe((c) => this.onChange(c));
   }
 
   close(): void {
@@ -124,29 +145,51 @@ export class BundlesService {
     this.unsubscribe();
     for (const set of this.waiters.values()) for (const w of set) w.done({ kind: 'timeout' });
     this.waiters.clear();
+    this.building.clear();
+    this.contentBuilds.clear();
+  }
+
+  /** The robot's current bundle: from the cache when nothing changed since it was built, else built once. */
+  current(robot: string): Promise<CacheEntry> {
+    const hit = this.cache.get(robot);
+    if (hit) return Promise.resolve(hit);
+    const underWay = this.building.get(robot);
+    if (underWay) return underWay;
+    const build: Promise<CacheEntry> = this.store
+      .read((r) => this.compute(r, robot))
+      .then(
+        (entry) => {
+          if (this.building.get(robot) === build) {
+            this.building.delete(robot);
+            if (!this.closed) this.cache.set(robot, entry);
+          }
+          return entry;
+        },
+        (err: unknown) => {
+          if (this.building.get(robot) === build) this.building.delete(robot);
+          throw err;
+        },
+      );
+    this.building.set(robot, build);
+    return build;
   }
 
   /**
-   * The robot's current bundle (from cache when nothing changed since it was computed). `record`: the robot's
-   * row when the caller has just read it (a fan-out reads it anyway), so it is not read twice.
+   * The robot's row as the bundle cache holds it (see `CacheEntry.record`): the bundle fast path's token check
+   * costs no query on a hit, and it builds the entry it is about to answer with anyway.
    */
-  current(robot: string, record?: Robot): CacheEntry {
-    let entry = this.cache.get(robot);
-    if (!entry) {
-      entry = this.compute(robot, record ?? this.robots.get(robot));
-      this.cache.set(robot, entry);
-    }
-    return entry;
+  async robot(name: string): Promise<Robot | undefined> {
+    return (await this.current(name)).record;
   }
 
   /**
    * Resolves with the bundle when its revision differs from `known`, or with null after `waitSeconds`
    * (or at once when `waitSeconds` is 0 and nothing changed).
    */
-  wait(robot: string, keyId: string, known: string | undefined, waitSeconds: number, signal?: AbortSignal): Promise<CacheEntry | null | 'gone'> {
-    const entry = this.current(robot);
-    if (known === undefined || entry.revision !== known) return Promise.resolve(entry);
-    if (waitSeconds <= 0) return Promise.resolve(null);
+  async wait(robot: string, keyId: string, known: string | undefined, waitSeconds: number, signal?: AbortSignal): Promise<CacheEntry | null | 'gone'> {
+    const entry = await this.current(robot);
+    if (known === undefined || entry.revision !== known) return entry;
+    if (waitSeconds <= 0) return null;
     return new Promise((resolve) => {
       const held = this.waiters.get(robot);
       // Oldest first (a Set iterates in insertion order).
@@ -168,8 +211,14 @@ export class BundlesService {
       // The robot gave up waiting (its connection closed): forget this poll, not the robot's others.
       const onAbort = () => waiter.done({ kind: 'timeout' });
       set.add(waiter);
-      if (signal?.aborted) onAbort();
-      else signal?.addEventListener('abort', onAbort, { once: true });
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      // A change heard between the build and now dropped the entry before this poll was parked, so it did not
+      // count this robot as waiting: look again.
+      if (this.cache.get(robot) !== entry) {
+        this.pending.add(robot);
+        this.schedule();
+      }
     });
   }
 
@@ -184,16 +233,22 @@ export class BundlesService {
   }
 
   /** Audits a delivery the first time a robot receives a revision (not every poll that re-sends it). */
-  recordDelivery(robot: string, entry: CacheEntry): void {
+  async recordDelivery(robot: string, entry: CacheEntry): Promise<void> {
     if (this.delivered.get(robot) === entry.revision) return;
     this.delivered.set(robot, entry.revision);
-    this.audit.record({
-      actor: robot,
-      actorKind: 'robot',
-      action: 'bundle.deliver',
-      target: robot,
-      details: { revision: entry.revision, enclaves: entry.content.summary },
-    });
+    try {
+      await this.audit.recordAlone({
+        actor: robot,
+        actorKind: 'robot',
+        action: 'bundle.deliver',
+        target: robot,
+        details: { revision: entry.revision, enclaves: entry.content.summary },
+      });
+    } catch (err) {
+      // Not recorded: the next delivery of this revision tries again.
+      if (this.delivered.get(robot) === entry.revision) this.delivered.delete(robot);
+      throw err;
+    }
   }
 
   /**
@@ -207,17 +262,27 @@ export class BundlesService {
       // walk per request over ten thousand entries would cost more than the requests themselves.
       this.delivered.delete(change.robot);
       this.cache.delete(change.robot);
+      this.building.delete(change.robot);
       if (this.waiters.has(change.robot)) this.pending.add(change.robot);
       this.schedule();
       return;
     }
+    // A build under way cannot be told whether it is touched (it has no content yet): none of them is kept.
+    if (change.kind === 'bindings' && change.robot !== undefined) this.building.delete(change.robot);
+    else this.building.clear();
     if (change.kind === 'resync') {
+      this.contentEpoch++;
+      this.contentBuilds.clear();
       this.enclaveJson.clear();
       this.contents.clear();
     } else if (change.kind === 'keystore') {
+      this.contentEpoch++;
+      this.contentBuilds.clear();
       for (const key of this.enclaveJson.keys()) if (key.startsWith(`${change.keystore}\0`)) this.enclaveJson.delete(key);
       for (const [key, c] of this.contents) if (c.keystores.has(change.keystore)) this.contents.delete(key);
     } else if (change.kind === 'enclave') {
+      this.contentEpoch++;
+      this.contentBuilds.clear();
       this.enclaveJson.delete(`${change.keystore}\0${change.enclave}`);
       const id = `${change.keystore}:${change.enclave}`;
       for (const [key, c] of this.contents) if (c.enclaves.has(id)) this.contents.delete(key);
@@ -236,35 +301,52 @@ export class BundlesService {
   private schedule(): void {
     if (this.draining || this.closed || this.pending.size === 0) return;
     this.draining = true;
-    setImmediate(() => this.drain());
+    setImmediate(() => void this.drain());
   }
 
   /**
-   * Answers pending robots for at most one slice of event-loop time, then yields: /health, logins and other
-   * requests interleave with a fan-out to thousands of robots. Each robot costs two indexed reads and a lookup
-   * of its shared content, built once per distinct set of enclaves.
+   * Answers pending robots, a few at a time, for at most one slice of event-loop time, then yields: /health,
+   * logins and other requests interleave with a fan-out to thousands of robots (on SQLite every read completes
+   * at once, so without the slice a fan-out would never let go of the loop). Each robot costs a lookup of its
+   * cache entry, rebuilt when the change dropped it: a few indexed reads and its shared content, built once per
+   * distinct set of enclaves.
    */
-  private drain(): void {
-    const until = performance.now() + FAN_OUT_SLICE_MS;
-    for (const robot of this.pending) {
-      this.pending.delete(robot);
-      this.wake(robot);
-      if (performance.now() >= until) break;
+  private async drain(): Promise<void> {
+    try {
+      let until = performance.now() + FAN_OUT_SLICE_MS;
+      while (this.pending.size > 0 && !this.closed) {
+        const batch: string[] = [];
+        for (const robot of this.pending) {
+          this.pending.delete(robot);
+          batch.push(robot);
+          if (batch.length >= FAN_OUT_CONCURRENCY) break;
+        }
+        await Promise.all(batch.map((robot) => this.wake(robot)));
+        if (performance.now() >= until) {
+          await new Promise((resolve) => setImmediate(resolve));
+          until = performance.now() + FAN_OUT_SLICE_MS;
+        }
+      }
+    } finally {
+      this.draining = false;
     }
-    this.draining = false;
-    this.schedule();
   }
 
-  private wake(robot: string): void {
-    const set = this.waiters.get(robot);
-    if (!set || set.size === 0) return;
-    const record = this.robots.get(robot);
-    for (const w of [...set]) {
-      if (!record || record.keyId !== w.keyId) w.done({ kind: 'gone' });
+  private async wake(robot: string): Promise<void> {
+    if (!this.waiters.get(robot)?.size) return;
+    let entry: CacheEntry;
+    try {
+      entry = await this.current(robot);
+    } catch {
+      // The store failed (PostgreSQL away): the polls are answered as unchanged and come back, to a 503 while
+      // it stays away; agents keep what they hold and retry.
+      for (const w of [...(this.waiters.get(robot) ?? [])]) w.done({ kind: 'timeout' });
+      return;
     }
-    if (!record || !this.waiters.get(robot)?.size) return;
-    const entry = this.current(robot, record);
-    for (const w of [...(this.waiters.get(robot) ?? [])]) if (entry.revision !== w.known) w.done({ kind: 'changed', entry });
+    for (const w of [...(this.waiters.get(robot) ?? [])]) {
+      if (!entry.record || entry.record.keyId !== w.keyId) w.done({ kind: 'gone' });
+      else if (entry.revision !== w.known) w.done({ kind: 'changed', entry });
+    }
   }
 
   private touches(change: Change, robot: string, entry: CacheEntry): boolean {
@@ -274,20 +356,17 @@ export class BundlesService {
       case 'enclave':
         return entry.content.enclaves.has(`${change.keystore}:${change.enclave}`);
       default:
-        return this.touchesRobot(change, robot);
+        return this.touchesRobot(change, robot, entry);
     }
   }
 
-  private touchesRobot(change: Change, robot: string): boolean {
+  private touchesRobot(change: Change, robot: string, entry: CacheEntry): boolean {
     switch (change.kind) {
       case 'resync':
         return true;
       case 'bindings': {
         if (change.robot !== undefined) return change.robot === robot;
-        if (change.selector !== undefined) {
-          const r = this.robots.get(robot);
-          return !r || selectorMatches(change.selector, r.labels);
-        }
+        if (change.selector !== undefined) return !entry.record || selectorMatches(change.selector, entry.record.labels);
         return true;
       }
       default:
@@ -295,29 +374,54 @@ export class BundlesService {
     }
   }
 
-  private compute(robot: string, record: Robot | undefined): CacheEntry {
-    const targets = record ? this.bindings.enclavesFor(robot, record.labels) : [];
-    const content = this.contentFor(targets.map((t) => `${t.keystore}\0${t.enclave}`).sort());
-    const fills = content.holes.map((h) => this.fill(robot, h));
+  private async compute(r: Repos, robot: string): Promise<CacheEntry> {
+    const record = await r.robots.get(robot);
+    const targets = record ? await this.bindings.enclavesFor(r, robot, record.labels) : [];
+    const content = await this.contentFor(r, targets.map((t) => `${t.keystore}\0${t.enclave}`).sort());
+    const fills: Buffer[] = [];
+    for (const h of content.holes) fills.push(await this.fill(r, robot, h));
     const hash = crypto.createHash('sha256').update(robot).update('\n').update(content.hash);
     for (const f of fills) hash.update('\n').update(f);
-    return { revision: hash.digest('hex').slice(0, 32), robot, content, fills };
+    return { revision: hash.digest('hex').slice(0, 32), robot, content, fills, record };
   }
 
   /** The robot's own part of a per-robot enclave: its latest live certificate, or none yet. */
-  private fill(robot: string, h: Hole): Buffer {
-    const id = this.identities.current(robot, h.keystore, h.path);
+  private async fill(r: Repos, robot: string, h: Hole): Promise<Buffer> {
+    const id = await r.identities.current(robot, h.keystore, h.path);
     if (!id || new Date(id.not_after).getTime() <= this.now().getTime()) return Buffer.from(`"notAfter":${JSON.stringify(h.caNotAfter)},"files":{`);
     return Buffer.from(
       `"notAfter":${JSON.stringify(id.not_after)},"identitySerial":${JSON.stringify(serialOut(id.serial))},"files":{"cert.pem":${JSON.stringify(id.cert_pem)},`,
     );
   }
 
-  /** The shared content for a sorted list of `keystore\0path`, built on first use. */
-  private contentFor(targets: string[]): Content {
+  /** The shared content for a sorted list of `keystore\0path`, built on first use (once, however many ask). */
+  private contentFor(r: Repos, targets: string[]): Promise<Content> {
     const id = targets.join('\n');
     const known = this.contents.get(id);
-    if (known) return known;
+    if (known) return Promise.resolve(known);
+    const underWay = this.contentBuilds.get(id);
+    if (underWay) return underWay;
+    const epoch = this.contentEpoch;
+    const build: Promise<Content> = this.buildContent(r, targets, epoch).then(
+      (content) => {
+        if (this.contentBuilds.get(id) === build) this.contentBuilds.delete(id);
+        if (epoch === this.contentEpoch && !this.closed) {
+          // Contents no cached robot uses any more (a robot's bindings changed) are swept once they outnumber the rest.
+          if (this.contents.size >= 2 * this.cache.size + 64) this.sweepContents();
+          this.contents.set(id, content);
+        }
+        return content;
+      },
+      (err: unknown) => {
+        if (this.contentBuilds.get(id) === build) this.contentBuilds.delete(id);
+        throw err;
+      },
+    );
+    this.contentBuilds.set(id, build);
+    return build;
+  }
+
+  private async buildContent(r: Repos, targets: string[], epoch: number): Promise<Content> {
     const segments: string[] = [];
     const holes: Hole[] = [];
     let current = '[';
@@ -338,10 +442,10 @@ export class BundlesService {
         enclaveKeys.add(`${name}:${path}`);
         let json = this.enclaveJson.get(key);
         if (json === undefined) {
-          ks ??= this.keystores.get(name);
-          const row = ks && this.keystores.getEnclave(name, path);
+          ks ??= await r.keystores.get(name);
+          const row = ks && (await r.keystores.getEnclave(name, path));
           json = ks && row && row.status === 'active' ? this.enclaveJsonOf(ks, row) : null;
-          this.enclaveJson.set(key, json);
+          if (epoch === this.contentEpoch) this.enclaveJson.set(key, json);
         }
         if (json === null) continue;
         enclaves.push({ path, json });
@@ -369,7 +473,7 @@ export class BundlesService {
       if (n > 0) hash.update(`\0${holes[n - 1]!.keystore}\0${holes[n - 1]!.path}\0`);
       hash.update(b);
     });
-    const content: Content = {
+    return {
       segments: bytes,
       holes,
       hash: hash.digest('hex'),
@@ -377,10 +481,6 @@ export class BundlesService {
       enclaves: enclaveKeys,
       summary,
     };
-    // Contents no cached robot uses any more (a robot's bindings changed) are swept once they outnumber the rest.
-    if (this.contents.size >= 2 * this.cache.size + 64) this.sweepContents();
-    this.contents.set(id, content);
-    return content;
   }
 
   private sweepContents(): void {

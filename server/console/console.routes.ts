@@ -80,8 +80,8 @@ export function consoleApiRoutes(fleet: FleetService, guards: Guards): Router {
     const grants = caller.grants.map((g) => ({ keystore: g.keystore, pattern: g.pattern, capabilities: [...g.capabilities] }));
     res.json({ name: caller.name, role: caller.role, grants });
   }));
-  r.get('/v1/fleet', guards.user, h((req, res) => {
-    res.json(fleet.summary(callerOf(req), query(req, FleetQuery).silentMinutes));
+  r.get('/v1/fleet', guards.user, h(async (req, res) => {
+    res.json(await fleet.summary(callerOf(req), query(req, FleetQuery).silentMinutes));
   }));
   return r;
 }

@@ -1,7 +1,10 @@
 import type { Labels } from '../acl/acl.js';
 import type { Caller } from '../acl/caller.js';
 import type { BundlesService } from '../bundles/bundles.service.js';
-import type { RobotsRepo } from '../robots/robots.repo.js';
+import type { Store } from '../store/store.js';
+
+/** Bundle revisions looked up at once: cache hits cost nothing, and misses are built a few at a time. */
+const REVISION_BATCH = 16;
 
 /**
  * Where a robot stands: `silent` (its agent has not been heard of for longer than the threshold) wins over
@@ -42,23 +45,29 @@ export interface FleetSummary {
  */
 export class FleetService {
   constructor(
-    private readonly robots: RobotsRepo,
+    private readonly store: Store,
     private readonly bundles: BundlesService,
     private readonly now: () => Date,
   ) {}
 
-  summary(caller: Caller, silentMinutes: number): FleetSummary {
+  async summary(caller: Caller, silentMinutes: number): Promise<FleetSummary> {
     const now = this.now();
     const silentBefore = now.getTime() - silentMinutes * 60_000;
     const counts = Object.fromEntries(FLEET_STATES.map((s) => [s, 0])) as Record<FleetState, number>;
-    const reports = this.robots.reports();
-    const robots = this.robots
-      .list()
-      .filter((r) => caller.robotVisible(r.labels))
+    const { reports, list } = await this.store.read(async (r) => ({ reports: await r.robots.reports(), list: await r.robots.list() }));
+    const visible = list.filter((r) => caller.robotVisible(r.labels));
+    const revisions = new Map<string, string>();
+    const enrolledNames = visible.filter((r) => r.keyId !== null).map((r) => r.name);
+    for (let i = 0; i < enrolledNames.length; i += REVISION_BATCH) {
+      const batch = enrolledNames.slice(i, i + REVISION_BATCH);
+      const entries = await Promise.all(batch.map((name) => this.bundles.current(name)));
+      entries.forEach((e) => revisions.set(e.robot, e.revision));
+    }
+    const robots = visible
       .map((r): FleetRobot => {
         const report = reports.get(r.name) ?? null;
         const enrolled = r.keyId !== null;
-        const currentRevision = enrolled ? this.bundles.current(r.name, r).revision : null;
+        const currentRevision = enrolled ? revisions.get(r.name)! : null;
         const state: FleetState = !enrolled
           ? 'not-enrolled'
           : !report

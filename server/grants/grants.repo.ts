@@ -1,6 +1,6 @@
-import type { Db } from '../db/database.js';
 import type { Capability, Grant, Labels } from '../acl/acl.js';
 import type { PermissionsEnvelope } from '../acl/envelope.js';
+import type { Sql } from '../store/sql.js';
 
 interface GrantRow {
   id: string;
@@ -33,57 +33,60 @@ const toGrant = (r: GrantRow): StoredGrant => ({
 
 const json = (v: unknown) => (v === undefined ? null : JSON.stringify(v));
 
+// "user" is quoted: unquoted it is a PostgreSQL keyword (the current role's name).
+const COLUMNS = 'id, "user", keystore, pattern, capabilities, robot_selector, permissions_envelope, created_by, created_at';
+
+/** Compared as code points: PostgreSQL's ORDER BY on text follows the database's locale, SQLite's does not. */
+const byText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
 export class GrantsRepo {
-  private readonly stmts;
-  constructor(private readonly db: Db) {
-    this.stmts = {
-      byUser: db.prepare('SELECT * FROM grants WHERE user = ? ORDER BY created_at, id'),
-      list: db.prepare('SELECT * FROM grants ORDER BY user, created_at, id'),
-      get: db.prepare('SELECT * FROM grants WHERE id = ?'),
-      insert: db.prepare(`INSERT INTO grants (id, user, keystore, pattern, capabilities, robot_selector, permissions_envelope,
-        created_by, created_at) VALUES (@id, @user, @keystore, @pattern, @capabilities, @robot_selector, @permissions_envelope,
-        @created_by, @created_at)`),
-      update: db.prepare(`UPDATE grants SET capabilities = @capabilities, robot_selector = @robot_selector,
-        permissions_envelope = @permissions_envelope WHERE id = @id`),
-      remove: db.prepare('DELETE FROM grants WHERE id = ?'),
-      bindings: db.prepare('SELECT count(*) FROM bindings WHERE grant_id = ?').pluck(),
-    };
+  constructor(private readonly sql: Sql) {}
+
+  async forUser(user: string): Promise<StoredGrant[]> {
+    const rows = await this.sql.all<GrantRow>(`SELECT ${COLUMNS} FROM grants WHERE "user" = ?`, [user]);
+    return rows.map(toGrant).sort((a, b) => byText(a.createdAt, b.createdAt) || byText(a.id, b.id));
   }
-  forUser(user: string): StoredGrant[] {
-    return (this.stmts.byUser.all(user) as GrantRow[]).map(toGrant);
+
+  async list(): Promise<StoredGrant[]> {
+    const rows = await this.sql.all<GrantRow>(`SELECT ${COLUMNS} FROM grants`);
+    return rows.map(toGrant).sort((a, b) => byText(a.user, b.user) || byText(a.createdAt, b.createdAt) || byText(a.id, b.id));
   }
-  list(): StoredGrant[] {
-    return (this.stmts.list.all() as GrantRow[]).map(toGrant);
-  }
-  get(id: string): StoredGrant | undefined {
-    const r = this.stmts.get.get(id) as GrantRow | undefined;
+
+  async get(id: string): Promise<StoredGrant | undefined> {
+    const r = await this.sql.get<GrantRow>(`SELECT ${COLUMNS} FROM grants WHERE id = ?`, [id]);
     return r && toGrant(r);
   }
-  private row(g: StoredGrant) {
-    return {
-      id: g.id,
-      user: g.user,
-      keystore: g.keystore,
-      pattern: g.pattern,
-      capabilities: JSON.stringify(g.capabilities),
-      robot_selector: json(g.robotSelector),
-      permissions_envelope: json(g.permissionsEnvelope),
-      created_by: g.createdBy,
-      created_at: g.createdAt,
-    };
+
+  async insert(g: StoredGrant): Promise<void> {
+    await this.sql.run(`INSERT INTO grants (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+      g.id,
+      g.user,
+      g.keystore,
+      g.pattern,
+      JSON.stringify(g.capabilities),
+      json(g.robotSelector),
+      json(g.permissionsEnvelope),
+      g.createdBy,
+      g.createdAt,
+    ]);
   }
-  insert(g: StoredGrant): void {
-    this.stmts.insert.run(this.row(g));
-  }
+
   /** Pattern, keystore and user stay: a grant for something else is a new grant. */
-  update(g: StoredGrant): void {
-    const { id, capabilities, robot_selector, permissions_envelope } = this.row(g);
-    this.stmts.update.run({ id, capabilities, robot_selector, permissions_envelope });
+  async update(g: StoredGrant): Promise<void> {
+    await this.sql.run('UPDATE grants SET capabilities = ?, robot_selector = ?, permissions_envelope = ? WHERE id = ?', [
+      JSON.stringify(g.capabilities),
+      json(g.robotSelector),
+      json(g.permissionsEnvelope),
+      g.id,
+    ]);
   }
-  remove(id: string): boolean {
-    return this.stmts.remove.run(id).changes === 1;
+
+  async remove(id: string): Promise<boolean> {
+    return (await this.sql.run('DELETE FROM grants WHERE id = ?', [id])).changes === 1;
   }
-  bindingCount(id: string): number {
-    return this.stmts.bindings.get(id) as number;
+
+  async bindingCount(id: string): Promise<number> {
+    const row = await this.sql.get<{ n: number | string }>('SELECT count(*) AS n FROM bindings WHERE grant_id = ?', [id]);
+    return Number(row?.n ?? 0);
   }
 }

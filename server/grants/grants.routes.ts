@@ -35,17 +35,17 @@ export const ListQuery = z.object({ user: z.string().max(64).optional(), keystor
 export function grantsRoutes(grants: GrantsService, guards: Guards): Router {
   const r = Router();
   const admin = guards.admin('grant:manage');
-  r.get('/v1/grants', admin, h((req, res) => {
-    res.json({ grants: grants.list(query(req, ListQuery)) });
+  r.get('/v1/grants', admin, h(async (req, res) => {
+    res.json({ grants: await grants.list(query(req, ListQuery)) });
   }));
-  r.post('/v1/grants', admin, h((req, res) => {
-    res.status(201).json(grants.create(callerOf(req), body(req, CreateGrant)));
+  r.post('/v1/grants', admin, h(async (req, res) => {
+    res.status(201).json(await grants.create(callerOf(req), body(req, CreateGrant)));
   }));
-  r.patch('/v1/grants/:id', admin, h((req, res) => {
-    res.json(grants.update(callerOf(req), req.params.id!, body(req, PatchGrant)));
+  r.patch('/v1/grants/:id', admin, h(async (req, res) => {
+    res.json(await grants.update(callerOf(req), req.params.id!, body(req, PatchGrant)));
   }));
-  r.delete('/v1/grants/:id', admin, h((req, res) => {
-    grants.delete(callerOf(req), req.params.id!);
+  r.delete('/v1/grants/:id', admin, h(async (req, res) => {
+    await grants.delete(callerOf(req), req.params.id!);
     res.status(204).end();
   }));
   return r;

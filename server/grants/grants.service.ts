@@ -3,12 +3,9 @@ import { isCapability, patternProblem, type Capability, type Labels } from '../a
 import type { Caller } from '../acl/caller.js';
 import { envelopePatternProblem, type PermissionsEnvelope } from '../acl/envelope.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { Db } from '../db/database.js';
 import { InvalidInput, NotFound } from '../errors.js';
-import type { ChangeFeed } from '../events/changes.js';
-import type { KeystoresRepo } from '../keystores/keystores.repo.js';
-import type { UsersRepo } from '../users/users.repo.js';
-import { GrantsRepo, type StoredGrant } from './grants.repo.js';
+import type { Store } from '../store/store.js';
+import type { StoredGrant } from './grants.repo.js';
 
 export interface GrantInput {
   user: string;
@@ -43,27 +40,27 @@ function envelopeOf(e: PermissionsEnvelope): PermissionsEnvelope {
  */
 export class GrantsService {
   constructor(
-    private readonly db: Db,
-    readonly repo: GrantsRepo,
-    private readonly users: UsersRepo,
-    private readonly keystores: KeystoresRepo,
+    private readonly store: Store,
     private readonly audit: AuditService,
-    private readonly changes: ChangeFeed,
     private readonly now: () => Date,
   ) {}
 
-  list(filter: { user?: string; keystore?: string }): StoredGrant[] {
-    return this.repo.list().filter((g) => (!filter.user || g.user === filter.user) && (!filter.keystore || g.keystore === filter.keystore));
+  async list(filter: { user?: string; keystore?: string }): Promise<StoredGrant[]> {
+    const all = await this.store.read((r) => r.grants.list());
+    return all.filter((g) => (!filter.user || g.user === filter.user) && (!filter.keystore || g.keystore === filter.keystore));
   }
 
-  create(actor: Caller, input: GrantInput): StoredGrant {
+  /** A member's grants, in the order their ACL is compiled from. */
+  forUser(user: string): Promise<StoredGrant[]> {
+    return this.store.read((r) => r.grants.forUser(user));
+  }
+
+  async create(actor: Caller, input: GrantInput): Promise<StoredGrant> {
     const grantedBy = actor.requireAdmin('grant:manage');
     const capabilities = capabilitiesOf(input.capabilities);
     const problem = patternProblem(input.pattern);
     if (problem) throw new InvalidInput(`pattern: ${problem}`);
     const envelope = input.permissionsEnvelope && envelopeOf(input.permissionsEnvelope);
-    if (!this.users.get(input.user)) throw new NotFound(`no user "${input.user}"`);
-    if (!this.keystores.get(input.keystore)) throw new NotFound(`no keystore "${input.keystore}"`);
     const grant: StoredGrant = {
       id: `g_${crypto.randomBytes(9).toString('base64url')}`,
       user: input.user,
@@ -75,9 +72,11 @@ export class GrantsService {
       createdBy: actor.name,
       createdAt: this.now().toISOString(),
     };
-    this.db.transaction(() => {
-      this.repo.insert(grant);
-      this.audit.record({
+    await this.store.tx(async (r) => {
+      if (!(await r.users.get(input.user))) throw new NotFound(`no user "${input.user}"`);
+      if (!(await r.keystores.get(input.keystore))) throw new NotFound(`no keystore "${input.keystore}"`);
+      await r.grants.insert(grant);
+      await this.audit.record(r, {
         actor: actor.name,
         actorKind: 'user',
         action: 'grant.create',
@@ -92,16 +91,16 @@ export class GrantsService {
           permissionsEnvelope: grant.permissionsEnvelope,
         },
       });
-    }).immediate();
+    });
     return grant;
   }
 
-  update(actor: Caller, id: string, patch: GrantPatch): StoredGrant {
+  async update(actor: Caller, id: string, patch: GrantPatch): Promise<StoredGrant> {
     const grantedBy = actor.requireAdmin('grant:manage');
     const capabilities = patch.capabilities && capabilitiesOf(patch.capabilities);
     const envelope = patch.permissionsEnvelope && envelopeOf(patch.permissionsEnvelope);
-    const updated = this.db.transaction(() => {
-      const g = this.repo.get(id);
+    return this.store.tx(async (r) => {
+      const g = await r.grants.get(id);
       if (!g) throw new NotFound(`no grant "${id}"`);
       const next: StoredGrant = { ...g };
       if (capabilities) next.capabilities = capabilities;
@@ -111,8 +110,8 @@ export class GrantsService {
       }
       if (patch.permissionsEnvelope === null) delete next.permissionsEnvelope;
       else if (envelope) next.permissionsEnvelope = envelope;
-      this.repo.update(next);
-      this.audit.record({
+      await r.grants.update(next);
+      await this.audit.record(r, {
         actor: actor.name,
         actorKind: 'user',
         action: 'grant.update',
@@ -122,24 +121,23 @@ export class GrantsService {
           capabilities: next.capabilities,
           robotSelector: next.robotSelector,
           permissionsEnvelope: next.permissionsEnvelope,
-          bindings: this.repo.bindingCount(id),
+          bindings: await r.grants.bindingCount(id),
         },
       });
+      await r.publish({ kind: 'bindings' });
       return next;
-    }).immediate();
-    this.changes.publish({ kind: 'bindings' });
-    return updated;
+    });
   }
 
   /** Bindings made through the grant go with it (foreign key), so affected bundles change. */
-  delete(actor: Caller, id: string): void {
+  async delete(actor: Caller, id: string): Promise<void> {
     const grantedBy = actor.requireAdmin('grant:manage');
-    const bound = this.db.transaction(() => {
-      const g = this.repo.get(id);
+    await this.store.tx(async (r) => {
+      const g = await r.grants.get(id);
       if (!g) throw new NotFound(`no grant "${id}"`);
-      const count = this.repo.bindingCount(id);
-      this.repo.remove(id);
-      this.audit.record({
+      const count = await r.grants.bindingCount(id);
+      await r.grants.remove(id);
+      await this.audit.record(r, {
         actor: actor.name,
         actorKind: 'user',
         action: 'grant.delete',
@@ -147,8 +145,7 @@ export class GrantsService {
         grantId: grantedBy,
         details: { user: g.user, keystore: g.keystore, pattern: g.pattern, bindingsRemoved: count },
       });
-      return count;
-    }).immediate();
-    if (bound) this.changes.publish({ kind: 'bindings' });
+      if (count) await r.publish({ kind: 'bindings' });
+    });
   }
 }

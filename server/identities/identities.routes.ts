@@ -17,15 +17,15 @@ export const IdentityRequest = z
 
 export function identitiesRoutes(identities: IdentitiesService, guards: Guards): Router {
   const r = Router();
-  r.post('/v1/robot/identity', guards.robot, h((req, res) => {
+  r.post('/v1/robot/identity', guards.robot, h(async (req, res) => {
     const b = body(req, IdentityRequest);
-    res.status(201).json(identities.issue(robotOf(req), b));
+    res.status(201).json(await identities.issue(robotOf(req), b));
   }));
-  r.get('/v1/robots/:name/identities', guards.user, h((req, res) => {
-    res.json({ identities: identities.list(callerOf(req), req.params.name!) });
+  r.get('/v1/robots/:name/identities', guards.user, h(async (req, res) => {
+    res.json({ identities: await identities.list(callerOf(req), req.params.name!) });
   }));
-  r.delete('/v1/robots/:name/identities/:ks/:serial', guards.user, h((req, res) => {
-    identities.revoke(callerOf(req), req.params.name!, req.params.ks!, req.params.serial!);
+  r.delete('/v1/robots/:name/identities/:ks/:serial', guards.user, h(async (req, res) => {
+    await identities.revoke(callerOf(req), req.params.name!, req.params.ks!, req.params.serial!);
     res.status(204).end();
   }));
   return r;

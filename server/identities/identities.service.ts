@@ -2,15 +2,13 @@ import type { Caller } from '../acl/caller.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { RobotPrincipal } from '../auth/principal.js';
 import type { BindingsService } from '../bindings/bindings.service.js';
-import type { Db } from '../db/database.js';
 import { Conflict, NotFound, TooManyRequests } from '../errors.js';
-import type { ChangeFeed } from '../events/changes.js';
 import type { KeystoreCrls, Revoked } from '../keystores/crl.js';
 import type { EnclaveRow, KeystoreRow } from '../keystores/keystores.repo.js';
 import type { KeystoresService } from '../keystores/keystores.service.js';
 import { issueCertificate, randomSerial, readCsr, toPem } from '../pki/index.js';
-import type { RobotsRepo } from '../robots/robots.repo.js';
-import { IdentitiesRepo, type IdentityRow } from './identities.repo.js';
+import type { Repos, Store } from '../store/store.js';
+import type { IdentityRow } from './identities.repo.js';
 
 /** What happens to a robot's previous certificate for an enclave when it gets a new one. */
 export type ReissuePolicy = 'revoke' | 'expire';
@@ -69,6 +67,13 @@ const serialIn = (serial: string) => serial.replace(/:/g, '').toUpperCase();
 const SERIAL_BYTES = 16;
 const HOUR_MS = 3_600_000;
 
+interface Signed {
+  /** As stored: upper-case hex. */
+  serial: string;
+  certificate: string;
+  validity: { notBefore: Date; notAfter: Date };
+}
+
 interface Bucket {
   tokens: number;
   at: number;
@@ -81,38 +86,33 @@ interface Bucket {
  * robot keeps its certificate, byte for byte.
  */
 export class IdentitiesService {
-  readonly repo: IdentitiesRepo;
-  /** Token buckets per robot and enclave, in memory (one server process holds the state). */
+  /** Token buckets per robot and enclave, in memory (each server process holds its own). */
   private readonly buckets = new Map<string, Bucket>();
 
   constructor(
-    private readonly db: Db,
+    private readonly store: Store,
     private readonly keystores: KeystoresService,
     private readonly crls: KeystoreCrls,
     private readonly bindings: BindingsService,
-    private readonly robots: RobotsRepo,
     private readonly audit: AuditService,
-    private readonly changes: ChangeFeed,
     private readonly now: () => Date,
     /** The robot's bundle revision now (the bundle service's). */
-    private readonly revisionOf: (robot: string) => string,
+    private readonly revisionOf: (robot: string) => string | Promise<string>,
     private readonly opts: IdentityOptions = DEFAULT_IDENTITY_OPTIONS,
-  ) {
-    this.repo = new IdentitiesRepo(db);
-  }
+  ) {}
 
   /**
    * The enclave the robot may request an identity for: bound to it by the same rule as its bundle
    * (`enclavesFor`), active, per-robot. Anything else is 404, so a robot learns nothing about enclaves not
    * bound to it.
    */
-  private target(robot: string, keystore: string, enclave: string): { ks: KeystoreRow; row: EnclaveRow } {
+  private async target(r: Repos, robot: string, keystore: string, enclave: string): Promise<{ ks: KeystoreRow; row: EnclaveRow }> {
     const missing = () => new NotFound(`no enclave ${keystore}:${enclave} bound to this robot`);
-    const record = this.robots.get(robot);
+    const record = await r.robots.get(robot);
     if (!record) throw missing();
-    if (!this.bindings.enclavesFor(robot, record.labels).some((t) => t.keystore === keystore && t.enclave === enclave)) throw missing();
-    const ks = this.keystores.repo.get(keystore);
-    const row = ks && this.keystores.repo.getEnclave(keystore, enclave);
+    if (!(await this.bindings.enclavesFor(r, robot, record.labels)).some((t) => t.keystore === keystore && t.enclave === enclave)) throw missing();
+    const ks = await r.keystores.get(keystore);
+    const row = ks && (await r.keystores.getEnclave(keystore, enclave));
     if (!ks || !row || row.status !== 'active') throw missing();
     if (row.identity_mode !== 'per-robot') {
       throw new Conflict(`enclave ${keystore}:${enclave} has one shared identity (in the bundle): it takes no certificate requests`, 'identity-mode-shared');
@@ -129,9 +129,9 @@ export class IdentitiesService {
     return { notBefore: new Date(from), notAfter: new Date(Math.min(enclave.notAfter.getTime(), nowMs + this.opts.validityDays * 86_400_000)) };
   }
 
-  issue(robot: RobotPrincipal, input: IssueInput): IssuedIdentity {
+  async issue(robot: RobotPrincipal, input: IssueInput): Promise<IssuedIdentity> {
     const { keystore, enclave } = input;
-    const { ks, row } = this.target(robot.name, keystore, enclave);
+    const { ks, row } = await this.store.read((r) => this.target(r, robot.name, keystore, enclave));
     const bucketKey = `${robot.name}\0${keystore}\0${enclave}`;
     const nowMs = this.now().getTime();
     const bucket = this.refill(bucketKey, nowMs);
@@ -143,7 +143,38 @@ export class IdentitiesService {
       throw new Conflict(`enclave ${keystore}:${enclave} has expired: an administrator must rotate it`, 'enclave-expired');
     }
     const csr = readCsr(input.csr);
-    if (this.repo.seen(csr.spkiSha256)) throw keyReused();
+    // The token is taken before the first wait, so requests of one robot at once cannot all pass the check
+    // above; it is given back if no certificate comes of it.
+    bucket.tokens -= 1;
+    let signed: Signed;
+    try {
+      signed = await this.sign(robot, input, ks, row, csr, nowMs);
+    } catch (err) {
+      bucket.tokens = Math.min(this.opts.burst, bucket.tokens + 1);
+      throw err;
+    }
+    const { serial, certificate, validity } = signed;
+    const notAfter = validity.notAfter.toISOString();
+    // After the unit of work: the bundle cache heard the change before `tx` returned.
+    const issued: IssuedIdentity = { keystore, enclave, serial: serialOut(serial), notAfter, certificate, revision: await this.revisionOf(robot.name) };
+    if (this.opts.validityDays > 0 && notAfter !== row.not_after) {
+      // Two thirds into its life; a certificate that ends with its enclave is not renewed (rotation replaces it).
+      const from = validity.notBefore.getTime();
+      issued.renewAfter = new Date(from + ((validity.notAfter.getTime() - from) * 2) / 3).toISOString();
+    }
+    return issued;
+  }
+
+  /** The certificate for the CSR's key, signed and recorded (with the audit entry and the change) in one unit of work. */
+  private async sign(
+    robot: RobotPrincipal,
+    { keystore, enclave }: IssueInput,
+    ks: KeystoreRow,
+    row: EnclaveRow,
+    csr: ReturnType<typeof readCsr>,
+    nowMs: number,
+  ): Promise<Signed> {
+    if (await this.store.read((r) => r.identities.seen(csr.spkiSha256))) throw keyReused();
     const signer = this.keystores.signingKeystore(ks);
     const validity = this.validity(ks, row, nowMs);
     const notAfter = validity.notAfter.toISOString();
@@ -160,51 +191,44 @@ export class IdentitiesService {
     });
     const serial = serialBytes.toString('hex').toUpperCase();
     const at = this.now().toISOString();
-    this.db
-      .transaction(() => {
-        // Everything decided above is decided again here, in the write transaction: the binding, the
-        // enclave's state and the key's freshness may have changed since they were first looked at.
-        const now = this.target(robot.name, keystore, enclave);
-        if (now.row.updated_at !== row.updated_at) throw new Conflict(`enclave ${keystore}:${enclave} changed meanwhile: try again`);
-        if (this.robots.get(robot.name)?.keyId !== robot.keyId) throw new NotFound(`no enclave ${keystore}:${enclave} bound to this robot`);
-        if (!this.repo.see(csr.spkiSha256, at)) throw keyReused();
-        const old = this.repo.liveOf(robot.name, keystore, enclave);
-        for (const o of old) {
-          if (this.opts.reissue === 'revoke') {
-            this.repo.revoke(keystore, o.serial, at);
-            this.crls.revokeBatched(now.ks, { serial: o.serial, enclave, notAfter: o.not_after });
-          } else this.repo.supersede(keystore, o.serial, at);
-        }
-        this.repo.insert({
-          keystore,
-          serial,
-          robot: robot.name,
-          enclave,
-          spki_sha256: csr.spkiSha256,
-          cert_pem: certificate,
-          not_before: validity.notBefore.toISOString(),
-          not_after: notAfter,
-          issued_at: at,
-        });
-        this.audit.record({
-          actor: robot.name,
-          actorKind: 'robot',
-          action: 'identity.issue',
-          target: `${keystore}:${enclave}`,
-          details: { robot: robot.name, serial: serialOut(serial), notAfter, previous: old.map((o) => serialOut(o.serial)), previousPolicy: this.opts.reissue },
-        });
-      })
-      .immediate();
-    bucket.tokens -= 1;
-    // Only this robot's bundle changes now (its cert.pem); the CRL listing the previous serial follows in a batch.
-    this.changes.publish({ kind: 'robot', robot: robot.name });
-    const issued: IssuedIdentity = { keystore, enclave, serial: serialOut(serial), notAfter, certificate, revision: this.revisionOf(robot.name) };
-    if (this.opts.validityDays > 0 && notAfter !== row.not_after) {
-      // Two thirds into its life; a certificate that ends with its enclave is not renewed (rotation replaces it).
-      const from = validity.notBefore.getTime();
-      issued.renewAfter = new Date(from + ((validity.notAfter.getTime() - from) * 2) / 3).toISOString();
-    }
-    return issued;
+    await this.store.tx(async (r) => {
+      // Everything decided above is decided again here, in the write transaction: the binding, the
+      // enclave's state and the key's freshness may have changed since they were first looked at.
+      const now = await this.target(r, robot.name, keystore, enclave);
+      if (now.row.updated_at !== row.updated_at) throw new Conflict(`enclave ${keystore}:${enclave} changed meanwhile: try again`);
+      // The CA that signed must still be the keystore's (not one deleted and made again meanwhile).
+      if (now.ks.identity_ca_cert !== ks.identity_ca_cert) throw new Conflict(`enclave ${keystore}:${enclave} changed meanwhile: try again`);
+      if ((await r.robots.get(robot.name))?.keyId !== robot.keyId) throw new NotFound(`no enclave ${keystore}:${enclave} bound to this robot`);
+      if (!(await r.identities.see(csr.spkiSha256, at))) throw keyReused();
+      const old = await r.identities.liveOf(robot.name, keystore, enclave);
+      for (const o of old) {
+        if (this.opts.reissue === 'revoke') {
+          await r.identities.revoke(keystore, o.serial, at);
+          await this.crls.revokeBatched(r, now.ks, { serial: o.serial, enclave, notAfter: o.not_after });
+        } else await r.identities.supersede(keystore, o.serial, at);
+      }
+      await r.identities.insert({
+        keystore,
+        serial,
+        robot: robot.name,
+        enclave,
+        spki_sha256: csr.spkiSha256,
+        cert_pem: certificate,
+        not_before: validity.notBefore.toISOString(),
+        not_after: notAfter,
+        issued_at: at,
+      });
+      await this.audit.record(r, {
+        actor: robot.name,
+        actorKind: 'robot',
+        action: 'identity.issue',
+        target: `${keystore}:${enclave}`,
+        details: { robot: robot.name, serial: serialOut(serial), notAfter, previous: old.map((o) => serialOut(o.serial)), previousPolicy: this.opts.reissue },
+      });
+      // Only this robot's bundle changes now (its cert.pem); the CRL listing the previous serial follows in a batch.
+      await r.publish({ kind: 'robot', robot: robot.name });
+    });
+    return { serial, certificate, validity };
   }
 
   private refill(key: string, t: number): Bucket {
@@ -233,72 +257,78 @@ export class IdentitiesService {
   }
 
   /** The robot's identities the caller may read (a member: on enclaves they may read, of robots they may see). */
-  list(caller: Caller, robot: string): IdentityView[] {
-    const r = this.robots.get(robot);
-    if (!r) throw new NotFound(`no robot "${robot}"`);
-    if (!caller.robotVisible(r.labels)) throw caller.robotNotVisible(robot);
-    return this.visible(caller, robot);
+  list(caller: Caller, robot: string): Promise<IdentityView[]> {
+    return this.store.read(async (r) => {
+      await this.visibleRobot(r, caller, robot);
+      return this.visibleIn(r, caller, robot);
+    });
   }
 
   /** As `list`, for a robot the caller is known to see (its detail page). */
-  visible(caller: Caller, robot: string): IdentityView[] {
+  visible(caller: Caller, robot: string): Promise<IdentityView[]> {
+    return this.store.read((r) => this.visibleIn(r, caller, robot));
+  }
+
+  private async visibleIn(r: Repos, caller: Caller, robot: string): Promise<IdentityView[]> {
     const nowMs = this.now().getTime();
-    return this.repo
-      .forRobot(robot)
+    return (await r.identities.forRobot(robot))
       .filter((i) => caller.isAdmin || caller.can('read', i.keystore, i.enclave))
       .map((i) => this.view(i, nowMs));
   }
 
+  private async visibleRobot(r: Repos, caller: Caller, robot: string): Promise<void> {
+    const found = await r.robots.get(robot);
+    if (!found) throw new NotFound(`no robot "${robot}"`);
+    if (!caller.robotVisible(found.labels)) throw caller.robotNotVisible(robot);
+  }
+
   /** Revokes one certificate of one robot: that serial alone joins the CRL. Needs `manage` on its enclave. */
-  revoke(caller: Caller, robot: string, keystore: string, serial: string): void {
-    const r = this.robots.get(robot);
-    if (!r) throw new NotFound(`no robot "${robot}"`);
-    if (!caller.robotVisible(r.labels)) throw caller.robotNotVisible(robot);
-    const stored = serialIn(serial);
-    const found = /^[0-9A-F]{1,40}$/.test(stored) ? this.repo.get(keystore, stored) : undefined;
-    if (!found || found.robot !== robot) throw new NotFound(`robot ${robot} has no identity ${serial} in keystore ${keystore}`);
-    caller.require({ capability: 'read', keystore, enclave: found.enclave });
-    const grant = caller.require({ capability: 'manage', keystore, enclave: found.enclave });
-    this.db
-      .transaction(() => {
-        const ks = this.keystores.repo.get(keystore);
-        if (!ks) throw new NotFound(`no keystore "${keystore}"`);
-        if (!this.repo.revoke(keystore, stored, this.now().toISOString())) {
-          throw new Conflict(`identity ${serialOut(stored)} of robot ${robot} is revoked already`, 'identity-revoked');
-        }
-        this.crls.revokeNow(ks, [{ serial: stored, enclave: found.enclave, notAfter: found.not_after }]);
-        this.audit.record({
-          actor: caller.name,
-          actorKind: 'user',
-          action: 'identity.revoke',
-          target: `${keystore}:${found.enclave}`,
-          grantId: grant,
-          details: { robot, serial: serialOut(stored) },
-        });
-      })
-      .immediate();
-    // The CRL changed: every robot of the keystore gets the new crl.pem (their certificates stay as they are).
-    this.changes.publish({ kind: 'keystore', keystore });
+  async revoke(caller: Caller, robot: string, keystore: string, serial: string): Promise<void> {
+    // Nothing to wait for but the database: read, decide and write in one unit of work.
+    await this.store.tx(async (r) => {
+      await this.visibleRobot(r, caller, robot);
+      const stored = serialIn(serial);
+      const found = /^[0-9A-F]{1,40}$/.test(stored) ? await r.identities.get(keystore, stored) : undefined;
+      if (!found || found.robot !== robot) throw new NotFound(`robot ${robot} has no identity ${serial} in keystore ${keystore}`);
+      caller.require({ capability: 'read', keystore, enclave: found.enclave });
+      const grant = caller.require({ capability: 'manage', keystore, enclave: found.enclave });
+      const ks = await r.keystores.get(keystore);
+      if (!ks) throw new NotFound(`no keystore "${keystore}"`);
+      if (!(await r.identities.revoke(keystore, stored, this.now().toISOString()))) {
+        throw new Conflict(`identity ${serialOut(stored)} of robot ${robot} is revoked already`, 'identity-revoked');
+      }
+      await this.crls.revokeNow(r, ks, [{ serial: stored, enclave: found.enclave, notAfter: found.not_after }]);
+      await this.audit.record(r, {
+        actor: caller.name,
+        actorKind: 'user',
+        action: 'identity.revoke',
+        target: `${keystore}:${found.enclave}`,
+        grantId: grant,
+        details: { robot, serial: serialOut(stored) },
+      });
+      // The CRL changed: every robot of the keystore gets the new crl.pem (their certificates stay as they are).
+      await r.publish({ kind: 'keystore', keystore });
+    });
   }
 
   /**
-   * Inside the caller's write transaction (a robot deleted, its device key revoked): every certificate of the
+   * Inside the caller's unit of work (a robot deleted, its device key revoked): every certificate of the
    * robot that is still good joins its keystore's CRL, at once. Returns the keystores whose CRL changed (the
-   * caller publishes them once the transaction has committed) and the serials.
+   * caller publishes them in that unit of work) and the serials.
    */
-  revokeAllOf(robot: string): { keystores: string[]; serials: string[] } {
+  async revokeAllOf(r: Repos, robot: string): Promise<{ keystores: string[]; serials: string[] }> {
     const at = this.now().toISOString();
     const byKeystore = new Map<string, Revoked[]>();
-    for (const i of this.repo.unrevokedOfRobot(robot)) {
-      this.repo.revoke(i.keystore, i.serial, at);
+    for (const i of await r.identities.unrevokedOfRobot(robot)) {
+      await r.identities.revoke(i.keystore, i.serial, at);
       let list = byKeystore.get(i.keystore);
       if (!list) byKeystore.set(i.keystore, (list = []));
       list.push({ serial: i.serial, enclave: i.enclave, notAfter: i.not_after });
     }
     const serials: string[] = [];
     for (const [name, list] of byKeystore) {
-      const ks = this.keystores.repo.get(name);
-      if (ks) this.crls.revokeNow(ks, list);
+      const ks = await r.keystores.get(name);
+      if (ks) await this.crls.revokeNow(r, ks, list);
       serials.push(...list.map((l) => serialOut(l.serial)));
     }
     return { keystores: [...byKeystore.keys()], serials };

@@ -1,7 +1,6 @@
-import type { Db } from '../db/database.js';
-import type { ChangeFeed } from '../events/changes.js';
 import { inspectCertificate, issueCrl } from '../pki/index.js';
-import type { KeystoreRow, KeystoresRepo } from './keystores.repo.js';
+import type { Repos, Store } from '../store/store.js';
+import type { KeystoreRow } from './keystores.repo.js';
 import type { KeystoresService } from './keystores.service.js';
 
 /** How long revocations made by robots' re-issues wait to be signed into their keystore's CRL together. */
@@ -22,7 +21,7 @@ export interface Revoked {
 
 /**
  * Each keystore's CRL: the serials in `revocations`, signed by the identity CA. A revocation an administrator
- * asks for is signed at once, inside the transaction that records it. A revocation caused by a robot asking for
+ * asks for is signed at once, inside the unit of work that records it. A revocation caused by a robot asking for
  * a new identity (its previous certificate, after a restart emptied its RAM disk) is batched instead: the CRL is
  * in every bundle of the keystore, so each re-signing is a fan-out to the whole fleet, and a boot storm of ten
  * thousand robots re-issuing would otherwise be ten thousand fleet-wide fan-outs. Batched, it is one re-signing
@@ -32,83 +31,89 @@ export interface Revoked {
  */
 export class KeystoreCrls {
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Flushes started by a timer, so `close` can wait for them before the store closes. */
+  private readonly flushing = new Set<Promise<unknown>>();
   private closed = false;
 
   constructor(
-    private readonly db: Db,
+    private readonly store: Store,
     private readonly keystores: KeystoresService,
-    private readonly changes: ChangeFeed,
     private readonly now: () => Date,
     private readonly batchMs = DEFAULT_CRL_BATCH_MS,
+    /** A timed flush that failed: its keystore keeps its pending mark, and the next flush (or start) signs it. */
+    private readonly onFlushError: (keystore: string, err: unknown) => void = () => {},
   ) {}
 
-  private get repo(): KeystoresRepo {
-    return this.keystores.repo;
-  }
-
-  /** Records the revocations and re-signs the CRL once, inside the caller's write transaction. */
-  revokeNow(ks: KeystoreRow, revoked: readonly Revoked[]): void {
+  /** Records the revocations and re-signs the CRL once, inside the caller's unit of work. */
+  async revokeNow(r: Repos, ks: KeystoreRow, revoked: readonly Revoked[]): Promise<void> {
     if (revoked.length === 0) return;
     const at = this.now().toISOString();
-    for (const r of revoked) this.repo.addRevocation(ks.name, r.serial, r.enclave, at, r.notAfter);
-    this.resign(ks);
+    for (const x of revoked) await r.keystores.addRevocation(ks.name, x.serial, x.enclave, at, x.notAfter);
+    await this.resign(r, ks);
   }
 
-  /** Records the revocation inside the caller's write transaction; the CRL lists it within `batchMs`. */
-  revokeBatched(ks: KeystoreRow, r: Revoked): void {
-    this.repo.addRevocation(ks.name, r.serial, r.enclave, this.now().toISOString(), r.notAfter);
-    this.repo.setCrlPending(ks.name);
+  /** Records the revocation inside the caller's unit of work; the CRL lists it within `batchMs`. */
+  async revokeBatched(r: Repos, ks: KeystoreRow, x: Revoked): Promise<void> {
+    await r.keystores.addRevocation(ks.name, x.serial, x.enclave, this.now().toISOString(), x.notAfter);
+    await r.keystores.setCrlPending(ks.name);
+    // A unit of work that rolls back leaves no pending mark: the flush then finds nothing to sign.
     this.schedule(ks.name);
   }
 
-  /** Signs what is pending for `keystore` now; true when its CRL changed (its robots are told). */
-  flush(keystore: string): boolean {
+  /** Signs what is pending for `keystore` now, in a unit of work of its own; true when its CRL changed (its robots are told). */
+  async flush(keystore: string): Promise<boolean> {
     const timer = this.timers.get(keystore);
     if (timer) clearTimeout(timer);
     this.timers.delete(keystore);
-    const changed = this.db
-      .transaction(() => {
-        const row = this.repo.get(keystore);
-        if (!row || row.crl_pending !== 1) return false;
-        this.resign(row);
-        return true;
-      })
-      .immediate();
-    if (changed) this.changes.publish({ kind: 'keystore', keystore });
-    return changed;
+    return this.store.tx(async (r) => {
+      const row = await r.keystores.get(keystore);
+      if (!row || row.crl_pending !== 1) return false;
+      await this.resign(r, row);
+      await r.publish({ kind: 'keystore', keystore });
+      return true;
+    });
   }
 
   /** At start-up: CRLs left pending by a stop in the middle of a batch. */
-  flushAll(): void {
-    for (const name of this.repo.pendingCrls()) this.flush(name);
+  async flushAll(): Promise<void> {
+    for (const name of await this.store.read((r) => r.keystores.pendingCrls())) await this.flush(name);
   }
 
-  close(): void {
+  /** No more timed flushes; resolves once those already running have finished. */
+  async close(): Promise<void> {
     this.closed = true;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
+    await Promise.allSettled([...this.flushing]);
   }
 
   private schedule(keystore: string): void {
     if (this.closed || this.timers.has(keystore)) return;
-    // A database closed meanwhile (the server stopping) keeps its pending mark: the next start signs it.
-    const timer = setTimeout(() => this.db.open && this.flush(keystore), this.batchMs);
+    const timer = setTimeout(() => {
+      this.timers.delete(keystore);
+      // A store closed meanwhile (the server stopping) keeps the pending mark: the next start signs it.
+      if (this.closed) return;
+      const done = this.flush(keystore)
+        .catch((err: unknown) => this.onFlushError(keystore, err))
+        .finally(() => this.flushing.delete(done));
+      this.flushing.add(done);
+    }, this.batchMs);
     timer.unref();
     this.timers.set(keystore, timer);
   }
 
-  private resign(ks: KeystoreRow): void {
+  /** Inside a unit of work: signs the keystore's CRL anew with every revocation that still matters. */
+  private async resign(r: Repos, ks: KeystoreRow): Promise<void> {
     const signer = this.keystores.signingKeystore(ks);
     const now = this.now();
     // Serials of certificates expired for longer than the grace are left out: the CRL stays the size of the
     // revocations that still matter, however many times robots have restarted.
     const horizon = now.getTime() - CRL_EXPIRED_GRACE_MS;
-    const revoked = this.repo
-      .revocations(ks.name)
-      .filter((r) => r.not_after === null || new Date(r.not_after).getTime() > horizon)
-      .map((r) => ({ serialHex: r.serial, revokedAt: new Date(r.revoked_at) }));
+    const revoked = (await r.keystores.revocations(ks.name))
+      .filter((x) => x.not_after === null || new Date(x.not_after).getTime() > horizon)
+      .map((x) => ({ serialHex: x.serial, revokedAt: new Date(x.revoked_at) }));
     // The CRL number is read inside the transaction: two revocations at once must not sign the same number.
-    const crlNumber = (this.repo.get(ks.name)?.crl_number ?? ks.crl_number) + 1;
+    const crlNumber = ((await r.keystores.get(ks.name))?.crl_number ?? ks.crl_number) + 1;
     // nextUpdate = the CA's end of life: openssl (and so DDS) rejects every certificate once a CRL is past
     // its nextUpdate, which would turn a missed re-sign into a fleet-wide outage.
     const crl = issueCrl({
@@ -118,6 +123,6 @@ export class KeystoreCrls {
       nextUpdate: inspectCertificate(ks.identity_ca_cert).notAfter,
       crlNumber,
     });
-    this.repo.setCrl(ks.name, crl, crlNumber, now.toISOString());
+    await r.keystores.setCrl(ks.name, crl, crlNumber, now.toISOString());
   }
 }

@@ -1,16 +1,14 @@
 import type { Caller } from '../acl/caller.js';
 import { envelopeAsTopics } from '../acl/envelope.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { Db } from '../db/database.js';
 import { Conflict, InvalidInput, NotFound } from '../errors.js';
-import type { ChangeFeed } from '../events/changes.js';
-import { IdentitiesRepo } from '../identities/identities.repo.js';
 import { inspectCertificate } from '../pki/index.js';
 import { allowedTopics, topicPermissions } from '../policy/allowed-topics.js';
 import { enclaveNameProblem } from '../policy/names.js';
 import { validateXml } from '../policy/xsd.js';
 import type { XmlSandbox } from '../sandbox/sandbox.js';
 import type { Sealer } from '../secrets/seal.js';
+import type { Repos, Store } from '../store/store.js';
 import { enclaveValidity, issueEnclave, permissionsFor, signPermissions, withValidity, type IssuedEnclave, type Validity } from './issuer.js';
 import type { KeystoreCrls, Revoked } from './crl.js';
 import type { EnclaveRow, EnclaveSummaryRow, IdentityMode, KeystoreRow } from './keystores.repo.js';
@@ -82,44 +80,43 @@ const revokedHint = (keystore: string, path: string) =>
  */
 export class EnclavesService {
   constructor(
-    private readonly db: Db,
+    private readonly store: Store,
     private readonly sealer: Sealer,
     private readonly keystores: KeystoresService,
     private readonly audit: AuditService,
-    private readonly changes: ChangeFeed,
     private readonly now: () => Date,
     /** Turns policies into permissions off the event loop (a large policy takes a while to read). */
     private readonly sandbox: XmlSandbox,
     private readonly crls: KeystoreCrls,
-  ) {
-    this.identities = new IdentitiesRepo(db);
-  }
+  ) {}
 
-  private readonly identities: IdentitiesRepo;
-
-  private get repo() {
-    return this.keystores.repo;
-  }
-
-  private enclave(keystore: string, path: string): EnclaveRow {
-    const row = this.repo.getEnclave(keystore, path);
+  private async enclave(r: Repos, keystore: string, path: string): Promise<EnclaveRow> {
+    const row = await r.keystores.getEnclave(keystore, path);
     if (!row) throw new NotFound(`no enclave ${keystore}:${path}`);
     return row;
   }
 
-  list(caller: Caller, keystore: string): EnclaveSummary[] {
-    this.keystores.row(caller, keystore);
-    const readable = caller.readable(keystore);
-    return this.repo
-      .listEnclaves(keystore)
-      .filter((r) => readable(r.path))
-      .map(summary);
+  /** The keystore (as the caller may see it) and the enclave the caller may manage, read together. */
+  private async target(r: Repos, caller: Caller, keystore: string, path: string): Promise<{ ks: KeystoreRow; row: EnclaveRow }> {
+    const ks = await this.keystores.rowIn(r, caller, keystore);
+    caller.require({ capability: 'manage', keystore, enclave: path });
+    return { ks, row: await this.enclave(r, keystore, path) };
   }
 
-  get(caller: Caller, keystore: string, path: string): EnclaveView {
-    this.keystores.row(caller, keystore);
-    caller.require({ capability: 'read', keystore, enclave: path });
-    return this.view(this.enclave(keystore, path));
+  list(caller: Caller, keystore: string): Promise<EnclaveSummary[]> {
+    return this.store.read(async (r) => {
+      await this.keystores.rowIn(r, caller, keystore);
+      const readable = caller.readable(keystore);
+      return (await r.keystores.listEnclaves(keystore)).filter((e) => readable(e.path)).map(summary);
+    });
+  }
+
+  get(caller: Caller, keystore: string, path: string): Promise<EnclaveView> {
+    return this.store.read(async (r) => {
+      await this.keystores.rowIn(r, caller, keystore);
+      caller.require({ capability: 'read', keystore, enclave: path });
+      return this.view(await this.enclave(r, keystore, path));
+    });
   }
 
   private view(r: EnclaveRow): EnclaveView {
@@ -136,9 +133,11 @@ export class EnclavesService {
   }
 
   /** The full view (certificate, permissions, policy) only for callers who may `read`; `manage` alone gets the summary. */
-  private viewFor(caller: Caller, keystore: string, path: string): EnclaveSummary | EnclaveView {
-    const row = this.enclave(keystore, path);
-    return caller.can('read', keystore, path) ? this.view(row) : summary(row);
+  private viewFor(caller: Caller, keystore: string, path: string): Promise<EnclaveSummary | EnclaveView> {
+    return this.store.read(async (r) => {
+      const row = await this.enclave(r, keystore, path);
+      return caller.can('read', keystore, path) ? this.view(row) : summary(row);
+    });
   }
 
   /**
@@ -169,7 +168,7 @@ export class EnclavesService {
     opts: CreateOptions,
     action = 'enclave.batch-create',
   ): Promise<EnclaveSummary[]> {
-    const ks = this.keystores.row(caller, keystore);
+    const ks = await this.keystores.row(caller, keystore);
     if (paths.length === 0) throw new InvalidInput('paths: at least one enclave path is needed');
     if (paths.length > MAX_BATCH) throw new InvalidInput(`paths: at most ${MAX_BATCH} enclaves per request`);
     const unique = new Set(paths);
@@ -184,7 +183,7 @@ export class EnclavesService {
     const now = this.now();
     const validity = enclaveValidity(now, this.validityDays(ks, opts.validityDays), ks.backdate_seconds, inspectCertificate(ks.identity_ca_cert).notAfter);
     const fromPolicy = policyXml === null ? undefined : await this.policyPermissions(ks, policyXml, paths, validity);
-    const existing = this.repo.enclavesByPath(keystore, paths);
+    const existing = await this.store.read((r) => r.keystores.enclavesByPath(keystore, paths));
     if (existing.length) throw this.exists(keystore, existing);
     const mode = opts.identityMode ?? ks.identity_mode;
 
@@ -198,25 +197,29 @@ export class EnclavesService {
       issued.push([p, mode === 'per-robot' ? permissionsOnly(signer, plan.xml, validity, now) : issueEnclave(signer, p, plan.xml, validity, now), plan]);
     }
     const at = now.toISOString();
-    this.db.transaction(() => {
+    const rows: EnclaveRow[] = issued.map(([path, e, plan]) => ({
+      keystore,
+      path,
+      ...this.identityColumns(keystore, path, e),
+      policy_xml: policyXml,
+      permissions_source: plan.source,
+      default_scope: plan.scope,
+      status: 'active',
+      identity_mode: mode,
+      created_at: at,
+      updated_at: at,
+    }));
+    await this.store.tx(async (r) => {
       // Checked again inside the write transaction: another request may have acted while this one yielded.
-      if (!this.repo.get(keystore)) throw new NotFound(`no keystore "${keystore}"`);
-      const raced = this.repo.enclavesByPath(keystore, paths);
+      // The keystore must still be the one that signed (not deleted and made again with other CAs).
+      const current = await r.keystores.get(keystore);
+      if (!current) throw new NotFound(`no keystore "${keystore}"`);
+      if (current.identity_ca_cert !== ks.identity_ca_cert) throw new Conflict(`keystore "${keystore}" changed meanwhile: try again`);
+      const raced = await r.keystores.enclavesByPath(keystore, paths);
       if (raced.length) throw this.exists(keystore, raced);
-      for (const [path, e, plan] of issued) {
-        this.repo.insertEnclave({
-          keystore,
-          path,
-          ...this.identityColumns(keystore, path, e),
-          policy_xml: policyXml,
-          permissions_source: plan.source,
-          default_scope: plan.scope,
-          status: 'active',
-          identity_mode: mode,
-          created_at: at,
-          updated_at: at,
-        });
-        this.audit.record({
+      for (const [i, [path, e, plan]] of issued.entries()) {
+        await r.keystores.insertEnclave(rows[i]!);
+        await this.audit.record(r, {
           actor: caller.name,
           actorKind: 'user',
           action,
@@ -225,8 +228,9 @@ export class EnclavesService {
           details: { serial: e.serial, notAfter: e.notAfter.toISOString(), policy: policyXml === null ? (plan.scope ?? 'default') : 'custom', identityMode: mode },
         });
       }
-    }).immediate();
-    return paths.map((p) => summary(this.repo.getEnclave(keystore, p)!));
+    });
+    // What was inserted is what a read would return.
+    return rows.map(summary);
   }
 
   private exists(keystore: string, rows: EnclaveRow[]): Conflict {
@@ -238,9 +242,7 @@ export class EnclavesService {
   }
 
   async setPolicy(caller: Caller, keystore: string, path: string, policyXml: string): Promise<EnclaveSummary | EnclaveView> {
-    const ks = this.keystores.row(caller, keystore);
-    caller.require({ capability: 'manage', keystore, enclave: path });
-    const row = this.enclave(keystore, path);
+    const { ks, row } = await this.store.read((r) => this.target(r, caller, keystore, path));
     this.requireActive(row);
     const validity = { notBefore: new Date(row.not_before), notAfter: new Date(row.not_after) };
     const [fromPolicy] = await this.policyPermissions(ks, policyXml, [path], validity);
@@ -248,20 +250,23 @@ export class EnclavesService {
     const plan = this.plan(caller, ks, path, fromPolicy, validity);
     const permissionsXml = plan.xml;
     const now = this.now();
-    this.db.transaction(() => {
-      this.repo.replacePermissions({
+    const permissionsP7s = signPermissions(signer, permissionsXml, now);
+    await this.store.tx(async (r) => {
+      // The permissions were made for this validity, signed by this CA: checked again after the sandbox's wait.
+      this.requireUnchanged(await r.keystores.getEnclave(keystore, path), row, 'its policy was being set');
+      await r.keystores.replacePermissions({
         keystore,
         path,
         policy_xml: policyXml,
         permissions_source: 'policy',
         default_scope: null,
         permissions_xml: permissionsXml,
-        permissions_p7s: signPermissions(signer, permissionsXml, now),
+        permissions_p7s: permissionsP7s,
         updated_at: now.toISOString(),
       });
-      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'enclave.policy', target: `${keystore}:${path}`, grantId: plan.allowedBy });
-    }).immediate();
-    this.changes.publish({ kind: 'enclave', keystore, enclave: path });
+      await this.audit.record(r, { actor: caller.name, actorKind: 'user', action: 'enclave.policy', target: `${keystore}:${path}`, grantId: plan.allowedBy });
+      await r.publish({ kind: 'enclave', keystore, enclave: path });
+    });
     return this.viewFor(caller, keystore, path);
   }
 
@@ -273,9 +278,7 @@ export class EnclavesService {
    * default must never be widened on rotation), and a member may rotate only what their envelope covers.
    */
   async rotate(caller: Caller, keystore: string, path: string, validityDays?: number, revokePrevious = false): Promise<EnclaveSummary | EnclaveView> {
-    const ks = this.keystores.row(caller, keystore);
-    caller.require({ capability: 'manage', keystore, enclave: path });
-    const row = this.enclave(keystore, path);
+    const { ks, row } = await this.store.read((r) => this.target(r, caller, keystore, path));
     const signer = this.keystores.signingKeystore(ks);
     const now = this.now();
     const validity = enclaveValidity(now, this.validityDays(ks, validityDays), ks.backdate_seconds, inspectCertificate(ks.identity_ca_cert).notAfter);
@@ -288,16 +291,14 @@ export class EnclavesService {
     const issued = perRobot ? permissionsOnly(signer, permissionsXml, validity, now) : issueEnclave(signer, path, permissionsXml, validity, now);
     const reissued = row.status === 'revoked';
     const revoke = revokePrevious && !reissued;
-    this.db.transaction(() => {
-      const current = this.repo.getEnclave(keystore, path);
-      if (!current || current.serial !== row.serial || current.updated_at !== row.updated_at) {
-        throw new Conflict(`enclave ${keystore}:${path} changed while it was being rotated: try again`);
-      }
-      this.repo.replaceIdentity({ keystore, path, ...this.identityColumns(keystore, path, issued), identity_mode: row.identity_mode, updated_at: now.toISOString() });
+    const columns = this.identityColumns(keystore, path, issued);
+    await this.store.tx(async (r) => {
+      this.requireUnchanged(await r.keystores.getEnclave(keystore, path), row, 'it was being rotated');
+      await r.keystores.replaceIdentity({ keystore, path, ...columns, identity_mode: row.identity_mode, updated_at: now.toISOString() });
       // Per-robot: robots keep their certificates (issued for the old window) until they expire, unless a
       // leak is suspected: then every robot's serial is revoked and each requests a new one.
-      if (revoke) this.revokeSerials(ks, row);
-      this.audit.record({
+      if (revoke) await this.revokeSerials(r, ks, row);
+      await this.audit.record(r, {
         actor: caller.name,
         actorKind: 'user',
         action: reissued ? 'enclave.reissue' : 'enclave.rotate',
@@ -305,23 +306,24 @@ export class EnclavesService {
         grantId: allowedBy,
         details: { oldSerial: row.serial, serial: issued.serial, notAfter: issued.notAfter.toISOString(), oldRevoked: revoke || reissued },
       });
-    }).immediate();
-    this.changes.publish(revoke ? { kind: 'keystore', keystore } : { kind: 'enclave', keystore, enclave: path });
+      await r.publish(revoke ? { kind: 'keystore', keystore } : { kind: 'enclave', keystore, enclave: path });
+    });
     return this.viewFor(caller, keystore, path);
   }
 
-  revoke(caller: Caller, keystore: string, path: string): EnclaveSummary | EnclaveView {
-    const ks = this.keystores.row(caller, keystore);
-    const grant = caller.require({ capability: 'manage', keystore, enclave: path });
-    const row = this.enclave(keystore, path);
-    this.requireActive(row);
-    this.db.transaction(() => {
-      const serials = this.revokeSerials(ks, row);
-      this.repo.setStatus(keystore, path, 'revoked', this.now().toISOString());
-      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'enclave.revoke', target: `${keystore}:${path}`, grantId: grant, details: { serials } });
-    }).immediate();
-    // The CRL changed for the whole keystore: every bundle holding one of its enclaves changes.
-    this.changes.publish({ kind: 'keystore', keystore });
+  async revoke(caller: Caller, keystore: string, path: string): Promise<EnclaveSummary | EnclaveView> {
+    // Nothing to wait for but the database: read, decide and write in one unit of work.
+    await this.store.tx(async (r) => {
+      const ks = await this.keystores.rowIn(r, caller, keystore);
+      const grant = caller.require({ capability: 'manage', keystore, enclave: path });
+      const row = await this.enclave(r, keystore, path);
+      this.requireActive(row);
+      const serials = await this.revokeSerials(r, ks, row);
+      await r.keystores.setStatus(keystore, path, 'revoked', this.now().toISOString());
+      await this.audit.record(r, { actor: caller.name, actorKind: 'user', action: 'enclave.revoke', target: `${keystore}:${path}`, grantId: grant, details: { serials } });
+      // The CRL changed for the whole keystore: every bundle holding one of its enclaves changes.
+      await r.publish({ kind: 'keystore', keystore });
+    });
     return this.viewFor(caller, keystore, path);
   }
 
@@ -329,36 +331,36 @@ export class EnclavesService {
    * Deleting an active enclave also revokes its certificate when the keystore can sign a CRL: a deleted
    * identity must not stay usable by whoever kept a copy.
    */
-  delete(caller: Caller, keystore: string, path: string): void {
-    const ks = this.keystores.row(caller, keystore);
-    const grant = caller.require({ capability: 'manage', keystore, enclave: path });
-    const row = this.enclave(keystore, path);
-    let revoked = false;
-    this.db.transaction(() => {
+  async delete(caller: Caller, keystore: string, path: string): Promise<void> {
+    await this.store.tx(async (r) => {
+      const ks = await this.keystores.rowIn(r, caller, keystore);
+      const grant = caller.require({ capability: 'manage', keystore, enclave: path });
+      const row = await this.enclave(r, keystore, path);
+      let revoked = false;
       let serials: string[] = row.serial ? [row.serial] : [];
       if (row.status === 'active' && ks.identity_ca_key !== null) {
-        serials = this.revokeSerials(ks, row);
+        serials = await this.revokeSerials(r, ks, row);
         revoked = serials.length > 0;
       }
-      this.repo.removeEnclave(keystore, path);
-      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'enclave.delete', target: `${keystore}:${path}`, grantId: grant, details: { serials, revoked } });
-    }).immediate();
-    this.changes.publish(revoked ? { kind: 'keystore', keystore } : { kind: 'enclave', keystore, enclave: path });
+      await r.keystores.removeEnclave(keystore, path);
+      await this.audit.record(r, { actor: caller.name, actorKind: 'user', action: 'enclave.delete', target: `${keystore}:${path}`, grantId: grant, details: { serials, revoked } });
+      await r.publish(revoked ? { kind: 'keystore', keystore } : { kind: 'enclave', keystore, enclave: path });
+    });
   }
 
   /**
    * Inside a write transaction: the enclave's certificates join the CRL (signed once). Shared: its one serial.
    * Per-robot: every robot's certificate that is still good (live or superseded). Returns the serials.
    */
-  private revokeSerials(ks: KeystoreRow, row: EnclaveRow): string[] {
+  private async revokeSerials(r: Repos, ks: KeystoreRow, row: EnclaveRow): Promise<string[]> {
     const at = this.now().toISOString();
     const revoked: Revoked[] =
       row.identity_mode === 'shared'
         ? [{ serial: row.serial, enclave: row.path, notAfter: row.not_after }]
-        : this.identities.unrevokedOfEnclave(ks.name, row.path).map((i) => ({ serial: i.serial, enclave: row.path, notAfter: i.not_after }));
-    if (row.identity_mode === 'per-robot') for (const r of revoked) this.identities.revoke(ks.name, r.serial, at);
-    this.crls.revokeNow(ks, revoked);
-    return revoked.map((r) => r.serial);
+        : (await r.identities.unrevokedOfEnclave(ks.name, row.path)).map((i) => ({ serial: i.serial, enclave: row.path, notAfter: i.not_after }));
+    if (row.identity_mode === 'per-robot') for (const x of revoked) await r.identities.revoke(ks.name, x.serial, at);
+    await this.crls.revokeNow(r, ks, revoked);
+    return revoked.map((x) => x.serial);
   }
 
   /**
@@ -367,10 +369,9 @@ export class EnclavesService {
    * their own. per-robot → shared: a new shared key and certificate are issued (same validity and permissions)
    * and every robot's own certificate for the enclave is revoked.
    */
-  setIdentityMode(caller: Caller, keystore: string, path: string, mode: IdentityMode): EnclaveSummary | EnclaveView {
-    const ks = this.keystores.row(caller, keystore);
+  async setIdentityMode(caller: Caller, keystore: string, path: string, mode: IdentityMode): Promise<EnclaveSummary | EnclaveView> {
+    const { ks, row } = await this.store.read((r) => this.target(r, caller, keystore, path));
     const grant = caller.require({ capability: 'manage', keystore, enclave: path });
-    const row = this.enclave(keystore, path);
     this.requireActive(row);
     if (row.identity_mode === mode) return this.viewFor(caller, keystore, path);
     const signer = this.keystores.signingKeystore(ks);
@@ -380,14 +381,12 @@ export class EnclavesService {
       mode === 'shared'
         ? { ...issueEnclave(signer, path, row.permissions_xml, validity, now), permissionsP7s: row.permissions_p7s }
         : { ...permissionsOnly(signer, row.permissions_xml, validity, now), permissionsP7s: row.permissions_p7s };
-    this.db.transaction(() => {
-      const current = this.repo.getEnclave(keystore, path);
-      if (!current || current.updated_at !== row.updated_at || current.identity_mode !== row.identity_mode) {
-        throw new Conflict(`enclave ${keystore}:${path} changed while its identity mode was being switched: try again`);
-      }
-      const revoked = this.revokeSerials(ks, row);
-      this.repo.replaceIdentity({ keystore, path, ...this.identityColumns(keystore, path, issued), identity_mode: mode, updated_at: now.toISOString() });
-      this.audit.record({
+    const columns = this.identityColumns(keystore, path, issued);
+    await this.store.tx(async (r) => {
+      this.requireUnchanged(await r.keystores.getEnclave(keystore, path), row, 'its identity mode was being switched');
+      const revoked = await this.revokeSerials(r, ks, row);
+      await r.keystores.replaceIdentity({ keystore, path, ...columns, identity_mode: mode, updated_at: now.toISOString() });
+      await this.audit.record(r, {
         actor: caller.name,
         actorKind: 'user',
         action: 'enclave.identity-mode',
@@ -395,8 +394,8 @@ export class EnclavesService {
         grantId: grant,
         details: { from: row.identity_mode, identityMode: mode, revoked, serial: issued.serial || null },
       });
-    }).immediate();
-    this.changes.publish({ kind: 'keystore', keystore });
+      await r.publish({ kind: 'keystore', keystore });
+    });
     return this.viewFor(caller, keystore, path);
   }
 
@@ -419,6 +418,17 @@ export class EnclavesService {
       throw new InvalidInput(`validityDays must be an integer from 1 to ${MAX_VALIDITY_DAYS}`);
     }
     return days;
+  }
+
+  /**
+   * Inside a unit of work: the enclave is still the one read before the wait (same serial, same last change,
+   * so same mode, validity and status), and so is its keystore (a keystore deleted and made again is a new row
+   * with a new enclave row too).
+   */
+  private requireUnchanged(current: EnclaveRow | undefined, before: EnclaveRow, while_: string): void {
+    if (!current || current.serial !== before.serial || current.updated_at !== before.updated_at || current.identity_mode !== before.identity_mode) {
+      throw new Conflict(`enclave ${before.keystore}:${before.path} changed while ${while_}: try again`);
+    }
   }
 
   private requireActive(row: EnclaveRow): void {

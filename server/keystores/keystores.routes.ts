@@ -85,17 +85,17 @@ export function keystoresRoutes(
   const policyArchive = express.raw({ type: GZIP_TYPES, limit: '8mb', inflate: false });
   const xml = express.text({ type: XML_TYPES, limit: '1mb', inflate: false });
 
-  r.get('/v1/keystores', guards.user, h((req, res) => {
-    res.json({ keystores: keystores.list(callerOf(req)) });
+  r.get('/v1/keystores', guards.user, h(async (req, res) => {
+    res.json({ keystores: await keystores.list(callerOf(req)) });
   }));
   r.post('/v1/keystores', guards.admin('keystore:create'), h(async (req, res) => {
     res.status(201).json(await keystores.create(callerOf(req), body(req, CreateKeystore)));
   }));
-  r.get('/v1/keystores/:ks', guards.user, h((req, res) => {
-    res.json(keystores.get(callerOf(req), req.params.ks!));
+  r.get('/v1/keystores/:ks', guards.user, h(async (req, res) => {
+    res.json(await keystores.get(callerOf(req), req.params.ks!));
   }));
-  r.delete('/v1/keystores/:ks', guards.admin('keystore:delete'), h((req, res) => {
-    keystores.delete(callerOf(req), req.params.ks!);
+  r.delete('/v1/keystores/:ks', guards.admin('keystore:delete'), h(async (req, res) => {
+    await keystores.delete(callerOf(req), req.params.ks!);
     res.status(204).end();
   }));
   r.post('/v1/keystores/:ks/import', guards.admin('keystore:import'), archive, h(async (req, res) => {
@@ -118,8 +118,8 @@ export function keystoresRoutes(
     res.json(await keystores.setGovernance(callerOf(req), req.params.ks!, req.body));
   }));
 
-  r.get('/v1/keystores/:ks/enclaves', guards.user, h((req, res) => {
-    res.json({ enclaves: enclaves.list(callerOf(req), req.params.ks!) });
+  r.get('/v1/keystores/:ks/enclaves', guards.user, h(async (req, res) => {
+    res.json({ enclaves: await enclaves.list(callerOf(req), req.params.ks!) });
   }));
   r.post('/v1/keystores/:ks/enclaves', guards.enclave('manage', inBody), h(async (req, res) => {
     const b = body(req, CreateEnclave);
@@ -155,17 +155,17 @@ export function keystoresRoutes(
     const { validityDays, revokePrevious } = body(req, Rotate);
     res.json(await enclaves.rotate(callerOf(req), req.params.ks!, enclavePath(req), validityDays, revokePrevious));
   }));
-  r.post('/v1/keystores/:ks/enclaves/*/revoke', guards.enclave('manage', inUrl), h((req, res) => {
-    res.json(enclaves.revoke(callerOf(req), req.params.ks!, enclavePath(req)));
+  r.post('/v1/keystores/:ks/enclaves/*/revoke', guards.enclave('manage', inUrl), h(async (req, res) => {
+    res.json(await enclaves.revoke(callerOf(req), req.params.ks!, enclavePath(req)));
   }));
-  r.patch('/v1/keystores/:ks/enclaves/*', guards.enclave('manage', inUrl), h((req, res) => {
-    res.json(enclaves.setIdentityMode(callerOf(req), req.params.ks!, enclavePath(req), body(req, PatchEnclave).identityMode));
+  r.patch('/v1/keystores/:ks/enclaves/*', guards.enclave('manage', inUrl), h(async (req, res) => {
+    res.json(await enclaves.setIdentityMode(callerOf(req), req.params.ks!, enclavePath(req), body(req, PatchEnclave).identityMode));
   }));
-  r.get('/v1/keystores/:ks/enclaves/*', guards.enclave('read', inUrl), h((req, res) => {
-    res.json(enclaves.get(callerOf(req), req.params.ks!, enclavePath(req)));
+  r.get('/v1/keystores/:ks/enclaves/*', guards.enclave('read', inUrl), h(async (req, res) => {
+    res.json(await enclaves.get(callerOf(req), req.params.ks!, enclavePath(req)));
   }));
-  r.delete('/v1/keystores/:ks/enclaves/*', guards.enclave('manage', inUrl), h((req, res) => {
-    enclaves.delete(callerOf(req), req.params.ks!, enclavePath(req));
+  r.delete('/v1/keystores/:ks/enclaves/*', guards.enclave('manage', inUrl), h(async (req, res) => {
+    await enclaves.delete(callerOf(req), req.params.ks!, enclavePath(req));
     res.status(204).end();
   }));
   return r;

@@ -1,17 +1,16 @@
 import type { Caller } from '../acl/caller.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { Db } from '../db/database.js';
 import { Conflict, InvalidInput, NotFound } from '../errors.js';
-import type { ChangeFeed } from '../events/changes.js';
 import { generateKeyPair, inspectCertificate, issueCertificate, issueCrl, readCrl, signSmime } from '../pki/index.js';
 import { defaultGovernance } from '../policy/governance.js';
 import { domainIdProblem, keystoreNameProblem } from '../policy/names.js';
 import { validateXml } from '../policy/xsd.js';
 import type { Sealer } from '../secrets/seal.js';
+import type { Repos, Store } from '../store/store.js';
 import { writeTarGz } from './archive.js';
 import type { IssuingKeystore } from './issuer.js';
 import type { KeystoreMaterial } from './model.js';
-import { KeystoresRepo, type IdentityMode, type KeystoreRow } from './keystores.repo.js';
+import type { EnclaveRow, IdentityMode, KeystoreRow } from './keystores.repo.js';
 import type { XmlSandbox } from '../sandbox/sandbox.js';
 import { writeSros2Keystore } from './sros2-layout.js';
 
@@ -75,29 +74,30 @@ export interface ImportLimits {
 
 /** Keystores: creation as sros2 does, import/export in sros2's layout, governance, deletion. */
 export class KeystoresService {
-  readonly repo: KeystoresRepo;
   constructor(
-    private readonly db: Db,
+    private readonly store: Store,
     private readonly sealer: Sealer,
     private readonly audit: AuditService,
-    private readonly changes: ChangeFeed,
     private readonly importLimits: ImportLimits,
     private readonly now: () => Date,
     /** Reads uploaded governance and keystore archives off the event loop, with a time limit. */
     private readonly sandbox: XmlSandbox,
-  ) {
-    this.repo = new KeystoresRepo(db);
-  }
+  ) {}
 
   /** The keystore's row, when the caller may see it at all (404 otherwise, the same for absent ones). */
-  row(caller: Caller, name: string): KeystoreRow {
+  async rowIn(r: Repos, caller: Caller, name: string): Promise<KeystoreRow> {
     caller.requireKeystoreVisible(name);
-    const row = this.repo.get(name);
+    const row = await r.keystores.get(name);
     if (!row) throw new NotFound(`no keystore "${name}"`);
     return row;
   }
 
-  view(row: KeystoreRow): KeystoreView {
+  /** As `rowIn`, read on its own. */
+  row(caller: Caller, name: string): Promise<KeystoreRow> {
+    return this.store.read((r) => this.rowIn(r, caller, name));
+  }
+
+  async view(r: Repos, row: KeystoreRow): Promise<KeystoreView> {
     return {
       name: row.name,
       domainId: row.domain_id,
@@ -109,22 +109,23 @@ export class KeystoresService {
       enclaveValidityDays: row.validity_days,
       backdateSeconds: row.backdate_seconds,
       identityMode: row.identity_mode,
-      revocations: this.repo.revocations(row.name).length,
+      revocations: await r.keystores.revocationCount(row.name),
       createdAt: row.created_at,
       updatedAt: row.updated_at,
     };
   }
 
-  list(caller: Caller): KeystoreView[] {
+  list(caller: Caller): Promise<KeystoreView[]> {
     const visible = caller.visibleKeystores();
-    return this.repo
-      .list()
-      .filter((r) => visible === 'all' || visible.has(r.name))
-      .map((r) => this.view(r));
+    return this.store.read(async (r) => {
+      const out: KeystoreView[] = [];
+      for (const row of await r.keystores.list()) if (visible === 'all' || visible.has(row.name)) out.push(await this.view(r, row));
+      return out;
+    });
   }
 
-  get(caller: Caller, name: string): KeystoreView {
-    return this.view(this.row(caller, name));
+  get(caller: Caller, name: string): Promise<KeystoreView> {
+    return this.store.read(async (r) => this.view(r, await this.rowIn(r, caller, name)));
   }
 
   /** The CAs with their clear keys, for one signing operation. Import-only keystores cannot sign. */
@@ -151,7 +152,7 @@ export class KeystoresService {
     if (nameProblem) throw new InvalidInput(`keystore name ${nameProblem}`, undefined, 'invalid-keystore-name');
     const domainProblem = domainIdProblem(input.domainId);
     if (domainProblem) throw new InvalidInput(`domainId ${domainProblem}`);
-    if (this.repo.get(input.name)) throw new Conflict(`keystore "${input.name}" already exists`);
+    if (await this.store.read((r) => r.keystores.get(input.name))) throw new Conflict(`keystore "${input.name}" already exists`);
 
     const now = this.now();
     const notBefore = new Date(Math.floor(now.getTime() / 1000) * 1000 - input.backdateSeconds * 1000);
@@ -189,11 +190,11 @@ export class KeystoresService {
       created_at: at,
       updated_at: at,
     };
-    this.db.transaction(() => {
+    await this.store.tx(async (r) => {
       // Checked again inside the write transaction: another request may have made it while this one awaited.
-      if (this.repo.get(input.name)) throw new Conflict(`keystore "${input.name}" already exists`);
-      this.repo.insert(row);
-      this.audit.record({
+      if (await r.keystores.get(input.name)) throw new Conflict(`keystore "${input.name}" already exists`);
+      await r.keystores.insert(row);
+      await this.audit.record(r, {
         actor: caller.name,
         actorKind: 'user',
         action: 'keystore.create',
@@ -201,34 +202,38 @@ export class KeystoresService {
         grantId: allowedBy,
         details: { domainId: input.domainId, splitCa: input.splitCa, validityDays: input.validityDays, identityMode: input.identityMode },
       });
-    }).immediate();
+    });
     return this.get(caller, input.name);
   }
 
   async setGovernance(caller: Caller, name: string, xml: string): Promise<KeystoreView> {
     const allowedBy = caller.requireAdmin('keystore:governance');
-    const row = this.row(caller, name);
+    const row = await this.row(caller, name);
     await this.sandbox.run('governance', { xml });
     await this.requireValid(xml, 'governance');
     const ks = this.signingKeystore(row);
     const now = this.now();
-    this.db.transaction(() => {
-      if (!this.repo.get(name)) throw new NotFound(`no keystore "${name}"`);
-      this.repo.setGovernance(name, xml, signSmime(xml, ks.permissionsCa, now), now.toISOString());
-      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'keystore.governance', target: name, grantId: allowedBy });
-    }).immediate();
-    this.changes.publish({ kind: 'keystore', keystore: name });
-    return this.view(this.repo.get(name)!);
+    const p7s = signSmime(xml, ks.permissionsCa, now);
+    return this.store.tx(async (r) => {
+      // The CAs that signed are the keystore's own: a keystore deleted and made again meanwhile has others.
+      const current = await r.keystores.get(name);
+      if (!current) throw new NotFound(`no keystore "${name}"`);
+      if (current.permissions_ca_cert !== row.permissions_ca_cert) throw new Conflict(`keystore "${name}" changed meanwhile: try again`);
+      await r.keystores.setGovernance(name, xml, p7s, now.toISOString());
+      await this.audit.record(r, { actor: caller.name, actorKind: 'user', action: 'keystore.governance', target: name, grantId: allowedBy });
+      await r.publish({ kind: 'keystore', keystore: name });
+      return this.view(r, (await r.keystores.get(name))!);
+    });
   }
 
-  delete(caller: Caller, name: string): void {
+  async delete(caller: Caller, name: string): Promise<void> {
     const allowedBy = caller.requireAdmin('keystore:delete');
-    this.row(caller, name);
-    this.db.transaction(() => {
-      if (!this.repo.remove(name)) throw new NotFound(`no keystore "${name}"`);
-      this.audit.record({ actor: caller.name, actorKind: 'user', action: 'keystore.delete', target: name, grantId: allowedBy });
-    }).immediate();
-    this.changes.publish({ kind: 'keystore', keystore: name });
+    await this.store.tx(async (r) => {
+      await this.rowIn(r, caller, name);
+      if (!(await r.keystores.remove(name))) throw new NotFound(`no keystore "${name}"`);
+      await this.audit.record(r, { actor: caller.name, actorKind: 'user', action: 'keystore.delete', target: name, grantId: allowedBy });
+      await r.publish({ kind: 'keystore', keystore: name });
+    });
   }
 
   /** Validates every part of an sros2 keystore archive before storing anything; all problems at once. */
@@ -236,7 +241,7 @@ export class KeystoresService {
     const allowedBy = caller.requireAdmin('keystore:import');
     const nameProblem = keystoreNameProblem(name);
     if (nameProblem) throw new InvalidInput(`keystore name ${nameProblem}`, undefined, 'invalid-keystore-name');
-    if (this.repo.get(name)) throw new Conflict(`keystore "${name}" already exists`);
+    if (await this.store.read((r) => r.keystores.get(name))) throw new Conflict(`keystore "${name}" already exists`);
     const { material, problems, crlPem } = await this.sandbox.run('keystoreArchive', {
       archive,
       limits: { ...this.importLimits },
@@ -296,50 +301,49 @@ export class KeystoresService {
       created_at: at,
       updated_at: at,
     };
-    this.db.transaction(() => {
-      if (this.repo.get(name)) throw new Conflict(`keystore "${name}" already exists`);
-      this.repo.insert(row);
-      for (const serial of importedRevocations) this.repo.addRevocation(name, serial, '(imported CRL)', at, null);
-      // Shared enclaves bring their key and certificate; per-robot ones only their permissions and window.
-      const identities = [
-        ...material.enclaves.map((e) => {
-          const c = inspectCertificate(e.certPem);
-          return {
-            e,
-            cert_pem: e.certPem,
-            key_sealed: this.sealer.seal(e.keyPem, enclaveKeyContext(name, e.path)),
-            serial: c.serialHex,
-            not_before: c.notBefore.toISOString(),
-            not_after: c.notAfter.toISOString(),
-            identity_mode: 'shared' as const,
-          };
-        }),
-        ...perRobot.map((e) => ({
+    // Shared enclaves bring their key and certificate; per-robot ones only their permissions and window.
+    const identities = [
+      ...material.enclaves.map((e) => {
+        const c = inspectCertificate(e.certPem);
+        return {
           e,
-          cert_pem: '',
-          key_sealed: '',
-          serial: '',
-          not_before: e.notBefore!.toISOString(),
-          not_after: e.notAfter!.toISOString(),
-          identity_mode: 'per-robot' as const,
-        })),
-      ];
-      for (const { e, ...identity } of identities) {
-        this.repo.insertEnclave({
-          keystore: name,
-          path: e.path,
-          ...identity,
-          policy_xml: null,
-          permissions_source: 'imported',
-          default_scope: null,
-          permissions_xml: e.permissionsXml,
-          permissions_p7s: e.permissionsP7s,
-          status: 'active',
-          created_at: at,
-          updated_at: at,
-        });
-      }
-      this.audit.record({
+          cert_pem: e.certPem,
+          key_sealed: this.sealer.seal(e.keyPem, enclaveKeyContext(name, e.path)),
+          serial: c.serialHex,
+          not_before: c.notBefore.toISOString(),
+          not_after: c.notAfter.toISOString(),
+          identity_mode: 'shared' as const,
+        };
+      }),
+      ...perRobot.map((e) => ({
+        e,
+        cert_pem: '',
+        key_sealed: '',
+        serial: '',
+        not_before: e.notBefore!.toISOString(),
+        not_after: e.notAfter!.toISOString(),
+        identity_mode: 'per-robot' as const,
+      })),
+    ];
+    const enclaves: EnclaveRow[] = identities.map(({ e, ...identity }) => ({
+      keystore: name,
+      path: e.path,
+      ...identity,
+      policy_xml: null,
+      permissions_source: 'imported',
+      default_scope: null,
+      permissions_xml: e.permissionsXml,
+      permissions_p7s: e.permissionsP7s,
+      status: 'active',
+      created_at: at,
+      updated_at: at,
+    }));
+    await this.store.tx(async (r) => {
+      if (await r.keystores.get(name)) throw new Conflict(`keystore "${name}" already exists`);
+      await r.keystores.insert(row);
+      for (const serial of importedRevocations) await r.keystores.addRevocation(name, serial, '(imported CRL)', at, null);
+      for (const enclave of enclaves) await r.keystores.insertEnclave(enclave);
+      await this.audit.record(r, {
         actor: caller.name,
         actorKind: 'user',
         action: 'keystore.import',
@@ -347,15 +351,18 @@ export class KeystoresService {
         grantId: allowedBy,
         details: { enclaves: material.enclaves.length, perRobotEnclaves: perRobot.length, importOnly: !material.identityCaKeyPem, sharedCa: material.sharedCa },
       });
-    }).immediate();
-    return { ...this.get(caller, name), enclaves: material.enclaves.length + perRobot.length };
+    });
+    return { ...(await this.get(caller, name)), enclaves: material.enclaves.length + perRobot.length };
   }
 
   /** A `.tar.gz` in sros2's layout; CA private keys only on request, and only for admins. */
   async export(caller: Caller, name: string, includeCaKeys: boolean): Promise<Buffer> {
     const allowedBy = caller.requireAdmin('keystore:export');
-    const row = this.row(caller, name);
-    const active = this.repo.allEnclaves(name).filter((e) => e.status === 'active');
+    const { row, all } = await this.store.read(async (r) => {
+      const row = await this.rowIn(r, caller, name);
+      return { row, all: await r.keystores.allEnclaves(name) };
+    });
+    const active = all.filter((e) => e.status === 'active');
     const material: KeystoreMaterial = {
       identityCaCertPem: row.identity_ca_cert,
       permissionsCaCertPem: row.permissions_ca_cert,
@@ -384,7 +391,7 @@ export class KeystoresService {
       }
     }
     const archive = await writeTarGz(writeSros2Keystore(material, { includeCaKeys }, { crlPem: row.crl_pem ?? undefined }));
-    this.audit.record({
+    await this.audit.recordAlone({
       actor: caller.name,
       actorKind: 'user',
       action: 'keystore.export',

@@ -42,21 +42,21 @@ export const Report = z
 export function robotsRoutes(robots: RobotsService): Router {
   const r = Router();
   // Robots' own endpoints: the one-time token or a signed assertion is the credential.
-  r.post('/v1/enroll', h((req, res) => {
+  r.post('/v1/enroll', h(async (req, res) => {
     const b = body(req, Enroll);
-    res.status(201).json({ robot: robots.enroll(b.token, b.publicKey, b.agentVersion, clientIp(req)) });
+    res.status(201).json({ robot: await robots.enroll(b.token, b.publicKey, b.agentVersion, clientIp(req)) });
   }));
-  r.post('/v1/auth/robot', h((req, res) => {
-    res.json(robots.login(body(req, RobotLogin).assertion, clientIp(req)));
+  r.post('/v1/auth/robot', h(async (req, res) => {
+    res.json(await robots.login(body(req, RobotLogin).assertion, clientIp(req)));
   }));
   return r;
 }
 
 export function robotsAuthedRoutes(robots: RobotsService, guards: Guards): Router {
   const r = Router();
-  r.post('/v1/robot/report', guards.robot, h((req, res) => {
+  r.post('/v1/robot/report', guards.robot, h(async (req, res) => {
     const b = body(req, Report);
-    robots.report(robotOf(req), {
+    await robots.report(robotOf(req), {
       revision: b.revision,
       filesystem: b.filesystem,
       clockSkewMs: b.clockSkewMs,
@@ -67,29 +67,29 @@ export function robotsAuthedRoutes(robots: RobotsService, guards: Guards): Route
   }));
 
   const admin = guards.admin('robot:manage');
-  r.get('/v1/robots', guards.user, h((req, res) => {
-    res.json({ robots: robots.list(callerOf(req)) });
+  r.get('/v1/robots', guards.user, h(async (req, res) => {
+    res.json({ robots: await robots.list(callerOf(req)) });
   }));
-  r.post('/v1/robots', admin, h((req, res) => {
+  r.post('/v1/robots', admin, h(async (req, res) => {
     const b = body(req, CreateRobot);
-    res.status(201).json(robots.create(callerOf(req), b.name, b.labels));
+    res.status(201).json(await robots.create(callerOf(req), b.name, b.labels));
   }));
-  r.get('/v1/robots/:name', guards.user, h((req, res) => {
-    res.json(robots.get(callerOf(req), req.params.name!));
+  r.get('/v1/robots/:name', guards.user, h(async (req, res) => {
+    res.json(await robots.get(callerOf(req), req.params.name!));
   }));
-  r.patch('/v1/robots/:name', admin, h((req, res) => {
-    res.json(robots.setLabels(callerOf(req), req.params.name!, body(req, PatchRobot).labels));
+  r.patch('/v1/robots/:name', admin, h(async (req, res) => {
+    res.json(await robots.setLabels(callerOf(req), req.params.name!, body(req, PatchRobot).labels));
   }));
-  r.delete('/v1/robots/:name', admin, h((req, res) => {
-    robots.delete(callerOf(req), req.params.name!);
+  r.delete('/v1/robots/:name', admin, h(async (req, res) => {
+    await robots.delete(callerOf(req), req.params.name!);
     res.status(204).end();
   }));
-  r.post('/v1/robots/:name/enrollment-tokens', admin, h((req, res) => {
+  r.post('/v1/robots/:name/enrollment-tokens', admin, h(async (req, res) => {
     const { ttlSeconds, reenroll } = body(req, TokenBody);
-    res.status(201).json(robots.createEnrollmentToken(callerOf(req), req.params.name!, ttlSeconds, reenroll));
+    res.status(201).json(await robots.createEnrollmentToken(callerOf(req), req.params.name!, ttlSeconds, reenroll));
   }));
-  r.post('/v1/robots/:name/revoke-key', admin, h((req, res) => {
-    res.json(robots.revokeKey(callerOf(req), req.params.name!));
+  r.post('/v1/robots/:name/revoke-key', admin, h(async (req, res) => {
+    res.json(await robots.revokeKey(callerOf(req), req.params.name!));
   }));
   return r;
 }
@@ -110,11 +110,16 @@ export function robotLoginFastPath(robots: RobotsService, lane: LeanLane, load: 
     if (busy) return next(busy);
     json(req, res, (err?: unknown) => {
       if (err) return next(err);
+      let assertion: string;
       try {
-        res.json(robots.login(body(req, RobotLogin).assertion, clientIp(req)));
+        assertion = body(req, RobotLogin).assertion;
       } catch (e) {
-        next(e);
+        return next(e);
       }
+      robots
+        .login(assertion, clientIp(req))
+        .then((token) => void res.json(token))
+        .catch(next);
     });
   };
 }

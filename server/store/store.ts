@@ -1,4 +1,5 @@
 import { AuditRepo } from '../audit/audit.repo.js';
+import { ThrottleRepo } from '../auth/throttle.repo.js';
 import { BindingsRepo } from '../bindings/bindings.repo.js';
 import { appendChange, ChangeFollower, type FollowerOptions } from '../events/change-log.js';
 import { ChangeFeed, type Change } from '../events/changes.js';
@@ -23,6 +24,7 @@ export interface Repos {
   readonly identities: IdentitiesRepo;
   readonly keystores: KeystoresRepo;
   readonly robots: RobotsRepo;
+  readonly throttles: ThrottleRepo;
   readonly users: UsersRepo;
   /**
    * Records a change in the change log inside this unit of work: it commits with the data or not at all, and
@@ -40,6 +42,7 @@ function reposOver(sql: Sql, publish: (change: Change) => Promise<void>): Repos 
     identities: new IdentitiesRepo(sql),
     keystores: new KeystoresRepo(sql),
     robots: new RobotsRepo(sql),
+    throttles: new ThrottleRepo(sql),
     users: new UsersRepo(sql),
     publish,
   };

@@ -1,11 +1,11 @@
-import type { Db } from '../db/database.js';
 import type { Role } from '../auth/principal.js';
+import type { Sql } from '../store/sql.js';
 
 interface UserRow {
   name: string;
   role: string;
   password_hash: string;
-  token_epoch: number;
+  token_epoch: number | string;
   created_at: string;
   updated_at: string;
 }
@@ -23,50 +23,55 @@ const toUser = (r: UserRow): User => ({
   name: r.name,
   role: r.role as Role,
   passwordHash: r.password_hash,
-  tokenEpoch: r.token_epoch,
+  tokenEpoch: Number(r.token_epoch),
   createdAt: r.created_at,
   updatedAt: r.updated_at,
 });
 
-export class UsersRepo {
-  private readonly getStmt;
-  constructor(private readonly db: Db) {
-    this.getStmt = db.prepare('SELECT * FROM users WHERE name = ?');
-  }
+const COLUMNS = 'name, role, password_hash, token_epoch, created_at, updated_at';
 
-  get(name: string): User | undefined {
-    const row = this.getStmt.get(name) as UserRow | undefined;
+export class UsersRepo {
+  constructor(private readonly sql: Sql) {}
+
+  async get(name: string): Promise<User | undefined> {
+    const row = await this.sql.get<UserRow>(`SELECT ${COLUMNS} FROM users WHERE name = ?`, [name]);
     return row && toUser(row);
   }
 
-  list(): User[] {
-    return (this.db.prepare('SELECT * FROM users ORDER BY name').all() as UserRow[]).map(toUser);
+  /** By name, compared as code points: PostgreSQL's ORDER BY follows the database's locale, SQLite's does not. */
+  async list(): Promise<User[]> {
+    const users = (await this.sql.all<UserRow>(`SELECT ${COLUMNS} FROM users`)).map(toUser);
+    return users.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  count(): number {
-    return this.db.prepare('SELECT count(*) FROM users').pluck().get() as number;
+  async count(): Promise<number> {
+    const row = await this.sql.get<{ n: number | string }>('SELECT count(*) AS n FROM users');
+    return Number(row?.n ?? 0);
   }
 
-  countAdmins(): number {
-    return this.db.prepare("SELECT count(*) FROM users WHERE role = 'admin'").pluck().get() as number;
+  async countAdmins(): Promise<number> {
+    const row = await this.sql.get<{ n: number | string }>("SELECT count(*) AS n FROM users WHERE role = 'admin'");
+    return Number(row?.n ?? 0);
   }
 
-  insert(u: { name: string; role: Role; passwordHash: string; at: string }): boolean {
-    const r = this.db
-      .prepare(`INSERT INTO users (name, role, password_hash, created_at, updated_at)
-        VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`)
-      .run(u.name, u.role, u.passwordHash, u.at, u.at);
+  async insert(u: { name: string; role: Role; passwordHash: string; at: string }): Promise<boolean> {
+    const r = await this.sql.run(
+      `INSERT INTO users (name, role, password_hash, created_at, updated_at)
+        VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`,
+      [u.name, u.role, u.passwordHash, u.at, u.at],
+    );
     return r.changes === 1;
   }
 
-  update(name: string, patch: { role?: Role; passwordHash?: string; bumpEpoch: boolean; at: string }): void {
-    this.db
-      .prepare(`UPDATE users SET role = coalesce(@role, role), password_hash = coalesce(@hash, password_hash),
-        token_epoch = token_epoch + @bump, updated_at = @at WHERE name = @name`)
-      .run({ name, role: patch.role ?? null, hash: patch.passwordHash ?? null, bump: patch.bumpEpoch ? 1 : 0, at: patch.at });
+  async update(name: string, patch: { role?: Role; passwordHash?: string; bumpEpoch: boolean; at: string }): Promise<void> {
+    await this.sql.run(
+      `UPDATE users SET role = coalesce(?, role), password_hash = coalesce(?, password_hash),
+        token_epoch = token_epoch + ?, updated_at = ? WHERE name = ?`,
+      [patch.role ?? null, patch.passwordHash ?? null, patch.bumpEpoch ? 1 : 0, patch.at, name],
+    );
   }
 
-  delete(name: string): boolean {
-    return this.db.prepare('DELETE FROM users WHERE name = ?').run(name).changes === 1;
+  async delete(name: string): Promise<boolean> {
+    return (await this.sql.run('DELETE FROM users WHERE name = ?', [name])).changes === 1;
   }
 }

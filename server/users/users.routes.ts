@@ -24,20 +24,20 @@ export const PatchUser = z
 export function usersRoutes(users: UsersService, guards: Guards): Router {
   const r = Router();
   const admin = guards.admin('user:manage');
-  r.get('/v1/users', admin, h((_req, res) => {
-    res.json({ users: users.list() });
+  r.get('/v1/users', admin, h(async (_req, res) => {
+    res.json({ users: await users.list() });
   }));
   r.post('/v1/users', admin, h(async (req, res) => {
     res.status(201).json(await users.create(callerOf(req).principal, body(req, CreateUser)));
   }));
-  r.get('/v1/users/:name', admin, h((req, res) => {
-    res.json(users.get(req.params.name!));
+  r.get('/v1/users/:name', admin, h(async (req, res) => {
+    res.json(await users.get(req.params.name!));
   }));
   r.patch('/v1/users/:name', admin, h(async (req, res) => {
     res.json(await users.update(callerOf(req).principal, req.params.name!, body(req, PatchUser)));
   }));
-  r.delete('/v1/users/:name', admin, h((req, res) => {
-    users.delete(callerOf(req).principal, req.params.name!);
+  r.delete('/v1/users/:name', admin, h(async (req, res) => {
+    await users.delete(callerOf(req).principal, req.params.name!);
     res.status(204).end();
   }));
   return r;

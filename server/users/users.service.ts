@@ -1,10 +1,9 @@
-import type { Db } from '../db/database.js';
 import type { AuditService } from '../audit/audit.service.js';
 import { hashPassword } from '../auth/passwords.js';
 import type { Role, UserPrincipal } from '../auth/principal.js';
 import { Conflict, NotFound } from '../errors.js';
-import type { ChangeFeed } from '../events/changes.js';
-import { UsersRepo, type User } from './users.repo.js';
+import type { Store } from '../store/store.js';
+import type { User } from './users.repo.js';
 
 export interface PublicUser {
   name: string;
@@ -16,22 +15,18 @@ export interface PublicUser {
 const toPublic = (u: User): PublicUser => ({ name: u.name, role: u.role, createdAt: u.createdAt, updatedAt: u.updatedAt });
 
 export class UsersService {
-  readonly repo: UsersRepo;
   constructor(
-    private readonly db: Db,
+    private readonly store: Store,
     private readonly audit: AuditService,
-    private readonly changes: ChangeFeed,
     private readonly now: () => Date = () => new Date(),
-  ) {
-    this.repo = new UsersRepo(db);
+  ) {}
+
+  async list(): Promise<PublicUser[]> {
+    return (await this.store.read((r) => r.users.list())).map(toPublic);
   }
 
-  list(): PublicUser[] {
-    return this.repo.list().map(toPublic);
-  }
-
-  get(name: string): PublicUser {
-    const u = this.repo.get(name);
+  async get(name: string): Promise<PublicUser> {
+    const u = await this.store.read((r) => r.users.get(name));
     if (!u) throw new NotFound(`no user "${name}"`);
     return toPublic(u);
   }
@@ -39,56 +34,74 @@ export class UsersService {
   async create(actor: UserPrincipal | null, input: { name: string; password: string; role: Role }): Promise<PublicUser> {
     const passwordHash = await hashPassword(input.password);
     const at = this.now().toISOString();
-    if (!this.repo.insert({ name: input.name, role: input.role, passwordHash, at })) {
-      throw new Conflict(`user "${input.name}" already exists`);
-    }
-    this.audit.record({
-      actor: actor?.name ?? 'system',
-      actorKind: actor ? 'user' : 'system',
-      action: 'user.create',
-      target: input.name,
-      details: { role: input.role },
+    return this.store.tx(async (r) => {
+      if (!(await r.users.insert({ name: input.name, role: input.role, passwordHash, at }))) {
+        throw new Conflict(`user "${input.name}" already exists`);
+      }
+      await this.audit.record(r, {
+        actor: actor?.name ?? 'system',
+        actorKind: actor ? 'user' : 'system',
+        action: 'user.create',
+        target: input.name,
+        details: { role: input.role },
+      });
+      return toPublic((await r.users.get(input.name))!);
     });
-    return this.get(input.name);
+  }
+
+  /**
+   * The first administrator of an empty database; false when there is any user already. Replicas starting
+   * together on one database may all find it empty before they get here: the check is made again inside the
+   * unit of work, where writes run one at a time, so exactly one of them creates the administrator.
+   */
+  async createFirstAdmin(name: string, password: string): Promise<boolean> {
+    const passwordHash = await hashPassword(password);
+    const at = this.now().toISOString();
+    return this.store.tx(async (r) => {
+      if ((await r.users.count()) > 0) return false;
+      await r.users.insert({ name, role: 'admin', passwordHash, at });
+      await this.audit.record(r, { actor: 'system', actorKind: 'system', action: 'user.create', target: name, details: { role: 'admin' } });
+      return true;
+    });
   }
 
   async update(actor: UserPrincipal, name: string, patch: { password?: string; role?: Role }): Promise<PublicUser> {
     const passwordHash = patch.password === undefined ? undefined : await hashPassword(patch.password);
-    this.db.transaction(() => {
-      const u = this.repo.get(name);
+    return this.store.tx(async (r) => {
+      const u = await r.users.get(name);
       if (!u) throw new NotFound(`no user "${name}"`);
-      if (u.role === 'admin' && patch.role === 'member' && this.repo.countAdmins() <= 1) {
+      if (u.role === 'admin' && patch.role === 'member' && (await r.users.countAdmins()) <= 1) {
         throw new Conflict('the last administrator cannot be demoted', 'last-admin');
       }
       const demoted = u.role === 'admin' && patch.role === 'member';
-      this.repo.update(name, {
+      await r.users.update(name, {
         role: patch.role,
         passwordHash,
         bumpEpoch: demoted || passwordHash !== undefined,
         at: this.now().toISOString(),
       });
-      this.audit.record({
+      await this.audit.record(r, {
         actor: actor.name,
         actorKind: 'user',
         action: 'user.update',
         target: name,
         details: { role: patch.role, passwordChanged: passwordHash !== undefined },
       });
-    }).immediate();
-    return this.get(name);
+      return toPublic((await r.users.get(name))!);
+    });
   }
 
-  delete(actor: UserPrincipal, name: string): void {
-    this.db.transaction(() => {
-      const u = this.repo.get(name);
+  async delete(actor: UserPrincipal, name: string): Promise<void> {
+    await this.store.tx(async (r) => {
+      const u = await r.users.get(name);
       if (!u) throw new NotFound(`no user "${name}"`);
-      if (u.role === 'admin' && this.repo.countAdmins() <= 1) {
+      if (u.role === 'admin' && (await r.users.countAdmins()) <= 1) {
         throw new Conflict('the last administrator cannot be deleted', 'last-admin');
       }
-      this.repo.delete(name);
-      this.audit.record({ actor: actor.name, actorKind: 'user', action: 'user.delete', target: name });
-    }).immediate();
-    // Their grants went with them, and so did the bindings made through those grants.
-    this.changes.publish({ kind: 'bindings' });
+      await r.users.delete(name);
+      await this.audit.record(r, { actor: actor.name, actorKind: 'user', action: 'user.delete', target: name });
+      // Their grants went with them, and so did the bindings made through those grants.
+      await r.publish({ kind: 'bindings' });
+    });
   }
 }
