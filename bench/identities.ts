@@ -3,7 +3,8 @@
  *
  *   npm run bench:identities -- --robots 10000 --enclaves 2
  *
- * One process, the real services over a real SQLite file (the app `createApp` builds, as the tests use it):
+ * One process, the real services over the test store (a real SQLite file; PostgreSQL with ENCLAVE_TEST_STORE=postgres),
+ * the app `createApp` builds, as the tests use it:
  *   raw signing   server/pki issueCertificate() for robots × enclaves fresh public keys: the certificate alone
  *                 (DER + ECDSA signature), no CSR, no database
  *   shared        the same count of shared-mode enclaves created through EnclavesService.createMany (batches
@@ -53,10 +54,10 @@ try {
   for (const enclave of paths) await app().post('/v1/bindings').set(auth).send({ keystore: 'per_robot', enclave, selector: { fleet: 'bench' } }).expect(201);
   const robots = Array.from({ length: ROBOTS }, (_, i) => `bench_robot_${i}`);
   for (const [i, name] of robots.entries()) {
-    s.robots.create(admin, name, { fleet: 'bench' });
+    await s.robots.create(admin, name, { fleet: 'bench' });
     // The device key enrollment would record (enrollment itself is measured by the fleet benchmark).
     const device = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
-    s.robots.repo.setKey(name, { publicKey: device, keyId: `bench-${i}`, agentVersion: null }, new Date().toISOString());
+    await ctx.store.tx((r) => r.robots.setKey(name, { publicKey: device, keyId: `bench-${i}`, agentVersion: null }, new Date().toISOString()));
     if ((i + 1) % 2000 === 0 || i + 1 === ROBOTS) progress('robots', i + 1, ROBOTS);
   }
 
@@ -95,7 +96,7 @@ try {
   for (const [i, name] of robots.entries()) {
     const robot = { kind: 'robot' as const, name, keyId: `bench-${i}` };
     for (const [j, enclave] of paths.entries()) {
-      serials.add(s.identities.issue(robot, { keystore: 'per_robot', enclave, csr: csrs[i]![j]! }).serial);
+      serials.add((await s.identities.issue(robot, { keystore: 'per_robot', enclave, csr: csrs[i]![j]! })).serial);
     }
     if ((i + 1) % 2000 === 0 || i + 1 === ROBOTS) progress('per-robot identities', (i + 1) * ENCLAVES, N);
   }
@@ -114,7 +115,7 @@ try {
   console.log(`| **per-robot: CSR check + issue + record** | **${f(perRobot)}** | ${(perRobot / raw).toFixed(2)} | ${(perRobot / shared).toFixed(2)} |`);
   console.log(`| (agent side, not timed above: P-256 key + CSR) | ${f(agentSide)} | ${(agentSide / raw).toFixed(2)} | ${(agentSide / shared).toFixed(2)} |`);
 } finally {
-  ctx.services.crls.close();
+  await ctx.services.crls.close();
   ctx.services.bundles.close();
-  ctx.close();
+  await ctx.close();
 }

@@ -11,7 +11,7 @@ import { RefusalLog } from './audit/refusals.js';
 import { Denied } from './errors.js';
 import { Guards } from './acl/guard.js';
 import { robotTokenVersion, TokenIssuer, userTokenVersion } from './auth/tokens.js';
-import type { Db } from './db/database.js';
+import type { Store } from './store/store.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import { LeanLane, requestId } from './http/lean.js';
 import { DEFAULT_OVERLOAD, LoadMonitor, shedWhenOverloaded, type OverloadOptions } from './http/overload.js';
@@ -27,11 +27,9 @@ import { BindingsService } from './bindings/bindings.service.js';
 import { bundleFastPath, bundlesRoutes } from './bundles/bundles.routes.js';
 import { BundlesService } from './bundles/bundles.service.js';
 import { ChangeFeed } from './events/changes.js';
-import { GrantsRepo } from './grants/grants.repo.js';
 import { grantsRoutes } from './grants/grants.routes.js';
 import { GrantsService } from './grants/grants.service.js';
 import { identitiesRoutes } from './identities/identities.routes.js';
-import { IdentitiesRepo } from './identities/identities.repo.js';
 import { DEFAULT_IDENTITY_OPTIONS, IdentitiesService, type ReissuePolicy } from './identities/identities.service.js';
 import { DEFAULT_CRL_BATCH_MS, KeystoreCrls } from './keystores/crl.js';
 import { EnclavesService } from './keystores/enclaves.service.js';
@@ -76,7 +74,8 @@ export interface AppOptions {
 }
 
 export interface AppDeps {
-  db: Db;
+  /** Migrated and started (store/open.ts): SQLite or PostgreSQL, the app cannot tell. */
+  store: Store;
   logger: Logger;
   sealer: Sealer;
   jwtSecret: Buffer;
@@ -123,32 +122,39 @@ export interface Services {
   sandbox: XmlSandbox;
 }
 
-/** Builds the whole HTTP application from its dependencies. Never listens: `main.ts` does. */
-export function createApp(deps: AppDeps): Express {
+/**
+ * Builds the whole HTTP application from its dependencies. Never listens: `main.ts` does. Async only for what
+ * must be in the store before the first request (revocations a stop left unsigned).
+ */
+export async function createApp(deps: AppDeps): Promise<Express> {
   const options = { ...DEFAULT_APP_OPTIONS, ...deps.options };
   const now = deps.now ?? (() => new Date());
-  const audit = new AuditService(deps.db, now);
-  const refusals = new RefusalLog(audit, () => now().getTime());
-  const changes = new ChangeFeed();
-  const users = new UsersService(deps.db, audit, changes, now);
+  const { store } = deps;
+  const audit = new AuditService(store, now);
+  const refusals = new RefusalLog(audit, () => now().getTime(), undefined, (err) =>
+    deps.logger.warn({ err: (err as Error).message }, 'refusal summary not written'),
+  );
+  const changes = store.changes;
+  const users = new UsersService(store, audit, now);
   const tokens = new TokenIssuer(deps.jwtSecret, options.tokenTtlSeconds, options.robotTokenTtlSeconds, () => now().getTime());
   const throttle = new LoginThrottle(() => now().getTime(), options.loginThrottle);
-  const auth = new AuthService(users.repo, tokens, throttle, audit);
-  const grantsRepo = new GrantsRepo(deps.db);
-  const guards = new Guards((user) => grantsRepo.forUser(user));
+  const auth = new AuthService(store, tokens, throttle, audit);
+  const guards = new Guards((user) => store.read((r) => r.grants.forUser(user)));
   const importLimits = { maxUnpackedBytes: options.maxImportBytes * 4, maxEntries: 100_000, maxFileBytes: 4 * 1024 * 1024 };
   const sandbox = new XmlSandbox({ xmlTimeLimitMs: options.xmlTimeLimitMs, importTimeLimitMs: options.importTimeLimitMs });
-  const keystores = new KeystoresService(deps.db, deps.sealer, audit, changes, importLimits, now, sandbox);
-  const grants = new GrantsService(deps.db, grantsRepo, users.repo, keystores.repo, audit, changes, now);
-  const crls = new KeystoreCrls(deps.db, keystores, changes, now, options.crlBatchMs);
-  const enclaves = new EnclavesService(deps.db, deps.sealer, keystores, audit, changes, now, sandbox, crls);
-  const robots = new RobotsService(deps.db, tokens, audit, changes, now, {
+  const keystores = new KeystoresService(store, deps.sealer, audit, importLimits, now, sandbox);
+  const grants = new GrantsService(store, audit, now);
+  const crls = new KeystoreCrls(store, keystores, now, options.crlBatchMs, (keystore, err) =>
+    deps.logger.warn({ keystore, err: (err as Error).message }, 'CRL batch not signed; it is signed at the next flush'),
+  );
+  const enclaves = new EnclavesService(store, deps.sealer, keystores, audit, now, sandbox, crls);
+  const robots = new RobotsService(store, tokens, audit, now, {
     maxFailuresPerAddress: options.robotMaxFailuresPerAddress,
     failureWindowMs: 15 * 60_000,
   });
-  const bindings = new BindingsService(deps.db, keystores.repo, robots.repo, audit, changes, now);
-  const bundles = new BundlesService(keystores.repo, robots.repo, bindings, deps.sealer, audit, changes, new IdentitiesRepo(deps.db), now);
-  const identities = new IdentitiesService(deps.db, keystores, crls, bindings, robots.repo, audit, changes, now, (robot) => bundles.current(robot).revision, {
+  const bindings = new BindingsService(store, audit, now);
+  const bundles = new BundlesService(store, bindings, deps.sealer, audit, now);
+  const identities = new IdentitiesService(store, keystores, crls, bindings, audit, now, async (robot) => (await bundles.current(robot)).revision, {
     reissue: options.identityReissue,
     burst: options.identityBurst,
     perHour: options.identityPerHour,
@@ -156,17 +162,17 @@ export function createApp(deps: AppDeps): Express {
   });
   robots.identities = identities;
   // Revocations a stop left unsigned (see KeystoreCrls) are in the CRL before the first bundle is served.
-  crls.flushAll();
+  await crls.flushAll();
   const load = new LoadMonitor(options.overload);
   const services: Services = { audit, users, auth, tokens, changes, refusals, grants, keystores, enclaves, robots, bindings, bundles, identities, crls, sandbox, load };
 
   const resolver: PrincipalResolver = {
-    user(name, ver) {
-      const u = users.repo.get(name);
+    async user(name, ver) {
+      const u = await store.read((r) => r.users.get(name));
       return u && userTokenVersion(u) === ver ? { kind: 'user', name: u.name, role: u.role } : undefined;
     },
-    robot(name, ver) {
-      const r = robots.repo.get(name);
+    async robot(name, ver) {
+      const r = await store.read((rs) => rs.robots.get(name));
       return r && r.keyId !== null && robotTokenVersion(r) === ver ? { kind: 'robot', name: r.name, keyId: r.keyId } : undefined;
     },
   };
@@ -204,7 +210,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(helmet());
   app.use(express.json({ limit: options.jsonLimit, strict: true, inflate: false }));
 
-  app.use(opsRoutes(deps.db, metrics));
+  app.use(opsRoutes(store, metrics));
   app.use(authRoutes(auth));
   app.use(robotsRoutes(robots));
   app.use(consoleStaticRoutes(options.uiDir));
@@ -217,7 +223,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(bundlesRoutes(bundles, guards));
   app.use(identitiesRoutes(identities, guards));
   app.use(auditRoutes(audit, guards));
-  app.use(consoleApiRoutes(new FleetService(robots.repo, bundles, now), guards));
+  app.use(consoleApiRoutes(new FleetService(store, bundles, now), guards));
 
   app.use(openapiRoutes(app));
   app.use(notFoundHandler);

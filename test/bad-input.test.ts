@@ -18,9 +18,9 @@ describe('bad input never causes a 500', () => {
     await request(ctx.app).post('/v1/keystores/ks/enclaves').set(bearer(admin)).send({ path: '/e' }).expect(201);
     await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'bot', labels: {} }).expect(201);
   });
-  after(() => {
+  after(async () => {
     ctx.services.bundles.close();
-    ctx.close();
+    await ctx.close();
   });
 
   const routes: [string, string][] = [

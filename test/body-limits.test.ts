@@ -13,9 +13,9 @@ describe('expensive bodies are refused early', () => {
     admin = await ctx.adminToken();
     await request(ctx.app).post('/v1/keystores').set(bearer(admin)).send({ name: 'ks' }).expect(201);
   });
-  after(() => {
+  after(async () => {
     ctx.services.bundles.close();
-    ctx.close();
+    await ctx.close();
   });
 
   test('an anonymous upload is refused before its body is read; Content-Encoding is never inflated', async () => {

@@ -45,9 +45,9 @@ describe('bundles follow every change', () => {
     await enrollRobot('r1', { site: 'osaka' });
     await enrollRobot('r2', { site: 'kobe' });
   });
-  after(() => {
+  after(async () => {
     ctx.services.bundles.close();
-    ctx.close();
+    await ctx.close();
   });
 
   test('a selector binding reaches matching robots only; a label change moves it', async () => {
@@ -189,16 +189,92 @@ describe('bundles follow every change', () => {
   });
 
   test('a delivery is audited once per robot and revision, however often it is fetched', async () => {
-    const count = () =>
-      ctx.db.prepare("SELECT count(*) FROM audit_log WHERE action = 'bundle.deliver' AND actor = 'r1'").pluck().get() as number;
+    const count = async () =>
+      Number(
+        (await ctx.store.read((r) => r.sql.get<{ n: number | string }>("SELECT count(*) AS n FROM audit_log WHERE action = 'bundle.deliver' AND actor = 'r1'")))!.n,
+      );
     await bundle('r1').expect(200);
-    const before = count();
+    const before = await count();
     for (let i = 0; i < 30; i++) await bundle('r1').expect(200);
-    assert.equal(count(), before);
+    assert.equal(await count(), before);
     await request(ctx.app).post('/v1/keystores/ks/enclaves/a/rotate').set(bearer(admin)).send({}).expect(200);
     for (let i = 0; i < 5; i++) await bundle('r1').expect(200);
-    const rows = ctx.db.prepare("SELECT count(*) FROM audit_log WHERE action = 'bundle.deliver' AND actor = 'r1'").pluck().get() as number;
+    const rows = await count();
     assert.ok(paths(await bundle('r1')).includes('ks:/a'));
     assert.equal(rows, before + 1, 'the new revision, once');
+  });
+
+  // The cache hears changes from the change log; a follower that finds rows it never read (trimmed while it was
+  // away) publishes a resync, and every cache must go.
+  test('a resync drops every cache: an edit the cache never heard of reaches the waiting robot', async () => {
+    await enrollRobot('q1', { site: 'quiet' });
+    await request(ctx.app).post('/v1/bindings').set(bearer(admin)).send({ keystore: 'ks', enclave: '/m/x', robot: 'q1' }).expect(201);
+    const cur = await bundle('q1');
+    assert.deepEqual(paths(cur), ['ks:/m/x']);
+    const poll = request(ctx.app).get('/v1/robot/bundle?wait=20').set(bearer(robotToken.q1!)).set('If-None-Match', `"${cur.body.revision}"`).then((r) => r);
+    await new Promise((r) => setTimeout(r, 100));
+    // The binding goes behind the cache's back, and the change log skips an id, as when rows a follower had not
+    // read yet were trimmed.
+    await ctx.store.tx(async (r) => {
+      await r.sql.run("DELETE FROM bindings WHERE robot = 'q1'");
+      await r.sql.run('INSERT INTO change_log (id, at, change) SELECT max(id) + 2, ?, ? FROM change_log', [
+        new Date().toISOString(),
+        JSON.stringify({ kind: 'keystore', keystore: 'elsewhere' }),
+      ]);
+    });
+    assert.equal((await bundle('q1')).body.revision, cur.body.revision, 'unheard, the cache still answers as before');
+    // The next change made through the service wakes the follower, which finds the gap.
+    await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'q2', labels: {} }).expect(201);
+    const res = await poll;
+    assert.equal(res.status, 200);
+    assert.deepEqual(paths(res), []);
+  });
+
+  test('concurrent misses for one robot share one build; a hit and a parked poll read nothing', async () => {
+    const bundles = ctx.services.bundles;
+    const record = (await ctx.store.read((r) => r.robots.get('r1')))!;
+    // A change that drops r1's entry (labels set to what they are).
+    await request(ctx.app).patch('/v1/robots/r1').set(bearer(admin)).send({ labels: record.labels }).expect(200);
+    const store = ctx.store as unknown as { read: (fn: unknown) => Promise<unknown> };
+    const read = store.read;
+    let reads = 0;
+    store.read = function (this: unknown, fn: unknown) {
+      reads++;
+      return read.call(this, fn);
+    };
+    try {
+      const calls = Array.from({ length: 20 }, () => bundles.current('r1'));
+      assert.ok(calls.every((c) => c === calls[0]), 'one promise for every concurrent miss');
+      const entries = await Promise.all(calls);
+      assert.equal(reads, 1, 'one build');
+      reads = 0;
+      const hit = await bundles.current('r1');
+      assert.equal(hit, entries[0]);
+      assert.equal(await bundles.wait('r1', record.keyId!, hit.revision, 0), null);
+      const gone = new AbortController();
+      const parked = bundles.wait('r1', record.keyId!, hit.revision, 20, gone.signal);
+      await new Promise((r) => setTimeout(r, 50));
+      gone.abort();
+      assert.equal(await parked, null);
+      assert.equal(reads, 0, 'a hit costs no query');
+    } finally {
+      store.read = read;
+    }
+  });
+
+  test('a build that hears a change while it reads is handed out once, not kept', async () => {
+    const bundles = ctx.services.bundles;
+    const cache = (bundles as unknown as { cache: Map<string, unknown> }).cache;
+    ctx.store.changes.publish({ kind: 'robot', robot: 'r1' });
+    assert.equal(cache.get('r1'), undefined);
+    const building = bundles.current('r1');
+    // Heard before the build's first read returns: it may have read rows this change replaced.
+    ctx.store.changes.publish({ kind: 'robot', robot: 'r1' });
+    const stale = await building;
+    assert.equal(cache.get('r1'), undefined, 'not kept');
+    const fresh = await bundles.current('r1');
+    assert.notEqual(fresh, stale);
+    assert.equal(cache.get('r1'), fresh);
+    assert.equal(fresh.revision, stale.revision, 'nothing really changed');
   });
 });

@@ -59,7 +59,7 @@ describe('console: server side (no browser)', () => {
       await app.get('/ui/assets/app-NOSUCH.js').expect(404);
     } finally {
       ctx.services.bundles.close();
-      ctx.close();
+      await ctx.close();
     }
   });
 
@@ -72,7 +72,7 @@ describe('console: server side (no browser)', () => {
       await request(ctx.app).get('/health').expect(200);
     } finally {
       ctx.services.bundles.close();
-      ctx.close();
+      await ctx.close();
       fs.rmSync(empty, { recursive: true, force: true });
     }
   });
@@ -123,7 +123,7 @@ describe('console: server side (no browser)', () => {
       assert.deepEqual(who, { name: MEMBER.name, role: 'member', grants: [{ keystore: 'ks', pattern: '/a/**', capabilities: ['read', 'bind'] }] });
     } finally {
       ctx.services.bundles.close();
-      ctx.close();
+      await ctx.close();
     }
   });
 });

@@ -50,9 +50,9 @@ describe('enclaves work with a real DDS-Security peer', { skip: ddsUnavailable()
     }
     assert.equal(dirs.size, 5);
   });
-  after(() => {
+  after(async () => {
     ctx.services.bundles.close();
-    ctx.close();
+    await ctx.close();
   });
 
   test('two enclaves with the default policy authenticate and exchange encrypted data', () => {
@@ -120,9 +120,9 @@ describe("a member's envelope permissions in a real DDS-Security peer", { skip: 
     const bundle = await request(ctx.app).get('/v1/robot/bundle').set(bearer(robotToken)).expect(200);
     for (const e of bundle.body.keystores[0].enclaves) dirs.set(e.path, writeEnclave(path.join(ctx.dir, 'robot', e.path), e.files));
   });
-  after(() => {
+  after(async () => {
     ctx.services.bundles.close();
-    ctx.close();
+    await ctx.close();
   });
 
   test('inside the envelope: the pair exchanges data on rt/thirdparty/acme/chatter', () => {

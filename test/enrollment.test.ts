@@ -11,10 +11,12 @@ describe('robot enrollment', () => {
     ctx = await makeTestApp();
     admin = await ctx.adminToken();
   });
-  after(() => {
+  after(async () => {
     ctx.services.bundles.close();
-    ctx.close();
+    await ctx.close();
   });
+  const count = async (c: TestContext, text: string, params: (string | number)[] = []) =>
+    Number((await c.store.read((r) => r.sql.get<{ n: number | string }>(text, params)))!.n);
 
   const token = async (robot: string, ttlSeconds?: number, reenroll?: boolean) => {
     const res = await request(ctx.app)
@@ -33,7 +35,8 @@ describe('robot enrollment', () => {
     const t = await token('solo');
     const ttl = Date.parse(t.expiresAt) - Date.now();
     assert.ok(ttl > 3590_000 && ttl <= 3600_000);
-    const stored = ctx.db.prepare('SELECT token_hash FROM enrollment_tokens').pluck().all() as string[];
+    const stored = (await ctx.store.read((r) => r.sql.all<{ token_hash: string }>('SELECT token_hash FROM enrollment_tokens'))).map((r) => r.token_hash);
+    assert.ok(stored.length > 0);
     assert.ok(stored.every((h) => /^[0-9a-f]{64}$/.test(h) && h !== t.token));
   });
 
@@ -46,7 +49,7 @@ describe('robot enrollment', () => {
     );
     assert.deepEqual(results.map((r) => r.status), names.map(() => 201));
     assert.deepEqual(results.map((r) => r.body.robot.name).sort(), [...names].sort());
-    const enrolled = ctx.db.prepare('SELECT count(*) FROM robots WHERE key_id IS NOT NULL AND name LIKE ?').pluck().get('bot-%');
+    const enrolled = await count(ctx, 'SELECT count(*) AS n FROM robots WHERE key_id IS NOT NULL AND name LIKE ?', ['bot-%']);
     assert.equal(enrolled, 200);
   });
 
@@ -68,7 +71,7 @@ describe('robot enrollment', () => {
   test('an expired token is refused', async () => {
     await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'late', labels: {} }).expect(201);
     const t = await token('late', 60);
-    ctx.db.prepare("UPDATE enrollment_tokens SET expires_at = '2000-01-01T00:00:00.000Z' WHERE robot = 'late'").run();
+    await ctx.store.tx((r) => r.sql.run("UPDATE enrollment_tokens SET expires_at = '2000-01-01T00:00:00.000Z' WHERE robot = 'late'"));
     const res = await request(ctx.app).post('/v1/enroll').send({ token: t.token, publicKey: deviceKey().publicKeyPem });
     assert.equal(res.status, 401);
     assert.equal(res.body.error.code, 'invalid-enrollment-token');
@@ -165,7 +168,7 @@ describe('robot enrollment', () => {
       assert.equal(statuses.filter((s) => s === 401).length, 100);
       assert.deepEqual(statuses.slice(100), [429, 429]);
       assert.equal((await request(limited.app).post('/v1/auth/robot').send({ assertion: assertion('x', deviceKey()) })).status, 429);
-      const audited = limited.db.prepare("SELECT count(*) FROM audit_log WHERE result = 'failure' AND action = 'robot.enroll'").pluck().get();
+      const audited = await count(limited, "SELECT count(*) AS n FROM audit_log WHERE result = 'failure' AND action = 'robot.enroll'");
       assert.equal(audited, 100, 'failures past the limit are not written one by one');
       // A whole fleet shares this address (NAT, or the TLS proxy): its valid credentials still work.
       const key = deviceKey();
@@ -175,7 +178,7 @@ describe('robot enrollment', () => {
       limited.secrets.add(ok.body.token);
     } finally {
       limited.services.bundles.close();
-      limited.close();
+      await limited.close();
     }
   });
 
@@ -194,5 +197,9 @@ describe('robot enrollment', () => {
     assert.equal(inv.body.report.filesystem, 'tmpfs');
     assert.equal(inv.body.report.clockSkewMs, -1200);
     assert.deepEqual(inv.body.report.enclaves, [{ keystore: 'k', path: '/a', notAfter: '2030-01-01T00:00:00.000Z' }]);
+    // A robot without a real-time clock may be most of a year off: stored as it came (past 32-bit milliseconds).
+    const farOff = -300 * 86_400_000;
+    await request(ctx.app).post('/v1/robot/report').set(bearer(t)).send({ clockSkewMs: farOff }).expect(204);
+    assert.equal((await request(ctx.app).get('/v1/robots/reporter').set(bearer(admin))).body.report.clockSkewMs, farOff);
   });
 });

@@ -27,6 +27,9 @@ function ok(args: string[], input?: string): string {
   return r.stdout;
 }
 
+/** The keystore's CRL as stored. */
+const storedCrl = async (ctx: TestContext, keystore: string): Promise<{ crl_pem: string | null }> => (await ctx.store.read((r) => r.keystores.get(keystore)))!;
+
 /** The enclave of a bundle (or undefined). */
 function enclaveIn(bundle: Json, keystore: string, p: string): Json | undefined {
   return (bundle.keystores as Json[]).find((k) => k.name === keystore)?.enclaves.find((e: Json) => e.path === p);
@@ -49,10 +52,10 @@ describe('per-robot enclave identities', () => {
     work = path.join(ctx.dir, 'work');
     fs.mkdirSync(work);
   });
-  after(() => {
-    ctx.services.crls.close();
+  after(async () => {
+    await ctx.services.crls.close();
     ctx.services.bundles.close();
-    ctx.close();
+    await ctx.close();
   });
 
   /** A P-256 key and a CSR for it, both made by openssl (`req -new`), with a subject the server must ignore. */
@@ -91,8 +94,8 @@ describe('per-robot enclave identities', () => {
   const bundleOf = async (token: string) => (await app().get('/v1/robot/bundle').set(bearer(token)).expect(200)).body as Json;
   const crlOf = async (keystore: string) => (await app().get(`/v1/keystores/${keystore}`).set(A()).expect(200)).body as Json;
   /** The serials a keystore's CRL lists, as `openssl crl -text` prints them (upper-case hex). */
-  function crlSerials(keystore: string, caFile: string): string[] {
-    const row = ctx.db.prepare('SELECT crl_pem FROM keystores WHERE name = ?').get(keystore) as { crl_pem: string | null };
+  async function crlSerials(keystore: string, caFile: string): Promise<string[]> {
+    const row = await storedCrl(ctx, keystore);
     if (!row.crl_pem) return [];
     const file = path.join(work, `${keystore}.crl.pem`);
     fs.writeFileSync(file, row.crl_pem);
@@ -136,9 +139,12 @@ describe('per-robot enclave identities', () => {
     assert.match(bad.body.error.message, /identityMode/);
     assert.equal((await app().post(`/v1/keystores/${ks.name}/enclaves`).set(A()).send({ path: '/x', identityMode: 'mine' })).status, 422);
     // The server keeps no enclave key for a per-robot enclave, and the database refuses one.
-    const stored = ctx.db.prepare('SELECT key_sealed, cert_pem FROM enclaves WHERE keystore = ? AND path = ?').get(ks.name, '/fleet/driver') as Json;
-    assert.deepEqual(stored, { key_sealed: '', cert_pem: '' });
-    assert.throws(() => ctx.db.prepare("UPDATE enclaves SET key_sealed = 'x' WHERE keystore = ? AND path = ?").run(ks.name, '/fleet/driver'), /no server-side key/);
+    const stored = await ctx.store.read((r) => r.sql.get<Json>('SELECT key_sealed, cert_pem FROM enclaves WHERE keystore = ? AND path = ?', [ks.name, '/fleet/driver']));
+    assert.deepEqual({ ...stored }, { key_sealed: '', cert_pem: '' });
+    await assert.rejects(
+      ctx.store.tx((r) => r.sql.run("UPDATE enclaves SET key_sealed = 'x' WHERE keystore = ? AND path = ?", [ks.name, '/fleet/driver'])),
+      /no server-side key/,
+    );
   });
 
   test('two robots bound to one per-robot enclave: own keys, own serials, same subject, same CA; verified by openssl and Node', async () => {
@@ -269,6 +275,26 @@ describe('per-robot enclave identities', () => {
     assert.equal((await issue(t, ks.name, '/rl/a', csr().csrPem)).status, 429);
   });
 
+  test('rate limit under concurrency: requests of one robot at once get no more than the burst; a refused one costs nothing', async () => {
+    const ks = await keystore('per-robot');
+    await app().post(`/v1/keystores/${ks.name}/enclaves:batch`).set(A()).send({ paths: ['/rc/a', '/rc/b'] }).expect(201);
+    const t = await robot('racer', { rc: 'yes' });
+    for (const e of ['/rc/a', '/rc/b']) await app().post('/v1/bindings').set(A()).send({ keystore: ks.name, enclave: e, selector: { rc: 'yes' } }).expect(201);
+    // Checking the budget and spending it are separated by waits on the store: five at once must not all pass.
+    const csrs = Array.from({ length: 5 }, () => csr().csrPem);
+    const burst = await Promise.all(csrs.map((c) => issue(t, ks.name, '/rc/a', c)));
+    assert.deepEqual(burst.map((r) => r.status).sort(), [201, 201, 201, 429, 429], JSON.stringify(burst.map((r) => r.body)));
+    const live = ((await app().get('/v1/robots/racer/identities').set(A()).expect(200)).body.identities as Json[]).filter((i) => i.enclave === '/rc/a');
+    assert.equal(live.length, 3);
+    assert.deepEqual(live.map((i) => i.status).filter((s) => s === 'live'), ['live'], 'one live certificate, the others revoked by their successor');
+    // Refusals give the token back: one issued, three refused (a key certified before), then two more fit the burst.
+    const c = csr().csrPem;
+    assert.equal((await issue(t, ks.name, '/rc/b', c)).status, 201);
+    for (let i = 0; i < 3; i++) assert.equal((await issue(t, ks.name, '/rc/b', c)).status, 409);
+    for (let i = 0; i < 2; i++) assert.equal((await issue(t, ks.name, '/rc/b', csr().csrPem)).status, 201, `after refusals ${i}`);
+    assert.equal((await issue(t, ks.name, '/rc/b', csr().csrPem)).status, 429);
+  });
+
   test("re-issue revokes the previous serial in a batch per keystore; revoking one robot's identity touches only the CRL for others", async () => {
     const ks = await keystore('per-robot');
     await app().post(`/v1/keystores/${ks.name}/enclaves`).set(A()).send({ path: '/fleet/driver' }).expect(201);
@@ -277,7 +303,7 @@ describe('per-robot enclave identities', () => {
     const tokens = await Promise.all(names.map((r) => robot(r, { site: 'crl' })));
     const first = [] as Json[];
     for (const t of tokens) first.push((await issue(t, ks.name, '/fleet/driver', csr().csrPem).expect(201)).body);
-    assert.deepEqual(crlSerials(ks.name, ks.caFile), []);
+    assert.deepEqual((await crlSerials(ks.name, ks.caFile)), []);
 
     // A boot storm: robots a, b and c restart and ask again. Their old serials are recorded at once...
     const keystoreChanges: string[] = [];
@@ -287,22 +313,22 @@ describe('per-robot enclave identities', () => {
     const ids = (await app().get('/v1/robots/crl-a/identities').set(A()).expect(200)).body.identities as Json[];
     assert.deepEqual(ids.map((i) => [i.serial, i.status]), [[second[0]!.serial, 'live'], [first[0]!.serial, 'revoked']]);
     // ...and signed into the CRL together: one re-signing, one fleet-wide update, not one per robot.
-    assert.deepEqual(crlSerials(ks.name, ks.caFile), [], 'not signed per robot');
+    assert.deepEqual((await crlSerials(ks.name, ks.caFile)), [], 'not signed per robot');
     assert.deepEqual(keystoreChanges, []);
-    assert.equal(ctx.services.crls.flush(ks.name), true);
-    assert.equal(ctx.services.crls.flush(ks.name), false, 'nothing left to sign');
+    assert.equal(await ctx.services.crls.flush(ks.name), true);
+    assert.equal(await ctx.services.crls.flush(ks.name), false, 'nothing left to sign');
     stop();
     assert.deepEqual(keystoreChanges, [ks.name]);
-    assert.deepEqual(crlSerials(ks.name, ks.caFile), first.slice(0, 3).map((f) => f.serial.toUpperCase()).sort());
+    assert.deepEqual((await crlSerials(ks.name, ks.caFile)), first.slice(0, 3).map((f) => f.serial.toUpperCase()).sort());
 
     // An administrator revokes robot b's current identity: that serial alone joins the CRL, at once.
     const tb = tokens[1]!;
     const td = tokens[3]!;
     const beforeD = await bundleOf(td);
     const beforeA = await bundleOf(tokens[0]!);
-    const revokedCrlBefore = crlSerials(ks.name, ks.caFile);
+    const revokedCrlBefore = await crlSerials(ks.name, ks.caFile);
     await app().delete(`/v1/robots/crl-b/identities/${ks.name}/${second[1]!.serial}`).set(A()).expect(204);
-    assert.deepEqual(crlSerials(ks.name, ks.caFile), [...revokedCrlBefore, second[1]!.serial.toUpperCase()].sort());
+    assert.deepEqual((await crlSerials(ks.name, ks.caFile)), [...revokedCrlBefore, second[1]!.serial.toUpperCase()].sort());
     const crlText = ok(['crl', '-in', path.join(work, `${ks.name}.crl.pem`), '-noout', '-text']);
     assert.equal((crlText.match(/Serial Number:/g) ?? []).length, 4);
     // Other robots: the same certificate bytes, a new crl.pem, no other change.
@@ -318,7 +344,7 @@ describe('per-robot enclave identities', () => {
     const eb = enclaveIn(await bundleOf(tb), ks.name, '/fleet/driver')!;
     assert.equal(eb.files['cert.pem'], undefined);
     assert.equal(eb.identitySerial, undefined);
-    const crlPem = (ctx.db.prepare('SELECT crl_pem FROM keystores WHERE name = ?').get(ks.name) as { crl_pem: string }).crl_pem;
+    const crlPem = (await storedCrl(ctx, ks.name)).crl_pem!;
     const refusedB = verifyAt(ks.caFile, second[1]!.certificate, crlPem);
     assert.notEqual(refusedB.status, 0);
     assert.match(refusedB.out, /certificate revoked/);
@@ -347,9 +373,9 @@ describe('per-robot enclave identities', () => {
       for (const e of ['/gone/one', '/gone/two']) serials[name]!.push((await issue(t, ks.name, e, csr().csrPem).expect(201)).body.serial);
     }
     await app().delete('/v1/robots/to-delete').set(A()).expect(204);
-    assert.deepEqual(crlSerials(ks.name, ks.caFile), serials['to-delete']!.map((s) => s.toUpperCase()).sort());
+    assert.deepEqual((await crlSerials(ks.name, ks.caFile)), serials['to-delete']!.map((s) => s.toUpperCase()).sort());
     await app().post('/v1/robots/key-revoked/revoke-key').set(A()).expect(200);
-    assert.deepEqual(crlSerials(ks.name, ks.caFile), [...serials['to-delete']!, ...serials['key-revoked']!].map((s) => s.toUpperCase()).sort());
+    assert.deepEqual((await crlSerials(ks.name, ks.caFile)), [...serials['to-delete']!, ...serials['key-revoked']!].map((s) => s.toUpperCase()).sort());
     const ids = (await app().get('/v1/robots/key-revoked/identities').set(A()).expect(200)).body.identities as Json[];
     assert.deepEqual(ids.map((i) => i.status), ['revoked', 'revoked']);
     assert.deepEqual(((await app().get('/v1/robots/stays/identities').set(A()).expect(200)).body.identities as Json[]).map((i) => i.status), ['live', 'live']);
@@ -375,12 +401,12 @@ describe('per-robot enclave identities', () => {
       const two = (await request(other.app).post('/v1/robot/identity').set(bearer(t)).send({ keystore: 'exp', enclave: '/e', csr: csr().csrPem }).expect(201)).body;
       const ids = (await request(other.app).get('/v1/robots/r1/identities').set(oa).expect(200)).body.identities as Json[];
       assert.deepEqual(ids.map((i) => [i.serial, i.status]), [[two.serial, 'live'], [one.serial, 'superseded']]);
-      assert.equal(other.services.crls.flush('exp'), false);
-      assert.equal((other.db.prepare("SELECT crl_pem FROM keystores WHERE name = 'exp'").get() as Json).crl_pem, null);
+      assert.equal(await other.services.crls.flush('exp'), false);
+      assert.equal((await storedCrl(other, 'exp')).crl_pem, null);
     } finally {
-      other.services.crls.close();
+      await other.services.crls.close();
       other.services.bundles.close();
-      other.close();
+      await other.close();
     }
   });
 
@@ -436,19 +462,19 @@ describe('per-robot enclave identities', () => {
 
     const toOwn = await app().patch(`/v1/keystores/${ks.name}/enclaves/sw/driver`).set(A()).send({ identityMode: 'per-robot' }).expect(200);
     assert.equal(toOwn.body.identityMode, 'per-robot');
-    assert.deepEqual(crlSerials(ks.name, ks.caFile), [created.body.serial]);
+    assert.deepEqual((await crlSerials(ks.name, ks.caFile)), [created.body.serial]);
     const own = enclaveIn(await bundleOf(t), ks.name, '/sw/driver')!;
     assert.equal(own.identity, 'per-robot');
     assert.equal(own.files['key.pem'], undefined);
     assert.equal(own.files['cert.pem'], undefined);
     assert.equal(own.files['permissions.p7s'], shared.files['permissions.p7s'], 'the same signed permissions serve every robot');
-    assert.equal((ctx.db.prepare('SELECT key_sealed FROM enclaves WHERE keystore = ? AND path = ?').get(ks.name, '/sw/driver') as Json).key_sealed, '');
+    assert.equal((await ctx.store.read((r) => r.keystores.getEnclave(ks.name, '/sw/driver')))!.key_sealed, '');
     const mine = (await issue(t, ks.name, '/sw/driver', csr().csrPem).expect(201)).body;
 
     const back = await app().patch(`/v1/keystores/${ks.name}/enclaves/sw/driver`).set(A()).send({ identityMode: 'shared' }).expect(200);
     assert.equal(back.body.identityMode, 'shared');
     assert.notEqual(back.body.serial, created.body.serial);
-    assert.deepEqual(crlSerials(ks.name, ks.caFile), [created.body.serial, mine.serial.toUpperCase()].sort());
+    assert.deepEqual((await crlSerials(ks.name, ks.caFile)), [created.body.serial, mine.serial.toUpperCase()].sort());
     const again = enclaveIn(await bundleOf(t), ks.name, '/sw/driver')!;
     assert.equal(again.files['cert.pem'], back.body.certificate);
     assert.match(again.files['key.pem'], /PRIVATE KEY/);
@@ -489,9 +515,9 @@ describe('per-robot enclave identities', () => {
       assert.equal(at(clock + 2 * day).status, 0, 'valid inside its three days');
       assert.notEqual(at(clock + 4 * day).status, 0, 'expired after them');
     } finally {
-      short.services.crls.close();
+      await short.services.crls.close();
       short.services.bundles.close();
-      short.close();
+      await short.close();
     }
   });
 
@@ -518,21 +544,21 @@ describe('per-robot enclave identities', () => {
     const short = await issued('exp-a', '/exp/short');
     const long1 = await issued('exp-c', '/exp/long');
     await revoke('exp-a', short.serial);
-    assert.deepEqual(crlSerials(ks.name, ks.caFile), [short.serial.toUpperCase()]);
+    assert.deepEqual((await crlSerials(ks.name, ks.caFile)), [short.serial.toUpperCase()]);
     // One day after the short certificate expired: still listed (a lagging peer clock is covered).
     const shortEnd = new Date(short.notAfter).getTime();
     clock = shortEnd + day;
     admin = await ctx.adminToken();
     await revoke('exp-c', long1.serial);
-    assert.deepEqual(crlSerials(ks.name, ks.caFile), [short.serial, long1.serial].map((x: string) => x.toUpperCase()).sort());
+    assert.deepEqual((await crlSerials(ks.name, ks.caFile)), [short.serial, long1.serial].map((x: string) => x.toUpperCase()).sort());
     // Eight days after: the next re-signing leaves it out; the unexpired ones stay.
     const long2 = await issued('exp-d', '/exp/long');
     clock = shortEnd + 8 * day;
     admin = await ctx.adminToken();
     await revoke('exp-d', long2.serial);
-    assert.deepEqual(crlSerials(ks.name, ks.caFile), [long1.serial, long2.serial].map((x: string) => x.toUpperCase()).sort());
+    assert.deepEqual((await crlSerials(ks.name, ks.caFile)), [long1.serial, long2.serial].map((x: string) => x.toUpperCase()).sort());
     // The CRL is still what openssl accepts from that CA, and still refuses a listed certificate.
-    const crlPem = (ctx.db.prepare('SELECT crl_pem FROM keystores WHERE name = ?').get(ks.name) as { crl_pem: string }).crl_pem;
+    const crlPem = (await storedCrl(ctx, ks.name)).crl_pem!;
     const refused = verifyAt(ks.caFile, long2.certificate, crlPem);
     assert.notEqual(refused.status, 0);
     assert.match(refused.out, /certificate revoked/);
@@ -661,14 +687,14 @@ describe('per-robot identities with a real DDS-Security peer', { skip: ddsUnavai
       folders.set(name, writeEnclave(dir, files));
     }
     await request(ctx.app).delete(`/v1/robots/robot-c/identities/dds/${serials.get('robot-c')}`).set(a).expect(204);
-    const crl = (ctx.db.prepare("SELECT crl_pem FROM keystores WHERE name = 'dds'").get() as { crl_pem: string }).crl_pem;
+    const crl = (await storedCrl(ctx, 'dds')).crl_pem!;
     // Robot B's agent would now hold the keystore's new crl.pem (its bundle changed only there).
     fs.writeFileSync(path.join(folders.get('robot-b')!, 'crl.pem'), crl, { mode: 0o600 });
   });
-  after(() => {
-    ctx.services.crls.close();
+  after(async () => {
+    await ctx.services.crls.close();
     ctx.services.bundles.close();
-    ctx.close();
+    await ctx.close();
   });
 
   test("robot A and robot B: different certificates, same subject, one CA: they authenticate and exchange encrypted data", () => {

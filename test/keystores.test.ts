@@ -6,6 +6,7 @@ import path from 'node:path';
 import request from 'supertest';
 import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
 import { FIXTURES, openssl, untar } from './helpers/tools.js';
+import type { KeystoreRow } from '../server/keystores/keystores.repo.js';
 
 const binaryParser = (res: request.Response, cb: (err: Error | null, body: Buffer) => void) => {
   const stream = res as unknown as NodeJS.ReadableStream;
@@ -13,6 +14,29 @@ const binaryParser = (res: request.Response, cb: (err: Error | null, body: Buffe
   stream.on('data', (c: Buffer) => chunks.push(c));
   stream.on('end', () => cb(null, Buffer.concat(chunks)));
 };
+
+const keystoreRow = async (ctx: TestContext, name: string): Promise<KeystoreRow> => (await ctx.store.read((r) => r.keystores.get(name)))!;
+const count = async (ctx: TestContext, sql: string): Promise<number> => Number((await ctx.store.read((r) => r.sql.get<{ n: number | string }>(sql)))!.n);
+
+/**
+ * Every byte the store holds: SQLite's file and its write-ahead log; on PostgreSQL (no file of ours), every
+ * row of every table as text.
+ */
+async function storedBytes(ctx: TestContext): Promise<Buffer> {
+  if (ctx.store.dialect === 'sqlite') {
+    const file = path.join(ctx.dir, 'enclaves.db');
+    return Buffer.concat([fs.readFileSync(file), fs.existsSync(`${file}-wal`) ? fs.readFileSync(`${file}-wal`) : Buffer.alloc(0)]);
+  }
+  return ctx.store.read(async (r) => {
+    const tables = await r.sql.all<{ name: string }>("SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name");
+    const parts: string[] = [];
+    for (const { name } of tables) {
+      const row = await r.sql.get<{ text: string | null }>(`SELECT string_agg(t::text, E'\\n') AS text FROM "${name}" t`);
+      parts.push(row?.text ?? '');
+    }
+    return Buffer.from(parts.join('\n'));
+  });
+}
 
 describe('keystores and enclaves as sros2 makes them', () => {
   let ctx: TestContext;
@@ -24,9 +48,9 @@ describe('keystores and enclaves as sros2 makes them', () => {
     work = path.join(ctx.dir, 'work');
     fs.mkdirSync(work);
   });
-  after(() => {
+  after(async () => {
     ctx.services.bundles.close();
-    ctx.close();
+    await ctx.close();
   });
 
   const exportTo = async (ks: string, dir: string, priv = false) => {
@@ -206,7 +230,7 @@ describe('keystores and enclaves as sros2 makes them', () => {
     const rev = await request(ctx.app).post('/v1/keystores/site_a/enclaves/rev/bad/revoke').set(bearer(admin));
     assert.equal(rev.status, 200);
     assert.equal(rev.body.status, 'revoked');
-    const crl = ctx.services.keystores.repo.get('site_a')!.crl_pem!;
+    const crl = (await keystoreRow(ctx, 'site_a')).crl_pem!;
     const ca = (await request(ctx.app).get('/v1/keystores/site_a').set(bearer(admin))).body.identityCa.certificate;
     const dir = path.join(work, 'crl');
     fs.mkdirSync(dir);
@@ -273,14 +297,13 @@ describe('keystores and enclaves as sros2 makes them', () => {
     assert.match(details, /talker_listener\/listener/);
     assert.ok(res.body.error.details.length >= 2);
     assert.equal((await request(ctx.app).get('/v1/keystores/tampered').set(bearer(admin))).status, 404);
-    assert.equal(ctx.db.prepare("SELECT count(*) FROM enclaves WHERE keystore = 'tampered'").pluck().get(), 0);
+    assert.equal(await count(ctx, "SELECT count(*) AS n FROM enclaves WHERE keystore = 'tampered'"), 0);
     const notGzip = await request(ctx.app).post('/v1/keystores/junk/import').set(bearer(admin)).type('application/gzip').send(Buffer.from('not an archive'));
     assert.equal(notGzip.status, 422);
   });
 
-  test('the SQLite file holds no private key in clear', async () => {
-    ctx.db.pragma('wal_checkpoint(TRUNCATE)');
-    const bytes = Buffer.concat([fs.readFileSync(path.join(ctx.dir, 'enclaves.db')), fs.existsSync(path.join(ctx.dir, 'enclaves.db-wal')) ? fs.readFileSync(path.join(ctx.dir, 'enclaves.db-wal')) : Buffer.alloc(0)]);
+  test('the store holds no private key in clear', async () => {
+    const bytes = await storedBytes(ctx);
     assert.equal(bytes.includes('PRIVATE KEY'), false);
     // The raw key bytes (the base64 body and the DER) of keys we know were issued are nowhere in the file.
     const { root } = await exportTo('site_a', path.join(work, 'grep'));
@@ -315,11 +338,10 @@ describe('concurrent batches', () => {
         request(ctx.app).post('/v1/keystores/race/enclaves:batch').set(bearer(admin)).send({ paths: [...paths.slice(200), '/race/extra'] }),
       ]);
       assert.deepEqual([a.status, b.status].sort(), [201, 409]);
-      const count = ctx.db.prepare("SELECT count(*) FROM enclaves WHERE keystore = 'race'").pluck().get() as number;
-      assert.equal(count, a.status === 201 ? 400 : 201);
+      assert.equal(await count(ctx, "SELECT count(*) AS n FROM enclaves WHERE keystore = 'race'"), a.status === 201 ? 400 : 201);
     } finally {
       ctx.services.bundles.close();
-      ctx.close();
+      await ctx.close();
     }
   });
 });
@@ -347,7 +369,7 @@ describe('imported CRLs', () => {
       const withKey = execFileSync('tar', ['-czf', '-', '-C', dir, 'keystore']);
       const imported = await request(ctx.app).post('/v1/keystores/withkey/import').set(bearer(admin)).type('application/gzip').send(withKey);
       assert.equal(imported.status, 201, JSON.stringify(imported.body));
-      const stored = ctx.services.keystores.repo.get('withkey')!.crl_pem!;
+      const stored = (await keystoreRow(ctx, 'withkey')).crl_pem!;
       const read = readCrl(stored, caCert);
       assert.deepEqual([...read.revokedSerials], [gone]);
       assert.equal(read.nextUpdate?.toISOString(), inspectCertificate(caCert).notAfter.toISOString());
@@ -358,7 +380,7 @@ describe('imported CRLs', () => {
       assert.match(refused.body.error.message, /crl\.pem expires/);
     } finally {
       ctx.services.bundles.close();
-      ctx.close();
+      await ctx.close();
     }
   });
 });
@@ -372,7 +394,7 @@ describe('concurrent keystore creation', () => {
       assert.deepEqual(results.map((r) => r.status).sort(), [201, 409, 409, 409, 409]);
     } finally {
       ctx.services.bundles.close();
-      ctx.close();
+      await ctx.close();
     }
   });
 });
@@ -386,16 +408,16 @@ describe('rotation after a suspected leak', () => {
       await request(ctx.app).post('/v1/keystores').set(bearer(admin)).send({ name: 'k' }).expect(201);
       const first = (await request(ctx.app).post('/v1/keystores/k/enclaves').set(bearer(admin)).send({ path: '/a' })).body.serial;
       const second = (await request(ctx.app).post('/v1/keystores/k/enclaves/a/rotate').set(bearer(admin)).send({})).body.serial;
-      assert.equal(ctx.services.keystores.repo.get('k')!.crl_pem, null);
+      assert.equal((await keystoreRow(ctx, 'k')).crl_pem, null);
       const third = (await request(ctx.app).post('/v1/keystores/k/enclaves/a/rotate').set(bearer(admin)).send({ revokePrevious: true })).body;
       assert.equal(third.status, 'active');
-      const ks = ctx.services.keystores.repo.get('k')!;
+      const ks = await keystoreRow(ctx, 'k');
       const revoked = readCrl(ks.crl_pem!, ks.identity_ca_cert).revokedSerials;
       assert.deepEqual([...revoked], [second]);
       assert.ok(!revoked.has(first) && !revoked.has(third.serial));
     } finally {
       ctx.services.bundles.close();
-      ctx.close();
+      await ctx.close();
     }
   });
 });
@@ -419,14 +441,14 @@ describe('re-issuing a revoked enclave', () => {
       const fresh = await request(ctx.app).post('/v1/keystores/k/enclaves/cam/rotate').set(admin).send({}).expect(200);
       assert.equal(fresh.body.status, 'active');
       assert.notEqual(fresh.body.serial, old.serial);
-      const ks = ctx.services.keystores.repo.get('k')!;
+      const ks = await keystoreRow(ctx, 'k');
       const revoked = readCrl(ks.crl_pem!, ks.identity_ca_cert).revokedSerials;
       assert.ok(revoked.has(old.serial) && !revoked.has(fresh.body.serial));
       const audit = await request(ctx.app).get('/v1/audit?action=enclave.reissue').set(admin);
       assert.equal(audit.body.entries.length, 1);
     } finally {
       ctx.services.bundles.close();
-      ctx.close();
+      await ctx.close();
     }
   });
 });

@@ -23,9 +23,9 @@ describe('member limits around robots', () => {
     await request(ctx.app).post('/v1/grants').set(a).send({ user: 'dev', keystore: 'ks', pattern: '/**', capabilities: ['read', 'bind'], robotSelector: { site: 'a' } }).expect(201);
     member = await ctx.login('dev', 'dev-password-long');
   });
-  after(() => {
+  after(async () => {
     ctx.services.bundles.close();
-    ctx.close();
+    await ctx.close();
   });
 
   test('a member cannot remove bindings outside their robot selector, and can remove their own', async () => {

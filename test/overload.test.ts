@@ -78,10 +78,10 @@ describe('overload: new robot work is shed early while the event loop is saturat
       key = deviceKey();
       await request(ctx.app).post('/v1/enroll').send({ token: t.body.token, publicKey: key.publicKeyPem }).expect(201);
     });
-    after(() => {
+    after(async () => {
       ctx.services.bundles.close();
       ctx.services.load.close();
-      ctx.close();
+      await ctx.close();
     });
 
     test('a robot login takes the fast path and answers like the general stack: headers, refusals, bad bodies', async () => {

@@ -74,9 +74,9 @@ describe('a member signs only inside their grant', () => {
     bounded = bearer(await ctx.login('acme', 'acme-password-123'));
     unbounded = bearer(await ctx.login('loose', 'loose-password-123'));
   });
-  after(() => {
+  after(async () => {
     ctx.services.bundles.close();
-    ctx.close();
+    await ctx.close();
   });
 
   const topicsOf = async (path: string) => {

@@ -49,12 +49,12 @@ describe('XML limits: every shape of policy is answered quickly, DOCTYPE is refu
     admin = await ctx.adminToken();
     await request(ctx.app).post('/v1/keystores').set(bearer(admin)).send({ name: 'ks' }).expect(201);
     await request(ctx.app).post('/v1/keystores/ks/enclaves').set(bearer(admin)).send({ path: '/a' }).expect(201);
-    governanceBefore = ctx.services.keystores.repo.get('ks')!.governance_xml;
+    governanceBefore = (await ctx.store.read((r) => r.keystores.get('ks')))!.governance_xml;
   });
   after(async () => {
     ctx.services.bundles.close();
     await ctx.services.sandbox.close();
-    ctx.close();
+    await ctx.close();
   });
 
   const createWithArchive = async (files: Record<string, string>) => {
@@ -229,7 +229,7 @@ describe('XML limits: every shape of policy is answered quickly, DOCTYPE is refu
     }
 
     test('the governance of ks is still the one it had (nothing was signed)', async () => {
-      assert.equal(ctx.services.keystores.repo.get('ks')!.governance_xml, governanceBefore);
+      assert.equal((await ctx.store.read((r) => r.keystores.get('ks')))!.governance_xml, governanceBefore);
     });
 
     test('the list covers every XML-taking route of the API', () => {

@@ -116,9 +116,8 @@ describe('two replicas on one PostgreSQL database', { skip, timeout: 240_000 }, 
       const robot = `race-${round}`;
       await adminA.createRobot(robot);
       const token = await adminA.enrollmentToken(robot);
-      const [ra, rb] = await Promise.all(
-        [a, b].map((s) => call(s, 'POST', '/v1/enroll', { json: { token, publicKey: deviceKey().publicKeyPem } })),
-      );
+      const enrollOn = (s: RealServer) => call(s, 'POST', '/v1/enroll', { json: { token, publicKey: deviceKey().publicKeyPem } });
+      const [ra, rb] = await Promise.all([enrollOn(a), enrollOn(b)]);
       assert.deepEqual([ra.status, rb.status].sort(), [201, 401], `${ra.status} ${rb.status}`);
     }
   });

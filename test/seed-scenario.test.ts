@@ -52,9 +52,9 @@ describe('seed scenario: admin, third-party developer, robots', () => {
     await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'r2', labels: {} }).expect(201);
     acme = await ctx.login('acme', 'acme-developer-pw');
   });
-  after(() => {
+  after(async () => {
     ctx.services.bundles.close();
-    ctx.close();
+    await ctx.close();
   });
 
   test('acme lists and sees only the camera enclave', async () => {

@@ -16,8 +16,10 @@ export class AuthService {
   async login(username: string, password: string, ip: string): Promise<IssuedToken> {
     // Charged as a failure before the (slow) hash and refunded on success: otherwise many guesses sent at
     // once would all pass the check before any of them is counted.
-    this.throttle.begin(ip, username);
-    const user = await this.store.read((r) => r.users.get(username));
+    const user = await this.store.tx(async (r) => {
+      await this.throttle.begin(r, ip, username);
+      return r.users.get(username);
+    });
     const ok = await verifyPassword(password, user?.passwordHash ?? (await decoyHash()));
     if (!user || !ok) {
       await this.audit.recordAlone({
@@ -31,8 +33,10 @@ export class AuthService {
       // Same answer for unknown user and wrong password.
       throw new Unauthorized('invalid username or password', 'invalid-credentials');
     }
-    this.throttle.succeed(ip, username);
-    await this.audit.recordAlone({ actor: user.name, actorKind: 'user', action: 'auth.login', details: { ip } });
+    await this.store.tx(async (r) => {
+      await this.throttle.succeed(r, ip, username);
+      await this.audit.record(r, { actor: user.name, actorKind: 'user', action: 'auth.login', details: { ip } });
+    });
     return this.tokens.issue({ kind: 'user', name: user.name, role: user.role }, userTokenVersion(user));
   }
 }

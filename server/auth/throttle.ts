@@ -1,3 +1,4 @@
+import type { Repos } from '../store/store.js';
 import { TooManyRequests } from '../errors.js';
 
 export interface LoginThrottleOptions {
@@ -34,6 +35,9 @@ interface Bucket {
   at: number;
 }
 
+/** Expired limiter rows mean nothing (ThrottleRepo.get skips them); every this many writes they are deleted. */
+const SWEEP_EVERY = 1024;
+
 /**
  * Slows password guessing without letting anyone lock a user out. Failures are keyed on (user name as typed,
  * client address): after a few, each next attempt of that pair has to wait, the wait doubling up to a minute,
@@ -43,11 +47,12 @@ interface Bucket {
  * sharing that address waits at most a moment, never minutes. Answers are 429 with Retry-After.
  *
  * Attempts are charged before the (slow) hash and refunded on success, so concurrent guesses cannot slip past
- * the check. In memory: one server process holds the state.
+ * the check. The state is in the database (`throttles`), read and written in the caller's unit of work: every
+ * replica behind a balancer counts against the same allowance, and write transactions run one at a time, so
+ * guesses sent to several replicas at once are counted one by one too.
  */
 export class LoginThrottle {
-  private readonly pairs = new Map<string, PairState>();
-  private readonly buckets = new Map<string, Bucket>();
+  private writes = 0;
 
   constructor(
     private readonly now: () => number = Date.now,
@@ -55,61 +60,62 @@ export class LoginThrottle {
   ) {}
 
   /** Throws 429 when this attempt must wait; otherwise charges it as a failure until `succeed`. */
-  begin(ip: string, user: string): void {
+  async begin(r: Repos, ip: string, user: string): Promise<void> {
     const t = this.now();
-    const bucket = this.refill(ip, t);
+    const bucket = this.refill(await r.throttles.get<Bucket>(addressKey(ip), t), t);
     if (bucket.tokens < 1) {
       throw new TooManyRequests('too many login attempts from this address, slow down', Math.ceil((1 - bucket.tokens) / this.opts.perAddressRate));
     }
     const key = pairKey(user, ip);
-    const pair = this.pairs.get(key);
-    if (pair && t - pair.lastFailure > this.opts.forgetAfterMs) this.pairs.delete(key);
-    else if (pair && pair.notBefore > t) {
+    // A pair forgotten (`forgetAfterMs` after its last failure) has expired: `get` does not return it.
+    const pair = await r.throttles.get<PairState>(key, t);
+    if (pair && pair.notBefore > t) {
       throw new TooManyRequests('too many failed logins for this user from this address, try again later', Math.ceil((pair.notBefore - t) / 1000));
     }
     bucket.tokens -= 1;
-    this.fail(key, t);
-    if (this.pairs.size > 100_000) this.sweep(t);
+    // Until it is full again; a bucket not found is a full one.
+    await r.throttles.put(addressKey(ip), bucket, t + ((this.opts.perAddressBurst - bucket.tokens) / this.opts.perAddressRate) * 1000);
+    const failed = this.fail(pair, t);
+    await r.throttles.put(key, failed, failed.lastFailure + this.opts.forgetAfterMs + 1);
+    if (++this.writes % SWEEP_EVERY === 0) await r.throttles.sweep(t);
   }
 
   /** The password was right: the pair starts over. */
-  succeed(ip: string, user: string): void {
-    this.pairs.delete(pairKey(user, ip));
+  async succeed(r: Repos, ip: string, user: string): Promise<void> {
+    await r.throttles.delete(pairKey(user, ip));
   }
 
-  private fail(key: string, t: number): void {
-    const p = this.pairs.get(key) ?? { failures: 0, notBefore: 0, lastFailure: t };
+  private fail(pair: PairState | undefined, t: number): PairState {
+    const p = pair ?? { failures: 0, notBefore: 0, lastFailure: t };
     p.failures++;
     p.lastFailure = t;
     const over = p.failures - this.opts.freeFailures;
     if (over >= 0) p.notBefore = t + Math.min(this.opts.maxDelayMs, this.opts.baseDelayMs * 2 ** Math.min(over, 30));
-    this.pairs.set(key, p);
+    return p;
   }
 
-  private refill(ip: string, t: number): Bucket {
-    const b = this.buckets.get(ip) ?? { tokens: this.opts.perAddressBurst, at: t };
+  private refill(found: Bucket | undefined, t: number): Bucket {
+    const b = found ?? { tokens: this.opts.perAddressBurst, at: t };
     b.tokens = Math.min(this.opts.perAddressBurst, b.tokens + ((t - b.at) / 1000) * this.opts.perAddressRate);
     b.at = t;
-    this.buckets.set(ip, b);
     return b;
-  }
-
-  private sweep(t: number): void {
-    for (const [k, p] of this.pairs) if (t - p.lastFailure > this.opts.forgetAfterMs) this.pairs.delete(k);
-    for (const [k, b] of this.buckets) if (b.tokens + ((t - b.at) / 1000) * this.opts.perAddressRate >= this.opts.perAddressBurst) this.buckets.delete(k);
   }
 }
 
-const pairKey = (user: string, ip: string) => `${user}\0${ip}`;
+// JSON keys: a user name is typed by anyone and may hold any character (PostgreSQL text holds no NUL).
+const pairKey = (user: string, ip: string) => JSON.stringify(['login-pair', user, ip]);
+const addressKey = (ip: string) => JSON.stringify(['login-address', ip]);
 
 /**
  * Counts failed unauthenticated attempts (enrollments, robot logins) per client address in fixed windows.
  * It is consulted only after a credential failed: a valid token or assertion is never refused by it, so a
  * fleet behind one NAT address (or a TLS proxy) cannot be locked out by one attacker sharing it. Past the
  * limit, failures are answered 429 and no longer audited one by one, so they cannot grow the log without bound.
+ * Like the login throttle, the counts are in the database, in the caller's unit of work: one allowance for
+ * all replicas.
  */
 export class FailureWindow {
-  private readonly windows = new Map<string, { failures: number; resetAt: number }>();
+  private writes = 0;
 
   constructor(
     private readonly max: number,
@@ -118,15 +124,14 @@ export class FailureWindow {
   ) {}
 
   /** Counts one failure; returns the seconds to wait when the address is over its limit, else 0. */
-  fail(ip: string): number {
+  async fail(r: Repos, ip: string): Promise<number> {
     const t = this.now();
-    let w = this.windows.get(ip);
-    if (!w || w.resetAt <= t) {
-      w = { failures: 0, resetAt: t + this.windowMs };
-      this.windows.set(ip, w);
-    }
+    const key = JSON.stringify(['failures', ip]);
+    // A window that has ended has expired: `get` does not return it.
+    const w = (await r.throttles.get<{ failures: number; resetAt: number }>(key, t)) ?? { failures: 0, resetAt: t + this.windowMs };
     w.failures++;
-    if (this.windows.size > 100_000) for (const [k, v] of this.windows) if (v.resetAt <= t) this.windows.delete(k);
+    await r.throttles.put(key, w, w.resetAt);
+    if (++this.writes % SWEEP_EVERY === 0) await r.throttles.sweep(t);
     return w.failures > this.max ? Math.ceil((w.resetAt - t) / 1000) : 0;
   }
 }

@@ -67,17 +67,15 @@ const serialIn = (serial: string) => serial.replace(/:/g, '').toUpperCase();
 const SERIAL_BYTES = 16;
 const HOUR_MS = 3_600_000;
 
-interface Signed {
-  /** As stored: upper-case hex. */
-  serial: string;
-  certificate: string;
-  validity: { notBefore: Date; notAfter: Date };
-}
-
 interface Bucket {
   tokens: number;
   at: number;
 }
+
+/** The limiter row of one robot and enclave (in `throttles`, shared with the login limits). */
+const bucketKey = (robot: string, keystore: string, enclave: string) => JSON.stringify(['identity', robot, keystore, enclave]);
+/** Limiter rows past their end mean nothing (ThrottleRepo.get skips them); every this many charges they are deleted. */
+const SWEEP_EVERY = 1024;
 
 /**
  * Per-robot enclave identities: a robot proves it holds a fresh P-256 key (a PKCS#10 signed by it) and gets a
@@ -86,8 +84,12 @@ interface Bucket {
  * robot keeps its certificate, byte for byte.
  */
 export class IdentitiesService {
-  /** Token buckets per robot and enclave, in memory (each server process holds its own). */
-  private readonly buckets = new Map<string, Bucket>();
+  /**
+   * Token buckets per robot and enclave are in the database (`throttles`): a robot in a restart loop gets one
+   * budget whichever replica it reaches. Checked before the work (a refused request costs nothing), charged
+   * and checked again in the unit of work that records the certificate, so requests at once cannot all pass.
+   */
+  private charges = 0;
 
   constructor(
     private readonly store: Store,
@@ -131,49 +133,17 @@ export class IdentitiesService {
 
   async issue(robot: RobotPrincipal, input: IssueInput): Promise<IssuedIdentity> {
     const { keystore, enclave } = input;
-    const { ks, row } = await this.store.read((r) => this.target(r, robot.name, keystore, enclave));
-    const bucketKey = `${robot.name}\0${keystore}\0${enclave}`;
+    const key = bucketKey(robot.name, keystore, enclave);
     const nowMs = this.now().getTime();
-    const bucket = this.refill(bucketKey, nowMs);
-    if (bucket.tokens < 1) {
-      const waitMs = ((1 - bucket.tokens) * HOUR_MS) / this.opts.perHour;
-      throw new TooManyRequests(`too many identities requested for ${keystore}:${enclave}: try again later`, Math.max(1, Math.ceil(waitMs / 1000)));
-    }
+    const { ks, row, bucket } = await this.store.read(async (r) => ({
+      ...(await this.target(r, robot.name, keystore, enclave)),
+      bucket: this.refill(await r.throttles.get<Bucket>(key, nowMs), nowMs),
+    }));
+    this.requireToken(bucket, keystore, enclave);
     if (new Date(row.not_after).getTime() <= nowMs) {
       throw new Conflict(`enclave ${keystore}:${enclave} has expired: an administrator must rotate it`, 'enclave-expired');
     }
     const csr = readCsr(input.csr);
-    // The token is taken before the first wait, so requests of one robot at once cannot all pass the check
-    // above; it is given back if no certificate comes of it.
-    bucket.tokens -= 1;
-    let signed: Signed;
-    try {
-      signed = await this.sign(robot, input, ks, row, csr, nowMs);
-    } catch (err) {
-      bucket.tokens = Math.min(this.opts.burst, bucket.tokens + 1);
-      throw err;
-    }
-    const { serial, certificate, validity } = signed;
-    const notAfter = validity.notAfter.toISOString();
-    // After the unit of work: the bundle cache heard the change before `tx` returned.
-    const issued: IssuedIdentity = { keystore, enclave, serial: serialOut(serial), notAfter, certificate, revision: await this.revisionOf(robot.name) };
-    if (this.opts.validityDays > 0 && notAfter !== row.not_after) {
-      // Two thirds into its life; a certificate that ends with its enclave is not renewed (rotation replaces it).
-      const from = validity.notBefore.getTime();
-      issued.renewAfter = new Date(from + ((validity.notAfter.getTime() - from) * 2) / 3).toISOString();
-    }
-    return issued;
-  }
-
-  /** The certificate for the CSR's key, signed and recorded (with the audit entry and the change) in one unit of work. */
-  private async sign(
-    robot: RobotPrincipal,
-    { keystore, enclave }: IssueInput,
-    ks: KeystoreRow,
-    row: EnclaveRow,
-    csr: ReturnType<typeof readCsr>,
-    nowMs: number,
-  ): Promise<Signed> {
     if (await this.store.read((r) => r.identities.seen(csr.spkiSha256))) throw keyReused();
     const signer = this.keystores.signingKeystore(ks);
     const validity = this.validity(ks, row, nowMs);
@@ -200,6 +170,7 @@ export class IdentitiesService {
       if (now.ks.identity_ca_cert !== ks.identity_ca_cert) throw new Conflict(`enclave ${keystore}:${enclave} changed meanwhile: try again`);
       if ((await r.robots.get(robot.name))?.keyId !== robot.keyId) throw new NotFound(`no enclave ${keystore}:${enclave} bound to this robot`);
       if (!(await r.identities.see(csr.spkiSha256, at))) throw keyReused();
+      await this.charge(r, key, keystore, enclave);
       const old = await r.identities.liveOf(robot.name, keystore, enclave);
       for (const o of old) {
         if (this.opts.reissue === 'revoke') {
@@ -228,18 +199,39 @@ export class IdentitiesService {
       // Only this robot's bundle changes now (its cert.pem); the CRL listing the previous serial follows in a batch.
       await r.publish({ kind: 'robot', robot: robot.name });
     });
-    return { serial, certificate, validity };
+    // After the unit of work: the bundle cache heard the change before `tx` returned.
+    const issued: IssuedIdentity = { keystore, enclave, serial: serialOut(serial), notAfter, certificate, revision: await this.revisionOf(robot.name) };
+    if (this.opts.validityDays > 0 && notAfter !== row.not_after) {
+      // Two thirds into its life; a certificate that ends with its enclave is not renewed (rotation replaces it).
+      const from = validity.notBefore.getTime();
+      issued.renewAfter = new Date(from + ((validity.notAfter.getTime() - from) * 2) / 3).toISOString();
+    }
+    return issued;
   }
 
-  private refill(key: string, t: number): Bucket {
-    const b = this.buckets.get(key) ?? { tokens: this.opts.burst, at: t };
-    b.tokens = Math.min(this.opts.burst, b.tokens + ((t - b.at) / HOUR_MS) * this.opts.perHour);
-    b.at = t;
-    this.buckets.set(key, b);
-    if (this.buckets.size > 200_000) {
-      for (const [k, v] of this.buckets) if (v.tokens + ((t - v.at) / HOUR_MS) * this.opts.perHour >= this.opts.burst) this.buckets.delete(k);
-    }
-    return b;
+  /** `stored` (none: a full bucket) with what has dripped in up to `t`. */
+  private refill(stored: Bucket | undefined, t: number): Bucket {
+    const b = stored ?? { tokens: this.opts.burst, at: t };
+    // Another replica's clock may be a little ahead: time never runs backwards for a bucket.
+    const at = Math.max(b.at, t);
+    return { tokens: Math.min(this.opts.burst, b.tokens + ((at - b.at) / HOUR_MS) * this.opts.perHour), at };
+  }
+
+  private requireToken(bucket: Bucket, keystore: string, enclave: string): void {
+    if (bucket.tokens >= 1) return;
+    const waitMs = ((1 - bucket.tokens) * HOUR_MS) / this.opts.perHour;
+    throw new TooManyRequests(`too many identities requested for ${keystore}:${enclave}: try again later`, Math.max(1, Math.ceil(waitMs / 1000)));
+  }
+
+  /** Inside the unit of work that records the certificate: one token, or 429 if a request at the same time took the last. */
+  private async charge(r: Repos, key: string, keystore: string, enclave: string): Promise<void> {
+    const t = this.now().getTime();
+    const bucket = this.refill(await r.throttles.get<Bucket>(key, t), t);
+    this.requireToken(bucket, keystore, enclave);
+    bucket.tokens -= 1;
+    // Kept until the bucket is full again; a bucket not found is a full one.
+    await r.throttles.put(key, bucket, bucket.at + ((this.opts.burst - bucket.tokens) / this.opts.perHour) * HOUR_MS + 1);
+    if (++this.charges % SWEEP_EVERY === 0) await r.throttles.sweep(t);
   }
 
   private view(r: IdentityRow, nowMs: number): IdentityView {

@@ -289,11 +289,17 @@ export class RobotsService {
     this.deviceKeys.set(key.keyId, key);
   }
 
-  /** A failed unauthenticated attempt: audited, until the address is over its limit (then 429, not audited). */
+  /**
+   * A failed unauthenticated attempt: audited, until the address is over its limit (then 429, not audited). The
+   * count (in the database: one allowance for every replica) and the audit row are one unit of work.
+   */
   private async refuse(action: string, actor: string, ip: string, reason: string, err: Error): Promise<never> {
-    const wait = this.failures.fail(ip);
+    const wait = await this.store.tx(async (r) => {
+      const wait = await this.failures.fail(r, ip);
+      if (wait === 0) await this.audit.record(r, { actor, actorKind: 'anonymous', action, result: 'failure', details: { ip, reason } });
+      return wait;
+    });
     if (wait > 0) throw new TooManyRequests('too many failed attempts from this address, try again later', wait);
-    await this.audit.recordAlone({ actor, actorKind: 'anonymous', action, result: 'failure', details: { ip, reason } });
     throw err;
   }
 
