@@ -270,10 +270,12 @@ if [ "$idle" -ge 58 ] && [ -z "$lerr" ] && ! grep -q 'server unreachable or fail
 else bad "long poll: last contact ${idle}s after ready, last error '$lerr': $(grep 'unreachable' "$AGENT_LOG" | tail -2)"; fi
 
 # ----------------------------------------------------------- stop the replica holding the agent's poll
-holder() {   # the replica with an open connection (the agent's long poll) in HAProxy's ready backend
-  lb_stats | awk '$1 ~ /^ready\// && $3 > 0 { sub("ready/", "", $1); print $1 }' | head -1
+holder() {   # the replica(s) with an open connection in HAProxy's ready backend: the agent is the only client now
+  lb_stats | awk '$1 ~ /^ready\// && $3 > 0 { sub("ready/", "", $1); print $1 }' | tr '\n' ' ' | sed 's/ $//'
 }
 HOLDER=$(holder)
+[[ $HOLDER == *" "* ]] && log "both replicas hold a connection of the agent ($HOLDER): stopping the first"
+HOLDER=${HOLDER%% *}
 case "$HOLDER" in server-a) OTHER=server-b ;; server-b) OTHER=server-a ;; *) OTHER=; bad "no replica holds the agent's poll: $(lb_stats | tr '\n' ';')"; HOLDER=server-a; OTHER=server-b ;; esac
 lines_before=$(wc -l < "$AGENT_LOG")
 probe() {   # SECONDS: GET /health through the balancer every 0.2 s; prints "ok failed"
