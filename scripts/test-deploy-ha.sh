@@ -177,15 +177,16 @@ wait_for 30 lb_up && ok "HAProxy: both replicas UP in its checks (TLS verified a
 
 # --------------------------------------------------------------------------------- on PostgreSQL
 compose logs --no-color server-a server-b > "$LOGDIR/servers-1.log" 2>&1
-on_pg=$(grep -c '"store":"postgres"' "$LOGDIR/servers-1.log")
+on_pg=$(grep '"store":"postgres"' "$LOGDIR/servers-1.log" | cut -d' ' -f1 | sort -u | wc -l)
+restarts=$(docker inspect -f '{{.RestartCount}}' "$(cid server-a)" "$(cid server-b)" | tr '\n' ' ')
 migrated=$(grep -c '"msg":"applied migrations"' "$LOGDIR/servers-1.log")
 files=$(find migrations/postgres -name '*.sql' | wc -l)
 rows=$(psql_db 'SELECT count(*) FROM schema_migrations')
 users=$(psql_db 'SELECT count(*) FROM users')
 data=$(docker exec "$(cid server-a)" ls -A /data 2> /dev/null | tr '\n' ' ')
-[ "$on_pg" = 2 ] && [ "$migrated" = 1 ] && [ "$rows" = "$files" ] && [ "$users" = 1 ] && [ -z "$data" ] &&
-  ok "both replicas opened PostgreSQL (db:5432/enclave); migrations applied once ($rows of $files in schema_migrations), one admin created, nothing in server-a's /data" ||
-  bad "store: $on_pg replica(s) on postgres, $migrated applied migrations, schema_migrations $rows of $files, users $users, /data '$data'"
+[ "$on_pg" = 2 ] && [ "$migrated" = 1 ] && [ "$rows" = "$files" ] && [ "$users" = 1 ] && [ -z "$data" ] && [ "$restarts" = "0 0 " ] &&
+  ok "both replicas started together on PostgreSQL (db:5432/enclave), none restarted: migrations applied once ($rows of $files in schema_migrations), one admin created, nothing in server-a's /data" ||
+  bad "store: $on_pg replica(s) on postgres, restarts '$restarts', $migrated applied migrations, schema_migrations $rows of $files, users $users, /data '$data'"
 
 # ------------------------------------------------------------------------------------------- API
 TOKEN=
@@ -234,7 +235,7 @@ else bad "robot $st1, binding $st2, token $st3; enroll: $(tail -3 "$LOGDIR/enrol
 AGENT_PID=$!
 agent_has() { [ -f "$AGENT_RUN/$KS/enclaves$1/key.pem" ]; }
 agent_json() { "${AGENT[@]}" status --runtime-dir "$AGENT_RUN" --json 2> /dev/null; }
-agent_field() { agent_json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{const v=JSON.parse(s)[process.argv[1]];console.log(v==null?"":v)}catch{console.log("")}})' "$1"; }
+agent_field() { agent_json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{const v=JSON.parse(s)[process.argv[1]];console.log(v==null?"":typeof v==="object"?JSON.stringify(v):v)}catch{console.log("")}})' "$1"; }
 t=$(now)
 if wait_for 60 agent_has "$ENCLAVE" && wait_for 10 eval 'grep -q "ready:" "$AGENT_LOG"'; then
   T_READY=$(date +%s)

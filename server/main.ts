@@ -21,7 +21,8 @@ import { DEFAULT_OVERLOAD } from './http/overload.js';
 
 /**
  * Creates the first administrator when the database has no user at all. Replicas starting together on one
- * PostgreSQL may both find none: the second insert is a UniqueViolation, and the other replica's admin stands.
+ * PostgreSQL may both find none here: createFirstAdmin checks again inside its unit of work, so one creates the
+ * administrator and the others start without one of their own.
  */
 async function ensureFirstAdmin(store: Store, services: Services, config: ServerConfig, logger: Logger): Promise<void> {
   if ((await store.read((r) => r.users.count())) > 0) return;
@@ -40,12 +41,7 @@ async function ensureFirstAdmin(store: Store, services: Services, config: Server
     // The path, never the password.
     logger.info({ user: config.adminUser, passwordFile: file }, 'created first administrator; password is in passwordFile');
   }
-  try {
-    await services.users.create(null, { name: config.adminUser, password, role: 'admin' });
-  } catch (err) {
-    if (err instanceof UniqueViolation) return;
-    throw err;
-  }
+  if (!(await services.users.createFirstAdmin(config.adminUser, password))) return;
   if (config.adminPassword !== undefined) logger.info({ user: config.adminUser }, 'created first administrator from ENCLAVE_ADMIN_PASSWORD');
 }
 
