@@ -1,6 +1,13 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import express from 'express';
+import request from 'supertest';
 import { decide, patternMatches, patternProblem, type Action, type Grant, type Subject } from '../server/acl/acl.js';
+import { Guards } from '../server/acl/guard.js';
+import type { Principal } from '../server/auth/principal.js';
+import { createLogger } from '../server/logger.js';
+import { errorHandler } from '../server/http/error-handler.js';
+import { StoreUnavailable } from '../server/store/errors.js';
 
 const admin: Subject = { name: 'root', role: 'admin' };
 const acme: Subject = { name: 'acme', role: 'member' };
@@ -83,5 +90,41 @@ describe('patterns', () => {
   test('/** matches every enclave but not "/"', () => {
     assert.equal(patternMatches('/**', '/a/b'), true);
     assert.equal(patternMatches('/**', '/'), false);
+  });
+});
+
+describe('guards', () => {
+  /** One guarded route behind a stand-in for authentication that signs the request in as `principal`. */
+  const appWith = (grantsOf: (user: string) => Promise<readonly Grant[]>, principal: Principal) => {
+    const guards = new Guards(grantsOf);
+    const app = express();
+    app.use((req, _res, next) => {
+      req.principal = principal;
+      next();
+    });
+    app.get('/x/:keystore/*', guards.enclave('read', (req) => ({ keystore: req.params.keystore!, enclaves: [`/${req.params[0]}`] })), (_req, res) => {
+      res.json({ ok: true });
+    });
+    app.use(errorHandler(createLogger('silent')));
+    return app;
+  };
+  const member: Principal = { kind: 'user', name: 'acme', role: 'member' };
+
+  test('a member is decided on the grants read for them', async () => {
+    const app = appWith(async (user) => (user === 'acme' ? [g('g1', '/a/**', ['read'])] : []), member);
+    assert.equal((await request(app).get('/x/X/a/b')).status, 200);
+    assert.equal((await request(app).get('/x/X/b/c')).status, 404);
+  });
+
+  test('grants that cannot be read answer 503, not a refusal and not a crash', async () => {
+    const app = appWith(() => Promise.reject(new StoreUnavailable('database unavailable')), member);
+    const res = await request(app).get('/x/X/a/b');
+    assert.equal(res.status, 503);
+    assert.equal(res.body.error.code, 'database-unavailable');
+  });
+
+  test('an admin needs no grants read', async () => {
+    const app = appWith(() => Promise.reject(new Error('not asked for an admin')), { kind: 'user', name: 'root', role: 'admin' });
+    assert.equal((await request(app).get('/x/X/b/c')).status, 200);
   });
 });

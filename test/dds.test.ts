@@ -19,6 +19,8 @@ describe('enclaves work with a real DDS-Security peer', { skip: ddsUnavailable()
 
   before(async () => {
     ctx = await makeTestApp();
+    // As the server does at start: the policy's time limit must not be spent loading the sandbox's workers.
+    await ctx.services.sandbox.warm();
     admin = await ctx.adminToken();
     const a = bearer(admin);
     await request(ctx.app).post('/v1/keystores').set(a).send({ name: 'alpha' }).expect(201);
@@ -52,6 +54,7 @@ describe('enclaves work with a real DDS-Security peer', { skip: ddsUnavailable()
   });
   after(async () => {
     ctx.services.bundles.close();
+    await ctx.services.sandbox.close();
     await ctx.close();
   });
 

@@ -154,13 +154,28 @@ describe('robot enrollment', () => {
     assert.equal((await request(ctx.app).post('/v1/enroll').send({ token: t.token, publicKey: deviceKey().publicKeyPem })).status, 201);
   });
 
-  test('unauthenticated failures are limited per address, and never block a valid credential', async () => {
-    const limited = await makeTestApp();
+  /** A fresh app of its own, closed after `fn`: each counts failures per address from zero. */
+  const withOwnApp = async (fn: (c: TestContext) => Promise<void>) => {
+    const own = await makeTestApp();
     try {
-      const a = bearer(await limited.adminToken());
-      await request(limited.app).post('/v1/robots').set(a).send({ name: 'behind-nat', labels: {} }).expect(201);
-      const good = (await request(limited.app).post('/v1/robots/behind-nat/enrollment-tokens').set(a).send({}).expect(201)).body.token;
-      limited.secrets.add(good);
+      await fn(own);
+    } finally {
+      own.services.bundles.close();
+      await own.close();
+    }
+  };
+  /** A new robot in `c` and an enrollment token for it. */
+  const robotWithToken = async (c: TestContext, name: string): Promise<string> => {
+    const a = bearer(await c.adminToken());
+    await request(c.app).post('/v1/robots').set(a).send({ name, labels: {} }).expect(201);
+    const t = (await request(c.app).post(`/v1/robots/${name}/enrollment-tokens`).set(a).send({}).expect(201)).body.token as string;
+    c.secrets.add(t);
+    return t;
+  };
+
+  test('unauthenticated failures are limited per address, and never block a valid credential', () =>
+    withOwnApp(async (limited) => {
+      const good = await robotWithToken(limited, 'behind-nat');
       const statuses: number[] = [];
       for (let i = 0; i < 102; i++) {
         statuses.push((await request(limited.app).post('/v1/enroll').send({ token: `et_${'x'.repeat(20)}${i}`, publicKey: deviceKey().publicKeyPem })).status);
@@ -176,11 +191,27 @@ describe('robot enrollment', () => {
       const ok = await request(limited.app).post('/v1/auth/robot').send({ assertion: assertion('behind-nat', key) });
       assert.equal(ok.status, 200);
       limited.secrets.add(ok.body.token);
-    } finally {
-      limited.services.bundles.close();
-      await limited.close();
-    }
-  });
+    }));
+
+  // Its own app: the failures of the tests above count against this address's allowance.
+  test('one assertion sent twenty times at once: one login, nineteen replays refused and audited', () =>
+    withOwnApp(async (own) => {
+      const t = await robotWithToken(own, 'replayer');
+      const key = deviceKey();
+      await request(own.app).post('/v1/enroll').send({ token: t, publicKey: key.publicKeyPem }).expect(201);
+      const once = assertion('replayer', key);
+      const results = await Promise.all(Array.from({ length: 20 }, () => request(own.app).post('/v1/auth/robot').send({ assertion: once })));
+      for (const r of results) if (r.status === 200) own.secrets.add(r.body.token);
+      assert.deepEqual(results.map((r) => r.status).sort(), [200, ...Array(19).fill(401)]);
+      const logins = await own.store.read((r) =>
+        r.sql.all<{ result: string; details: string }>("SELECT result, details FROM audit_log WHERE action = 'auth.robot' AND actor = 'replayer' ORDER BY id"),
+      );
+      assert.equal(logins.filter((l) => l.result === 'success').length, 1);
+      const refused = logins.filter((l) => l.result === 'failure');
+      assert.equal(refused.length, 19);
+      assert.ok(refused.every((l) => JSON.parse(l.details).reason === 'replayed jti'));
+      assert.equal(await count(own, "SELECT count(*) AS n FROM used_assertions WHERE robot = 'replayer'"), 1);
+    }));
 
   test('robot reports appear in the inventory', async () => {
     const k = deviceKey();

@@ -10,6 +10,11 @@ import { ConfigError, parseCommandLine } from '../server/config.js';
 import { ctl, describeRun, tempDir, type CtlResult } from './helpers/ctl.js';
 import { pinnedRequest, startServer, type ServerProcess } from './helpers/server-process.js';
 import { ddsPairCheck, ddsUnavailable, openssl, untar, writeEnclave } from './helpers/tools.js';
+import type { Express } from 'express';
+import { buildCsr, newIdentityKey } from '../client/agent/csr.js';
+import { createApp, servicesOf } from '../server/app.js';
+import { createLogger } from '../server/logger.js';
+import { readCrl } from '../server/pki/index.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -562,6 +567,78 @@ describe('per-robot enclave identities', () => {
     const refused = verifyAt(ks.caFile, long2.certificate, crlPem);
     assert.notEqual(refused.status, 0);
     assert.match(refused.out, /certificate revoked/);
+  });
+});
+
+describe('CRL batches on their own: the timer, and a stop in the middle of a batch', () => {
+  /** A per-robot keystore `b` with enclave /e bound to an enrolled robot `r`, re-issued once: one revocation batched. */
+  async function reissued(ctx: TestContext): Promise<{ first: Json; second: Json }> {
+    const a = bearer(await ctx.adminToken());
+    await request(ctx.app).post('/v1/keystores').set(a).send({ name: 'b', identityMode: 'per-robot' }).expect(201);
+    await request(ctx.app).post('/v1/keystores/b/enclaves').set(a).send({ path: '/e' }).expect(201);
+    await request(ctx.app).post('/v1/robots').set(a).send({ name: 'r' }).expect(201);
+    const tk = await request(ctx.app).post('/v1/robots/r/enrollment-tokens').set(a).send({}).expect(201);
+    ctx.secrets.add(tk.body.token);
+    const key = deviceKey();
+    await request(ctx.app).post('/v1/enroll').send({ token: tk.body.token, publicKey: key.publicKeyPem }).expect(201);
+    const t = (await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('r', key) }).expect(200)).body.token as string;
+    ctx.secrets.add(t);
+    await request(ctx.app).post('/v1/bindings').set(a).send({ keystore: 'b', enclave: '/e', robot: 'r' }).expect(201);
+    const issue = async () =>
+      (await request(ctx.app).post('/v1/robot/identity').set(bearer(t)).send({ keystore: 'b', enclave: '/e', csr: buildCsr(newIdentityKey().privateKey, '/e') }).expect(201)).body as Json;
+    const first = await issue();
+    return { first, second: await issue() };
+  }
+  const revokedIn = async (ctx: TestContext): Promise<{ pending: number; serials: string[] }> => {
+    const ks = (await ctx.store.read((r) => r.keystores.get('b')))!;
+    return { pending: ks.crl_pending, serials: ks.crl_pem ? [...readCrl(ks.crl_pem, ks.identity_ca_cert).revokedSerials] : [] };
+  };
+
+  test("the batch timer signs the revocation and tells the keystore's robots", async () => {
+    const ctx = await makeTestApp({ crlBatchMs: 20 });
+    try {
+      // Waited for as an event (the flush publishes the keystore's change), never by sleeping. The batch timer
+      // does not keep a process alive (a server's socket does): the guard, which fails the test, does here.
+      let guard: NodeJS.Timeout | undefined;
+      const signed = new Promise<void>((resolve, reject) => {
+        guard = setTimeout(() => reject(new Error('the batch was not signed within 30 s')), 30_000);
+        const stop = ctx.services.changes.subscribe((c) => {
+          if (c.kind === 'keystore' && c.keystore === 'b') {
+            stop();
+            resolve();
+          }
+        });
+      });
+      const { first, second } = await reissued(ctx);
+      await signed.finally(() => clearTimeout(guard));
+      assert.deepEqual(await revokedIn(ctx), { pending: 0, serials: [first.serial.toUpperCase()] });
+      assert.ok(!(await revokedIn(ctx)).serials.includes(second.serial.toUpperCase()));
+    } finally {
+      await ctx.services.crls.close();
+      ctx.services.bundles.close();
+      await ctx.close();
+    }
+  });
+
+  test('a batch left pending by a stop is signed when the next app starts on the same store', async () => {
+    const ctx = await makeTestApp({ crlBatchMs: 3_600_000 });
+    let next: Express | undefined;
+    try {
+      const { first } = await reissued(ctx);
+      // The stop: no timer will sign it; the mark stays in the database.
+      await ctx.services.crls.close();
+      assert.deepEqual(await revokedIn(ctx), { pending: 1, serials: [] });
+      next = await createApp({ store: ctx.store, logger: createLogger('silent'), sealer: ctx.sealer, jwtSecret: ctx.jwtSecret, options: { crlBatchMs: 3_600_000 } });
+      assert.deepEqual(await revokedIn(ctx), { pending: 0, serials: [first.serial.toUpperCase()] });
+    } finally {
+      if (next) {
+        await servicesOf(next).crls.close();
+        servicesOf(next).bundles.close();
+        await servicesOf(next).sandbox.close();
+      }
+      ctx.services.bundles.close();
+      await ctx.close();
+    }
   });
 });
 

@@ -52,6 +52,9 @@ describe('a member signs only inside their grant', () => {
 
   before(async () => {
     ctx = await makeTestApp();
+    // As the server does at start (main.ts): the policy time limit is for reading policies, not for loading
+    // the sandbox's workers, which on a loaded machine alone can take longer than the limit.
+    await ctx.services.sandbox.warm();
     admin = bearer(await ctx.adminToken());
     await request(ctx.app).post('/v1/keystores').set(admin).send({ name: 'fleet' }).expect(201);
     for (const name of ['acme', 'loose']) {
@@ -76,6 +79,7 @@ describe('a member signs only inside their grant', () => {
   });
   after(async () => {
     ctx.services.bundles.close();
+    await ctx.services.sandbox.close();
     await ctx.close();
   });
 

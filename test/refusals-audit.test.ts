@@ -1,7 +1,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import request from 'supertest';
-import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { AuditService } from '../server/audit/audit.service.js';
+import { RefusalLog } from '../server/audit/refusals.js';
+import { bearer, makeTestApp, makeTestStore, type TestContext } from './helpers/app.js';
 
 interface Entry {
   actor: string;
@@ -93,5 +98,23 @@ describe('refused attempts are audited, and a flood of them is bounded', () => {
     assert.ok(added <= 101, `${added} entries for 300 refusals`);
     assert.ok((await denied()).some((e) => e.action === 'access.denied' && e.details?.reason === 'too-many-refusals'));
     assert.equal((await request(ctx.app).get('/v1/audit/verify').set(admin)).body.ok, true);
+  });
+});
+
+describe('a refusal the database cannot record', () => {
+  test('is reported to the log, never thrown at the request answering it', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-refusals-'));
+    const { store, drop } = await makeTestStore(dir);
+    await store.close();
+    try {
+      const errors: unknown[] = [];
+      const log = new RefusalLog(new AuditService(store), () => 0, { windowMs: 60_000, maxDistinctPerActor: 100 }, (err) => errors.push(err));
+      await log.record('acme', 'user', { capability: 'user:manage', reason: 'admin-only' }, 'GET /v1/users');
+      assert.equal(errors.length, 1);
+      await log.close();
+    } finally {
+      await drop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,7 +1,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import request from 'supertest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { AuditService } from '../server/audit/audit.service.js';
+import { openStore } from '../server/store/open.js';
+import { UsersService } from '../server/users/users.service.js';
 import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
+import { freshDatabase, TEST_STORE, type TestDatabase } from './helpers/postgres.js';
 
 describe('user management', () => {
   let ctx: TestContext;
@@ -81,5 +88,44 @@ describe('user management', () => {
     assert.deepEqual([...actions].sort(), ['user.create', 'user.delete', 'user.update']);
     const refused = await request(ctx.app).get('/v1/audit?action=user.manage&result=denied').set(bearer(admin));
     assert.ok(refused.body.entries.length > 0, "a member's refused user management is audited too");
+  });
+
+  // Last: it may delete the administrator these tests act as.
+  test('the two last administrators deleted at once: exactly one goes', async () => {
+    await request(ctx.app).post('/v1/users').set(bearer(admin)).send({ name: 'ann', password: 'ann-password-123', role: 'admin' }).expect(201);
+    const admins = async () => (await ctx.store.read((r) => r.users.list())).filter((u) => u.role === 'admin').map((u) => u.name);
+    assert.deepEqual(await admins(), ['admin', 'ann']);
+    const statuses = (await Promise.all(['admin', 'ann'].map((name) => request(ctx.app).delete(`/v1/users/${name}`).set(bearer(admin))))).map((r) => r.status);
+    // The other one is refused as the last administrator, or (when the acting admin went first) has lost its token.
+    assert.equal(statuses.filter((s) => s === 204).length, 1, `${statuses}`);
+    assert.ok(statuses.every((s) => s === 204 || s === 409 || s === 401), `${statuses}`);
+    assert.equal((await admins()).length, 1);
+  });
+});
+
+describe('the first administrator', () => {
+  test('two processes starting at once on one empty database create exactly one', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-first-admin-'));
+    let database: TestDatabase | undefined;
+    if (TEST_STORE === 'postgres') database = await freshDatabase('first_admin');
+    const where = database ? { url: database.url, poolSize: 2 } : { sqliteFile: path.join(dir, 'enclaves.db') };
+    // Two stores on one database: two processes (on PostgreSQL, two replicas), each with its own connections.
+    const [a, b] = [(await openStore(where)).store, (await openStore(where)).store];
+    try {
+      const services = [a, b].map((store) => new UsersService(store, new AuditService(store)));
+      const made = await Promise.all(services.map((users, i) => users.createFirstAdmin(`root${i}`, 'first-admin-password')));
+      assert.equal(made.filter(Boolean).length, 1, `created: ${made}`);
+      const users = await a.read((r) => r.users.list());
+      assert.deepEqual(users.map((u) => u.role), ['admin']);
+      assert.equal(users[0]!.name, `root${made.indexOf(true)}`);
+      const chain = await new AuditService(b).verify();
+      assert.deepEqual([chain.ok, chain.entries], [true, 1]);
+      assert.equal(await services[0]!.createFirstAdmin('late', 'first-admin-password'), false, 'a process starting later finds it');
+    } finally {
+      await a.close();
+      await b.close();
+      await database?.drop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

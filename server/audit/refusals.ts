@@ -41,15 +41,26 @@ export class RefusalLog {
     private readonly audit: AuditService,
     private readonly now: () => number,
     private readonly opts: RefusalLogOptions = { windowMs: 60_000, maxDistinctPerActor: 100 },
-    /** Where a summary the timer could not write is reported (the database may be down); nothing is thrown. */
+    /** Where an entry that could not be written is reported (the database may be down); nothing is thrown. */
     private readonly onError: (err: unknown) => void = () => {},
   ) {
     this.windowEnd = now() + opts.windowMs;
     this.timer = setInterval(() => void this.flush().catch(this.onError), opts.windowMs).unref();
   }
 
-  /** Resolves once the entry (if this refusal gets one now) is in the log. */
+  /**
+   * Resolves once the entry (if this refusal gets one now) is in the log; never rejects: the caller is answering
+   * the refusal, and a database that cannot take the entry must not turn that answer into another one.
+   */
   async record(actor: string, actorKind: ActorKind, refusal: Refusal, request: string): Promise<void> {
+    try {
+      await this.count(actor, actorKind, refusal, request);
+    } catch (err) {
+      this.onError(err);
+    }
+  }
+
+  private async count(actor: string, actorKind: ActorKind, refusal: Refusal, request: string): Promise<void> {
     if (this.now() >= this.windowEnd) await this.flush();
     const action = refusedAction(refusal.capability);
     const key = JSON.stringify([actor, action, refusal.target ?? null, refusal.reason]);

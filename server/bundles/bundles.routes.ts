@@ -67,10 +67,13 @@ export function bundleFastPath(bundles: BundlesService, tokens: RobotTokenVerifi
     if (!q || !auth?.startsWith('Bearer ')) return next();
     const wait = q[1] === undefined ? 0 : Number(q[1]);
     if (wait > 60) return next();
-    Promise.resolve(tokens.verify(auth.slice(7))).then((robot) => {
-      if (!robot) return next();
-      lane.begin(req, res, BUNDLE_PATH);
-      return answer(bundles, robot, wait, req, res);
-    }).catch(next);
+    tokens
+      .verify(auth.slice(7))
+      .then((robot) => {
+        if (!robot) return next();
+        lane.begin(req, res, BUNDLE_PATH);
+        return answer(bundles, robot, wait, req, res);
+      })
+      .catch(next);
   };
 }
