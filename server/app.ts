@@ -185,7 +185,17 @@ export async function createApp(deps: AppDeps): Promise<Express> {
   const lifetimes = { userSeconds: options.tokenTtlSeconds, robotSeconds: options.robotTokenTtlSeconds };
   // The fleet's hot requests first, past the general stack below (which answers everything else).
   const lane = new LeanLane(metrics, deps.logger);
-  app.use(bundleFastPath(bundles, new RobotTokenVerifier(deps.jwtSecret, resolver, lifetimes), lane));
+  // Bundle polls check the robot against the row the bundle cache holds (dropped by every change to the robot):
+  // a cache hit runs no query. A robot deleted or re-keyed on another replica is refused here once this one has
+  // heard the change (the change log, within a second); on the replica that made the change, at once.
+  const cachedResolver: PrincipalResolver = {
+    ...resolver,
+    async robot(name, ver) {
+      const r = await bundles.robot(name);
+      return r && r.keyId !== null && robotTokenVersion(r) === ver ? { kind: 'robot', name: r.name, keyId: r.keyId } : undefined;
+    },
+  };
+  app.use(bundleFastPath(bundles, new RobotTokenVerifier(deps.jwtSecret, cachedResolver, lifetimes), lane));
   app.use(robotLoginFastPath(robots, lane, load, options.jsonLimit));
 
   app.use(
@@ -229,8 +239,10 @@ export async function createApp(deps: AppDeps): Promise<Express> {
   app.use(notFoundHandler);
   // Refusals of authenticated callers go to the audit log (bounded); the renderer below answers them.
   app.use(((err, req, _res, next) => {
+    // Answered once the refusal is written (it never rejects): an audit read right after sees it, on any engine.
     if (err instanceof Denied && req.principal) {
-      refusals.record(req.principal.name, req.principal.kind, err.refusal, `${req.method} ${req.path}`);
+      void refusals.record(req.principal.name, req.principal.kind, err.refusal, `${req.method} ${req.path}`).then(() => next(err));
+      return;
     }
     next(err);
   }) as ErrorRequestHandler);

@@ -9,7 +9,6 @@ import { ConfigError, parseCommandLine, usage, type ServerConfig } from './confi
 import { openDatabase } from './db/database.js';
 import { openStore } from './store/open.js';
 import type { Store } from './store/store.js';
-import { UniqueViolation } from './store/errors.js';
 import { trimChanges } from './events/change-log.js';
 
 const CHANGE_LOG_KEEP_MS = 24 * 3_600_000;
@@ -21,8 +20,7 @@ import { DEFAULT_OVERLOAD } from './http/overload.js';
 
 /**
  * Creates the first administrator when the database has no user at all. Replicas starting together on one
- * PostgreSQL may both find none here: createFirstAdmin checks again inside its unit of work, so one creates the
- * administrator and the others start without one of their own.
+ * PostgreSQL may both find none: the second insert is a UniqueViolation, and the other replica's admin stands.
  */
 async function ensureFirstAdmin(store: Store, services: Services, config: ServerConfig, logger: Logger): Promise<void> {
   if ((await store.read((r) => r.users.count())) > 0) return;
@@ -41,6 +39,7 @@ async function ensureFirstAdmin(store: Store, services: Services, config: Server
     // The path, never the password.
     logger.info({ user: config.adminUser, passwordFile: file }, 'created first administrator; password is in passwordFile');
   }
+  // Checked again inside the (serialized) write: false when another replica made the first admin meanwhile.
   if (!(await services.users.createFirstAdmin(config.adminUser, password))) return;
   if (config.adminPassword !== undefined) logger.info({ user: config.adminUser }, 'created first administrator from ENCLAVE_ADMIN_PASSWORD');
 }

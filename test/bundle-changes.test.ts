@@ -295,4 +295,23 @@ describe('bundles follow every change', () => {
     assert.equal((await make({ robot: 'r1' })).status, 201);
     assert.equal((await make({ robot: 'r1' })).status, 409);
   });
+
+  test('a change heard after a build is kept but before the poll it serves is parked: the robot is looked at again', async () => {
+    const bundles = ctx.services.bundles;
+    const cache = (bundles as unknown as { cache: Map<string, unknown> }).cache;
+    const record = (await ctx.store.read((r) => r.robots.get('r1')))!;
+    const known = (await bundles.current('r1')).revision;
+    ctx.store.changes.publish({ kind: 'robot', robot: 'r1' });
+    const build = bundles.current('r1');
+    // Runs before the poll below resumes (callbacks run in the order they were added): the entry goes while the
+    // robot does not count as waiting yet.
+    void build.then(() => ctx.store.changes.publish({ kind: 'robot', robot: 'r1' }));
+    const gone = new AbortController();
+    const parked = bundles.wait('r1', record.keyId!, known, 20, gone.signal);
+    await build;
+    await new Promise((r) => setTimeout(r, 50));
+    assert.ok(cache.get('r1'), 'rebuilt for the parked poll, which would otherwise wait out its 20 s on what it was given');
+    gone.abort();
+    assert.equal(await parked, null, 'nothing really changed');
+  });
 });

@@ -32,6 +32,19 @@ function ok(args: string[], input?: string): string {
   return r.stdout;
 }
 
+/** A robot made, enrolled with a fresh device key and logged in on `ctx`'s app: its token. `claims`: the assertion's times. */
+async function enrolledRobot(ctx: TestContext, name: string, claims: Record<string, unknown> = {}): Promise<string> {
+  const a = bearer(await ctx.adminToken());
+  await request(ctx.app).post('/v1/robots').set(a).send({ name }).expect(201);
+  const tk = await request(ctx.app).post(`/v1/robots/${name}/enrollment-tokens`).set(a).send({}).expect(201);
+  ctx.secrets.add(tk.body.token);
+  const key = deviceKey();
+  await request(ctx.app).post('/v1/enroll').send({ token: tk.body.token, publicKey: key.publicKeyPem }).expect(201);
+  const token = (await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion(name, key, claims) }).expect(200)).body.token as string;
+  ctx.secrets.add(token);
+  return token;
+}
+
 /** The keystore's CRL as stored. */
 const storedCrl = async (ctx: TestContext, keystore: string): Promise<{ crl_pem: string | null }> => (await ctx.store.read((r) => r.keystores.get(keystore)))!;
 
@@ -394,13 +407,7 @@ describe('per-robot enclave identities', () => {
       const oa = bearer(await other.adminToken());
       await request(other.app).post('/v1/keystores').set(oa).send({ name: 'exp', identityMode: 'per-robot' }).expect(201);
       await request(other.app).post('/v1/keystores/exp/enclaves').set(oa).send({ path: '/e' }).expect(201);
-      await request(other.app).post('/v1/robots').set(oa).send({ name: 'r1' }).expect(201);
-      const tk = await request(other.app).post('/v1/robots/r1/enrollment-tokens').set(oa).send({}).expect(201);
-      other.secrets.add(tk.body.token);
-      const key = deviceKey();
-      await request(other.app).post('/v1/enroll').send({ token: tk.body.token, publicKey: key.publicKeyPem }).expect(201);
-      const t = (await request(other.app).post('/v1/auth/robot').send({ assertion: assertion('r1', key, atClock()) }).expect(200)).body.token as string;
-      other.secrets.add(t);
+      const t = await enrolledRobot(other, 'r1', atClock());
       await request(other.app).post('/v1/bindings').set(oa).send({ keystore: 'exp', enclave: '/e', robot: 'r1' }).expect(201);
       const one = (await request(other.app).post('/v1/robot/identity').set(bearer(t)).send({ keystore: 'exp', enclave: '/e', csr: csr().csrPem }).expect(201)).body;
       const two = (await request(other.app).post('/v1/robot/identity').set(bearer(t)).send({ keystore: 'exp', enclave: '/e', csr: csr().csrPem }).expect(201)).body;
@@ -576,13 +583,7 @@ describe('CRL batches on their own: the timer, and a stop in the middle of a bat
     const a = bearer(await ctx.adminToken());
     await request(ctx.app).post('/v1/keystores').set(a).send({ name: 'b', identityMode: 'per-robot' }).expect(201);
     await request(ctx.app).post('/v1/keystores/b/enclaves').set(a).send({ path: '/e' }).expect(201);
-    await request(ctx.app).post('/v1/robots').set(a).send({ name: 'r' }).expect(201);
-    const tk = await request(ctx.app).post('/v1/robots/r/enrollment-tokens').set(a).send({}).expect(201);
-    ctx.secrets.add(tk.body.token);
-    const key = deviceKey();
-    await request(ctx.app).post('/v1/enroll').send({ token: tk.body.token, publicKey: key.publicKeyPem }).expect(201);
-    const t = (await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('r', key) }).expect(200)).body.token as string;
-    ctx.secrets.add(t);
+    const t = await enrolledRobot(ctx, 'r');
     await request(ctx.app).post('/v1/bindings').set(a).send({ keystore: 'b', enclave: '/e', robot: 'r' }).expect(201);
     const issue = async () =>
       (await request(ctx.app).post('/v1/robot/identity').set(bearer(t)).send({ keystore: 'b', enclave: '/e', csr: buildCsr(newIdentityKey().privateKey, '/e') }).expect(201)).body as Json;

@@ -2,7 +2,7 @@ import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { ZodError } from 'zod';
 import { DomainError, ServiceUnavailable, TooManyRequests } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { StoreUnavailable, UniqueViolation } from '../store/errors.js';
+import { InvalidValue, StoreUnavailable, UniqueViolation } from '../store/errors.js';
 
 export interface ErrorBody {
   error: { code: string; message: string; details?: unknown };
@@ -49,9 +49,12 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     }
     const e = err as { type?: string; status?: number; code?: string };
     // A uniqueness race the services' own checks could not see (two requests creating the same name at once).
-    // (The raw SQLite codes: services that still hold a better-sqlite3 handle, until they move to the store port.)
-    if (err instanceof UniqueViolation || e?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || e?.code === 'SQLITE_CONSTRAINT_UNIQUE') {
+    if (err instanceof UniqueViolation) {
       res.status(409).json(errorBody('conflict', 'it already exists (created by a concurrent request)'));
+      return;
+    }
+    if (err instanceof InvalidValue) {
+      res.status(400).json(errorBody('invalid-input', 'the request holds a value that cannot be stored (e.g. a NUL character)'));
       return;
     }
     if (e?.type === 'entity.parse.failed') {

@@ -21,3 +21,6 @@ export class ConstraintViolation extends StoreError {}
  * answered 503 with Retry-After, and robots keep the enclaves they hold and retry.
  */
 export class StoreUnavailable extends StoreError {}
+
+/** A value the engine cannot hold as given (PostgreSQL refuses a NUL character in text): the client's input, 400. */
+export class InvalidValue extends StoreError {}

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { MigrationResult } from '../db/database.js';
 import { migratePostgres, openPostgres, type PostgresOptions } from '../db/postgres.js';
-import { ConstraintViolation, ForeignKeyViolation, StoreError, StoreUnavailable, UniqueViolation } from './errors.js';
+import { ConstraintViolation, ForeignKeyViolation, InvalidValue, StoreError, StoreUnavailable, UniqueViolation } from './errors.js';
 import type { Database as Port, Param, Sql } from './sql.js';
 
 /** Repositories write `?`; PostgreSQL wants `$1, $2, …`. Quoted text and identifiers are left alone. */
@@ -39,6 +39,8 @@ function translate(err: unknown): unknown {
   const code = e?.code;
   if (code === '23505') return new UniqueViolation(`unique violation (${e.constraint ?? 'key'})`, { cause: err });
   if (code === '23503') return new ForeignKeyViolation(`foreign key violation (${e.constraint ?? 'key'})`, { cause: err });
+  // 22021: a NUL or an invalid byte sequence in text; 22P05: an untranslatable character.
+  if (code === '22021' || code === '22P05') return new InvalidValue(`value not storable (${code})`, { cause: err });
   if (code === '23514' || code === '23502' || code === 'P0001') return new ConstraintViolation(e.message ?? 'constraint violation', { cause: err });
   if (code && (UNAVAILABLE.test(code) || NETWORK.has(code))) return new StoreUnavailable(`database unavailable (${code})`, { cause: err });
   // pg reports a lost or refused connection, and its own connect timeout, without a SQLSTATE.

@@ -38,7 +38,19 @@ export async function freshDatabase(label: string): Promise<TestDatabase> {
       const c = new pg.Client({ connectionString: TEST_DATABASE_URL });
       await c.connect();
       try {
-        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+        // Cleanup, not what a test checks: an autovacuum worker (the superuser's, which FORCE may not end) can
+        // hold the database for a moment; try again, and leave it to the throw-away cluster if it stays.
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+            return;
+          } catch (err) {
+            if (attempt === 5 || (err as { code?: string }).code !== '42501') throw err;
+            await new Promise((r) => setTimeout(r, 200 * attempt));
+          }
+        }
+      } catch {
+        // left for the cluster's teardown
       } finally {
         await c.end();
       }
