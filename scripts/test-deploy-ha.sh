@@ -67,6 +67,9 @@ lb_stats() {
   docker exec "$(cid balancer)" node -e "require('http').get('http://127.0.0.1:8404/stats;csv',r=>{let s='';r.on('data',d=>s+=d).on('end',()=>{for(const l of s.split('\n')){const f=l.split(',');if(/^server-[ab]$/.test(f[1]))console.log(f[0]+'/'+f[1]+' '+f[17]+' '+f[4])}})}).on('error',()=>process.exit(1))" 2> /dev/null
 }
 lb_status() { lb_stats | awk -v s="$1" '$1 == s { print $2 }'; }        # lb_status ready/server-a -> UP / DOWN / MAINT
+lb_limit() {   # the balancer's connection limit (its frontend's session limit), derived from the open-file limit
+  docker exec "$(cid balancer)" node -e "require('http').get('http://127.0.0.1:8404/stats;csv',r=>{let s='';r.on('data',d=>s+=d).on('end',()=>{const l=s.split('\n').find(x=>x.startsWith('enclave,FRONTEND,'));console.log(l?l.split(',')[6]:'')})}).on('error',()=>process.exit(1))" 2> /dev/null
+}
 wait_for() {   # SECONDS CMD...: until CMD succeeds (tried every 0.2 s, and once more at the deadline)
   local end=$(( SECONDS + $1 )); shift
   while [ "$SECONDS" -lt "$end" ]; do "$@" && return 0; sleep 0.2; done
@@ -172,7 +175,7 @@ all_healthy() { for s in db server-a server-b balancer; do [ "$(health "$s")" = 
 if wait_for 120 all_healthy; then ok "compose healthchecks: db, server-a, server-b, balancer healthy $(secs "$t")s after up -d"
 else bad "health: db=$(health db) server-a=$(health server-a) server-b=$(health server-b) balancer=$(health balancer)"; fi
 lb_up() { [ "$(lb_status ready/server-a)" = UP ] && [ "$(lb_status ready/server-b)" = UP ]; }
-wait_for 30 lb_up && ok "HAProxy: both replicas UP in its checks (TLS verified against the CA, GET /ready -> 200): $(lb_stats | tr '\n' ';')" ||
+wait_for 30 lb_up && ok "HAProxy: both replicas UP in its checks (TLS verified against the CA, GET /ready -> 200): $(lb_stats | tr '\n' ';') connection limit $(lb_limit)" ||
   bad "HAProxy checks: $(lb_stats | tr '\n' ';')"
 
 # --------------------------------------------------------------------------------- on PostgreSQL
