@@ -3,7 +3,7 @@
  *
  *   npm run bench:fleet -- --robots N --window S [--workers 2] [--poll-wait 30] [--give-up 180]
  *                          [--steady 5] [--connections 50] [--validate] [--seed 1] [--json FILE]
- *                          [--identity shared|per-robot]
+ *                          [--identity shared|per-robot] [--replicas N --database-url postgres://…]
  *
  * Starts the server under test (bench/fleet/server.ts: its own data folder, HTTPS with self-generated TLS),
  * sets up a keystore with two enclaves bound to every robot by a label selector, creates and enrolls N
@@ -20,6 +20,12 @@
  *   (d) one robot       an enclave is bound to one robot: that robot's latency and how many others woke
  *   steady state        wrk (or autocannon) with --connections keep-alive connections: GET /health, one
  *                       robot's bundle (200) and If-None-Match (304), against nginx serving the same bytes
+ * With --replicas N --database-url URL (a PostgreSQL server where that role may CREATE DATABASE) the same
+ * phases run twice in one invocation, each on a fresh database made on that server and dropped afterwards:
+ * one server process on PostgreSQL, then N replicas on one database (bench/fleet/server.ts startReplicas),
+ * robot i talking to replica i mod N (what a round-robin or least-connections balancer does; no balancer
+ * process runs), the admin to replica 0; server CPU and RSS are summed over the replicas. The summary ends
+ * with the ratios N replicas ÷ 1. Without --replicas: one server process on SQLite, as before.
  * Progress goes to stderr, the summary to stdout (Markdown), everything to --json FILE.
  *
  * Each robot holds a socket in the server: N above the open-files limit fails with EMFILE. Node raises its
@@ -34,10 +40,11 @@ import { HttpClient } from '../client/common/http.js';
 import { FleetAdmin, SHARED_ENCLAVES, SOLO_ENCLAVE } from './fleet/admin.js';
 import { RobotPool } from './fleet/pool.js';
 import { HealthProbe } from './fleet/probe.js';
-import { formatReport, type FanoutReport, type FleetResult, type StormReport } from './fleet/report.js';
-import { startServerUnderTest, type ServerUnderTest } from './fleet/server.js';
+import { BackendCpu, checkDatabaseUrl, createBenchDatabase, type BenchDatabase } from './fleet/database.js';
+import { formatComparison, formatReport, type FanoutReport, type FleetResult, type ReplicaDelivery, type StormReport } from './fleet/report.js';
+import { startReplicas, startServerUnderTest, type ServerUnderTest } from './fleet/server.js';
 import { arrivals, RssSampler, summarize, sumCpuMs, sumRssKiB } from './fleet/stats.js';
-import { haveWrk, load, NGINX, startNginx, type Nginx } from './fleet/steady.js';
+import { haveWrk, loadAll, NGINX, startNginx, type Nginx } from './fleet/steady.js';
 
 const { values } = parseArgs({
   options: {
@@ -53,13 +60,15 @@ const { values } = parseArgs({
     json: { type: 'string' },
     'cpu-prof': { type: 'string' },
     identity: { type: 'string', default: 'shared' },
+    replicas: { type: 'string' },
+    'database-url': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 
 function usage(problem?: string): never {
   if (problem) process.stderr.write(`bench:fleet: ${problem}\n`);
-  process.stderr.write('usage: npm run bench:fleet -- --robots N --window S [--workers W] [--poll-wait S] [--give-up S] [--steady S|0] [--connections C] [--validate] [--seed K] [--json FILE] [--cpu-prof DIR] [--identity shared|per-robot]\n');
+  process.stderr.write('usage: npm run bench:fleet -- --robots N --window S [--workers W] [--poll-wait S] [--give-up S] [--steady S|0] [--connections C] [--validate] [--seed K] [--json FILE] [--cpu-prof DIR] [--identity shared|per-robot] [--replicas N --database-url postgres://…]\n');
   process.exit(problem ? 2 : 0);
 }
 if (values.help) usage();
@@ -78,6 +87,26 @@ const CONNECTIONS = int('connections', 1, 10_000);
 const SEED = int('seed', 0, 2 ** 31);
 if (values.identity !== 'shared' && values.identity !== 'per-robot') usage('--identity must be shared or per-robot');
 const PER_ROBOT = values.identity === 'per-robot';
+const REPLICAS = values.replicas === undefined ? undefined : int('replicas', 1, 16);
+const DATABASE_URL = values['database-url'];
+if (REPLICAS !== undefined && !DATABASE_URL) usage('--replicas needs --database-url (replicas share one PostgreSQL database)');
+if (DATABASE_URL && REPLICAS === undefined) usage('--database-url goes with --replicas N (1: one process on PostgreSQL; N > 1: 1 and N in one run)');
+
+/** One configuration of the server under test, measured with the same phases as any other. */
+interface Configuration {
+  label: string;
+  replicas: number;
+  engine: 'sqlite' | 'postgres';
+}
+const CONFIGURATIONS: Configuration[] =
+  REPLICAS === undefined
+    ? [{ label: 'SQLite, one process', replicas: 1, engine: 'sqlite' }]
+    : [
+        { label: 'PostgreSQL, 1 replica', replicas: 1, engine: 'postgres' },
+        ...(REPLICAS > 1 ? [{ label: `PostgreSQL, ${REPLICAS} replicas`, replicas: REPLICAS, engine: 'postgres' as const }] : []),
+      ];
+/** The robot (d) binds: with replicas, robot 1 (on replica 1 of N, so the change crosses replicas), else robot 0. */
+const ONE_ROBOT_INDEX = Math.min(N - 1, REPLICAS !== undefined && REPLICAS > 1 ? 1 : 0);
 
 const log = (m: string): void => void process.stderr.write(`fleet: ${m}\n`);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -105,12 +134,17 @@ function machine(): string {
 const uptime = (): string => spawnSync('uptime', [], { encoding: 'utf8' }).stdout?.trim() ?? `load ${os.loadavg().map((l) => l.toFixed(2)).join(', ')}`;
 
 /** Server and client CPU (ms) spent while `work` runs. */
-async function costed<T>(server: ServerUnderTest, pool: RobotPool, work: () => Promise<T>): Promise<{ value: T; serverCpuMs: number; clientCpuMs: number; wallMs: number }> {
+async function costed<T>(server: ServerUnderTest, pool: RobotPool, work: () => Promise<T>): Promise<{ value: T; serverCpuMs: number; clientCpuMs: number; wallMs: number; databaseCpuMs?: number }> {
+  const db = backendCpu;
+  const d0 = await db?.totalMs();
   const s0 = sumCpuMs(server.pids());
   const c0 = sumCpuMs(pool.pids());
   const t0 = Date.now();
   const value = await work();
-  return { value, wallMs: Date.now() - t0, serverCpuMs: sumCpuMs(server.pids()) - s0, clientCpuMs: sumCpuMs(pool.pids()) - c0 };
+  const serverCpuMs = sumCpuMs(server.pids()) - s0;
+  const clientCpuMs = sumCpuMs(pool.pids()) - c0;
+  const wallMs = Date.now() - t0;
+  return { value, wallMs, serverCpuMs, clientCpuMs, ...(db && d0 !== undefined ? { databaseCpuMs: (await db.totalMs()) - d0 } : {}) };
 }
 
 /** Waits until every robot has a long poll in flight, twice in a row half a second apart. */
@@ -127,26 +161,58 @@ async function allWaiting(pool: RobotPool, expected: number, timeoutMs: number):
   return last;
 }
 
+/** On PostgreSQL: the CPU of the database's backends, counted beside the server's. */
+let backendCpu: BackendCpu | undefined;
+
+/** What the configuration being measured holds (servers, robots, nginx, database), for Ctrl-C. */
+let cleanUpCurrent: (() => Promise<void>) | undefined;
+
 async function main(): Promise<void> {
   ensureFileLimit();
+  if (DATABASE_URL) await checkDatabaseUrl(DATABASE_URL);
+  // Ctrl-C must not leave a server (or nginx, or a database) behind.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      log(`${signal}: stopping`);
+      void (cleanUpCurrent?.() ?? Promise.resolve()).finally(() => process.exit(130));
+    });
+  }
+  const results: FleetResult[] = [];
+  for (const [i, cfg] of CONFIGURATIONS.entries()) {
+    if (i > 0) await sleep(5000); // the previous configuration's processes and sockets are gone
+    const r = await measure(cfg);
+    results.push(r);
+    // Printed as soon as measured: a later configuration that fails does not lose this one.
+    process.stdout.write(formatReport(r));
+  }
+  if (results.length === 2) process.stdout.write(formatComparison(results[0]!, results[1]!));
+  if (values.json) {
+    fs.writeFileSync(values.json, `${JSON.stringify(results.length === 1 ? results[0] : { configurations: results }, null, 2)}\n`);
+    log(`wrote ${values.json}`);
+  }
+}
+
+async function measure(cfg: Configuration): Promise<FleetResult> {
   const uptimeBefore = uptime();
   const loadBefore = os.loadavg();
   const started = new Date();
-  log(`${N} robots, arrivals over ${WINDOW_S} s, ${WORKERS} robot worker(s); ${uptimeBefore}`);
+  log(`[${cfg.label}] ${N} robots, arrivals over ${WINDOW_S} s, ${WORKERS} robot worker(s); ${uptimeBefore}`);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-bench-fleet-'));
   let server: ServerUnderTest | undefined;
   let pool: RobotPool | undefined;
   let nginx: Nginx | undefined;
   let admin: FleetAdmin | undefined;
-  // Ctrl-C must not leave a server (or nginx) running with its temp folder.
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      log(`${signal}: stopping`);
-      void cleanUp().finally(() => process.exit(130));
-    });
-  }
+  let database: BenchDatabase | undefined;
+  cleanUpCurrent = cleanUp;
   try {
-    server = await startServerUnderTest({ workDir: work, cpuProfDir: values['cpu-prof'] && path.resolve(values['cpu-prof']) });
+    const cpuProfDir = values['cpu-prof'] && path.resolve(values['cpu-prof']);
+    if (cfg.engine === 'sqlite') server = await startServerUnderTest({ workDir: work, cpuProfDir });
+    else {
+      database = await createBenchDatabase(DATABASE_URL!, `fleet_${cfg.replicas}`);
+      log(`[${cfg.label}] fresh database ${database.name}`);
+      backendCpu = await BackendCpu.start(DATABASE_URL!, database.name);
+      server = await startReplicas({ workDir: work, cpuProfDir, replicas: cfg.replicas, databaseUrl: database.url, databasePassword: database.password });
+    }
     const srv = server;
     const url = server.urls[0]!;
     log(`server under test at ${server.urls.join(', ')} (pid ${server.pids().join(', ')})`);
@@ -199,6 +265,7 @@ async function main(): Promise<void> {
         serverCpuMs: r.serverCpuMs,
         clientCpuMs: r.clientCpuMs,
         wallMs: r.wallMs,
+        ...(r.databaseCpuMs !== undefined ? { databaseCpuMs: r.databaseCpuMs } : {}),
       };
     };
     const control = await storm('control', 'control storm (fresh TLS + GET /health)');
@@ -271,15 +338,24 @@ async function main(): Promise<void> {
         serverCpuMs: r.serverCpuMs,
         clientCpuMs: r.clientCpuMs,
         wallMs: r.wallMs,
+        ...(r.databaseCpuMs !== undefined ? { databaseCpuMs: r.databaseCpuMs } : {}),
         changed: got.changed,
         wokenNames: got.woken,
       };
     };
 
+    // Robot i talks to replica i mod R: which replica each delivery went through, to show a change made on
+    // replica 0 reaches robots waiting on every other one.
+    const replicaOf = new Map(names.map((n, i) => [n, i % srv.urls.length]));
+    const byReplica = (changed: { name: string; at: number }[], t0: number): ReplicaDelivery[] =>
+      srv.urls.map((u, r) => {
+        const mine = changed.filter((c) => replicaOf.get(c.name) === r);
+        return { replica: r, url: u, robots: names.filter((_, i) => i % srv.urls.length === r).length, delivered: mine.length, latency: summarize(mine.map((c) => c.at - t0)) };
+      });
     const expected = waiting;
     const rotate = await fanout(`rotating ${SHARED_ENCLAVES[0]} (bound to all ${expected} waiting robots)`, () => admin!.rotate(SHARED_ENCLAVES[0]!), (c) => c.length >= expected, 500);
     waiting = await allWaiting(pool, enrolled.enrolled, 60_000);
-    const target = names[0]!;
+    const target = names[ONE_ROBOT_INDEX]!;
     const one = await fanout(
       `binding ${SOLO_ENCLAVE} to ${target} only (${waiting} robots waiting)`,
       () => admin!.bindOne(SOLO_ENCLAVE, target),
@@ -289,6 +365,7 @@ async function main(): Promise<void> {
     const oneReport = {
       ...one,
       target,
+      targetReplica: ONE_ROBOT_INDEX % srv.urls.length,
       targetMs: ((at) => (at === undefined ? undefined : at - one.t0))(one.changed.find((c) => c.name === target)?.at),
       othersChanged: one.changed.filter((c) => c.name !== target).length,
       othersWoken: one.wokenNames.filter((n) => n !== target).length,
@@ -299,12 +376,16 @@ async function main(): Promise<void> {
     pool = undefined;
 
     let steady: FleetResult['steady'];
-    if (STEADY_S > 0) steady = await steadyState(srv, robotToken, (n) => (nginx = n));
+    // nginx, the ceiling, does not depend on the store: measured once, beside the first configuration.
+    if (STEADY_S > 0) steady = await steadyState(srv, robotToken, cfg === CONFIGURATIONS[0], (n) => (nginx = n));
     const peakKiB = peak.stop();
 
     const result: FleetResult = {
       meta: {
         date: started.toISOString(),
+        server: cfg.label,
+        replicas: cfg.replicas,
+        engine: cfg.engine,
         machine: machine(),
         node: process.version,
         robots: N,
@@ -330,12 +411,14 @@ async function main(): Promise<void> {
         perWaitingRobotKiB: waiting > 0 ? (waitingKiB - idleKiB) / waiting : Number.NaN,
         peakKiB,
         idleWaitServerCpuMs: idleWait.serverCpuMs,
+        idleWaitDatabaseCpuMs: idleWait.databaseCpuMs,
         idleWaitMs: idleWait.wallMs,
       },
-      rotate: { adminMs: rotate.adminMs, delivered: rotate.delivered, woken: rotate.woken, expected, latency: rotate.latency, health: rotate.health, healthErrors: rotate.healthErrors, errors: rotate.errors, serverCpuMs: rotate.serverCpuMs, clientCpuMs: rotate.clientCpuMs, wallMs: rotate.wallMs },
+      rotate: { adminMs: rotate.adminMs, delivered: rotate.delivered, woken: rotate.woken, expected, byReplica: byReplica(rotate.changed, rotate.t0), latency: rotate.latency, health: rotate.health, healthErrors: rotate.healthErrors, errors: rotate.errors, serverCpuMs: rotate.serverCpuMs, clientCpuMs: rotate.clientCpuMs, wallMs: rotate.wallMs, databaseCpuMs: rotate.databaseCpuMs },
       one: {
         adminMs: oneReport.adminMs,
         target,
+        targetReplica: oneReport.targetReplica,
         targetMs: oneReport.targetMs,
         othersChanged: oneReport.othersChanged,
         othersWoken: oneReport.othersWoken,
@@ -346,16 +429,14 @@ async function main(): Promise<void> {
         serverCpuMs: one.serverCpuMs,
         clientCpuMs: one.clientCpuMs,
         wallMs: one.wallMs,
+        databaseCpuMs: one.databaseCpuMs,
       },
       steady,
     };
-    process.stdout.write(formatReport(result));
-    if (values.json) {
-      fs.writeFileSync(values.json, `${JSON.stringify(result, null, 2)}\n`);
-      log(`wrote ${values.json}`);
-    }
+    return result;
   } finally {
     await cleanUp();
+    cleanUpCurrent = undefined;
   }
 
   async function cleanUp(): Promise<void> {
@@ -363,12 +444,15 @@ async function main(): Promise<void> {
     await pool?.stop();
     await nginx?.stop();
     await server?.stop();
+    await backendCpu?.stop();
+    backendCpu = undefined;
+    await database?.drop().catch((err: unknown) => log(`could not drop ${database!.name}: ${(err as Error).message}`));
     fs.rmSync(work, { recursive: true, force: true });
   }
 }
 
 /** Keep-alive throughput against the server and against nginx serving the same bundle bytes. */
-async function steadyState(server: ServerUnderTest, robot: { token: string; etag: string }, started: (n: Nginx) => void): Promise<FleetResult['steady']> {
+async function steadyState(server: ServerUnderTest, robot: { token: string; etag: string }, withNginx: boolean, started: (n: Nginx) => void): Promise<FleetResult['steady']> {
   const url = server.urls[0]!;
   const http = new HttpClient(url, server.caPem);
   const auth = { authorization: `Bearer ${robot.token}` };
@@ -379,16 +463,19 @@ async function steadyState(server: ServerUnderTest, robot: { token: string; etag
   const etag = String(bundle.headers.etag);
 
   const rows: NonNullable<FleetResult['steady']>['rows'] = [];
-  const run = async (name: string, target: string, u: string, headers: Record<string, string>): Promise<void> => {
-    log(`steady state: ${name} against ${target} (${STEADY_S} s, ${CONNECTIONS} connections, after 1 s of warm-up)`);
+  const run = async (name: string, target: string, urls: string[], headers: Record<string, string>): Promise<void> => {
+    log(`steady state: ${name} against ${target} (${STEADY_S} s, ${CONNECTIONS} connections${urls.length > 1 ? ` spread over ${urls.length} replicas` : ''}, after 1 s of warm-up)`);
     // Warm-up: the connections' TLS handshakes and the JIT are not steady state.
-    await load(u, headers, 1, CONNECTIONS);
-    rows.push({ name, target, ...(await load(u, headers, STEADY_S, CONNECTIONS)) });
+    await loadAll(urls, headers, 1, CONNECTIONS);
+    rows.push({ name, target, ...(await loadAll(urls, headers, STEADY_S, CONNECTIONS)) });
   };
-  await run('GET /health', 'server', `${url}/health`, {});
-  await run('bundle → 200', 'server', `${url}/v1/robot/bundle`, auth);
-  await run('bundle + If-None-Match → 304', 'server', `${url}/v1/robot/bundle`, { ...auth, 'If-None-Match': etag });
+  // Every replica at once (the robot's token is valid on each): the fleet's throughput behind a balancer.
+  const on = (p: string): string[] => server.urls.map((u) => `${u}${p}`);
+  await run('GET /health', 'server', on('/health'), {});
+  await run('bundle → 200', 'server', on('/v1/robot/bundle'), auth);
+  await run('bundle + If-None-Match → 304', 'server', on('/v1/robot/bundle'), { ...auth, 'If-None-Match': etag });
 
+  if (!withNginx) return { bundleBytes: bundle.body.length, tool: haveWrk() ? 'wrk' : 'autocannon', rows };
   if (!fs.existsSync(NGINX)) {
     log(`${NGINX} not found: no nginx ceiling`);
     return { bundleBytes: bundle.body.length, tool: haveWrk() ? 'wrk' : 'autocannon', rows };
@@ -403,8 +490,8 @@ async function steadyState(server: ServerUnderTest, robot: { token: string; etag
     const second = await probe.request({ method: 'GET', path: 'bundle.json', headers: { 'if-none-match': nEtag }, timeoutMs: 15_000 });
     probe.close();
     if (first.status !== 200 || !first.body.equals(bundle.body) || second.status !== 304) throw new Error(`nginx: ${first.status}/${second.status}, same bytes: ${first.body.equals(bundle.body)}`);
-    await run('bundle → 200', 'nginx', `${nginx.url}/bundle.json`, {});
-    await run('bundle + If-None-Match → 304', 'nginx', `${nginx.url}/bundle.json`, { 'If-None-Match': nEtag });
+    await run('bundle → 200', 'nginx', [`${nginx.url}/bundle.json`], {});
+    await run('bundle + If-None-Match → 304', 'nginx', [`${nginx.url}/bundle.json`], { 'If-None-Match': nEtag });
   } finally {
     await nginx.stop();
     fs.rmSync(dir, { recursive: true, force: true });

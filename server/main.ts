@@ -130,7 +130,7 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
       void (async () => {
         // Re-issue revocations still waiting for their batch are signed now rather than at the next start.
         const { crls } = servicesOf(app);
-        crls.close();
+        await crls.close();
         try {
           await crls.flushAll();
         } catch (err) {

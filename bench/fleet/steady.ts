@@ -50,7 +50,16 @@ export async function load(url: string, headers: Record<string, string>, seconds
   if (haveWrk()) {
     const args = ['-t2', `-c${connections}`, `-d${seconds}s`, '--latency'];
     for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
-    const r = spawnSync('wrk', [...args, url], { encoding: 'utf8' });
+    // Asynchronous, so that several replicas can be loaded at once (one wrk each).
+    const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+      const child = spawn('wrk', [...args, url], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.once('error', reject);
+      child.once('close', (status) => resolve({ status, stdout, stderr }));
+    });
     if (r.status !== 0) throw new Error(`wrk failed (${r.status}): ${r.stderr}`);
     return parseWrk(r.stdout);
   }
@@ -163,4 +172,25 @@ function accepts(port: number): Promise<boolean> {
     });
     s.once('error', () => resolve(false));
   });
+}
+
+/**
+ * The same load spread over several replicas at once (`connections` shared out, one generator each, as a
+ * balancer would spread them): req/s and bad answers summed, latency that of the slowest replica.
+ */
+export async function loadAll(urls: string[], headers: Record<string, string>, seconds: number, connections: number): Promise<LoadResult> {
+  if (urls.length === 1) return load(urls[0]!, headers, seconds, connections);
+  const share = (i: number): number => Math.floor(connections / urls.length) + (i < connections % urls.length ? 1 : 0);
+  const parts = await Promise.all(urls.map((u, i) => load(u, headers, seconds, Math.max(1, share(i)))));
+  const worst = (pick: (r: LoadResult) => number | undefined): number | undefined => {
+    const vs = parts.map(pick).filter((v): v is number => v !== undefined);
+    return vs.length ? Math.max(...vs) : undefined;
+  };
+  return {
+    tool: parts[0]!.tool,
+    reqPerS: parts.reduce((s, r) => s + r.reqPerS, 0),
+    bad: parts.reduce((s, r) => s + r.bad, 0),
+    latencyP50Ms: worst((r) => r.latencyP50Ms),
+    latencyP99Ms: worst((r) => r.latencyP99Ms),
+  };
 }

@@ -64,6 +64,9 @@ export async function makeTestApp(options: Partial<AppOptions> & { now?: () => D
   const logger = createLogger('debug', sink);
   const app = await createApp({ store, logger, sealer, jwtSecret, options: appOptions, now });
   const services = servicesOf(app);
+  // As main.ts does before it listens: a worker's start-up is not charged to the first upload's time limit,
+  // which on a loaded machine (CI) turned the first policy or governance of a file into 503 sandbox-busy.
+  await services.sandbox.warm();
   await services.users.create(null, { name: ADMIN.username, password: ADMIN.password, role: 'admin' });
   const secrets = new Set<string>([ADMIN.password, masterKey.toString('hex'), masterKey.toString('base64'), jwtSecret.toString('base64')]);
   let cachedAdmin: string | undefined;
@@ -91,7 +94,8 @@ export async function makeTestApp(options: Partial<AppOptions> & { now?: () => D
     },
     async close() {
       assertNoSecretsIn(ctx.logs(), secrets);
-      servicesOf(app).crls.close();
+      await servicesOf(app).crls.close();
+      await servicesOf(app).sandbox.close();
       await store.close();
       await drop();
       fs.rmSync(dir, { recursive: true, force: true });
