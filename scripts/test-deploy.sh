@@ -40,12 +40,7 @@ summary() { harness_summary deploy; }
 abort() { bad "$*"; exit 1; }   # the EXIT trap cleans up and prints the summary
 
 # ------------------------------------------------------------------------------------------ engine
-t=$(now)
-harness_engine || { summary; exit 1; }
-if command -v docker-compose > /dev/null 2>&1; then COMPOSE=(docker-compose)
-elif docker compose version > /dev/null 2>&1; then COMPOSE=(docker compose)
-else bad "neither docker-compose nor 'docker compose' is installed"; summary; exit 1; fi
-ok "engine ready in $(secs "$t")s ($engine_note; $(docker version --format 'server {{.Server.Version}}' 2>/dev/null), $("${COMPOSE[@]}" version --short 2>/dev/null | head -1))"
+harness_compose_engine || { summary; exit 1; }
 
 compose() { "${COMPOSE[@]}" -p "$PROJECT" "$@"; }
 cid() { compose ps -q "$SERVICE" 2>/dev/null | head -1; }
@@ -58,11 +53,7 @@ cleanup() {
     compose logs --no-color --tail 40 > "$LOGDIR/server-tail.log" 2>&1 || true
     log "last server log lines (more in $LOGDIR):"; tail -15 "$LOGDIR/server-tail.log"
   fi
-  compose down -v --remove-orphans > "$LOGDIR/cleanup.log" 2>&1 || true
-  rm -rf "$ENCLAVE_SECRETS_DIR" "$WORK/body" "$WORK"/*.db
-  harness_engine_stop
-  summary
-  [ "$fail" = 0 ] || exit 1
+  harness_finish "$ENCLAVE_SECRETS_DIR" "$WORK/body" "$WORK"/*.db
 }
 trap cleanup EXIT
 trap 'bad "interrupted"; exit 130' INT TERM
@@ -257,10 +248,4 @@ fi
   bad "after restore: keystores '$names' (expected '$KS'), body $(cat "$WORK/body" 2>/dev/null)"
 
 # ------------------------------------------------------------------------------ down -v: nothing left
-t=$(now)
-compose down -v > "$LOGDIR/down-v.log" 2>&1 || bad "down -v"
-left_c=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" | wc -l)
-left_v=$(docker volume ls -q --filter "name=${PROJECT}_" | wc -l)
-left_n=$(docker network ls -q --filter "name=${PROJECT}_" | wc -l)
-[ "$left_c$left_v$left_n" = 000 ] && ok "down -v in $(secs "$t")s; no containers, volumes or networks left" ||
-  bad "after down -v: $left_c containers, $left_v volumes, $left_n networks left"
+harness_down_v "$PROJECT"

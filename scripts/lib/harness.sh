@@ -1,4 +1,4 @@
-# harness.sh - shared by the opt-in Docker tests (scripts/test-deploy.sh, scripts/test-package.sh).
+# harness.sh - shared by the opt-in Docker tests (scripts/test-deploy.sh, test-deploy-ha.sh, test-package.sh).
 # Source it after setting ROOT (the repository) and LOGDIR; it never exits by itself.
 #
 #   ok MSG / bad MSG          count a check and print it ("ok   - " / "FAIL - ", with the time)
@@ -8,6 +8,10 @@
 #                             --plain-debian NAME: an image only the kit makes): always the kit's engine.
 #                             harness_engine_stop stops the kit's engine if it was started here
 #                             (KEEP_ENGINE=1 leaves it running)
+#   harness_compose_engine    harness_engine plus COMPOSE=(docker-compose) or (docker compose), counted as one check
+#   harness_down_v PROJECT    `compose down -v` (the caller's compose function), then nothing of PROJECT may be left
+#   harness_finish [PATH...]  for the EXIT trap: the stack removed (down -v), then PATHs (secrets, copies), the
+#                             engine stopped if started here, the summary; exits 1 after any failure
 # shellcheck shell=bash
 
 DOCKERKIT=$ROOT/tools/docker
@@ -45,4 +49,33 @@ harness_engine_stop() {
   [ "$engine_started" = 1 ] && [ "${KEEP_ENGINE:-0}" != 1 ] || return 0
   if "$DOCKERKIT/docker-down.sh" >> "$LOGDIR/cleanup.log" 2>&1; then log "stopped the engine this script started"
   else log "docker-down.sh failed (see $LOGDIR/cleanup.log)"; fi
+}
+
+# harness_compose_engine: 0 with an engine and COMPOSE set (one ok line), else 1 after bad()
+harness_compose_engine() {
+  local t; t=$(now)
+  harness_engine || return 1
+  if command -v docker-compose > /dev/null 2>&1; then COMPOSE=(docker-compose)
+  elif docker compose version > /dev/null 2>&1; then COMPOSE=(docker compose)
+  else bad "neither docker-compose nor 'docker compose' is installed"; return 1; fi
+  ok "engine ready in $(secs "$t")s ($engine_note; $(docker version --format 'server {{.Server.Version}}' 2>/dev/null), $("${COMPOSE[@]}" version --short 2>/dev/null | head -1))"
+}
+
+# harness_down_v PROJECT: the stack goes with its volumes and networks, and nothing of it is left
+harness_down_v() {
+  local t left_c left_v left_n; t=$(now)
+  compose down -v > "$LOGDIR/down-v.log" 2>&1 || bad "down -v"
+  left_c=$(docker ps -aq --filter "label=com.docker.compose.project=$1" | wc -l)
+  left_v=$(docker volume ls -q --filter "name=${1}_" | wc -l)
+  left_n=$(docker network ls -q --filter "name=${1}_" | wc -l)
+  if [ "$left_c$left_v$left_n" = 000 ]; then ok "down -v in $(secs "$t")s; no containers, volumes or networks left"
+  else bad "after down -v: $left_c containers, $left_v volumes, $left_n networks left"; fi
+}
+
+harness_finish() {
+  compose down -v --remove-orphans > "$LOGDIR/cleanup.log" 2>&1 || true
+  rm -rf "$@"
+  harness_engine_stop
+  summary
+  [ "$fail" = 0 ] || exit 1
 }

@@ -16,13 +16,23 @@ export interface PostgresOptions {
 export function openPostgres(options: PostgresOptions): pg.Pool {
   const password = options.passwordFile ? fs.readFileSync(options.passwordFile, 'utf8').replace(/\r?\n$/, '') : undefined;
   return new pg.Pool({
-    connectionString: options.url,
-    ...(password !== undefined ? { password } : {}),
+    connectionString: password === undefined ? options.url : withPassword(options.url, password),
     max: options.max ?? 10,
     application_name: 'enclave-server',
     // A replica that cannot reach the database answers 503 quickly instead of holding robots for minutes.
     connectionTimeoutMillis: 5_000,
   });
+}
+
+/**
+ * pg lets every field of the connection string override the same option given beside it, and a URL without a
+ * password (`postgres://enclave@db/enclave`) still yields an empty one: a `password` option would never be used.
+ * The file's password goes into the URL instead (encoded, since pg decodes what it finds there).
+ */
+function withPassword(url: string, password: string): string {
+  const u = new URL(url);
+  u.password = encodeURIComponent(password);
+  return u.toString();
 }
 
 /**
