@@ -31,7 +31,7 @@ export function toPostgres(text: string): string {
 
 /** SQLSTATE classes that mean "the database is not there right now", not "your request is wrong". */
 const UNAVAILABLE = /^(08|53|57P0[1-3])/;
-const NETWORK = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH']);
+const NETWORK = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH']);
 
 function translate(err: unknown): unknown {
   if (err instanceof StoreError) return err;
