@@ -43,7 +43,7 @@ test('random well-formed trees: the scan and the parsed depth agree', () => {
   }
 });
 
-test('20 000 levels are refused by the scan in well under a millisecond per thousand', () => {
+test('20 000 levels are refused by the scan; 256 are not', () => {
   const deep = `${'<e>'.repeat(20_000)}${'</e>'.repeat(20_000)}`;
   assert.equal(tagDepthExceeds(deep, 256), true);
   assert.equal(tagDepthExceeds(`${'<e>'.repeat(256)}${'</e>'.repeat(256)}`, 256), false);
