@@ -6,6 +6,7 @@ import { auditRoutes } from './audit/audit.routes.js';
 import { authRoutes } from './auth/auth.routes.js';
 import { AuthService } from './auth/auth.service.js';
 import { authenticate, RobotTokenVerifier, type PrincipalResolver } from './auth/authenticate.js';
+import type { Principal } from './auth/principal.js';
 import { DEFAULT_LOGIN_THROTTLE, LoginThrottle, type LoginThrottleOptions } from './auth/throttle.js';
 import { RefusalLog } from './audit/refusals.js';
 import { Denied } from './errors.js';
@@ -139,11 +140,11 @@ export async function createApp(deps: AppDeps): Promise<Express> {
   const tokens = new TokenIssuer(deps.jwtSecret, options.tokenTtlSeconds, options.robotTokenTtlSeconds, () => now().getTime());
   const throttle = new LoginThrottle(() => now().getTime(), options.loginThrottle);
   const auth = new AuthService(store, tokens, throttle, audit);
-  const guards = new Guards((user) => store.read((r) => r.grants.forUser(user)));
   const importLimits = { maxUnpackedBytes: options.maxImportBytes * 4, maxEntries: 100_000, maxFileBytes: 4 * 1024 * 1024 };
   const sandbox = new XmlSandbox({ xmlTimeLimitMs: options.xmlTimeLimitMs, importTimeLimitMs: options.importTimeLimitMs });
   const keystores = new KeystoresService(store, deps.sealer, audit, importLimits, now, sandbox);
   const grants = new GrantsService(store, audit, now);
+  const guards = new Guards((user) => grants.forUser(user));
   const crls = new KeystoreCrls(store, keystores, now, options.crlBatchMs, (keystore, err) =>
     deps.logger.warn({ keystore, err: (err as Error).message }, 'CRL batch not signed; it is signed at the next flush'),
   );
@@ -171,10 +172,7 @@ export async function createApp(deps: AppDeps): Promise<Express> {
       const u = await store.read((r) => r.users.get(name));
       return u && userTokenVersion(u) === ver ? { kind: 'user', name: u.name, role: u.role } : undefined;
     },
-    async robot(name, ver) {
-      const r = await store.read((rs) => rs.robots.get(name));
-      return r && r.keyId !== null && robotTokenVersion(r) === ver ? { kind: 'robot', name: r.name, keyId: r.keyId } : undefined;
-    },
+    robot: async (name, ver) => robotPrincipal(await store.read((r) => r.robots.get(name)), ver),
   };
 
   const metrics = new HttpMetrics();
@@ -190,10 +188,7 @@ export async function createApp(deps: AppDeps): Promise<Express> {
   // heard the change (the change log, within a second); on the replica that made the change, at once.
   const cachedResolver: PrincipalResolver = {
     ...resolver,
-    async robot(name, ver) {
-      const r = await bundles.robot(name);
-      return r && r.keyId !== null && robotTokenVersion(r) === ver ? { kind: 'robot', name: r.name, keyId: r.keyId } : undefined;
-    },
+    robot: async (name, ver) => robotPrincipal(await bundles.robot(name), ver),
   };
   app.use(bundleFastPath(bundles, new RobotTokenVerifier(deps.jwtSecret, cachedResolver, lifetimes), lane));
   app.use(robotLoginFastPath(robots, lane, load, options.jsonLimit));
@@ -248,6 +243,11 @@ export async function createApp(deps: AppDeps): Promise<Express> {
   }) as ErrorRequestHandler);
   app.use(errorHandler(deps.logger));
   return app;
+}
+
+/** A robot token stands while the robot is enrolled with the key (and enrollment) the token was issued for. */
+function robotPrincipal(r: { name: string; keyId: string | null; enrolledAt: string | null } | undefined, ver: string): Principal | undefined {
+  return r && r.keyId !== null && robotTokenVersion(r) === ver ? { kind: 'robot', name: r.name, keyId: r.keyId } : undefined;
 }
 
 export function servicesOf(app: Express): Services {
