@@ -91,9 +91,12 @@ export class AuditService {
     return r.audit.insert({ id, ...row, prev_hash: prev, hash });
   }
 
-  /** An entry that describes no other write (a refusal, a failed login): its own unit of work. */
+  /**
+   * An entry that describes no other write (a refusal, a failed login, a delivery): its own unit of work,
+   * committed with those asked for at the same moment (a boot storm delivers thousands).
+   */
   recordAlone(event: AuditEvent): Promise<number> {
-    return this.store.tx((r) => this.record(r, event));
+    return this.store.grouped((r) => this.record(r, event));
   }
 
   async list(q: AuditQuery): Promise<AuditEntry[]> {

@@ -161,7 +161,7 @@ export class IdentitiesService {
     });
     const serial = serialBytes.toString('hex').toUpperCase();
     const at = this.now().toISOString();
-    await this.store.tx(async (r) => {
+    await this.store.grouped(async (r) => {
       // Everything decided above is decided again here, in the write transaction: the binding, the
       // enclave's state and the key's freshness may have changed since they were first looked at.
       const now = await this.target(r, robot.name, keystore, enclave);

@@ -236,8 +236,8 @@ export class RobotsService {
   /**
    * The credential is checked first: a valid assertion is never refused by the failure limit. The signature is
    * checked before the unit of work (which holds the write lock every replica shares); inside it, the replay
-   * record and the audit entry commit together, one commit per login, and expired replay records are swept at
-   * most every few seconds, not on every login of a boot storm. A key revoked between the read and the unit of
+   * record and the audit entry commit together, in one commit with the other logins of the moment (a boot storm's
+   * cost was one commit per login), and expired replay records are swept at most every few seconds. A key revoked between the read and the unit of
    * work is not looked for again: the token carries the key's version, so the robot's next request is refused.
    */
   async login(assertion: string, ip: string): Promise<IssuedToken> {
@@ -258,7 +258,7 @@ export class RobotsService {
     // Kept until the assertion's own expiry (plus tolerance): a replay inside its lifetime is refused.
     const keepUntil = new Date((claims.exp + 120) * 1000).toISOString();
     const jti = claims.jti;
-    const accepted = await this.store.tx(async (r) => {
+    const accepted = await this.store.grouped(async (r) => {
       if (nowMs - this.lastJtiPurge >= JTI_PURGE_INTERVAL_MS) {
         await r.robots.purgeAssertions(new Date(nowMs).toISOString());
         this.lastJtiPurge = nowMs;
@@ -304,6 +304,6 @@ export class RobotsService {
   }
 
   async report(robot: RobotPrincipal, rep: Omit<RobotReport, 'reportedAt' | 'lastSeenAt'>): Promise<void> {
-    await this.store.tx((r) => r.robots.upsertReport(robot.name, rep, this.now().toISOString()));
+    await this.store.grouped((r) => r.robots.upsertReport(robot.name, rep, this.now().toISOString()));
   }
 }
