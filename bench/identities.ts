@@ -1,7 +1,7 @@
 /**
  * Per-robot identity issuance throughput (issue 14), against baselines measured in the same run.
  *
- *   npm run bench:identities -- --robots 10000 --enclaves 2
+ *   npm run bench:identities -- --robots 10000 --enclaves 2 [--concurrency 1]
  *
  * One process, the real services over the test store (a real SQLite file; PostgreSQL with ENCLAVE_TEST_STORE=postgres),
  * the app `createApp` builds, as the tests use it:
@@ -12,7 +12,9 @@
  *                 per enclave, and it gives every robot the same key
  *   per-robot     IdentitiesService.issue() for every robot × enclave, with a CSR the agent's own builder
  *                 (client/agent/csr.ts) made beforehand (not timed): binding check, rate limit, CSR parse and
- *                 signature check, fresh-key check, certificate, identity row, audit entry, change event
+ *                 signature check, fresh-key check, certificate, identity row, audit entry, change event;
+ *                 with --concurrency C, C requests in flight at a time (robots booting together), which lets
+ *                 the store commit the ones that arrive at once together (Store.grouped); 1: one after another
  * Prints machine, time and load, then a Markdown table with certificates/s and ratios to both baselines.
  */
 import crypto from 'node:crypto';
@@ -25,12 +27,13 @@ import { buildCsr, newIdentityKey } from '../client/agent/csr.js';
 import { bearer, makeTestApp } from '../test/helpers/app.js';
 
 const { values } = parseArgs({
-  options: { robots: { type: 'string', default: '10000' }, enclaves: { type: 'string', default: '2' } },
+  options: { robots: { type: 'string', default: '10000' }, enclaves: { type: 'string', default: '2' }, concurrency: { type: 'string', default: '1' } },
 });
 const ROBOTS = Number(values.robots);
 const ENCLAVES = Number(values.enclaves);
-if (!Number.isInteger(ROBOTS) || ROBOTS < 1 || !Number.isInteger(ENCLAVES) || ENCLAVES < 1) {
-  console.error('bench:identities: --robots and --enclaves must be whole numbers ≥ 1');
+const CONCURRENCY = Number(values.concurrency);
+if (![ROBOTS, ENCLAVES, CONCURRENCY].every((v) => Number.isInteger(v) && v >= 1)) {
+  console.error('bench:identities: --robots, --enclaves and --concurrency must be whole numbers ≥ 1');
   process.exit(2);
 }
 const N = ROBOTS * ENCLAVES;
@@ -93,20 +96,24 @@ try {
   // Per-robot issuance.
   const t0issue = process.hrtime.bigint();
   const serials = new Set<string>();
-  for (const [i, name] of robots.entries()) {
-    const robot = { kind: 'robot' as const, name, keyId: `bench-${i}` };
-    for (const [j, enclave] of paths.entries()) {
-      serials.add((await s.identities.issue(robot, { keystore: 'per_robot', enclave, csr: csrs[i]![j]! })).serial);
+  let next = 0;
+  const asker = async (): Promise<void> => {
+    for (let k = next++; k < N; k = next++) {
+      const i = Math.floor(k / ENCLAVES);
+      const j = k % ENCLAVES;
+      const robot = { kind: 'robot' as const, name: robots[i]!, keyId: `bench-${i}` };
+      serials.add((await s.identities.issue(robot, { keystore: 'per_robot', enclave: paths[j]!, csr: csrs[i]![j]! })).serial);
+      if (serials.size % (2000 * ENCLAVES) === 0 || serials.size === N) progress('per-robot identities', serials.size, N);
     }
-    if ((i + 1) % 2000 === 0 || i + 1 === ROBOTS) progress('per-robot identities', (i + 1) * ENCLAVES, N);
-  }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, asker));
   const perRobot = N / seconds(t0issue);
   if (serials.size !== N) throw new Error(`expected ${N} distinct serials, got ${serials.size}`);
 
   const f = (x: number) => x.toFixed(0);
   const cpu = os.cpus();
   console.log(`machine: ${cpu.length} × ${cpu[0]?.model ?? 'cpu'}, node ${process.version}, ${new Date().toISOString()}, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  console.log(`work: ${ROBOTS} robots × ${ENCLAVES} enclaves = ${N} certificates (${serials.size} distinct serials issued)`);
+  console.log(`work: ${ROBOTS} robots × ${ENCLAVES} enclaves = ${N} certificates (${serials.size} distinct serials issued), per-robot requests ${CONCURRENCY} at a time`);
   console.log('');
   console.log('| what | certificates/s | × raw signing | × shared mode |');
   console.log('|---|---:|---:|---:|');
