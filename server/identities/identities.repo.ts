@@ -23,6 +23,13 @@ export interface IdentityRow {
  */
 const NEWEST_FIRST = `issued_at DESC, CASE WHEN status = 'live' THEN 0 ELSE 1 END, serial DESC`;
 
+/**
+ * Sorted here, not by ORDER BY serial: SQLite, without statistics, then walks the primary key (keystore,
+ * serial) to spare a sort, i.e. every certificate of the keystore, instead of the few the index on robot
+ * finds. With 20,000 identities that one plan took two thirds of a certificate request's time.
+ */
+const bySerial = (rows: IdentityRow[]): IdentityRow[] => rows.sort((a, b) => (a.serial < b.serial ? -1 : a.serial > b.serial ? 1 : 0));
+
 /** SQL for per-robot identities and the public keys ever seen in a CSR; nothing else. */
 export class IdentitiesRepo {
   constructor(private readonly sql: Sql) {}
@@ -41,20 +48,18 @@ export class IdentitiesRepo {
       [robot, keystore, enclave],
     );
   }
-  liveOf(robot: string, keystore: string, enclave: string): Promise<IdentityRow[]> {
-    return this.sql.all<IdentityRow>(
-      `SELECT * FROM robot_identities WHERE robot = ? AND keystore = ? AND enclave = ? AND status = 'live' ORDER BY serial`,
-      [robot, keystore, enclave],
+  async liveOf(robot: string, keystore: string, enclave: string): Promise<IdentityRow[]> {
+    return bySerial(
+      await this.sql.all<IdentityRow>(`SELECT * FROM robot_identities WHERE robot = ? AND keystore = ? AND enclave = ? AND status = 'live'`, [robot, keystore, enclave]),
     );
   }
   /** Live and superseded: every certificate of the robot that is still good until it expires. */
   unrevokedOfRobot(robot: string): Promise<IdentityRow[]> {
     return this.sql.all<IdentityRow>(`SELECT * FROM robot_identities WHERE robot = ? AND status <> 'revoked' ORDER BY keystore, serial`, [robot]);
   }
-  unrevokedOfEnclave(keystore: string, enclave: string): Promise<IdentityRow[]> {
-    return this.sql.all<IdentityRow>(
-      `SELECT * FROM robot_identities WHERE keystore = ? AND enclave = ? AND status <> 'revoked' ORDER BY serial`,
-      [keystore, enclave],
+  async unrevokedOfEnclave(keystore: string, enclave: string): Promise<IdentityRow[]> {
+    return bySerial(
+      await this.sql.all<IdentityRow>(`SELECT * FROM robot_identities WHERE keystore = ? AND enclave = ? AND status <> 'revoked'`, [keystore, enclave]),
     );
   }
   async insert(row: Omit<IdentityRow, 'status' | 'superseded_at' | 'revoked_at'>): Promise<void> {
