@@ -31,6 +31,7 @@ export interface ServerConfig {
   maxImportBytes: number;
   /** Event-loop lag (ms) above which robot logins and enrollments are answered 503 + Retry-After; 0: never. */
   overloadLagMs: number;
+  overloadQueueMs: number;
   /** Time limit for reading one uploaded policy or governance document (ms). */
   xmlTimeLimitMs: number;
   /** Time limit for reading one uploaded sros2 keystore archive (ms). */
@@ -73,6 +74,8 @@ options (flag wins over environment):
   ENCLAVE_ADMIN_PASSWORD(_FILE)                 first admin's password (only when no user exists)
   ENCLAVE_LOG_LEVEL                             pino level (default info)
   ENCLAVE_OVERLOAD_LAG_MS                       event-loop lag that sheds robot logins with 503 (default 250, 0 off)
+  ENCLAVE_OVERLOAD_QUEUE_MS                     wait for a TLS handshake that, for most connections of a second,
+                                                sheds robot logins with 503 (default 1000, 0 off)
   ENCLAVE_XML_TIME_LIMIT_MS                     time to read one uploaded policy/governance (default 1500)
   ENCLAVE_IMPORT_TIME_LIMIT_MS                  time to read one keystore import (default 120000)`;
 
@@ -186,6 +189,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     logLevel: env.ENCLAVE_LOG_LEVEL || 'info',
     maxImportBytes: positiveInt(env.ENCLAVE_MAX_IMPORT_BYTES, 'ENCLAVE_MAX_IMPORT_BYTES', 64 * 1024 * 1024),
     overloadLagMs: env.ENCLAVE_OVERLOAD_LAG_MS === '0' ? 0 : positiveInt(env.ENCLAVE_OVERLOAD_LAG_MS, 'ENCLAVE_OVERLOAD_LAG_MS', DEFAULT_OVERLOAD.lagMs),
+    overloadQueueMs: env.ENCLAVE_OVERLOAD_QUEUE_MS === '0' ? 0 : positiveInt(env.ENCLAVE_OVERLOAD_QUEUE_MS, 'ENCLAVE_OVERLOAD_QUEUE_MS', DEFAULT_OVERLOAD.queueMs),
     xmlTimeLimitMs: positiveInt(env.ENCLAVE_XML_TIME_LIMIT_MS, 'ENCLAVE_XML_TIME_LIMIT_MS', 1500),
     importTimeLimitMs: positiveInt(env.ENCLAVE_IMPORT_TIME_LIMIT_MS, 'ENCLAVE_IMPORT_TIME_LIMIT_MS', 120_000),
     identityReissue: reissue,

@@ -16,7 +16,7 @@ import { MIN_PASSWORD_LENGTH, randomPassword } from './auth/passwords.js';
 import { createLogger, type Logger } from './logger.js';
 import { ensureSelfSignedTls } from './tls/self-signed.js';
 import type { Services } from './app.js';
-import { DEFAULT_OVERLOAD } from './http/overload.js';
+import { DEFAULT_OVERLOAD, watchHandshakes } from './http/overload.js';
 
 /**
  * Creates the first administrator when the database has no user at all. Replicas starting together on one
@@ -77,7 +77,7 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
       tokenTtlSeconds: config.tokenTtlSeconds,
       robotTokenTtlSeconds: config.robotTokenTtlSeconds,
       maxImportBytes: config.maxImportBytes,
-      overload: { ...DEFAULT_OVERLOAD, lagMs: config.overloadLagMs },
+      overload: { ...DEFAULT_OVERLOAD, lagMs: config.overloadLagMs, queueMs: config.overloadQueueMs },
       xmlTimeLimitMs: config.xmlTimeLimitMs,
       importTimeLimitMs: config.importTimeLimitMs,
       trustProxy: config.trustProxy.length ? config.trustProxy : false,
@@ -105,7 +105,9 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
     const tls = config.tlsCertFile
       ? { cert: fs.readFileSync(config.tlsCertFile, 'utf8'), key: fs.readFileSync(config.tlsKeyFile!, 'utf8') }
       : ensureSelfSignedTls(config.dataDir, config.listenHost, config.tlsSans, sealer, logger);
-    server = https.createServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, app);
+    const secure = https.createServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, app);
+    watchHandshakes(secure, servicesOf(app).load);
+    server = secure;
     scheme = 'https';
   }
   // Long polls hold a request up to 60 s; keep idle sockets a little longer than a poll cycle.

@@ -1,7 +1,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import https from 'node:https';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
 import request from 'supertest';
-import { LoadMonitor, retryAfterSeconds } from '../server/http/overload.js';
+import { LoadMonitor, retryAfterSeconds, watchHandshakes } from '../server/http/overload.js';
+import { makeTestCa } from './helpers/agent-tls.js';
 import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
 import { assertion, deviceKey, type DeviceKey } from './helpers/robot.js';
 
@@ -44,7 +51,7 @@ describe('overload: new robot work is shed early while the event loop is saturat
   });
 
   test('one long task is not saturation; repeated stalls are, until the loop is quiet again', async () => {
-    const monitor = new LoadMonitor({ lagMs: 250, holdMs: 1000 });
+    const monitor = new LoadMonitor({ lagMs: 250, holdMs: 1000, queueMs: 0 });
     try {
       busy(600);
       await turn();
@@ -57,8 +64,30 @@ describe('overload: new robot work is shed early while the event loop is saturat
     }
   });
 
+  test('handshakes: saturated when at least half of a second\'s handshakes (10 or more) waited longer than queueMs', () => {
+    let now = 0;
+    const monitor = new LoadMonitor({ lagMs: 0, holdMs: 1000, queueMs: 1000 }, () => now);
+    for (let i = 0; i < 9; i++) monitor.noteHandshake(3000);
+    assert.equal(monitor.lag(), 0, 'nine handshakes say nothing yet');
+    now = 1000; // a new window
+    for (let i = 0; i < 6; i++) monitor.noteHandshake(5);
+    for (let i = 0; i < 4; i++) monitor.noteHandshake(4000);
+    assert.equal(monitor.lag(), 0, 'four slow of ten: robots on slow links, not a queue');
+    monitor.noteHandshake(2500);
+    assert.equal(monitor.lag(), 0, 'five slow of eleven');
+    monitor.noteHandshake(2500);
+    assert.equal(monitor.lag(), 4000, 'six slow of twelve: the slowest wait sets the back-off');
+    now = 1999;
+    assert.equal(monitor.lag(), 4000);
+    now = 2001;
+    assert.equal(monitor.lag(), 0, 'holdMs after the last judgement');
+    const off = new LoadMonitor({ lagMs: 0, holdMs: 1000, queueMs: 0 }, () => now);
+    for (let i = 0; i < 20; i++) off.noteHandshake(60_000);
+    assert.equal(off.lag(), 0, 'queueMs 0: never');
+  });
+
   test('lagMs 0 never sheds', async () => {
-    const monitor = new LoadMonitor({ lagMs: 0, holdMs: 1000 });
+    const monitor = new LoadMonitor({ lagMs: 0, holdMs: 1000, queueMs: 0 });
     await saturate(400);
     assert.equal(monitor.lag(), 0);
     monitor.close();
@@ -70,7 +99,7 @@ describe('overload: new robot work is shed early while the event loop is saturat
     let key: DeviceKey;
 
     before(async () => {
-      ctx = await makeTestApp({ overload: { lagMs: 250, holdMs: 3000 } });
+      ctx = await makeTestApp({ overload: { lagMs: 250, holdMs: 3000, queueMs: 0 } });
       admin = await ctx.adminToken();
       await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'r1', labels: {} }).expect(201);
       const t = await request(ctx.app).post('/v1/robots/r1/enrollment-tokens').set(bearer(admin)).send({});
@@ -125,6 +154,79 @@ describe('overload: new robot work is shed early while the event loop is saturat
       await until(() => ctx.services.load.lag() === 0, 'quiet');
       const again = await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('r1', key) }).expect(200);
       ctx.secrets.add(again.body.token);
+    });
+  });
+
+  describe('handshakes that waited, over real TLS', () => {
+    let ctx: TestContext;
+    let server: https.Server;
+    let key: DeviceKey;
+    let dir: string;
+
+    before(async () => {
+      ctx = await makeTestApp({ overload: { lagMs: 0, holdMs: 2000, queueMs: 300 } });
+      const admin = await ctx.adminToken();
+      await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'r2', labels: {} }).expect(201);
+      const t = await request(ctx.app).post('/v1/robots/r2/enrollment-tokens').set(bearer(admin)).send({});
+      ctx.secrets.add(t.body.token);
+      key = deviceKey();
+      await request(ctx.app).post('/v1/enroll').send({ token: t.body.token, publicKey: key.publicKeyPem }).expect(201);
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-handshakes-'));
+      const ca = makeTestCa(dir, 'localhost');
+      server = https.createServer({ cert: ca.caPem, key: fs.readFileSync(path.join(dir, 'ca.key')) }, ctx.app);
+      watchHandshakes(server, ctx.services.load);
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    });
+    after(async () => {
+      await new Promise((resolve) => server.close(resolve));
+      ctx.services.bundles.close();
+      ctx.services.load.close();
+      await ctx.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    /** A connection accepted now whose handshake starts `delayMs` later: what a queue in front of it does. */
+    const lateHandshake = (delayMs: number) =>
+      new Promise<void>((resolve, reject) => {
+        const port = (server.address() as net.AddressInfo).port;
+        const raw = net.connect(port, '127.0.0.1', () => {
+          setTimeout(() => {
+            const secure = tls.connect({ socket: raw, rejectUnauthorized: false }, () => {
+              secure.end();
+              resolve();
+            });
+            secure.on('error', reject);
+          }, delayMs);
+        });
+        raw.on('error', reject);
+      });
+
+    const login = () =>
+      new Promise<{ status: number; retryAfter?: string }>((resolve, reject) => {
+        const body = JSON.stringify({ assertion: assertion('r2', key) });
+        const req = https.request(
+          { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, path: '/v1/auth/robot', method: 'POST', rejectUnauthorized: false, agent: false, headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } },
+          (res) => {
+            let text = '';
+            res.on('data', (c) => (text += c));
+            res.on('end', () => {
+              if (res.statusCode === 200) ctx.secrets.add(JSON.parse(text).token);
+              resolve({ status: res.statusCode!, retryAfter: res.headers['retry-after'] as string | undefined });
+            });
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+
+    test('robot logins are shed (503 + Retry-After) once most handshakes wait, and served again when they do not', async () => {
+      assert.equal((await login()).status, 200, 'fresh handshakes: served');
+      await Promise.all(Array.from({ length: 12 }, () => lateHandshake(400)));
+      const shed = await login();
+      assert.equal(shed.status, 503);
+      assert.ok(Number(shed.retryAfter) >= 1, `Retry-After ${shed.retryAfter}`);
+      await until(() => ctx.services.load.lag() === 0, 'quiet');
+      assert.equal((await login()).status, 200);
     });
   });
 });

@@ -132,10 +132,18 @@ describe('the real server process', () => {
     });
     assert.equal(overload.status, 2);
     assert.match(overload.stderr, /ENCLAVE_OVERLOAD_LAG_MS must be a positive integer/);
+    const queue = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO, 'server', 'main.ts')], {
+      cwd: REPO,
+      encoding: 'utf8',
+      env: { ...process.env, ENCLAVE_OVERLOAD_QUEUE_MS: 'soon' },
+    });
+    assert.equal(queue.status, 2);
+    assert.match(queue.stderr, /ENCLAVE_OVERLOAD_QUEUE_MS must be a positive integer/);
     const help = run(['--help']);
     assert.equal(help.status, 0);
     assert.match(help.stdout, /usage: enclave-server/);
     assert.match(help.stdout, /ENCLAVE_OVERLOAD_LAG_MS/);
+    assert.match(help.stdout, /ENCLAVE_OVERLOAD_QUEUE_MS/);
   });
 
   test('migrate applies migrations only; backup makes a consistent copy', () => {

@@ -1,4 +1,6 @@
 import type { RequestHandler } from 'express';
+import type { Socket } from 'node:net';
+import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { ServiceUnavailable } from '../errors.js';
 
 export interface OverloadOptions {
@@ -6,9 +8,18 @@ export interface OverloadOptions {
   lagMs: number;
   /** How long it stays counted as saturated after the last late tick (so that it does not flap per request). */
   holdMs: number;
+  /**
+   * A connection whose TLS handshake completes this long after it was accepted waited in the server's queue
+   * (or crossed a slow link). When most of a second's handshakes do, the server counts as saturated. 0: off.
+   */
+  queueMs: number;
 }
 
-export const DEFAULT_OVERLOAD: OverloadOptions = { lagMs: 250, holdMs: 1000 };
+export const DEFAULT_OVERLOAD: OverloadOptions = { lagMs: 250, holdMs: 1000, queueMs: 1000 };
+
+/** Handshakes are judged a window at a time: fewer than this many in one say nothing about the queue. */
+const QUEUE_WINDOW_MS = 1000;
+const QUEUE_MIN_HANDSHAKES = 10;
 
 const TICK_MS = 25;
 
@@ -16,6 +27,12 @@ const TICK_MS = 25;
  * Measures how late a short repeating timer fires: when TLS handshakes, crypto and SQLite keep the one event
  * loop busy, every queued request waits at least that long. Two late ticks within `holdMs` mark the server
  * saturated until `holdMs` after the last one; a quiet tick does not clear it early.
+ *
+ * A storm of TLS handshakes hides from that timer: each handshake is a short task, so the loop keeps turning
+ * while thousands of connections wait behind one another (it rarely fired in a 10,000-robot boot storm, where
+ * robots waited 15 s and timed out). What they wait shows in how long after it was accepted a connection
+ * finishes its handshake: `noteHandshake`. When at least half of a second's handshakes (10 or more) took longer
+ * than `queueMs`, the server is saturated for `holdMs` more: a few robots on a slow link do not make it so.
  */
 export class LoadMonitor {
   private expected: number;
@@ -23,6 +40,12 @@ export class LoadMonitor {
   private worst = 0;
   private lateTicks = 0;
   private readonly timer: NodeJS.Timeout | undefined;
+  private windowStart = -Infinity;
+  private handshakes = 0;
+  private slowHandshakes = 0;
+  private slowest = 0;
+  private queuedUntil = -Infinity;
+  private queueWait = 0;
 
   constructor(
     private readonly opts: OverloadOptions = DEFAULT_OVERLOAD,
@@ -51,15 +74,55 @@ export class LoadMonitor {
     }
   }
 
-  /** The worst recent lag in ms while saturated, else 0. */
+  /** A fresh connection finished its TLS handshake `ms` after it was accepted. */
+  noteHandshake(ms: number): void {
+    if (this.opts.queueMs <= 0) return;
+    const now = this.clock();
+    if (now - this.windowStart >= QUEUE_WINDOW_MS) {
+      this.windowStart = now;
+      this.handshakes = 0;
+      this.slowHandshakes = 0;
+      this.slowest = 0;
+    }
+    this.handshakes++;
+    if (ms > this.opts.queueMs) {
+      this.slowHandshakes++;
+      this.slowest = Math.max(this.slowest, ms);
+    }
+    if (this.handshakes >= QUEUE_MIN_HANDSHAKES && this.slowHandshakes * 2 >= this.handshakes) {
+      this.queuedUntil = now + this.opts.holdMs;
+      this.queueWait = this.slowest;
+    }
+  }
+
+  /** How saturated the server is, in ms of delay (event-loop lag or handshake queueing), else 0. */
   lag(): number {
+    const now = this.clock();
     // One late tick is one long task that is over (an import, a big batch); saturation keeps ticks late.
-    return this.lateTicks >= 2 && this.clock() - this.lastLate < this.opts.holdMs ? this.worst : 0;
+    const loop = this.lateTicks >= 2 && now - this.lastLate < this.opts.holdMs ? this.worst : 0;
+    return Math.max(loop, now < this.queuedUntil ? this.queueWait : 0);
   }
 
   close(): void {
     clearInterval(this.timer);
   }
+}
+
+const ACCEPTED = Symbol('acceptedAt');
+
+/**
+ * Tells the monitor how long each fresh connection waited for its handshake: stamped when the TCP connection is
+ * accepted (before any TLS work), read when the TLS socket is secure.
+ */
+export function watchHandshakes(server: TlsServer, monitor: LoadMonitor, clock: () => number = () => performance.now()): void {
+  server.on('connection', (socket: Socket & { [ACCEPTED]?: number }) => {
+    socket[ACCEPTED] = clock();
+  });
+  server.on('secureConnection', (tls: TLSSocket) => {
+    // The TCP socket the TLS socket wraps (Node's own field, set for every socket a TLS server accepts).
+    const accepted = (tls as TLSSocket & { _parent?: { [ACCEPTED]?: number } })._parent?.[ACCEPTED];
+    if (accepted !== undefined) monitor.noteHandshake(clock() - accepted);
+  });
 }
 
 /**
