@@ -16,6 +16,8 @@ import { MIN_PASSWORD_LENGTH, randomPassword } from './auth/passwords.js';
 import { createLogger, type Logger } from './logger.js';
 import { ensureSelfSignedTls } from './tls/self-signed.js';
 import type { Services } from './app.js';
+
+const LISTEN_BACKLOG = 4096;
 import { DEFAULT_OVERLOAD, watchHandshakes } from './http/overload.js';
 
 /**
@@ -117,7 +119,10 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(config.listenPort, config.listenHost, resolve);
+    // Node's default backlog (511) overflows when a fleet boots at once: the kernel then drops SYNs, and each
+    // robot waits for its own retransmission (1 s, 3 s, 7 s…) before the server even sees it. The kernel caps
+    // this at net.core.somaxconn (4096 by default since Linux 5.4).
+    server.listen({ port: config.listenPort, host: config.listenHost, backlog: LISTEN_BACKLOG }, resolve);
   });
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
