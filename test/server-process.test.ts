@@ -125,20 +125,15 @@ describe('the real server process', () => {
     const tls = run(['--tls-cert', '/nope.pem']);
     assert.equal(tls.status, 2);
     assert.match(tls.stderr, /--tls-cert and --tls-key go together/);
-    const overload = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO, 'server', 'main.ts')], {
-      cwd: REPO,
-      encoding: 'utf8',
-      env: { ...process.env, ENCLAVE_OVERLOAD_LAG_MS: '-5' },
-    });
-    assert.equal(overload.status, 2);
-    assert.match(overload.stderr, /ENCLAVE_OVERLOAD_LAG_MS must be a positive integer/);
-    const queue = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO, 'server', 'main.ts')], {
-      cwd: REPO,
-      encoding: 'utf8',
-      env: { ...process.env, ENCLAVE_OVERLOAD_QUEUE_MS: 'soon' },
-    });
-    assert.equal(queue.status, 2);
-    assert.match(queue.stderr, /ENCLAVE_OVERLOAD_QUEUE_MS must be a positive integer/);
+    for (const [name, value] of [['ENCLAVE_OVERLOAD_LAG_MS', '-5'], ['ENCLAVE_OVERLOAD_QUEUE_MS', 'soon']] as const) {
+      const bad = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO, 'server', 'main.ts')], {
+        cwd: REPO,
+        encoding: 'utf8',
+        env: { ...process.env, [name]: value },
+      });
+      assert.equal(bad.status, 2, name);
+      assert.match(bad.stderr, new RegExp(`${name} must be a positive integer`));
+    }
     const help = run(['--help']);
     assert.equal(help.status, 0);
     assert.match(help.stdout, /usage: enclave-server/);
