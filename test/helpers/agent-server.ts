@@ -39,7 +39,7 @@ export async function startServer(opts: { dataDir: string; port?: number; insecu
   const proc = spawn(process.execPath, args, {
     cwd: REPO,
     // Load shedding follows this machine's load, which agent tests do not control (test/overload.test.ts covers it).
-    env: { ...process.env, ENCLAVE_ADMIN_PASSWORD: ADMIN_PASSWORD, ENCLAVE_OVERLOAD_LAG_MS: '0', ...database, ...opts.env },
+    env: { ...process.env, ENCLAVE_ADMIN_PASSWORD: ADMIN_PASSWORD, ENCLAVE_OVERLOAD_LAG_MS: '0', ENCLAVE_OVERLOAD_QUEUE_MS: '0', ...database, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

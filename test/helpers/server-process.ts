@@ -18,7 +18,7 @@ export async function startServer(args: string[], env: NodeJS.ProcessEnv = {}, t
     cwd: REPO,
     // Load shedding reacts to this machine's load, which tests do not control: off unless a test asks for it
     // (test/overload.test.ts drives it with a saturated loop it makes itself).
-    env: { ...process.env, ENCLAVE_ADMIN_PASSWORD: '', ENCLAVE_ADMIN_PASSWORD_FILE: '', ENCLAVE_OVERLOAD_LAG_MS: '0', ...env },
+    env: { ...process.env, ENCLAVE_ADMIN_PASSWORD: '', ENCLAVE_ADMIN_PASSWORD_FILE: '', ENCLAVE_OVERLOAD_LAG_MS: '0', ENCLAVE_OVERLOAD_QUEUE_MS: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
