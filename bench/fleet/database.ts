@@ -3,8 +3,8 @@
  * DATABASE (e.g. scripts/postgres-throwaway.sh's cluster): every configuration starts from an empty schema,
  * so the second one does not inherit the first one's robots, change log or audit chain.
  */
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { createDatabase } from '../../test/helpers/postgres.js';
 import { cpuMs } from './stats.js';
 
 export interface BenchDatabase {
@@ -37,32 +37,12 @@ export async function checkDatabaseUrl(baseUrl: string): Promise<void> {
 }
 
 export async function createBenchDatabase(baseUrl: string, label: string): Promise<BenchDatabase> {
-  const name = `bench_${label.replace(/[^a-z0-9]/g, '_')}_${randomBytes(4).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: baseUrl });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const u = new URL(baseUrl);
+  const database = await createDatabase(baseUrl, 'bench', label);
+  // The servers read the password from a file: the URL they get carries none.
+  const u = new URL(database.url);
   const password = decodeURIComponent(u.password);
   u.password = '';
-  u.pathname = `/${name}`;
-  return {
-    url: u.toString(),
-    password,
-    name,
-    async drop() {
-      const c = new pg.Client({ connectionString: baseUrl });
-      await c.connect();
-      const drop = (): Promise<unknown> => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      // An autovacuum worker may hold the database for a moment after the servers left: once more, later.
-      await drop()
-        .catch(() => new Promise((r) => setTimeout(r, 1000)).then(drop))
-        .finally(() => c.end().catch(() => {}));
-    },
-  };
+  return { url: u.toString(), password, name: database.name, drop: database.drop };
 }
 
 /**

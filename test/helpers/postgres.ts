@@ -20,22 +20,26 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-export async function freshDatabase(label: string): Promise<TestDatabase> {
-  if (!TEST_DATABASE_URL) throw new Error(String(NO_POSTGRES));
-  const name = `t_${label.replace(/[^a-z0-9]/g, '_')}_${crypto.randomBytes(4).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
+/**
+ * A new, empty database named `<prefix>_<label>_<random>` on the server `serverUrl` names (its role may CREATE
+ * DATABASE), and how to drop it. Used by the tests and by the benchmarks' PostgreSQL runs.
+ */
+export async function createDatabase(serverUrl: string, prefix: string, label: string): Promise<TestDatabase & { name: string }> {
+  const name = `${prefix}_${label.replace(/[^a-z0-9]/g, '_')}_${crypto.randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: serverUrl });
   await admin.connect();
   try {
     await admin.query(`CREATE DATABASE ${name}`);
   } finally {
     await admin.end();
   }
-  const url = new URL(TEST_DATABASE_URL);
+  const url = new URL(serverUrl);
   url.pathname = `/${name}`;
   return {
     url: url.toString(),
+    name,
     async drop() {
-      const c = new pg.Client({ connectionString: TEST_DATABASE_URL });
+      const c = new pg.Client({ connectionString: serverUrl });
       await c.connect();
       try {
         // Cleanup, not what a test checks: an autovacuum worker (the superuser's, which FORCE may not end) can
@@ -56,4 +60,9 @@ export async function freshDatabase(label: string): Promise<TestDatabase> {
       }
     },
   };
+}
+
+export async function freshDatabase(label: string): Promise<TestDatabase> {
+  if (!TEST_DATABASE_URL) throw new Error(String(NO_POSTGRES));
+  return createDatabase(TEST_DATABASE_URL, 't', label);
 }
