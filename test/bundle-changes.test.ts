@@ -37,9 +37,7 @@ describe('bundles follow every change', () => {
   };
 
   before(async () => {
-    // Governance and policies are read in the XML sandbox under a time limit, and a worker starts within it: on
-    // a loaded machine the default (1.5 s) refused a rotation now and then. These tests are about bundles.
-    ctx = await makeTestApp({ xmlTimeLimitMs: 20_000 });
+    ctx = await makeTestApp();
     admin = await ctx.adminToken();
     const a = bearer(admin);
     await request(ctx.app).post('/v1/keystores').set(a).send({ name: 'ks' }).expect(201);
