@@ -18,14 +18,14 @@ import { Sealer } from '../../server/secrets/seal.js';
 export const ADMIN = { username: 'admin', password: 'admin-password-for-tests' };
 
 /** A fresh, migrated, followed store: a file in `dir`, or a database of its own on the test cluster. */
-export async function makeTestStore(dir: string, now?: () => Date): Promise<{ store: Store; drop(): Promise<void> }> {
+export async function makeTestStore(dir: string, now?: () => Date, pollMs?: number): Promise<{ store: Store; drop(): Promise<void> }> {
   if (TEST_STORE === 'sqlite') {
-    const { store } = await openStore({ sqliteFile: path.join(dir, 'enclaves.db') }, { now });
+    const { store } = await openStore({ sqliteFile: path.join(dir, 'enclaves.db') }, { now, pollMs });
     return { store, drop: async () => {} };
   }
   if (!TEST_DATABASE_URL) throw new Error('ENCLAVE_TEST_STORE=postgres needs ENCLAVE_TEST_DATABASE_URL (scripts/postgres-throwaway.sh)');
   const database = await freshDatabase(path.basename(dir).toLowerCase());
-  const { store } = await openStore({ url: database.url, poolSize: 4 }, { now });
+  const { store } = await openStore({ url: database.url, poolSize: 4 }, { now, pollMs });
   return { store, drop: () => database.drop() };
 }
 
@@ -47,13 +47,14 @@ export interface TestContext {
 }
 
 /** A fresh app over a fresh migrated database in its own temp folder, with an admin user. */
-export async function makeTestApp(options: Partial<AppOptions> & { now?: () => Date } = {}): Promise<TestContext> {
+/** `followerPollMs`: how often the store's change follower reads the log unprompted (the store's default if unset). */
+export async function makeTestApp(options: Partial<AppOptions> & { now?: () => Date; followerPollMs?: number } = {}): Promise<TestContext> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-test-'));
   // The XML time limit (1.5 s in production) is a safety net that a loaded machine running test files in
   // parallel can trip over on an ordinary policy (a 422 for a policy that is fine): generous unless a test is
   // about the limit itself and sets it.
-  const { now, ...appOptions } = { xmlTimeLimitMs: 20_000, ...options };
-  const { store, drop } = await makeTestStore(dir, now);
+  const { now, followerPollMs, ...appOptions } = { xmlTimeLimitMs: 20_000, ...options };
+  const { store, drop } = await makeTestStore(dir, now, followerPollMs);
   const masterKey = crypto.randomBytes(32);
   const jwtSecret = crypto.randomBytes(32);
   const sealer = new Sealer([masterKey]);
