@@ -156,8 +156,9 @@ export class Store {
             return out;
           });
         } catch {
-          // Which member failed, and whether it fails alone, only a run of its own tells.
-          await Promise.all(group.map((member) => settle(member, () => this.tx(member.fn))));
+          // Which member failed, and whether it fails alone, only a run of its own tells. One after another, in the
+          // order asked: run side by side (PostgreSQL's pool), two members that conflict could commit the later one.
+          for (const member of group) await settle(member, () => this.tx(member.fn));
           continue;
         }
         group.forEach((member, i) => member.resolve(results[i]));
