@@ -12,12 +12,13 @@ describe('bundles follow every change', () => {
   let ctx: TestContext;
   let admin: string;
   const robotToken: Record<string, string> = {};
+  const robotKey: Record<string, ReturnType<typeof deviceKey>> = {};
 
   const enrollRobot = async (name: string, labels: Record<string, string>) => {
     await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name, labels }).expect(201);
     const t = await request(ctx.app).post(`/v1/robots/${name}/enrollment-tokens`).set(bearer(admin)).send({});
     ctx.secrets.add(t.body.token);
-    const key = deviceKey();
+    const key = (robotKey[name] = deviceKey());
     await request(ctx.app).post('/v1/enroll').send({ token: t.body.token, publicKey: key.publicKeyPem }).expect(201);
     robotToken[name] = (await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion(name, key) })).body.token;
     ctx.secrets.add(robotToken[name]!);
@@ -204,6 +205,31 @@ describe('bundles follow every change', () => {
     const rows = await count();
     assert.ok(paths(await bundle('r1')).includes('ks:/a'));
     assert.equal(rows, before + 1, 'the new revision, once');
+  });
+
+  test('a login that asks for its bundle gets it in the same answer: the bytes a bundle request gets, audited once, not cached', async () => {
+    const deliveries = async () =>
+      Number(
+        (await ctx.store.read((r) => r.sql.get<{ n: number | string }>("SELECT count(*) AS n FROM audit_log WHERE action = 'bundle.deliver' AND actor = 'r1'")))!.n,
+      );
+    const plain = await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('r1', robotKey.r1!) }).expect(200);
+    assert.deepEqual(Object.keys(plain.body).sort(), ['expiresAt', 'token']);
+    // A new revision for r1, so the login's answer is its first delivery of it.
+    await request(ctx.app).patch('/v1/robots/r1').set(bearer(admin)).send({ labels: { site: 'osaka', shift: 'night' } }).expect(200);
+    const before = await deliveries();
+    const boot = await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('r1', robotKey.r1!), bundle: true }).expect(200);
+    ctx.secrets.add(boot.body.token);
+    assert.equal(boot.headers['cache-control'], 'no-store');
+    assert.match(boot.headers['content-type'] ?? '', /^application\/json/);
+    const fetched = await request(ctx.app).get('/v1/robot/bundle').set(bearer(boot.body.token)).expect(200);
+    assert.deepEqual(boot.body.bundle, fetched.body);
+    assert.equal(fetched.headers.etag, `"${boot.body.bundle.revision}"`);
+    assert.equal(await deliveries(), before + 1, 'the login delivered the revision; the fetch of the same one adds nothing');
+    // The answer is checked against the enrollment the assertion was: a robot re-keyed in between gets none.
+    const ver = (await ctx.store.read((r) => r.robots.get('r1')))!;
+    assert.equal(await ctx.services.bundles.atLogin('r1', `${ver.keyId}/1970-01-01T00:00:00.000Z`), undefined);
+    const bad = await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('r1', robotKey.r1!), bundle: 'yes' });
+    assert.equal(bad.status, 422);
   });
 
   // The cache hears changes from the change log; a follower that finds rows it never read (trimmed while it was

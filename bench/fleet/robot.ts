@@ -17,7 +17,7 @@ import { signAssertion } from '../../client/agent/robot-client.js';
 import { MIN_POLL_INTERVAL_MS } from '../../client/agent/watch.js';
 import { buildCsr, newIdentityKey } from '../../client/agent/csr.js';
 import { HttpClient, NetworkError, parseJson, type HttpResponse } from '../../client/common/http.js';
-import type { Bundle, EnrollRequest, IdentityRequest, RobotAuthResponse } from '../../client/common/robot-wire.js';
+import type { Bundle, EnrollRequest, IdentityRequest, RobotAuthRequest, RobotAuthResponse } from '../../client/common/robot-wire.js';
 import { retryAfterMs, type Tally } from './stats.js';
 import type { SecureContext } from 'node:tls';
 
@@ -122,18 +122,24 @@ export class SimRobot {
     this.client = undefined;
   }
 
-  async login(): Promise<void> {
+  /** With `withBundle`, the bundle comes in the login's answer (as the agent asks when it holds none). */
+  async login(withBundle = false): Promise<{ body: Partial<Bundle> | undefined; receivedAt: number } | undefined> {
+    const json: RobotAuthRequest = { assertion: signAssertion(this.key!, this.name, Date.now()), ...(withBundle ? { bundle: true } : {}) };
     const res = await this.client!.request({
       method: 'POST',
       path: 'v1/auth/robot',
-      json: { assertion: signAssertion(this.key!, this.name, Date.now()) },
+      json,
       timeoutMs: REQUEST_TIMEOUT_MS,
+      maxBytes: withBundle ? 64 * 1024 * 1024 : undefined,
     });
     if (res.status !== 200) throw refuse(res, 'login');
     const body = parseJson(res) as Partial<RobotAuthResponse> | undefined;
     if (typeof body?.token !== 'string') throw new BadAnswer('login-no-token');
     const exp = typeof body.expiresAt === 'string' ? Date.parse(body.expiresAt) : Number.NaN;
     this.token = { value: body.token, expiresAtMs: Number.isNaN(exp) ? Date.now() + 300_000 : exp };
+    if (!withBundle) return undefined;
+    if (typeof body.bundle !== 'object') throw new BadAnswer('login-no-bundle');
+    return { body: body.bundle, receivedAt: res.receivedAt };
   }
 
   /**
@@ -142,7 +148,10 @@ export class SimRobot {
    */
   async fetch(waitS: number): Promise<boolean> {
     const wait = this.etag ? waitS : 0;
-    if (!this.token || this.token.expiresAtMs - Date.now() < wait * 1000 + TOKEN_MARGIN_MS) await this.login();
+    if (!this.token || this.token.expiresAtMs - Date.now() < wait * 1000 + TOKEN_MARGIN_MS) {
+      const boot = await this.login(!this.etag);
+      if (boot) return this.take(boot.body, boot.receivedAt);
+    }
     const ask = (): Promise<HttpResponse> =>
       this.client!.request({
         method: 'GET',
@@ -167,7 +176,11 @@ export class SimRobot {
     if (wait > 0) this.answers.push({ startedAt, at: res.receivedAt, status: res.status });
     if (res.status === 304) return false;
     if (res.status !== 200) throw refuse(res, 'bundle');
-    const body = parseJson(res) as Partial<Bundle> | undefined;
+    return this.take(parseJson(res) as Partial<Bundle> | undefined, res.receivedAt);
+  }
+
+  /** Takes a bundle the server sent: true when its revision is new. */
+  private take(body: Partial<Bundle> | undefined, receivedAt: number): boolean {
     this.needIdentity = (body?.keystores ?? []).flatMap((k) =>
       k.enclaves.filter((e) => e.identity === 'per-robot' && e.files['cert.pem'] === undefined).map((e) => ({ keystore: k.name, enclave: e.path })),
     );
@@ -176,7 +189,7 @@ export class SimRobot {
     this.etag = `"${revision}"`;
     if (revision === this.revision) return false;
     this.revision = revision;
-    this.changedAt = res.receivedAt;
+    this.changedAt = receivedAt;
     return true;
   }
 

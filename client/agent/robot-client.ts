@@ -5,7 +5,7 @@
  */
 import { randomBytes, sign, type KeyObject } from 'node:crypto';
 import { HttpClient, HttpStatusError, parseJson, statusError, type HttpResponse } from '../common/http.js';
-import type { IdentityRequest, IdentityResponse, RobotAssertionClaims, RobotAuthResponse, RobotReport } from '../common/robot-wire.js';
+import type { IdentityRequest, IdentityResponse, RobotAssertionClaims, RobotAuthRequest, RobotAuthResponse, RobotReport } from '../common/robot-wire.js';
 import { RefusedError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -64,6 +64,8 @@ export class RobotClient {
   clockSkewMs = 0;
   private skewKnown = false;
   private token: { value: string; expiresAtMs: number } | undefined;
+  /** Until a server says otherwise (422), a login that needs the bundle asks for it in the same answer. */
+  private loginCarriesBundle = true;
 
   constructor(private readonly opts: RobotClientOptions) {
     this.http = new HttpClient(opts.server, opts.ca);
@@ -94,18 +96,30 @@ export class RobotClient {
     return res;
   }
 
-  /** Logs in with a fresh assertion. Throws RefusedError when the server refuses the device itself. */
-  async login(signal?: AbortSignal): Promise<void> {
+  /**
+   * Logs in with a fresh assertion. Throws RefusedError when the server refuses the device itself. With
+   * `withBundle`, asks for the bundle in the same answer and returns it (undefined from a server before that).
+   */
+  async login(signal?: AbortSignal, withBundle = false): Promise<unknown> {
     const hadSkew = this.skewKnown;
-    const attempt = (): Promise<HttpResponse> =>
-      this.send({
+    const attempt = (): Promise<HttpResponse> => {
+      const json: RobotAuthRequest = { assertion: signAssertion(this.opts.key, this.opts.robot, this.serverNow()) };
+      if (withBundle && this.loginCarriesBundle) json.bundle = true;
+      return this.send({
         method: 'POST',
         path: 'v1/auth/robot',
-        json: { assertion: signAssertion(this.opts.key, this.opts.robot, this.serverNow()) },
+        json,
         timeoutMs: REQUEST_TIMEOUT_MS,
         signal,
+        maxBytes: json.bundle ? MAX_BUNDLE_BYTES : undefined,
       });
+    };
     let res = await attempt();
+    if (res.status === 422 && withBundle && this.loginCarriesBundle) {
+      // A server from before `bundle` refuses the unknown field: log in as it knows, fetch the bundle apart.
+      this.loginCarriesBundle = false;
+      res = await attempt();
+    }
     if ((res.status === 401 || res.status === 403) && !hadSkew && Math.abs(this.clockSkewMs) > SKEW_RETRY_MS) {
       // First contact with a clock far off (a robot that booted in 1970): sign again on the server's time.
       this.opts.log.warn(`clock differs from the server's by ${Math.round(this.clockSkewMs / 1000)} s: signing the login on the server's time`);
@@ -124,14 +138,17 @@ export class RobotClient {
     const expiresAtMs = typeof body.expiresAt === 'string' ? Date.parse(body.expiresAt) : Number.NaN;
     this.token = { value: body.token, expiresAtMs: Number.isNaN(expiresAtMs) ? this.serverNow() + 300_000 : expiresAtMs };
     this.opts.log.debug(`logged in as ${this.opts.robot}, token valid until ${new Date(this.token.expiresAtMs).toISOString()}`);
+    return withBundle && typeof body.bundle === 'object' && body.bundle !== null ? body.bundle : undefined;
   }
 
   /** Logs in when there is no token or it would expire within `needMs` (server clock). */
   private async ensureToken(needMs: number, signal?: AbortSignal): Promise<string> {
-    if (!this.token || this.token.expiresAtMs - this.serverNow() < needMs + TOKEN_MARGIN_MS) {
-      await this.login(signal);
-    }
+    if (this.tokenShort(needMs)) await this.login(signal);
     return this.token!.value;
+  }
+
+  private tokenShort(needMs: number): boolean {
+    return !this.token || this.token.expiresAtMs - this.serverNow() < needMs + TOKEN_MARGIN_MS;
   }
 
   /** Runs an authenticated request; on 401 logs in again once (the token expired or was invalidated). */
@@ -156,6 +173,11 @@ export class RobotClient {
     // Only a quoted revision of letters and digits is ever sent back (watch.ts builds it from a checked one).
     const sent = opts.etag !== undefined && /^"[A-Za-z0-9]{1,128}"$/.test(opts.etag) ? opts.etag : undefined;
     const waitS = sent ? Math.min(Math.max(Math.floor(opts.waitS), 0), 60) : 0;
+    if (!sent && this.tokenShort(0)) {
+      // A robot that holds nothing and has to log in anyway (its boot): one request brings both.
+      const body = await this.login(opts.signal, true);
+      if (body !== undefined) return { changed: true, body, etag: undefined };
+    }
     const res = await this.authed(
       (token) => ({
         method: 'GET',

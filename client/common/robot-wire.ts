@@ -21,11 +21,15 @@ export interface EnrollResponse {
 export interface RobotAuthRequest {
   /** Compact JWT (ES256) signed by the device key. */
   assertion: string;
+  /** Ask for the robot's bundle in the answer (a boot then needs one request instead of two). */
+  bundle?: boolean;
 }
 export interface RobotAuthResponse {
   token: string;
   /** ISO 8601. */
   expiresAt: string;
+  /** Present when asked for (servers before this field answer the question 422: the agent then asks without it). */
+  bundle?: Bundle;
 }
 
 /** Claims of the device assertion sent to `POST /v1/auth/robot`. */

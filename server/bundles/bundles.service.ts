@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import { selectorMatches } from '../acl/acl.js';
 import type { AuditService } from '../audit/audit.service.js';
+import { robotTokenVersion } from '../auth/tokens.js';
 import type { BindingsService } from '../bindings/bindings.service.js';
 import type { Change } from '../events/changes.js';
 import { serialOut } from '../identities/identities.service.js';
@@ -230,6 +231,18 @@ export class BundlesService {
     for (let i = 0; i < entry.fills.length; i++) parts.push(entry.fills[i]!, segments[i + 1]!);
     parts.push(CLOSE);
     return Buffer.concat(parts);
+  }
+
+  /**
+   * The bundle answered with a robot's login (`POST /v1/auth/robot` with `bundle: true`), audited as a delivery.
+   * Undefined when the robot's enrollment is no longer the one the login was checked against (deleted,
+   * re-enrolled or its key revoked in between): the same test a bundle request's token passes.
+   */
+  async atLogin(robot: string, ver: string): Promise<Buffer | undefined> {
+    const entry = await this.current(robot);
+    if (!entry.record?.keyId || robotTokenVersion(entry.record) !== ver) return undefined;
+    await this.recordDelivery(robot, entry);
+    return this.body(entry);
   }
 
   /** Audits a delivery the first time a robot receives a revision (not every poll that re-sends it). */

@@ -54,9 +54,9 @@ export const OPERATIONS: Record<string, OperationSpec> = {
   },
   'POST /v1/auth/robot': {
     tag: 'robot',
-    summary: 'Robot sign-in with an assertion signed by its device key',
+    summary: 'Robot sign-in with an assertion signed by its device key (with `bundle: true`, its bundle in the same answer)',
     body: { json: RobotLogin },
-    ok: { status: 200, schema: 'Token' },
+    ok: { status: 200, schema: 'RobotToken' },
     also: { 401: 'invalid-assertion', 422: INVALID },
   },
   'POST /v1/robot/report': {

@@ -78,6 +78,7 @@ export const componentSchemas: Record<string, JsonSchema> = {
     error: closed({ code: { type: 'string', pattern: '^[a-z][a-z0-9-]*$' }, message: str, details: {} }, ['details']),
   }),
   Token: closed({ token: str, expiresAt: time }),
+  RobotToken: closed({ token: str, expiresAt: time, bundle: ref('Bundle') }, ['bundle']),
   User: closed({ name: str, role: { type: 'string', enum: ['admin', 'member'] }, createdAt: time, updatedAt: time }),
   UserList: listOf('users', 'User'),
   Grant: closed(

@@ -5,6 +5,7 @@ import { clientIp, h } from '../http/handler.js';
 import type { LeanLane } from '../http/lean.js';
 import { overloaded, type LoadMonitor } from '../http/overload.js';
 import { body, labelsSchema } from '../http/validate.js';
+import { Unauthorized } from '../errors.js';
 import type { RobotsService } from './robots.service.js';
 
 export const CreateRobot = z.object({ name: z.string().max(63), labels: labelsSchema.default({}) }).strict();
@@ -23,7 +24,35 @@ export const Enroll = z
     agentVersion: z.string().max(64).optional(),
   })
   .strict();
-export const RobotLogin = z.object({ assertion: z.string().min(20).max(4096) }).strict();
+export const RobotLogin = z
+  .object({
+    assertion: z.string().min(20).max(4096),
+    /** The robot's bundle in the same answer: a booting agent needs both, and one request costs the fleet half. */
+    bundle: z.boolean().default(false),
+  })
+  .strict();
+
+/** The bundle a login answers with (BundlesService.atLogin); undefined when the robot's enrollment changed meanwhile. */
+export type LoginBundle = (robot: string, ver: string) => Promise<Buffer | undefined>;
+
+/**
+ * The login's answer: the token, and with `bundle: true` the bundle after it in one JSON object, spliced from
+ * the cached bytes (not parsed and stringified again). No-store: a token, and maybe a private key.
+ */
+async function answerLogin(robots: RobotsService, bundleOf: LoginBundle, req: express.Request, res: express.Response): Promise<void> {
+  const b = body(req, RobotLogin);
+  const { issued, robot, ver } = await robots.login(b.assertion, clientIp(req));
+  res.setHeader('Cache-Control', 'no-store');
+  if (!b.bundle) {
+    res.json(issued);
+    return;
+  }
+  const bundle = await bundleOf(robot, ver);
+  if (!bundle) throw new Unauthorized('assertion refused', 'invalid-assertion');
+  const head = JSON.stringify(issued);
+  res.type('application/json').send(Buffer.concat([Buffer.from(`${head.slice(0, -1)},"bundle":`), bundle, CLOSE]));
+}
+const CLOSE = Buffer.from('}');
 // A robot's clock may be days off (no RTC); a year either way is far beyond any real skew.
 const MAX_SKEW_MS = 366 * 86_400_000;
 export const Report = z
@@ -39,16 +68,14 @@ export const Report = z
   })
   .passthrough();
 
-export function robotsRoutes(robots: RobotsService): Router {
+export function robotsRoutes(robots: RobotsService, bundleOf: LoginBundle): Router {
   const r = Router();
   // Robots' own endpoints: the one-time token or a signed assertion is the credential.
   r.post('/v1/enroll', h(async (req, res) => {
     const b = body(req, Enroll);
     res.status(201).json({ robot: await robots.enroll(b.token, b.publicKey, b.agentVersion, clientIp(req)) });
   }));
-  r.post('/v1/auth/robot', h(async (req, res) => {
-    res.json(await robots.login(body(req, RobotLogin).assertion, clientIp(req)));
-  }));
+  r.post('/v1/auth/robot', h((req, res) => answerLogin(robots, bundleOf, req, res)));
   return r;
 }
 
@@ -101,7 +128,7 @@ const LOGIN_PATH = '/v1/auth/robot';
  * in once, and the stack in front cost more than the login. Same shedding, body limit, validation and error
  * rendering as the route above (errors go to the app's error handler).
  */
-export function robotLoginFastPath(robots: RobotsService, lane: LeanLane, load: LoadMonitor, jsonLimit: string): RequestHandler {
+export function robotLoginFastPath(robots: RobotsService, bundleOf: LoginBundle, lane: LeanLane, load: LoadMonitor, jsonLimit: string): RequestHandler {
   const json = express.json({ limit: jsonLimit, strict: true, inflate: false });
   return (req, res, next) => {
     if (req.method !== 'POST' || req.url !== LOGIN_PATH) return next();
@@ -110,16 +137,7 @@ export function robotLoginFastPath(robots: RobotsService, lane: LeanLane, load: 
     if (busy) return next(busy);
     json(req, res, (err?: unknown) => {
       if (err) return next(err);
-      let assertion: string;
-      try {
-        assertion = body(req, RobotLogin).assertion;
-      } catch (e) {
-        return next(e);
-      }
-      robots
-        .login(assertion, clientIp(req))
-        .then((token) => void res.json(token))
-        .catch(next);
+      answerLogin(robots, bundleOf, req, res).catch(next);
     });
   };
 }

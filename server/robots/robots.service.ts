@@ -59,6 +59,14 @@ export interface RobotIdentities {
   revokeAllOf(r: Repos, robot: string): Promise<{ keystores: string[]; serials: string[] }>;
 }
 
+/** A robot's accepted login: its token, and what a bundle answered with it is checked against. */
+export interface RobotSignedIn {
+  issued: IssuedToken;
+  robot: string;
+  /** The token's `ver`: the enrollment the assertion was checked against. */
+  ver: string;
+}
+
 const notFound = (name: string) => new NotFound(`no robot "${name}"`);
 
 async function robotIn(r: Repos, name: string): Promise<Robot> {
@@ -240,7 +248,7 @@ export class RobotsService {
    * cost was one commit per login), and expired replay records are swept at most every few seconds. A key revoked between the read and the unit of
    * work is not looked for again: the token carries the key's version, so the robot's next request is refused.
    */
-  async login(assertion: string, ip: string): Promise<IssuedToken> {
+  async login(assertion: string, ip: string): Promise<RobotSignedIn> {
     const name = unverifiedSubject(assertion);
     const robot = await this.store.read((r) => r.robots.get(name));
     const refuse = (why: string): Promise<never> =>
@@ -268,7 +276,8 @@ export class RobotsService {
       return true;
     });
     if (!accepted) return refuse('replayed jti');
-    return this.tokens.issue({ kind: 'robot', name: robot.name, keyId }, robotTokenVersion(robot));
+    const ver = robotTokenVersion(robot);
+    return { issued: this.tokens.issue({ kind: 'robot', name: robot.name, keyId }, ver), robot: robot.name, ver };
   }
 
   /**
