@@ -42,7 +42,7 @@ import { RobotPool } from './fleet/pool.js';
 import { HealthProbe } from './fleet/probe.js';
 import { BackendCpu, checkDatabaseUrl, createBenchDatabase, type BenchDatabase } from './fleet/database.js';
 import { formatComparison, formatReport, type FanoutReport, type FleetResult, type ReplicaDelivery, type StormReport } from './fleet/report.js';
-import { startReplicas, startServerUnderTest, type ServerUnderTest } from './fleet/server.js';
+import { buildServer, startReplicas, startServerUnderTest, type ServerUnderTest } from './fleet/server.js';
 import { arrivals, RssSampler, summarize, sumCpuMs, sumRssKiB } from './fleet/stats.js';
 import { haveWrk, loadAll, NGINX, startNginx, type Nginx } from './fleet/steady.js';
 
@@ -182,6 +182,8 @@ async function main(): Promise<void> {
       void (cleanUpCurrent?.() ?? Promise.resolve()).finally(() => process.exit(130));
     });
   }
+  log('building the server (tsc), so the benchmark runs what npm start runs');
+  buildServer();
   const results: FleetResult[] = [];
   for (const [i, cfg] of CONFIGURATIONS.entries()) {
     if (i > 0) await sleep(5000); // the previous configuration's processes and sockets are gone

@@ -1,10 +1,10 @@
 /**
  * The server under test, as a seam: it returns the URL(s) robots connect to and a function naming every
- * process whose CPU and memory count as "the server". `startServerUnderTest`: one `server/main.ts serve`
+ * process whose CPU and memory count as "the server". `startServerUnderTest`: one built server (`serve`)
  * process on SQLite; `startReplicas`: several on one PostgreSQL database. The rest of the benchmark spreads
  * robots over `urls` and sums `pids()`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -46,7 +46,17 @@ interface Started {
 }
 
 /**
- * Spawns `server/main.ts serve` and waits for its "listening" line. Its log goes to a file (not a pipe to
+ * Compiles the server as `npm ci` does (`tsc -p tsconfig.build.json`), so the process under test is the one
+ * `npm start` runs, from the sources as they are now: under `tsx` it would carry the loader's own thread and
+ * transpile cache (tens of MB of the memory measured) and differ from production in what it executes.
+ */
+export function buildServer(): void {
+  const tsc = spawnSync(process.execPath, [path.join(REPO, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: REPO, encoding: 'utf8' });
+  if (tsc.status !== 0) throw new Error(`building the server failed:\n${tsc.stdout}${tsc.stderr}`);
+}
+
+/**
+ * Spawns the built server (`bin/enclave-server.js serve`, as `npm start`) and waits for its "listening" line. Its log goes to a file (not a pipe to
  * this process): reading thousands of request lines would cost the benchmark CPU and a full pipe would stall
  * the server.
  */
@@ -56,7 +66,7 @@ async function startProcess(dataDir: string, logFile: string, env: NodeJS.Proces
     process.execPath,
     [
       ...(opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : []),
-      '--import', 'tsx', path.join(REPO, 'server/main.ts'), 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0',
+      path.join(REPO, 'bin/enclave-server.js'), 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0',
     ],
     { cwd: REPO, env: { ...process.env, ENCLAVE_ADMIN_PASSWORD_FILE: '', ...env, ...opts.env }, stdio: ['ignore', out, out] },
   );
