@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { robotOf, type Guards } from '../acl/guard.js';
 import type { RobotTokenVerifier } from '../auth/authenticate.js';
 import type { RobotPrincipal } from '../auth/principal.js';
-import { h } from '../http/handler.js';
+import { h, sendJsonParts } from '../http/handler.js';
 import { query } from '../http/validate.js';
 import { Unauthorized } from '../errors.js';
 import type { LeanLane } from '../http/lean.js';
@@ -38,7 +38,7 @@ async function answer(bundles: BundlesService, robot: RobotPrincipal, wait: numb
   }
   await bundles.recordDelivery(robot.name, outcome);
   res.setHeader('ETag', `"${outcome.revision}"`);
-  res.type('application/json').send(bundles.body(outcome));
+  sendJsonParts(res, bundles.parts(outcome));
 }
 
 export function bundlesRoutes(bundles: BundlesService, guards: Guards): Router {

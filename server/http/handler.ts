@@ -16,3 +16,18 @@ export function h(fn: (req: Request, res: Response, next: NextFunction) => unkno
 export function clientIp(req: Request): string {
   return req.ip ?? req.socket.remoteAddress ?? 'unknown';
 }
+
+/**
+ * Sends JSON already serialized in pieces (cached bytes spliced together), corked into one write. Not
+ * `res.send`: that would concatenate the pieces and hash them all for an ETag nobody asked for.
+ */
+export function sendJsonParts(res: Response, parts: readonly Buffer[]): void {
+  let length = 0;
+  for (const p of parts) length += p.length;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.setHeader('Content-Length', length);
+  res.cork();
+  for (const p of parts) res.write(p);
+  res.end();
+  res.uncork();
+}

@@ -1,7 +1,7 @@
 import express, { Router, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { callerOf, robotOf, type Guards } from '../acl/guard.js';
-import { clientIp, h } from '../http/handler.js';
+import { clientIp, h, sendJsonParts } from '../http/handler.js';
 import type { LeanLane } from '../http/lean.js';
 import { overloaded, type LoadMonitor } from '../http/overload.js';
 import { body, labelsSchema } from '../http/validate.js';
@@ -33,7 +33,7 @@ export const RobotLogin = z
   .strict();
 
 /** The bundle a login answers with (BundlesService.atLogin); undefined when the robot's enrollment changed meanwhile. */
-export type LoginBundle = (robot: string, ver: string) => Promise<Buffer | undefined>;
+export type LoginBundle = (robot: string, ver: string) => Promise<Buffer[] | undefined>;
 
 /**
  * The login's answer: the token, and with `bundle: true` the bundle after it in one JSON object, spliced from
@@ -50,7 +50,7 @@ async function answerLogin(robots: RobotsService, bundleOf: LoginBundle, req: ex
   const bundle = await bundleOf(robot, ver);
   if (!bundle) throw new Unauthorized('assertion refused', 'invalid-assertion');
   const head = JSON.stringify(issued);
-  res.type('application/json').send(Buffer.concat([Buffer.from(`${head.slice(0, -1)},"bundle":`), bundle, CLOSE]));
+  sendJsonParts(res, [Buffer.from(`${head.slice(0, -1)},"bundle":`), ...bundle, CLOSE]);
 }
 const CLOSE = Buffer.from('}');
 // A robot's clock may be days off (no RTC); a year either way is far beyond any real skew.
