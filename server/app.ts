@@ -191,8 +191,7 @@ export async function createApp(deps: AppDeps): Promise<Express> {
     robot: async (name, ver) => robotPrincipal(await bundles.robot(name), ver),
   };
   app.use(bundleFastPath(bundles, new RobotTokenVerifier(deps.jwtSecret, cachedResolver, lifetimes), lane));
-  const loginBundle = (robot: string, ver: string) => bundles.atLogin(robot, ver);
-  app.use(robotLoginFastPath(robots, loginBundle, lane, load, options.jsonLimit));
+  app.use(robotLoginFastPath(robots, bundles.atLogin, lane, load, options.jsonLimit));
 
   app.use(
     pinoHttp({
@@ -218,7 +217,7 @@ export async function createApp(deps: AppDeps): Promise<Express> {
 
   app.use(opsRoutes(store, metrics));
   app.use(authRoutes(auth));
-  app.use(robotsRoutes(robots, loginBundle));
+  app.use(robotsRoutes(robots, bundles.atLogin));
   app.use(consoleStaticRoutes(options.uiDir));
   app.use(authenticate(deps.jwtSecret, resolver, lifetimes));
   app.use(usersRoutes(users, guards));

@@ -6,6 +6,7 @@ import request from 'supertest';
 import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
 import { assertion, deviceKey } from './helpers/robot.js';
 import { FIXTURES } from './helpers/tools.js';
+import { robotTokenVersion } from '../server/auth/tokens.js';
 
 /** Every kind of change reaches a waiting robot quickly, and only the robots it concerns. */
 describe('bundles follow every change', () => {
@@ -227,7 +228,8 @@ describe('bundles follow every change', () => {
     assert.equal(await deliveries(), before + 1, 'the login delivered the revision; the fetch of the same one adds nothing');
     // The answer is checked against the enrollment the assertion was: a robot re-keyed in between gets none.
     const ver = (await ctx.store.read((r) => r.robots.get('r1')))!;
-    assert.equal(await ctx.services.bundles.atLogin('r1', `${ver.keyId}/1970-01-01T00:00:00.000Z`), undefined);
+    assert.equal(await ctx.services.bundles.atLogin.prepare('r1', `${ver.keyId}/1970-01-01T00:00:00.000Z`), undefined);
+    assert.ok(await ctx.services.bundles.atLogin.prepare('r1', robotTokenVersion(ver)));
     const bad = await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('r1', robotKey.r1!), bundle: 'yes' });
     assert.equal(bad.status, 422);
   });

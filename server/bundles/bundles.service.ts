@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import { selectorMatches } from '../acl/acl.js';
-import type { AuditService } from '../audit/audit.service.js';
+import type { AuditEvent, AuditService } from '../audit/audit.service.js';
 import { robotTokenVersion } from '../auth/tokens.js';
 import type { BindingsService } from '../bindings/bindings.service.js';
 import type { Change } from '../events/changes.js';
@@ -78,6 +78,14 @@ interface Waiter {
   known: string;
   done: (outcome: { kind: 'changed'; entry: CacheEntry } | { kind: 'timeout' } | { kind: 'gone' }) => void;
 }
+
+const deliveryEvent = (entry: CacheEntry): AuditEvent => ({
+  actor: entry.robot,
+  actorKind: 'robot',
+  action: 'bundle.deliver',
+  target: entry.robot,
+  details: { revision: entry.revision, enclaves: entry.content.summary },
+});
 
 const MAX_WAIT_S = 60;
 const CLOSE = Buffer.from('}');
@@ -239,29 +247,32 @@ export class BundlesService {
   }
 
   /**
-   * The bundle answered with a robot's login (`POST /v1/auth/robot` with `bundle: true`), audited as a delivery.
-   * Undefined when the robot's enrollment is no longer the one the login was checked against (deleted,
-   * re-enrolled or its key revoked in between): the same test a bundle request's token passes.
+   * The bundle a robot's login answers with (`POST /v1/auth/robot` with `bundle: true`, see `LoginExtra`): read
+   * before the login's unit of work, its delivery audited inside it, so a boot is one commit. Undefined when
+   * the robot's enrollment is no longer the one the login was checked against (deleted, re-enrolled or its key
+   * revoked in between): the same test a bundle request's token passes.
    */
-  async atLogin(robot: string, ver: string): Promise<Buffer[] | undefined> {
-    const entry = await this.current(robot);
-    if (!entry.record?.keyId || robotTokenVersion(entry.record) !== ver) return undefined;
-    await this.recordDelivery(robot, entry);
-    return this.parts(entry);
-  }
+  readonly atLogin = {
+    prepare: async (robot: string, ver: string): Promise<CacheEntry | undefined> => {
+      const entry = await this.current(robot);
+      return entry.record?.keyId && robotTokenVersion(entry.record) === ver ? entry : undefined;
+    },
+    write: async (r: Repos, entry: CacheEntry | undefined): Promise<void> => {
+      if (entry && this.delivered.get(entry.robot) !== entry.revision) await this.audit.record(r, deliveryEvent(entry));
+    },
+    /** Once the login committed: the delivery is recorded, the answer's bytes. */
+    answer: (entry: CacheEntry): Buffer[] => {
+      this.delivered.set(entry.robot, entry.revision);
+      return this.parts(entry);
+    },
+  };
 
   /** Audits a delivery the first time a robot receives a revision (not every poll that re-sends it). */
   async recordDelivery(robot: string, entry: CacheEntry): Promise<void> {
     if (this.delivered.get(robot) === entry.revision) return;
     this.delivered.set(robot, entry.revision);
     try {
-      await this.audit.recordAlone({
-        actor: robot,
-        actorKind: 'robot',
-        action: 'bundle.deliver',
-        target: robot,
-        details: { revision: entry.revision, enclaves: entry.content.summary },
-      });
+      await this.audit.recordAlone(deliveryEvent(entry));
     } catch (err) {
       // Not recorded: the next delivery of this revision tries again.
       if (this.delivered.get(robot) === entry.revision) this.delivered.delete(robot);

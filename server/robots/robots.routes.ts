@@ -6,7 +6,7 @@ import type { LeanLane } from '../http/lean.js';
 import { overloaded, type LoadMonitor } from '../http/overload.js';
 import { body, labelsSchema } from '../http/validate.js';
 import { Unauthorized } from '../errors.js';
-import type { RobotsService } from './robots.service.js';
+import type { LoginExtra, RobotsService } from './robots.service.js';
 
 export const CreateRobot = z.object({ name: z.string().max(63), labels: labelsSchema.default({}) }).strict();
 export const PatchRobot = z.object({ labels: labelsSchema }).strict();
@@ -32,25 +32,29 @@ export const RobotLogin = z
   })
   .strict();
 
-/** The bundle a login answers with (BundlesService.atLogin); undefined when the robot's enrollment changed meanwhile. */
-export type LoginBundle = (robot: string, ver: string) => Promise<Buffer[] | undefined>;
+/**
+ * The bundle a login answers with (BundlesService.atLogin): prepared and audited with the login, then its
+ * bytes. Prepared as undefined when the robot's enrollment changed meanwhile.
+ */
+export interface LoginBundle<T> extends LoginExtra<T | undefined> {
+  answer(prepared: T): Buffer[];
+}
 
 /**
  * The login's answer: the token, and with `bundle: true` the bundle after it in one JSON object, spliced from
  * the cached bytes (not parsed and stringified again). No-store: a token, and maybe a private key.
  */
-async function answerLogin(robots: RobotsService, bundleOf: LoginBundle, req: express.Request, res: express.Response): Promise<void> {
+async function answerLogin<T>(robots: RobotsService, bundle: LoginBundle<T>, req: express.Request, res: express.Response): Promise<void> {
   const b = body(req, RobotLogin);
-  const { issued, robot, ver } = await robots.login(b.assertion, clientIp(req));
+  const { issued, extra } = await robots.login(b.assertion, clientIp(req), b.bundle ? bundle : undefined);
   res.setHeader('Cache-Control', 'no-store');
   if (!b.bundle) {
     res.json(issued);
     return;
   }
-  const bundle = await bundleOf(robot, ver);
-  if (!bundle) throw new Unauthorized('assertion refused', 'invalid-assertion');
+  if (extra === undefined) throw new Unauthorized('assertion refused', 'invalid-assertion');
   const head = JSON.stringify(issued);
-  sendJsonParts(res, [Buffer.from(`${head.slice(0, -1)},"bundle":`), ...bundle, CLOSE]);
+  sendJsonParts(res, [Buffer.from(`${head.slice(0, -1)},"bundle":`), ...bundle.answer(extra), CLOSE]);
 }
 const CLOSE = Buffer.from('}');
 // A robot's clock may be days off (no RTC); a year either way is far beyond any real skew.
@@ -68,14 +72,14 @@ export const Report = z
   })
   .passthrough();
 
-export function robotsRoutes(robots: RobotsService, bundleOf: LoginBundle): Router {
+export function robotsRoutes<T>(robots: RobotsService, bundle: LoginBundle<T>): Router {
   const r = Router();
   // Robots' own endpoints: the one-time token or a signed assertion is the credential.
   r.post('/v1/enroll', h(async (req, res) => {
     const b = body(req, Enroll);
     res.status(201).json({ robot: await robots.enroll(b.token, b.publicKey, b.agentVersion, clientIp(req)) });
   }));
-  r.post('/v1/auth/robot', h((req, res) => answerLogin(robots, bundleOf, req, res)));
+  r.post('/v1/auth/robot', h((req, res) => answerLogin(robots, bundle, req, res)));
   return r;
 }
 
@@ -128,7 +132,7 @@ const LOGIN_PATH = '/v1/auth/robot';
  * in once, and the stack in front cost more than the login. Same shedding, body limit, validation and error
  * rendering as the route above (errors go to the app's error handler).
  */
-export function robotLoginFastPath(robots: RobotsService, bundleOf: LoginBundle, lane: LeanLane, load: LoadMonitor, jsonLimit: string): RequestHandler {
+export function robotLoginFastPath<T>(robots: RobotsService, bundle: LoginBundle<T>, lane: LeanLane, load: LoadMonitor, jsonLimit: string): RequestHandler {
   const json = express.json({ limit: jsonLimit, strict: true, inflate: false });
   return (req, res, next) => {
     if (req.method !== 'POST' || req.url !== LOGIN_PATH) return next();
@@ -137,7 +141,7 @@ export function robotLoginFastPath(robots: RobotsService, bundleOf: LoginBundle,
     if (busy) return next(busy);
     json(req, res, (err?: unknown) => {
       if (err) return next(err);
-      answerLogin(robots, bundleOf, req, res).catch(next);
+      answerLogin(robots, bundle, req, res).catch(next);
     });
   };
 }

@@ -67,6 +67,16 @@ export interface RobotSignedIn {
   ver: string;
 }
 
+/**
+ * What a caller adds to an accepted login: read once the signature is checked (`prepare`), written inside the
+ * login's unit of work (`write`), so a boot's rows share its commit. `write` may run twice (a group that
+ * failed reruns each member alone): it must not remember anything itself.
+ */
+export interface LoginExtra<T> {
+  prepare(robot: string, ver: string): Promise<T>;
+  write(r: Repos, prepared: T): Promise<void>;
+}
+
 const notFound = (name: string) => new NotFound(`no robot "${name}"`);
 
 async function robotIn(r: Repos, name: string): Promise<Robot> {
@@ -248,7 +258,7 @@ export class RobotsService {
    * cost was one commit per login), and expired replay records are swept at most every few seconds. A key revoked between the read and the unit of
    * work is not looked for again: the token carries the key's version, so the robot's next request is refused.
    */
-  async login(assertion: string, ip: string): Promise<RobotSignedIn> {
+  async login<T = undefined>(assertion: string, ip: string, extra?: LoginExtra<T>): Promise<RobotSignedIn & { extra?: T }> {
     const name = unverifiedSubject(assertion);
     const robot = await this.store.read((r) => r.robots.get(name));
     const refuse = (why: string): Promise<never> =>
@@ -266,6 +276,8 @@ export class RobotsService {
     // Kept until the assertion's own expiry (plus tolerance): a replay inside its lifetime is refused.
     const keepUntil = new Date((claims.exp + 120) * 1000).toISOString();
     const jti = claims.jti;
+    const ver = robotTokenVersion(robot);
+    const prepared = extra ? await extra.prepare(robot.name, ver) : undefined;
     const accepted = await this.store.grouped(async (r) => {
       if (nowMs - this.lastJtiPurge >= JTI_PURGE_INTERVAL_MS) {
         await r.robots.purgeAssertions(new Date(nowMs).toISOString());
@@ -273,11 +285,11 @@ export class RobotsService {
       }
       if (!(await r.robots.recordAssertion(jti, robot.name, keepUntil))) return false;
       await this.audit.record(r, { actor: robot.name, actorKind: 'robot', action: 'auth.robot', details: { ip, keyFingerprint: keyId } });
+      if (extra) await extra.write(r, prepared as T);
       return true;
     });
     if (!accepted) return refuse('replayed jti');
-    const ver = robotTokenVersion(robot);
-    return { issued: this.tokens.issue({ kind: 'robot', name: robot.name, keyId }, ver), robot: robot.name, ver };
+    return { issued: this.tokens.issue({ kind: 'robot', name: robot.name, keyId }, ver), robot: robot.name, ver, extra: prepared };
   }
 
   /**
