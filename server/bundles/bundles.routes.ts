@@ -22,13 +22,16 @@ function knownRevision(header: string | undefined): string | undefined {
 /** Answers one bundle request: at once, or when a change gives the robot a new revision, or 304 after `wait`. */
 async function answer(bundles: BundlesService, robot: RobotPrincipal, wait: number, req: Request, res: Response): Promise<void> {
   const known = knownRevision(req.headers['if-none-match']);
-  const gone = new AbortController();
-  // res 'close' before finishing = the client went away (req 'close' fires as soon as the request is read).
-  res.on('close', () => {
-    if (!res.writableFinished) gone.abort();
-  });
-  const outcome = await bundles.wait(robot.name, robot.keyId, known, wait, gone.signal);
-  if (gone.signal.aborted) return;
+  // Only a poll that may be parked needs to hear that its client went away (res 'close' before finishing; req
+  // 'close' fires as soon as the request is read); an answer at once does not pay for the controller.
+  const gone = wait > 0 ? new AbortController() : undefined;
+  if (gone) {
+    res.on('close', () => {
+      if (!res.writableFinished) gone.abort();
+    });
+  }
+  const outcome = await bundles.wait(robot.name, robot.keyId, known, wait, gone?.signal);
+  if (gone?.signal.aborted) return;
   res.setHeader('Cache-Control', 'no-store');
   if (outcome === 'gone') throw new Unauthorized('invalid or expired token', 'invalid-token');
   if (outcome === null) {
