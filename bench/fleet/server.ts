@@ -56,9 +56,9 @@ export function buildServer(): void {
 }
 
 /**
- * Spawns the built server (`bin/enclave-server.js serve`, as `npm start`) and waits for its "listening" line. Its log goes to a file (not a pipe to
- * this process): reading thousands of request lines would cost the benchmark CPU and a full pipe would stall
- * the server.
+ * Spawns the built server (`bin/enclave-server.js serve`, as `npm start`) and waits for its "listening" line.
+ * Its log goes to a file (not a pipe to this process): reading thousands of request lines would cost the
+ * benchmark CPU and a full pipe would stall the server.
  */
 async function startProcess(dataDir: string, logFile: string, env: NodeJS.ProcessEnv, opts: ServerOptions): Promise<Started> {
   const out = fs.openSync(logFile, 'a');

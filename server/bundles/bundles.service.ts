@@ -231,10 +231,9 @@ export class BundlesService {
     });
   }
 
-  /** The bytes sent for `entry`: a small per-robot head (and per-robot certificates) around the shared content. */
   /**
-   * The answer's bytes in order: the robot's head, then the shared serialized content with this robot's fills.
-   * Written as they are (not concatenated): ten thousand deliveries would otherwise each copy the bundle once
+   * The bytes sent for `entry`, in order: a small per-robot head, then the shared serialized content with this
+   * robot's fills (its certificates) between its segments. Written as they are (not concatenated): ten thousand deliveries would otherwise each copy the bundle once
    * more into a buffer of its own for the garbage collector.
    */
   parts(entry: CacheEntry): Buffer[] {
