@@ -126,11 +126,15 @@ export function watchHandshakes(server: TlsServer, monitor: LoadMonitor, clock: 
 }
 
 /**
- * Seconds a shed client should wait: grows with how late the loop is, and is spread at random over a range as
- * wide again, so that ten thousand robots refused in the same second come back over many seconds.
+ * Seconds a shed client should wait: about as long as the server is behind (the loop's lag, or how long
+ * connections wait for their handshake), spread at random over a range as wide again, so that ten thousand
+ * robots refused in the same second come back over many seconds. Not longer: the work a boot storm brings
+ * does not shrink by being put off, and robots sent away for longer than the backlog lasts leave the server
+ * idle while they wait (in a 10,000-robot storm where shedding told robots 15–30 s, the last were served after
+ * 50 s; in runs where it did not fire, after 23–33 s).
  */
 export function retryAfterSeconds(lagMs: number, random: () => number = Math.random): number {
-  const base = Math.min(15, Math.max(1, Math.ceil(lagMs / 200)));
+  const base = Math.min(15, Math.max(1, Math.ceil(lagMs / 1000)));
   return base + Math.floor(random() * (base + 1));
 }
 
