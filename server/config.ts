@@ -31,6 +31,7 @@ export interface ServerConfig {
   maxImportBytes: number;
   /** Event-loop lag (ms) above which robot logins and enrollments are answered 503 + Retry-After; 0: never. */
   overloadLagMs: number;
+  /** TLS handshake wait (ms) that, for most of a second's connections, sheds them the same way; 0: never. */
   overloadQueueMs: number;
   /** Time limit for reading one uploaded policy or governance document (ms). */
   xmlTimeLimitMs: number;

@@ -10,15 +10,15 @@ import { openDatabase } from './db/database.js';
 import { openStore } from './store/open.js';
 import type { Store } from './store/store.js';
 import { trimChanges } from './events/change-log.js';
-
-const CHANGE_LOG_KEEP_MS = 24 * 3_600_000;
 import { MIN_PASSWORD_LENGTH, randomPassword } from './auth/passwords.js';
 import { createLogger, type Logger } from './logger.js';
 import { ensureSelfSignedTls } from './tls/self-signed.js';
 import type { Services } from './app.js';
-
-const LISTEN_BACKLOG = 4096;
 import { DEFAULT_OVERLOAD, watchHandshakes } from './http/overload.js';
+
+const CHANGE_LOG_KEEP_MS = 24 * 3_600_000;
+/** Connections the kernel queues before the server accepts them (see `listen` below). */
+const LISTEN_BACKLOG = 4096;
 
 /**
  * Creates the first administrator when the database has no user at all. Replicas starting together on one

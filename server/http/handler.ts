@@ -28,6 +28,6 @@ export function sendJsonParts(res: Response, parts: readonly Buffer[]): void {
   res.setHeader('Content-Length', length);
   res.cork();
   for (const p of parts) res.write(p);
+  // end() uncorks the socket fully: the head and the pieces leave in one write.
   res.end();
-  res.uncork();
 }

@@ -46,8 +46,10 @@ export interface TestContext {
   close(): Promise<void>;
 }
 
-/** A fresh app over a fresh migrated database in its own temp folder, with an admin user. */
-/** `followerPollMs`: how often the store's change follower reads the log unprompted (the store's default if unset). */
+/**
+ * A fresh app over a fresh migrated database in its own temp folder, with an admin user. `followerPollMs`: how
+ * often the store's change follower reads the log unprompted (the store's default if unset).
+ */
 export async function makeTestApp(options: Partial<AppOptions> & { now?: () => Date; followerPollMs?: number } = {}): Promise<TestContext> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-test-'));
   // The XML time limit (1.5 s in production) is a safety net that a loaded machine running test files in
