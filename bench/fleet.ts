@@ -238,7 +238,7 @@ async function measure(cfg: Configuration): Promise<FleetResult> {
     pool = new RobotPool(WORKERS, (d) => {
       enrolledCount += d;
       if (enrolledCount % 1000 === 0 || enrolledCount === N) log(`enrolled ${enrolledCount}/${N} robots`);
-    });
+    }, cpuProfDir && path.join(cpuProfDir, 'robots'));
     const robots = pool;
     const enrolled = await pool.enroll(
       names.map((name, i) => ({ name, token: tokens[i]!, url: srv.urls[i % srv.urls.length]! })),

@@ -342,4 +342,61 @@ describe('bundles follow every change', () => {
     gone.abort();
     assert.equal(await parked, null, 'nothing really changed');
   });
+
+  test("a rotation rebuilds a waiting robot's bundle from its bound set: its bindings are not read again", async () => {
+    const bindings = ctx.services.bindings as unknown as { enclavesFor: (...args: unknown[]) => Promise<unknown> };
+    const enclavesFor = bindings.enclavesFor;
+    let reads = 0;
+    bindings.enclavesFor = function (this: unknown, ...args: unknown[]) {
+      reads++;
+      return enclavesFor.apply(this, args);
+    };
+    try {
+      await bundle('r1');
+      reads = 0;
+      const rot = await afterChange('r1', () => request(ctx.app).post('/v1/keystores/ks/enclaves/a/rotate').set(bearer(admin)).expect(200));
+      assert.equal(rot.res.status, 200);
+      const cert = (b: request.Response) => b.body.keystores[0].enclaves.find((e: { path: string }) => e.path === '/a').files['cert.pem'];
+      assert.notEqual(cert(rot.res), cert(rot.before));
+      assert.equal(reads, 0, 'the robot kept its bound set across the rotation');
+      // Built from scratch (a change to the robot drops what it kept), the bundle is the same.
+      ctx.store.changes.publish({ kind: 'robot', robot: 'r1' });
+      const fresh = await bundle('r1');
+      assert.equal(reads, 1);
+      assert.equal(fresh.body.revision, rot.res.body.revision);
+      assert.deepEqual(fresh.body.keystores, rot.res.body.keystores);
+    } finally {
+      bindings.enclavesFor = enclavesFor;
+    }
+  });
+
+  test('an enclave or keystore deleted and made again under its name reaches no robot its old bindings named', async () => {
+    const a = bearer(admin);
+    await request(ctx.app).post('/v1/keystores/ks/enclaves:batch').set(a).send({ paths: ['/again'] }).expect(201);
+    await request(ctx.app).post('/v1/keystores').set(a).send({ name: 'ks2' }).expect(201);
+    await request(ctx.app).post('/v1/keystores/ks2/enclaves:batch').set(a).send({ paths: ['/other'] }).expect(201);
+    await request(ctx.app).post('/v1/bindings').set(a).send({ keystore: 'ks', enclave: '/again', robot: 'r1' }).expect(201);
+    await request(ctx.app).post('/v1/bindings').set(a).send({ keystore: 'ks2', enclave: '/other', selector: { site: 'osaka' } }).expect(201);
+    const held = paths(await bundle('r1'));
+    assert.ok(held.includes('ks:/again') && held.includes('ks2:/other'), held.join(' '));
+
+    const delEnclave = await afterChange('r1', () => request(ctx.app).delete('/v1/keystores/ks/enclaves/again').set(a).expect(204));
+    assert.ok(!paths(delEnclave.res).includes('ks:/again'));
+    const remade = await afterChange('r1', async () => {
+      await request(ctx.app).post('/v1/keystores/ks/enclaves:batch').set(a).send({ paths: ['/again'] }).expect(201);
+      // Any change that makes the robot's bundle move, so the poll answers with what it holds now.
+      await request(ctx.app).post('/v1/keystores/ks/enclaves/a/rotate').set(a).expect(200);
+    });
+    assert.ok(!paths(remade.res).includes('ks:/again'), paths(remade.res).join(' '));
+
+    const delKeystore = await afterChange('r1', () => request(ctx.app).delete('/v1/keystores/ks2').set(a).expect(204));
+    assert.ok(!paths(delKeystore.res).some((p: string) => p.startsWith('ks2:')));
+    const remadeKs = await afterChange('r1', async () => {
+      await request(ctx.app).post('/v1/keystores').set(a).send({ name: 'ks2' }).expect(201);
+      await request(ctx.app).post('/v1/keystores/ks2/enclaves:batch').set(a).send({ paths: ['/other'] }).expect(201);
+      await request(ctx.app).post('/v1/keystores/ks/enclaves/a/rotate').set(a).expect(200);
+    });
+    assert.ok(!paths(remadeKs.res).some((p: string) => p.startsWith('ks2:')), paths(remadeKs.res).join(' '));
+    assert.deepEqual(paths(await bundle('r1')), paths(remadeKs.res));
+  });
 });

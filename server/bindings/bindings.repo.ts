@@ -85,6 +85,14 @@ export class BindingsRepo {
     const selectors = await this.sql.all<Row>(`${WITH_GRANT} WHERE b.selector IS NOT NULL ORDER BY b.created_at, b.id`);
     return [...direct, ...selectors].map(toBoundVia);
   }
+  /** The bindings of a keystore's enclaves (of one enclave, given its path): those its deletion cascades away. */
+  async ofEnclaves(keystore: string, enclave?: string): Promise<Binding[]> {
+    const rows =
+      enclave === undefined
+        ? await this.sql.all<BindingRow>('SELECT * FROM bindings WHERE keystore = ?', [keystore])
+        : await this.sql.all<BindingRow>('SELECT * FROM bindings WHERE keystore = ? AND enclave = ?', [keystore, enclave]);
+    return rows.map(toBinding);
+  }
   async findDuplicate(keystore: string, enclave: string, robot: string | null, selector: string | null): Promise<string | undefined> {
     // `IS ?` is SQLite's; both engines agree on this spelling of "equal, or both NULL".
     const r = await this.sql.get<{ id: string }>(

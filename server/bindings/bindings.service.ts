@@ -27,6 +27,22 @@ export interface BindingView extends Binding {
 /** Canonical JSON of a selector (sorted keys), so equal selectors compare equal in SQL. */
 const canonicalSelector = (s: Labels) => JSON.stringify(Object.fromEntries(Object.entries(s).sort(([a], [b]) => a.localeCompare(b))));
 
+/**
+ * Inside the unit of work that deletes a keystore or an enclave, before the delete: its bindings go with it
+ * (ON DELETE CASCADE), a change to bindings like any other, told as one. The bundle cache keeps each robot's
+ * bound set across keystore and enclave changes and relies on this: an enclave made again under a deleted
+ * one's path must not reach the robots whose binding went with the old one.
+ */
+export async function publishCascadedBindings(r: Repos, keystore: string, enclave?: string): Promise<void> {
+  const told = new Set<string>();
+  for (const b of await r.bindings.ofEnclaves(keystore, enclave)) {
+    const scope = b.robot ?? `selector:${canonicalSelector(b.selector ?? {})}`;
+    if (told.has(scope)) continue;
+    told.add(scope);
+    await r.publish({ kind: 'bindings', robot: b.robot, selector: b.selector });
+  }
+}
+
 /** Whether the grant a binding was made through still lets its holder bind this enclave to these robots. */
 function grantCovers(grant: Grant, b: Binding, robots: readonly Labels[] | undefined): boolean {
   return decide({ name: grant.user, role: 'member' }, [grant], {

@@ -71,6 +71,8 @@ export interface CacheEntry {
    * without a query.
    */
   record: Robot | undefined;
+  /** The robot's bound enclaves (`keystore\0path`, sorted, one per line), revoked ones included: the content's key. */
+  targets: string;
 }
 
 interface Waiter {
@@ -114,6 +116,13 @@ const FAN_OUT_CONCURRENCY = 8;
  */
 export class BundlesService {
   private readonly cache = new Map<string, CacheEntry>();
+  /**
+   * Entries a keystore or enclave change made stale: their content is outdated, but the robot's row and the
+   * enclaves bound to it still hold, since every change to those is a robot or bindings change (deletes tell
+   * their cascaded bindings, see `publishCascadedBindings`). A rotation reaching ten thousand waiting robots
+   * thus rebuilds one shared content, and each robot's entry from it without a query of its own.
+   */
+  private readonly stale = new Map<string, CacheEntry>();
   /** Builds under way, by robot: every concurrent miss waits for the same one. */
   private readonly building = new Map<string, Promise<CacheEntry>>();
   /** Shared contents by their sorted target list. */
@@ -164,13 +173,18 @@ export class BundlesService {
     if (hit) return Promise.resolve(hit);
     const underWay = this.building.get(robot);
     if (underWay) return underWay;
+    const held = this.stale.get(robot);
     const build: Promise<CacheEntry> = this.store
-      .read((r) => this.compute(r, robot))
+      .read((r) => (held ? this.assemble(r, robot, held.record, held.targets) : this.compute(r, robot)))
       .then(
         (entry) => {
+          // A change heard meanwhile took the build out of `building`: handed out once, not kept.
           if (this.building.get(robot) === build) {
             this.building.delete(robot);
-            if (!this.closed) this.cache.set(robot, entry);
+            if (!this.closed) {
+              this.cache.set(robot, entry);
+              this.stale.delete(robot);
+            }
           }
           return entry;
         },
@@ -290,6 +304,7 @@ export class BundlesService {
       // walk per request over ten thousand entries would cost more than the requests themselves.
       this.delivered.delete(change.robot);
       this.cache.delete(change.robot);
+      this.stale.delete(change.robot);
       this.building.delete(change.robot);
       if (this.waiters.has(change.robot)) this.pending.add(change.robot);
       this.schedule();
@@ -299,6 +314,7 @@ export class BundlesService {
     if (change.kind === 'bindings' && change.robot !== undefined) this.building.delete(change.robot);
     else this.building.clear();
     if (change.kind === 'resync') {
+      this.stale.clear();
       this.contentEpoch++;
       this.contentBuilds.clear();
       this.enclaveJson.clear();
@@ -315,12 +331,15 @@ export class BundlesService {
       const id = `${change.keystore}:${change.enclave}`;
       for (const [key, c] of this.contents) if (c.enclaves.has(id)) this.contents.delete(key);
     }
+    const contentOnly = change.kind === 'keystore' || change.kind === 'enclave';
     for (const [robot, entry] of this.cache) {
       if (this.touches(change, robot, entry)) {
         this.cache.delete(robot);
+        if (contentOnly) this.stale.set(robot, entry);
         if (this.waiters.has(robot)) this.pending.add(robot);
       }
     }
+    if (change.kind === 'bindings') for (const [robot, entry] of this.stale) if (this.touchesRobot(change, robot, entry)) this.stale.delete(robot);
     // A waiting robot without a cache entry lost it to an earlier change still being answered: include it.
     for (const robot of this.waiters.keys()) if (!this.cache.has(robot)) this.pending.add(robot);
     this.schedule();
@@ -404,13 +423,26 @@ export class BundlesService {
 
   private async compute(r: Repos, robot: string): Promise<CacheEntry> {
     const record = await r.robots.get(robot);
-    const targets = record ? await this.bindings.enclavesFor(r, robot, record.labels) : [];
-    const content = await this.contentFor(r, targets.map((t) => `${t.keystore}\0${t.enclave}`).sort());
+    const bound = record ? await this.bindings.enclavesFor(r, robot, record.labels) : [];
+    return this.assemble(
+      r,
+      robot,
+      record,
+      bound
+        .map((t) => `${t.keystore}\0${t.enclave}`)
+        .sort()
+        .join('\n'),
+    );
+  }
+
+  /** The robot's entry from its row and bound enclaves: the shared content (built once) and its own fills. */
+  private async assemble(r: Repos, robot: string, record: Robot | undefined, targets: string): Promise<CacheEntry> {
+    const content = await this.contentFor(r, targets);
     const fills: Buffer[] = [];
     for (const h of content.holes) fills.push(await this.fill(r, robot, h));
     const hash = crypto.createHash('sha256').update(robot).update('\n').update(content.hash);
     for (const f of fills) hash.update('\n').update(f);
-    return { revision: hash.digest('hex').slice(0, 32), robot, content, fills, record };
+    return { revision: hash.digest('hex').slice(0, 32), robot, content, fills, record, targets };
   }
 
   /** The robot's own part of a per-robot enclave: its latest live certificate, or none yet. */
@@ -422,15 +454,14 @@ export class BundlesService {
     );
   }
 
-  /** The shared content for a sorted list of `keystore\0path`, built on first use (once, however many ask). */
-  private contentFor(r: Repos, targets: string[]): Promise<Content> {
-    const id = targets.join('\n');
+  /** The shared content for `targets` (see `CacheEntry.targets`), built on first use (once, however many ask). */
+  private contentFor(r: Repos, id: string): Promise<Content> {
     const known = this.contents.get(id);
     if (known) return Promise.resolve(known);
     const underWay = this.contentBuilds.get(id);
     if (underWay) return underWay;
     const epoch = this.contentEpoch;
-    const build: Promise<Content> = this.buildContent(r, targets, epoch).then(
+    const build: Promise<Content> = this.buildContent(r, id === '' ? [] : id.split('\n'), epoch).then(
       (content) => {
         if (this.contentBuilds.get(id) === build) this.contentBuilds.delete(id);
         if (epoch === this.contentEpoch && !this.closed) {

@@ -1,6 +1,7 @@
 import type { Caller } from '../acl/caller.js';
 import { envelopeAsTopics } from '../acl/envelope.js';
 import type { AuditService } from '../audit/audit.service.js';
+import { publishCascadedBindings } from '../bindings/bindings.service.js';
 import { Conflict, InvalidInput, NotFound } from '../errors.js';
 import { inspectCertificate } from '../pki/index.js';
 import { allowedTopics, topicPermissions } from '../policy/allowed-topics.js';
@@ -342,6 +343,7 @@ export class EnclavesService {
         serials = await this.revokeSerials(r, ks, row);
         revoked = serials.length > 0;
       }
+      await publishCascadedBindings(r, keystore, path);
       await r.keystores.removeEnclave(keystore, path);
       await this.audit.record(r, { actor: caller.name, actorKind: 'user', action: 'enclave.delete', target: `${keystore}:${path}`, grantId: grant, details: { serials, revoked } });
       await r.publish(revoked ? { kind: 'keystore', keystore } : { kind: 'enclave', keystore, enclave: path });

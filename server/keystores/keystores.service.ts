@@ -1,5 +1,6 @@
 import type { Caller } from '../acl/caller.js';
 import type { AuditService } from '../audit/audit.service.js';
+import { publishCascadedBindings } from '../bindings/bindings.service.js';
 import { Conflict, InvalidInput, NotFound } from '../errors.js';
 import { generateKeyPair, inspectCertificate, issueCertificate, issueCrl, readCrl, signSmime } from '../pki/index.js';
 import { defaultGovernance } from '../policy/governance.js';
@@ -230,6 +231,7 @@ export class KeystoresService {
     const allowedBy = caller.requireAdmin('keystore:delete');
     await this.store.tx(async (r) => {
       await this.rowIn(r, caller, name);
+      await publishCascadedBindings(r, name);
       if (!(await r.keystores.remove(name))) throw new NotFound(`no keystore "${name}"`);
       await this.audit.record(r, { actor: caller.name, actorKind: 'user', action: 'keystore.delete', target: name, grantId: allowedBy });
       await r.publish({ kind: 'keystore', keystore: name });
