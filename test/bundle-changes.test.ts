@@ -1,6 +1,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import zlib from 'node:zlib';
 import path from 'node:path';
 import request from 'supertest';
 import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
@@ -398,5 +402,47 @@ describe('bundles follow every change', () => {
     });
     assert.ok(!paths(remadeKs.res).some((p: string) => p.startsWith('ks2:')), paths(remadeKs.res).join(' '));
     assert.deepEqual(paths(await bundle('r1')), paths(remadeKs.res));
+  });
+
+  test('a robot that takes gzip gets the same bytes gzipped: private keys and its token stored as they are, never compressed', async () => {
+    const server = http.createServer(ctx.app).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as AddressInfo;
+    const exchange = (path: string, headers: Record<string, string>, json?: unknown) =>
+      new Promise<{ headers: http.IncomingHttpHeaders; body: Buffer }>((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port, path, method: json ? 'POST' : 'GET', headers: json ? { ...headers, 'content-type': 'application/json' } : headers }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ headers: res.headers, body: Buffer.concat(chunks) }));
+        });
+        req.on('error', reject);
+        req.end(json && JSON.stringify(json));
+      });
+    try {
+      const auth = { authorization: `Bearer ${robotToken.r1}` };
+      const plain = await exchange('/v1/robot/bundle', { ...auth, 'accept-encoding': 'identity' });
+      const gz = await exchange('/v1/robot/bundle', { ...auth, 'accept-encoding': 'gzip, deflate, br' });
+      assert.equal(plain.headers['content-encoding'], undefined);
+      assert.equal(gz.headers['content-encoding'], 'gzip');
+      assert.equal(gz.headers.vary, 'Accept-Encoding');
+      assert.equal(Number(gz.headers['content-length']), gz.body.length);
+      assert.deepEqual(zlib.gunzipSync(gz.body), plain.body);
+      assert.ok(gz.body.length * 2 < plain.body.length, `${gz.body.length} bytes gzipped, ${plain.body.length} plain`);
+      const keys: string[] = JSON.parse(plain.body.toString()).keystores.flatMap((k: { enclaves: { files: Record<string, string> }[] }) => k.enclaves.map((e) => e.files['key.pem']));
+      assert.ok(keys.length > 0);
+      for (const key of keys) assert.ok(gz.body.includes(Buffer.from(JSON.stringify(key))), 'a private key stored in the gzip answer, not compressed');
+      const refused = await exchange('/v1/robot/bundle', { ...auth, 'accept-encoding': 'gzip;q=0, identity' });
+      assert.equal(refused.headers['content-encoding'], undefined);
+      assert.deepEqual(refused.body, plain.body);
+
+      const login = await exchange('/v1/auth/robot', { 'accept-encoding': 'gzip' }, { assertion: assertion('r1', robotKey.r1!), bundle: true });
+      assert.equal(login.headers['content-encoding'], 'gzip');
+      const answer = JSON.parse(zlib.gunzipSync(login.body).toString());
+      ctx.secrets.add(answer.token);
+      assert.ok(login.body.includes(Buffer.from(answer.token)), 'the token stored, not compressed');
+      assert.deepEqual(answer.bundle, JSON.parse(plain.body.toString()));
+    } finally {
+      server.close();
+    }
   });
 });

@@ -41,7 +41,7 @@ async function answer(bundles: BundlesService, robot: RobotPrincipal, wait: numb
   }
   await bundles.recordDelivery(robot.name, outcome);
   res.setHeader('ETag', `"${outcome.revision}"`);
-  sendJsonParts(res, bundles.parts(outcome));
+  sendJsonParts(req, res, bundles.parts(outcome));
 }
 
 export function bundlesRoutes(bundles: BundlesService, guards: Guards): Router {

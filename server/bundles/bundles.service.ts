@@ -4,6 +4,7 @@ import type { AuditEvent, AuditService } from '../audit/audit.service.js';
 import { robotTokenVersion } from '../auth/tokens.js';
 import type { BindingsService } from '../bindings/bindings.service.js';
 import type { Change } from '../events/changes.js';
+import { deflateAround, type Piece } from '../http/gzip-pieces.js';
 import { serialOut } from '../identities/identities.service.js';
 import type { EnclaveRow, KeystoreRow } from '../keystores/keystores.repo.js';
 import { enclaveKeyContext } from '../keystores/keystores.service.js';
@@ -20,6 +21,12 @@ export interface BundleEnclave {
   /** Per-robot: the serial of the robot's own certificate (`files['cert.pem']`), when it holds a live one. */
   identitySerial?: string;
   files: Record<string, string>;
+}
+
+/** A shared enclave's JSON, and where its private key sits in it (string offsets of `"key.pem":"…"`). */
+interface SharedJson {
+  text: string;
+  key: [number, number];
 }
 
 /**
@@ -51,6 +58,10 @@ interface Content {
    * per-robot enclaves it is one segment, the same bytes for every robot bound alike.
    */
   segments: Buffer[];
+  /** Byte ranges of each segment that hold a private key: stored, never compressed (see gzip-pieces.ts). */
+  secrets: [number, number][][];
+  /** Each segment as deflate blocks, made on the first gzip answer and shared like the segments. */
+  deflated?: Buffer[];
   holes: Hole[];
   hash: string;
   keystores: Set<string>;
@@ -137,7 +148,7 @@ export class BundlesService {
    * Each enclave's serialized `{path,notAfter,files}` (key unsealed once), shared by every robot bound to
    * it: a change that touches a thousand robots costs a thousand cheap assemblies, not a thousand unseals.
    */
-  private readonly enclaveJson = new Map<string, string | PerRobotJson | null>();
+  private readonly enclaveJson = new Map<string, SharedJson | PerRobotJson | null>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   /** The revision last delivered to each robot: a delivery is audited once per robot and revision. */
   private readonly delivered = new Map<string, string>();
@@ -250,13 +261,18 @@ export class BundlesService {
    * robot's fills (its certificates) between its segments. Written as they are (not concatenated): ten thousand deliveries would otherwise each copy the bundle once
    * more into a buffer of its own for the garbage collector.
    */
-  parts(entry: CacheEntry): Buffer[] {
+  parts(entry: CacheEntry): Piece[] {
     const head = `{"revision":"${entry.revision}","robot":${JSON.stringify(entry.robot)},"keystores":`;
-    const { segments } = entry.content;
-    const parts: Buffer[] = [Buffer.from(head), segments[0]!];
-    for (let i = 0; i < entry.fills.length; i++) parts.push(entry.fills[i]!, segments[i + 1]!);
-    parts.push(CLOSE);
+    const { content } = entry;
+    const segment = (i: number): Piece => ({ raw: content.segments[i]!, deflated: () => this.deflated(content)[i]! });
+    const parts: Piece[] = [{ raw: Buffer.from(head) }, segment(0)];
+    for (let i = 0; i < entry.fills.length; i++) parts.push({ raw: entry.fills[i]! }, segment(i + 1));
+    parts.push({ raw: CLOSE });
     return parts;
+  }
+
+  private deflated(content: Content): Buffer[] {
+    return (content.deflated ??= content.segments.map((seg, i) => deflateAround(seg, content.secrets[i]!)));
   }
 
   /**
@@ -274,7 +290,7 @@ export class BundlesService {
       if (entry && this.delivered.get(entry.robot) !== entry.revision) await this.audit.record(r, deliveryEvent(entry));
     },
     /** Once the login committed: the delivery is recorded, the answer's bytes. */
-    answer: (entry: CacheEntry): Buffer[] => {
+    answer: (entry: CacheEntry): Piece[] => {
       this.delivered.set(entry.robot, entry.revision);
       return this.parts(entry);
     },
@@ -483,6 +499,8 @@ export class BundlesService {
   private async buildContent(r: Repos, targets: string[], epoch: number): Promise<Content> {
     const segments: string[] = [];
     const holes: Hole[] = [];
+    /** Private keys in each segment (string offsets), the current one's last. */
+    const keys: [number, number][][] = [[]];
     let current = '[';
     const keystores = new Set<string>();
     const enclaveKeys = new Set<string>();
@@ -493,7 +511,7 @@ export class BundlesService {
       const name = targets[i]!.slice(0, targets[i]!.indexOf('\0'));
       keystores.add(name);
       let ks: KeystoreRow | undefined;
-      const enclaves: { path: string; json: string | PerRobotJson }[] = [];
+      const enclaves: { path: string; json: SharedJson | PerRobotJson }[] = [];
       for (; i < targets.length && targets[i]!.startsWith(`${name}\0`); i++) {
         const key = targets[i]!;
         const path = key.slice(name.length + 1);
@@ -515,18 +533,22 @@ export class BundlesService {
       firstKeystore = false;
       enclaves.forEach(({ path, json }, n) => {
         if (n > 0) current += ',';
-        if (typeof json === 'string') {
-          current += json;
+        if ('text' in json) {
+          keys.at(-1)!.push([current.length + json.key[0], current.length + json.key[1]]);
+          current += json.text;
           return;
         }
         segments.push(current + json.head);
         holes.push({ keystore: name, path, caNotAfter: json.caNotAfter });
+        keys.push([]);
         current = json.tail;
       });
       current += ']}';
     }
     segments.push(`${current}]`);
     const bytes = segments.map((seg) => Buffer.from(seg));
+    // Offsets in bytes: the same as in characters unless something before a key is not ASCII.
+    const secrets = keys.map((spans, n) => spans.map(([a, b]): [number, number] => [Buffer.byteLength(segments[n]!.slice(0, a)), Buffer.byteLength(segments[n]!.slice(0, b))]));
     const hash = crypto.createHash('sha256');
     bytes.forEach((b, n) => {
       if (n > 0) hash.update(`\0${holes[n - 1]!.keystore}\0${holes[n - 1]!.path}\0`);
@@ -534,6 +556,7 @@ export class BundlesService {
     });
     return {
       segments: bytes,
+      secrets,
       holes,
       hash: hash.digest('hex'),
       keystores,
@@ -548,8 +571,14 @@ export class BundlesService {
     for (const [key, c] of this.contents) if (!used.has(c)) this.contents.delete(key);
   }
 
-  private enclaveJsonOf(ks: KeystoreRow, e: EnclaveRow): string | PerRobotJson {
-    if (e.identity_mode === 'shared') return JSON.stringify(this.enclaveFiles(ks, e));
+  private enclaveJsonOf(ks: KeystoreRow, e: EnclaveRow): SharedJson | PerRobotJson {
+    if (e.identity_mode === 'shared') {
+      const enclave = this.enclaveFiles(ks, e);
+      const text = JSON.stringify(enclave);
+      const key = `"key.pem":${JSON.stringify(enclave.files['key.pem'])}`;
+      const at = text.indexOf(key);
+      return { text, key: [at, at + key.length] };
+    }
     // Per-robot: the shared files without cert.pem and key.pem (the server has no key; the certificate is
     // each robot's own). The robot's part goes between head and tail.
     const files: Record<string, string> = {

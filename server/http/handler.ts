@@ -1,4 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { gzipMember, type Piece } from './gzip-pieces.js';
 
 /** Express 4 does not catch rejected promises: route them to the error handler. */
 export function h(fn: (req: Request, res: Response, next: NextFunction) => unknown): RequestHandler {
@@ -18,13 +19,18 @@ export function clientIp(req: Request): string {
 }
 
 /**
- * Sends JSON already serialized in pieces (cached bytes spliced together), corked into one write. Not
+ * Sends JSON already serialized in pieces (cached bytes spliced together), corked into one write, as gzip
+ * when the client prefers it (see `gzip-pieces.ts`: shared pieces are compressed once, secrets never). Not
  * `res.send`: that would concatenate the pieces and hash them all for an ETag nobody asked for.
  */
-export function sendJsonParts(res: Response, parts: readonly Buffer[]): void {
+export function sendJsonParts(req: Request, res: Response, pieces: readonly Piece[]): void {
+  const gzip = req.acceptsEncodings('gzip', 'identity') === 'gzip';
+  const parts = gzip ? gzipMember(pieces) : pieces.map((p) => p.raw);
   let length = 0;
   for (const p of parts) length += p.length;
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.setHeader('Vary', 'Accept-Encoding');
+  if (gzip) res.setHeader('Content-Encoding', 'gzip');
   res.setHeader('Content-Length', length);
   res.cork();
   for (const p of parts) res.write(p);

@@ -1,6 +1,7 @@
 import express, { Router, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { callerOf, robotOf, type Guards } from '../acl/guard.js';
+import type { Piece } from '../http/gzip-pieces.js';
 import { clientIp, h, sendJsonParts } from '../http/handler.js';
 import type { LeanLane } from '../http/lean.js';
 import { overloaded, type LoadMonitor } from '../http/overload.js';
@@ -37,7 +38,7 @@ export const RobotLogin = z
  * bytes. Prepared as undefined when the robot's enrollment changed meanwhile.
  */
 export interface LoginBundle<T> extends LoginExtra<T | undefined> {
-  answer(prepared: T): Buffer[];
+  answer(prepared: T): Piece[];
 }
 
 /**
@@ -54,7 +55,8 @@ async function answerLogin<T>(robots: RobotsService, bundle: LoginBundle<T>, req
   }
   if (extra === undefined) throw new Unauthorized('assertion refused', 'invalid-assertion');
   const head = JSON.stringify(issued);
-  sendJsonParts(res, [Buffer.from(`${head.slice(0, -1)},"bundle":`), ...bundle.answer(extra), CLOSE]);
+  // The token is a secret: a piece of its own, stored, never compressed with the rest (see gzip-pieces.ts).
+  sendJsonParts(req, res, [{ raw: Buffer.from(`${head.slice(0, -1)},"bundle":`) }, ...bundle.answer(extra), { raw: CLOSE }]);
 }
 const CLOSE = Buffer.from('}');
 // A robot's clock may be days off (no RTC); a year either way is far beyond any real skew.
