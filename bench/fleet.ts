@@ -61,6 +61,7 @@ const { values } = parseArgs({
     'cpu-prof': { type: 'string' },
     identity: { type: 'string', default: 'shared' },
     replicas: { type: 'string' },
+    'server-workers': { type: 'string', default: '1' },
     'database-url': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -68,7 +69,7 @@ const { values } = parseArgs({
 
 function usage(problem?: string): never {
   if (problem) process.stderr.write(`bench:fleet: ${problem}\n`);
-  process.stderr.write('usage: npm run bench:fleet -- --robots N --window S [--workers W] [--poll-wait S] [--give-up S] [--steady S|0] [--connections C] [--validate] [--seed K] [--json FILE] [--cpu-prof DIR] [--identity shared|per-robot] [--replicas N --database-url postgres://…]\n');
+  process.stderr.write('usage: npm run bench:fleet -- --robots N --window S [--workers W] [--poll-wait S] [--give-up S] [--steady S|0] [--connections C] [--validate] [--seed K] [--json FILE] [--cpu-prof DIR] [--identity shared|per-robot] [--server-workers N] [--replicas N --database-url postgres://…]\n');
   process.exit(problem ? 2 : 0);
 }
 if (values.help) usage();
@@ -89,6 +90,8 @@ if (values.identity !== 'shared' && values.identity !== 'per-robot') usage('--id
 const PER_ROBOT = values.identity === 'per-robot';
 const REPLICAS = values.replicas === undefined ? undefined : int('replicas', 1, 16);
 const DATABASE_URL = values['database-url'];
+const SERVER_WORKERS = int('server-workers', 1, 64);
+if (SERVER_WORKERS > 1 && REPLICAS !== undefined) usage('--server-workers is for the SQLite server (replicas are processes already)');
 if (REPLICAS !== undefined && !DATABASE_URL) usage('--replicas needs --database-url (replicas share one PostgreSQL database)');
 if (DATABASE_URL && REPLICAS === undefined) usage('--database-url goes with --replicas N (1: one process on PostgreSQL; N > 1: 1 and N in one run)');
 
@@ -100,7 +103,7 @@ interface Configuration {
 }
 const CONFIGURATIONS: Configuration[] =
   REPLICAS === undefined
-    ? [{ label: 'SQLite, one process', replicas: 1, engine: 'sqlite' }]
+    ? [{ label: SERVER_WORKERS > 1 ? `SQLite, ${SERVER_WORKERS} worker processes` : 'SQLite, one process', replicas: 1, engine: 'sqlite' }]
     : [
         { label: 'PostgreSQL, 1 replica', replicas: 1, engine: 'postgres' },
         ...(REPLICAS > 1 ? [{ label: `PostgreSQL, ${REPLICAS} replicas`, replicas: REPLICAS, engine: 'postgres' as const }] : []),
@@ -213,7 +216,7 @@ async function measure(cfg: Configuration): Promise<FleetResult> {
   cleanUpCurrent = cleanUp;
   try {
     const cpuProfDir = values['cpu-prof'] && path.resolve(values['cpu-prof']);
-    if (cfg.engine === 'sqlite') server = await startServerUnderTest({ workDir: work, cpuProfDir });
+    if (cfg.engine === 'sqlite') server = await startServerUnderTest({ workDir: work, cpuProfDir, workers: SERVER_WORKERS });
     else {
       database = await createBenchDatabase(DATABASE_URL!, `fleet_${cfg.replicas}`);
       log(`[${cfg.label}] fresh database ${database.name}`);

@@ -1,12 +1,14 @@
 /**
  * What one waiting client costs a bare Node server, as the floor under "memory per waiting robot":
  *
- *   node --import tsx bench/idle-connections.ts [--clients 2000]
+ *   node --import tsx bench/idle-connections.ts [--clients 2000] [--first-answer BYTES]
  *
  * A child process runs a Node server that never answers (every request is parked, like a long poll); this
  * process opens N keep-alive connections, each with one GET carrying a robot-sized bearer token, then reads the
  * child's RSS and heap before and after (after a GC). Once over plain HTTP and once over TLS (P-256 certificate,
- * as the enclave server's), so the difference is what TLS adds per connection.
+ * as the enclave server's), so the difference is what TLS adds per connection. With `--first-answer`, each
+ * connection first gets an answer of that many bytes (a robot's bundle at boot), then parks its poll: what a
+ * connection keeps of an answer it has already sent.
  */
 import { fork } from 'node:child_process';
 import { generateKeyPairSync, X509Certificate } from 'node:crypto';
@@ -18,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-const { values } = parseArgs({ options: { clients: { type: 'string', default: '2000' }, child: { type: 'string' } } });
+const { values } = parseArgs({ options: { clients: { type: 'string', default: '2000' }, 'first-answer': { type: 'string', default: '0' }, child: { type: 'string' } } });
 
 interface Usage {
   rss: number;
@@ -29,7 +31,11 @@ interface Usage {
 if (values.child) {
   // The server side: park every request, report memory when asked.
   const held: http.ServerResponse[] = [];
-  const park = (_req: http.IncomingMessage, res: http.ServerResponse) => void held.push(res);
+  const first = Buffer.alloc(Number(values['first-answer']), 'x');
+  const park = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (req.url === '/first') res.end(first);
+    else held.push(res);
+  };
   const [mode, dir] = values.child.split(':') as ['http' | 'https', string];
   const server =
     mode === 'https'
@@ -58,14 +64,18 @@ if (values.child) {
     await new Promise((r) => setTimeout(r, 300));
     const before = await usage();
     const token = 'x'.repeat(340);
+    const firstAnswer = Number(values['first-answer']) > 0;
     for (let i = 0; i < N; i++) {
-      const opts = { host: '127.0.0.1', port, path: '/v1/robot/bundle?wait=30', headers: { authorization: `Bearer ${token}` } };
-      const req =
-        mode === 'https'
-          ? https.request({ ...opts, agent: new https.Agent({ keepAlive: true, maxSockets: 1, ca }), servername: 'localhost' })
-          : http.request({ ...opts, agent: new http.Agent({ keepAlive: true, maxSockets: 1 }) });
-      req.on('error', () => {});
-      req.end();
+      const agent = mode === 'https' ? new https.Agent({ keepAlive: true, maxSockets: 1, ca }) : new http.Agent({ keepAlive: true, maxSockets: 1 });
+      const send = (path: string) => {
+        const opts = { host: '127.0.0.1', port, path, headers: { authorization: `Bearer ${token}` }, agent };
+        const req = mode === 'https' ? https.request({ ...opts, servername: 'localhost' }) : http.request(opts);
+        req.on('error', () => {});
+        req.end();
+        return req;
+      };
+      if (firstAnswer) await new Promise((resolve) => send('/first').on('response', (res) => res.resume().on('end', resolve)));
+      send('/v1/robot/bundle?wait=30');
       if (i % 200 === 199) await new Promise((r) => setTimeout(r, 50));
     }
     let after = await usage();

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_OVERLOAD } from './http/overload.js';
@@ -40,9 +41,16 @@ export interface ServerConfig {
   /** A robot's previous per-robot certificate when it gets a new one: revoked (CRL) or left to expire. */
   identityReissue: 'revoke' | 'expire';
   identityValidityDays: number;
+  /** Server processes sharing the port on this host (Node's cluster): 1 runs the server in this process. */
+  workers: number;
+  /** How often each process reads the change log when nothing woke it (ms); undefined: the store's default. */
+  changePollMs?: number;
 }
 
 export class ConfigError extends Error {}
+
+/** Far beyond any host's cores: each worker holds its own caches, sandbox threads and database connections. */
+const MAX_WORKERS = 64;
 
 export interface ParsedCommand {
   command: 'serve' | 'migrate' | 'backup' | 'help';
@@ -70,6 +78,10 @@ options (flag wins over environment):
                                                 certificate on re-issue is revoked (default) or left to expire
   --identity-validity-days N                    ENCLAVE_IDENTITY_VALIDITY_DAYS: lifetime of per-robot
                                                 certificates (default 0: the enclave's); agents renew at 2/3
+  --workers N|auto      ENCLAVE_WORKERS         server processes sharing the port (default 1; auto: one per
+                                                core); with SQLite they share the data folder's database
+  ENCLAVE_CHANGE_POLL_MS                        how often a process reads the change log unprompted (default
+                                                1000 on SQLite, 5000 on PostgreSQL; commits wake it anyway)
   ENCLAVE_MASTER_KEY_FILE                       32-byte master key (default <data>/master.key)
   ENCLAVE_TOKEN_SECRET_FILE                     32-byte token signing key (default <data>/jwt.secret)
   ENCLAVE_ADMIN_PASSWORD(_FILE)                 first admin's password (only when no user exists)
@@ -135,6 +147,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
         'trust-proxy': { type: 'string' },
         'identity-reissue': { type: 'string' },
         'identity-validity-days': { type: 'string' },
+        workers: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -167,6 +180,9 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     // Never echo the value: it may hold a password.
     throw new ConfigError('--database-url: expected postgres://[user@]host[:port]/database');
   }
+  const workersSetting = values.workers ?? env.ENCLAVE_WORKERS;
+  const workers = workersSetting === 'auto' ? os.availableParallelism() : positiveInt(workersSetting, '--workers', 1);
+  if (workers > MAX_WORKERS) throw new ConfigError(`--workers: at most ${MAX_WORKERS}`);
   const config: ServerConfig = {
     dataDir: path.resolve(values['data-dir'] ?? env.ENCLAVE_DATA_DIR ?? 'data'),
     databaseUrl,
@@ -195,6 +211,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     importTimeLimitMs: positiveInt(env.ENCLAVE_IMPORT_TIME_LIMIT_MS, 'ENCLAVE_IMPORT_TIME_LIMIT_MS', 120_000),
     identityReissue: reissue,
     identityValidityDays,
+    workers,
+    changePollMs: env.ENCLAVE_CHANGE_POLL_MS ? positiveInt(env.ENCLAVE_CHANGE_POLL_MS, 'ENCLAVE_CHANGE_POLL_MS', 1000) : undefined,
   };
   return { command, args: positionals.slice(1), config };
 }

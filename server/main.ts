@@ -13,7 +13,9 @@ import { trimChanges } from './events/change-log.js';
 import { MIN_PASSWORD_LENGTH, randomPassword } from './auth/passwords.js';
 import { createLogger, type Logger } from './logger.js';
 import { ensureSelfSignedTls } from './tls/self-signed.js';
-import type { Services } from './app.js';
+import { AuditService } from './audit/audit.service.js';
+import { isWorker, onSiblingChanges, runWorkers, tellSiblings } from './cluster.js';
+import { UsersService } from './users/users.service.js';
 import { DEFAULT_OVERLOAD, watchHandshakes } from './http/overload.js';
 
 const CHANGE_LOG_KEEP_MS = 24 * 3_600_000;
@@ -24,7 +26,7 @@ const LISTEN_BACKLOG = 4096;
  * Creates the first administrator when the database has no user at all. Replicas starting together on one
  * PostgreSQL may both find none: the second insert is a UniqueViolation, and the other replica's admin stands.
  */
-async function ensureFirstAdmin(store: Store, services: Services, config: ServerConfig, logger: Logger): Promise<void> {
+async function ensureFirstAdmin(store: Store, users: UsersService, config: ServerConfig, logger: Logger): Promise<void> {
   if ((await store.read((r) => r.users.count())) > 0) return;
   let password = config.adminPassword;
   if (password !== undefined) {
@@ -42,18 +44,20 @@ async function ensureFirstAdmin(store: Store, services: Services, config: Server
     logger.info({ user: config.adminUser, passwordFile: file }, 'created first administrator; password is in passwordFile');
   }
   // Checked again inside the (serialized) write: false when another replica made the first admin meanwhile.
-  if (!(await services.users.createFirstAdmin(config.adminUser, password))) return;
+  if (!(await users.createFirstAdmin(config.adminUser, password))) return;
   if (config.adminPassword !== undefined) logger.info({ user: config.adminUser }, 'created first administrator from ENCLAVE_ADMIN_PASSWORD');
 }
 
 /** The store the configuration names (SQLite in the data folder unless a database URL is given), migrated. */
-async function openMigrated(config: ServerConfig, logger: Logger): Promise<Store> {
+async function openMigrated(config: ServerConfig, logger: Logger, onPublished?: () => void): Promise<Store> {
   prepareDataDir(config.dataDir, logger);
   const where = config.databaseUrl
     ? { url: config.databaseUrl, passwordFile: config.databasePasswordFile }
     : { sqliteFile: path.join(config.dataDir, 'enclaves.db') };
   const { store, migrations } = await openStore(where, {
     onFollowError: (err) => logger.warn({ err: (err as Error).message }, 'change log: following failed; retrying'),
+    pollMs: config.changePollMs,
+    onPublished,
   });
   // Where, never the URL itself: it may hold a password.
   logger.info({ store: store.dialect, ...(config.databaseUrl ? { database: describeDatabase(config.databaseUrl) } : {}) }, 'store open');
@@ -66,8 +70,30 @@ function describeDatabase(url: string): string {
   return `${u.hostname}${u.port ? `:${u.port}` : ''}${u.pathname}`;
 }
 
-async function serve(config: ServerConfig, logger: Logger): Promise<void> {
+/**
+ * `--workers N` (N > 1): makes once what every worker loads (see cluster.ts), then runs the workers; resolves
+ * with the exit code when they are done.
+ */
+async function primary(config: ServerConfig, logger: Logger): Promise<number> {
   const store = await openMigrated(config, logger);
+  try {
+    const sealer = loadMasterKey(config, logger);
+    loadJwtSecret(config, logger);
+    if (!config.insecureHttp && !config.tlsCertFile) ensureSelfSignedTls(config.dataDir, config.listenHost, config.tlsSans, sealer, logger);
+    await ensureFirstAdmin(store, new UsersService(store, new AuditService(store), () => new Date()), config, logger);
+  } finally {
+    await store.close();
+  }
+  logger.info({ workers: config.workers }, 'starting workers');
+  return runWorkers(config.workers, logger);
+}
+
+async function serve(config: ServerConfig, baseLogger: Logger): Promise<number | undefined> {
+  if (config.workers > 1 && !isWorker()) return primary(config, baseLogger);
+  const slot = isWorker() ? process.env.ENCLAVE_WORKER_SLOT : undefined;
+  const logger = slot ? baseLogger.child({ worker: Number(slot) }) : baseLogger;
+  const store = await openMigrated(config, logger, slot ? tellSiblings : undefined);
+  if (slot) onSiblingChanges(() => void store.wake());
   const sealer = loadMasterKey(config, logger);
   const jwtSecret = loadJwtSecret(config, logger);
   const app = await createApp({
@@ -87,7 +113,8 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
       identityValidityDays: config.identityValidityDays,
     },
   });
-  await ensureFirstAdmin(store, servicesOf(app), config, logger);
+  // The primary made the first administrator before any worker started.
+  if (!slot) await ensureFirstAdmin(store, servicesOf(app).users, config, logger);
   // The change log is read within seconds by every replica; a day keeps room for one that was down a while
   // (one away longer drops its caches and rebuilds them).
   const trim = setInterval(() => {
@@ -155,6 +182,9 @@ async function serve(config: ServerConfig, logger: Logger): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // A worker whose primary is gone (killed) stops too, rather than serve on unsupervised.
+  if (slot) process.once('disconnect', () => stop('primary gone'));
+  return undefined;
 }
 
 async function backup(config: ServerConfig, out: string | undefined, logger: Logger): Promise<void> {
@@ -207,8 +237,8 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
       await backup(config, args[0], logger);
       return 0;
     }
-    await serve(config, logger);
-    return -1; // keeps running
+    // A server keeps running (-1); a primary returns when its workers are done.
+    return (await serve(config, logger)) ?? -1;
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`enclave-server: ${err.message}\n`);

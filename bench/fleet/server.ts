@@ -36,6 +36,8 @@ export interface ServerOptions {
   startTimeoutMs?: number;
   /** Write the server's V8 CPU profile into this folder when it stops (`node --cpu-prof`). */
   cpuProfDir?: string;
+  /** `--workers`: server processes sharing the port (SQLite); their CPU and memory count as the server's. */
+  workers?: number;
 }
 
 /** One server process that has logged its URL. */
@@ -67,6 +69,7 @@ async function startProcess(dataDir: string, logFile: string, env: NodeJS.Proces
     [
       ...(opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : []),
       path.join(REPO, 'bin/enclave-server.js'), 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0',
+      ...(opts.workers && opts.workers > 1 ? ['--workers', String(opts.workers)] : []),
     ],
     { cwd: REPO, env: { ...process.env, ENCLAVE_ADMIN_PASSWORD_FILE: '', ...env, ...opts.env }, stdio: ['ignore', out, out] },
   );
@@ -83,7 +86,9 @@ async function startProcess(dataDir: string, logFile: string, env: NodeJS.Proces
 
   const deadline = Date.now() + (opts.startTimeoutMs ?? 60_000);
   let url: string | undefined;
-  while (!url) {
+  // With workers, robots must not all land on the first one to listen.
+  let ready = !(opts.workers && opts.workers > 1);
+  while (!url || !ready) {
     if (gone) throw new Error(`server exited before listening:\n${tail(logFile)}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
@@ -91,6 +96,7 @@ async function startProcess(dataDir: string, logFile: string, env: NodeJS.Proces
     }
     await new Promise((r) => setTimeout(r, 100));
     for (const line of fs.readFileSync(logFile, 'utf8').split('\n')) {
+      if (line.includes('"msg":"all workers listening"')) ready = true;
       if (!line.includes('"msg":"listening"')) continue;
       try {
         url = (JSON.parse(line) as { url?: string }).url;
@@ -100,6 +106,16 @@ async function startProcess(dataDir: string, logFile: string, env: NodeJS.Proces
     }
   }
   return { url, pid: () => (gone ? undefined : child.pid), stop };
+}
+
+/** The process and, when it runs workers, their processes (the children the kernel lists for it). */
+function withChildren(pid: number | undefined): number[] {
+  if (pid === undefined) return [];
+  try {
+    return [pid, ...fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)];
+  } catch {
+    return [pid];
+  }
 }
 
 /** One real server over HTTPS with its self-generated TLS material and SQLite, on a free loopback port. */
@@ -116,7 +132,7 @@ export async function startServerUnderTest(opts: ServerOptions): Promise<ServerU
     keyFile: path.join(tlsDir, 'server.key.pem'),
     adminUser: 'admin',
     adminPassword,
-    pids: () => [p.pid()].filter((x): x is number => x !== undefined),
+    pids: () => withChildren(p.pid()),
     logFile,
     stop: () => p.stop(),
   };

@@ -7,23 +7,24 @@ import { Store } from './store.js';
 export type StoreLocation = { sqliteFile: string } | { url: string; passwordFile?: string; poolSize?: number };
 
 /**
- * Opens, migrates and starts following the store: the SQLite file (one process) or PostgreSQL (any number of
- * replicas, each woken by LISTEN on the change channel; polling is only the safety net there).
+ * Opens, migrates and starts following the store: the SQLite file (one process, or the workers of one host, each
+ * woken by its siblings through `onPublished`) or PostgreSQL (any number of replicas, each woken by LISTEN on the
+ * change channel). Polling every `pollMs` is only the safety net.
  */
 export async function openStore(
   where: StoreLocation,
-  options: { now?: () => Date; onFollowError?: (err: unknown) => void; pollMs?: number } = {},
+  options: { now?: () => Date; onFollowError?: (err: unknown) => void; pollMs?: number; onPublished?: () => void } = {},
 ): Promise<{ store: Store; migrations: MigrationResult }> {
   let follower: FollowerOptions;
   let store: Store;
   if ('sqliteFile' in where) {
     const db = SqliteDatabase.open(where.sqliteFile);
     follower = { pollMs: options.pollMs ?? 1000, onError: options.onFollowError };
-    store = new Store(db, { now: options.now, follower });
+    store = new Store(db, { now: options.now, follower, onPublished: options.onPublished });
   } else {
     const db = PostgresDatabase.open({ url: where.url, passwordFile: where.passwordFile, max: where.poolSize });
     follower = { listen: () => db.listener(), pollMs: options.pollMs ?? 5000, onError: options.onFollowError };
-    store = new Store(db, { now: options.now, follower });
+    store = new Store(db, { now: options.now, follower, onPublished: options.onPublished });
   }
   try {
     return { store, migrations: await store.start() };

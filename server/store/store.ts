@@ -84,12 +84,23 @@ export class Store {
   private waiting: Member[] = [];
   private grouping = false;
 
+  private readonly onPublished: () => void;
+
   constructor(
     readonly db: Database,
-    options: { now?: () => Date; follower?: FollowerOptions } = {},
+    options: {
+      now?: () => Date;
+      follower?: FollowerOptions;
+      /**
+       * After a unit of work that published changes has committed. Processes sharing one SQLite file (`--workers`)
+       * tell each other through it; on PostgreSQL the commit's NOTIFY does that.
+       */
+      onPublished?: () => void;
+    } = {},
   ) {
     this.clock = options.now ?? (() => new Date());
     this.follower = new ChangeFollower(db, this.changes, options.follower);
+    this.onPublished = options.onPublished ?? (() => {});
   }
 
   get dialect(): Database['dialect'] {
@@ -114,8 +125,16 @@ export class Store {
       ),
     );
     // Read-your-writes on this replica: its caches have heard the change before the request that made it answers.
-    if (published) await this.follower.wake();
+    if (published) {
+      this.onPublished();
+      await this.follower.wake();
+    }
     return result;
+  }
+
+  /** Another process committed changes: read the change log now, not at the next poll. */
+  wake(): Promise<void> {
+    return this.follower.wake();
   }
 
   /**
