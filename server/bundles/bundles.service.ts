@@ -131,9 +131,10 @@ export class BundlesService {
    * Entries a keystore or enclave change made stale: their content is outdated, but the robot's row and the
    * enclaves bound to it still hold, since every change to those is a robot or bindings change (deletes tell
    * their cascaded bindings, see `publishCascadedBindings`). A rotation reaching ten thousand waiting robots
-   * thus rebuilds one shared content, and each robot's entry from it without a query of its own.
+   * thus rebuilds one shared content, and each robot's entry from it without a query of its own. Only those
+   * two are kept, not the outdated content.
    */
-  private readonly stale = new Map<string, CacheEntry>();
+  private readonly stale = new Map<string, Pick<CacheEntry, 'record' | 'targets'>>();
   /** Builds under way, by robot: every concurrent miss waits for the same one. */
   private readonly building = new Map<string, Promise<CacheEntry>>();
   /** Shared contents by their sorted target list. */
@@ -351,7 +352,7 @@ export class BundlesService {
     for (const [robot, entry] of this.cache) {
       if (this.touches(change, robot, entry)) {
         this.cache.delete(robot);
-        if (contentOnly) this.stale.set(robot, entry);
+        if (contentOnly) this.stale.set(robot, { record: entry.record, targets: entry.targets });
         if (this.waiters.has(robot)) this.pending.add(robot);
       }
     }
@@ -423,7 +424,7 @@ export class BundlesService {
     }
   }
 
-  private touchesRobot(change: Change, robot: string, entry: CacheEntry): boolean {
+  private touchesRobot(change: Change, robot: string, entry: Pick<CacheEntry, 'record'>): boolean {
     switch (change.kind) {
       case 'resync':
         return true;
