@@ -121,6 +121,7 @@ export interface Services {
   load: LoadMonitor;
   /** Where uploaded XML is read (worker threads with time and memory limits). */
   sandbox: XmlSandbox;
+  metrics: HttpMetrics;
 }
 
 /**
@@ -165,7 +166,8 @@ export async function createApp(deps: AppDeps): Promise<Express> {
   // Revocations a stop left unsigned (see KeystoreCrls) are in the CRL before the first bundle is served.
   await crls.flushAll();
   const load = new LoadMonitor(options.overload);
-  const services: Services = { audit, users, auth, tokens, changes, refusals, grants, keystores, enclaves, robots, bindings, bundles, identities, crls, sandbox, load };
+  const metrics = new HttpMetrics();
+  const services: Services = { audit, users, auth, tokens, changes, refusals, grants, keystores, enclaves, robots, bindings, bundles, identities, crls, sandbox, load, metrics };
 
   const resolver: PrincipalResolver = {
     async user(name, ver) {
@@ -175,7 +177,6 @@ export async function createApp(deps: AppDeps): Promise<Express> {
     robot: async (name, ver) => robotPrincipal(await store.read((r) => r.robots.get(name)), ver),
   };
 
-  const metrics = new HttpMetrics();
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', options.trustProxy === false ? false : options.trustProxy.join(','));

@@ -11,10 +11,21 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { AggregatorRegistry } from 'prom-client';
 import type { Logger } from './logger.js';
+import type { HttpMetrics } from './ops/metrics.js';
 
 /** The one message workers and primary exchange: some worker committed changes to the change log. */
 const CHANGED = 'enclave:changes-committed';
+
+/** A worker asks the primary for every worker's metrics, summed; the primary answers with the text. */
+const METRICS_ASK = 'enclave:metrics';
+const METRICS_ANSWER = 'enclave:metrics-answer';
+interface MetricsAnswer {
+  kind: typeof METRICS_ANSWER;
+  id: number;
+  text?: string;
+}
 
 /** A worker that dies this soon after its start, this many times in a row, is not started again. */
 const CRASH_WINDOW_MS = 30_000;
@@ -33,6 +44,34 @@ export function onSiblingChanges(wake: () => void): void {
 }
 
 /**
+ * In a worker: `/metrics` answers with the sum over every worker (prom-client's AggregatorRegistry, run by the
+ * primary), whichever worker the scrape reached; a worker that does not answer within 5 s makes it a 500.
+ */
+export function sumMetricsOverWorkers(metrics: HttpMetrics): void {
+  if (!cluster.isWorker) return;
+  // Constructing one makes this worker answer the primary's collection requests, with the app's registry.
+  new AggregatorRegistry();
+  AggregatorRegistry.setRegistries(metrics.registry);
+  let next = 0;
+  const waiting = new Map<number, (answer: MetricsAnswer) => void>();
+  process.on('message', (msg: MetricsAnswer) => {
+    if (msg?.kind === METRICS_ANSWER) waiting.get(msg.id)?.(msg);
+  });
+  metrics.sumOverWorkers(
+    () =>
+      new Promise<string>((resolve, reject) => {
+        const id = next++;
+        waiting.set(id, (answer) => {
+          waiting.delete(id);
+          if (answer.text === undefined) reject(new Error('the workers did not all report their metrics'));
+          else resolve(answer.text);
+        });
+        process.send?.({ kind: METRICS_ASK, id });
+      }),
+  );
+}
+
+/**
  * In the primary, once `prepare` has made what the workers share: forks `count` workers and keeps them running
  * until SIGTERM or SIGINT, which it passes on (each worker drains its own connections). Resolves with the exit
  * code: 0 after a signal, 1 when workers fail at start or keep crashing.
@@ -45,6 +84,7 @@ export async function runWorkers(count: number, logger: Logger): Promise<number>
   let crashes = 0;
   let failed: (code: number) => void = () => {};
   const outcome = new Promise<number>((resolve) => (failed = resolve));
+  const aggregator = new AggregatorRegistry();
 
   const fork = (slot: number): void => {
     const worker = cluster.fork({ ENCLAVE_WORKER_SLOT: String(slot) });
@@ -53,7 +93,15 @@ export async function runWorkers(count: number, logger: Logger): Promise<number>
       listening.add(worker);
       if (listening.size === count) logger.info({ workers: count }, 'all workers listening');
     });
-    worker.on('message', (msg) => {
+    worker.on('message', (msg: unknown) => {
+      if (typeof msg === 'object' && msg !== null && (msg as { kind?: unknown }).kind === METRICS_ASK) {
+        const { id } = msg as { id: number };
+        aggregator.clusterMetrics().then(
+          (text) => worker.isConnected() && worker.send({ kind: METRICS_ANSWER, id, text } satisfies MetricsAnswer),
+          () => worker.isConnected() && worker.send({ kind: METRICS_ANSWER, id } satisfies MetricsAnswer),
+        );
+        return;
+      }
       if (msg !== CHANGED) return;
       for (const other of starts.keys()) if (other !== worker && other.isConnected()) other.send(CHANGED);
     });

@@ -14,7 +14,7 @@ import { MIN_PASSWORD_LENGTH, randomPassword } from './auth/passwords.js';
 import { createLogger, type Logger } from './logger.js';
 import { ensureSelfSignedTls } from './tls/self-signed.js';
 import { AuditService } from './audit/audit.service.js';
-import { isWorker, onSiblingChanges, runWorkers, tellSiblings } from './cluster.js';
+import { isWorker, onSiblingChanges, runWorkers, sumMetricsOverWorkers, tellSiblings } from './cluster.js';
 import { UsersService } from './users/users.service.js';
 import { DEFAULT_OVERLOAD, watchHandshakes } from './http/overload.js';
 
@@ -113,6 +113,7 @@ async function serve(config: ServerConfig, baseLogger: Logger): Promise<number |
       identityValidityDays: config.identityValidityDays,
     },
   });
+  if (slot) sumMetricsOverWorkers(servicesOf(app).metrics);
   // The primary made the first administrator before any worker started.
   if (!slot) await ensureFirstAdmin(store, servicesOf(app).users, config, logger);
   // The change log is read within seconds by every replica; a day keeps room for one that was down a while

@@ -132,6 +132,21 @@ describe('several workers on one host', () => {
     assert.equal(verdict.ok, true, JSON.stringify(verdict));
   });
 
+  test('/metrics counts every worker\'s requests, whichever worker a scrape reaches', async () => {
+    // 6 robots in the first test, 16 in the second, made through both workers.
+    const created = /^enclave_http_requests_total\{method="POST",route="\/v1\/robots",status="201"\} (\d+)$/m;
+    for (let i = 0; i < 4; i++) {
+      const text = await new Promise<string>((resolve, reject) => {
+        https.get(new URL('/metrics', server.url), { ca, agent: false }, (res) => {
+          let body = '';
+          res.on('data', (c) => (body += c));
+          res.on('end', () => resolve(body));
+        }).on('error', reject);
+      });
+      assert.equal(created.exec(text)?.[1], '22', text.slice(0, 2000));
+    }
+  });
+
   test('a worker that dies is replaced; SIGTERM stops the primary and every worker', async () => {
     const [victim, survivor] = workerPids();
     process.kill(victim!, 'SIGKILL');

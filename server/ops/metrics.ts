@@ -6,6 +6,7 @@ export class HttpMetrics {
   readonly registry = new Registry();
   private readonly requests: Counter<'method' | 'route' | 'status'>;
   private readonly duration: Histogram<'method' | 'route' | 'status'>;
+  private source: () => Promise<string> = () => this.registry.metrics();
 
   constructor(withProcessMetrics = true) {
     if (withProcessMetrics) collectDefaultMetrics({ register: this.registry });
@@ -34,6 +35,16 @@ export class HttpMetrics {
       });
       next();
     };
+  }
+
+  /** What `/metrics` answers: this registry, or every worker's summed (see `sumOverWorkers`). */
+  text(): Promise<string> {
+    return this.source();
+  }
+
+  /** In a worker of several (`--workers`): a scrape reaches one of them and must see all of them. */
+  sumOverWorkers(collect: () => Promise<string>): void {
+    this.source = collect;
   }
 
   /** One finished request; `route` is a template, `start` from `process.hrtime.bigint()`. */

@@ -33,7 +33,7 @@ export function opsRoutes(store: Store, metrics: HttpMetrics): Router {
     res.json({ status: 'ready' });
   }));
   r.get('/metrics', h(async (_req, res) => {
-    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+    res.type(metrics.registry.contentType).send(await metrics.text());
   }));
   return r;
 }
