@@ -72,7 +72,7 @@ export function sumMetricsOverWorkers(metrics: HttpMetrics): void {
 }
 
 /**
- * In the primary, once `prepare` has made what the workers share: forks `count` workers and keeps them running
+ * In the primary, once `primary` (main.ts) has made what the workers share: forks `count` workers and keeps them running
  * until SIGTERM or SIGINT, which it passes on (each worker drains its own connections). Resolves with the exit
  * code: 0 after a signal, 1 when workers fail at start or keep crashing.
  */
@@ -82,8 +82,8 @@ export async function runWorkers(count: number, logger: Logger): Promise<number>
   const starts = new Map<Worker, number>();
   const listening = new Set<Worker>();
   let crashes = 0;
-  let failed: (code: number) => void = () => {};
-  const outcome = new Promise<number>((resolve) => (failed = resolve));
+  let finish: (code: number) => void = () => {};
+  const outcome = new Promise<number>((resolve) => (finish = resolve));
   const aggregator = new AggregatorRegistry();
 
   const fork = (slot: number): void => {
@@ -110,21 +110,21 @@ export async function runWorkers(count: number, logger: Logger): Promise<number>
       const everListened = listening.delete(worker);
       starts.delete(worker);
       if (stopping) {
-        if (starts.size === 0) failed(0);
+        if (starts.size === 0) finish(0);
         return;
       }
       // A worker that never came up (a port in use, a database away) would fail the same way again.
       if (!everListened) {
         logger.fatal({ slot, code, signal }, 'a worker failed to start');
         stopAll();
-        failed(1);
+        finish(1);
         return;
       }
       crashes = lived < CRASH_WINDOW_MS ? crashes + 1 : 1;
       if (crashes > CRASHES_TOLERATED) {
         logger.fatal({ slot, code, signal, crashes }, 'workers keep crashing; stopping');
         stopAll();
-        failed(1);
+        finish(1);
         return;
       }
       logger.error({ slot, code, signal }, 'a worker died; starting another');
@@ -135,7 +135,7 @@ export async function runWorkers(count: number, logger: Logger): Promise<number>
   const stopAll = (): void => {
     stopping = true;
     for (const w of starts.keys()) w.process.kill('SIGTERM');
-    if (starts.size === 0) failed(0);
+    if (starts.size === 0) finish(0);
   };
   const onSignal = (signal: string) => {
     if (stopping) return;
