@@ -62,6 +62,7 @@ const { values } = parseArgs({
     identity: { type: 'string', default: 'shared' },
     replicas: { type: 'string' },
     'server-workers': { type: 'string', default: '1' },
+    'server-node-args': { type: 'string' },
     'database-url': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -69,7 +70,7 @@ const { values } = parseArgs({
 
 function usage(problem?: string): never {
   if (problem) process.stderr.write(`bench:fleet: ${problem}\n`);
-  process.stderr.write('usage: npm run bench:fleet -- --robots N --window S [--workers W] [--poll-wait S] [--give-up S] [--steady S|0] [--connections C] [--validate] [--seed K] [--json FILE] [--cpu-prof DIR] [--identity shared|per-robot] [--server-workers N] [--replicas N --database-url postgres://…]\n');
+  process.stderr.write('usage: npm run bench:fleet -- --robots N --window S [--workers W] [--poll-wait S] [--give-up S] [--steady S|0] [--connections C] [--validate] [--seed K] [--json FILE] [--cpu-prof DIR] [--identity shared|per-robot] [--server-workers N] [--server-node-args "FLAGS"] [--replicas N --database-url postgres://…]\n');
   process.exit(problem ? 2 : 0);
 }
 if (values.help) usage();
@@ -216,12 +217,13 @@ async function measure(cfg: Configuration): Promise<FleetResult> {
   cleanUpCurrent = cleanUp;
   try {
     const cpuProfDir = values['cpu-prof'] && path.resolve(values['cpu-prof']);
-    if (cfg.engine === 'sqlite') server = await startServerUnderTest({ workDir: work, cpuProfDir, workers: SERVER_WORKERS });
+    const nodeArgs = values['server-node-args']?.split(/\s+/).filter(Boolean);
+    if (cfg.engine === 'sqlite') server = await startServerUnderTest({ workDir: work, cpuProfDir, workers: SERVER_WORKERS, nodeArgs });
     else {
       database = await createBenchDatabase(DATABASE_URL!, `fleet_${cfg.replicas}`);
       log(`[${cfg.label}] fresh database ${database.name}`);
       backendCpu = await BackendCpu.start(DATABASE_URL!, database.name);
-      server = await startReplicas({ workDir: work, cpuProfDir, replicas: cfg.replicas, databaseUrl: database.url, databasePassword: database.password });
+      server = await startReplicas({ workDir: work, cpuProfDir, nodeArgs, replicas: cfg.replicas, databaseUrl: database.url, databasePassword: database.password });
     }
     const srv = server;
     const url = server.urls[0]!;

@@ -38,6 +38,8 @@ export interface ServerOptions {
   cpuProfDir?: string;
   /** `--workers`: server processes sharing the port (SQLite); their CPU and memory count as the server's. */
   workers?: number;
+  /** Extra `node` flags for the server (V8 settings to try, `--trace-gc`, ...). */
+  nodeArgs?: string[];
 }
 
 /** One server process that has logged its URL. */
@@ -68,6 +70,7 @@ async function startProcess(dataDir: string, logFile: string, env: NodeJS.Proces
     process.execPath,
     [
       ...(opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : []),
+      ...(opts.nodeArgs ?? []),
       path.join(REPO, 'bin/enclave-server.js'), 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0',
       ...(opts.workers && opts.workers > 1 ? ['--workers', String(opts.workers)] : []),
     ],
