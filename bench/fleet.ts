@@ -70,7 +70,7 @@ const { values } = parseArgs({
 
 function usage(problem?: string): never {
   if (problem) process.stderr.write(`bench:fleet: ${problem}\n`);
-  process.stderr.write('usage: npm run bench:fleet -- --robots N --window S [--workers W] [--poll-wait S] [--give-up S] [--steady S|0] [--connections C] [--validate] [--seed K] [--json FILE] [--cpu-prof DIR] [--identity shared|per-robot] [--server-workers N] [--server-node-args "FLAGS"] [--replicas N --database-url postgres://…]\n');
+  process.stderr.write('usage: npm run bench:fleet -- --robots N --window S [--workers W] [--poll-wait S] [--give-up S] [--steady S|0] [--connections C] [--validate] [--seed K] [--json FILE] [--cpu-prof DIR] [--identity shared|per-robot] [--server-workers N] [--server-node-args="FLAGS"] [--replicas N --database-url postgres://…]\n');
   process.exit(problem ? 2 : 0);
 }
 if (values.help) usage();

@@ -24,7 +24,9 @@ export function clientIp(req: Request): string {
  * `res.send`: that would concatenate the pieces and hash them all for an ETag nobody asked for.
  */
 export function sendJsonParts(req: Request, res: Response, pieces: readonly Piece[]): void {
-  const gzip = req.acceptsEncodings('gzip', 'identity') === 'gzip';
+  // Negotiated (q-values) only when gzip is named at all: most pollers that do not ask pay one lookup.
+  const asked = req.headers['accept-encoding'];
+  const gzip = asked !== undefined && /gzip/i.test(asked) && req.acceptsEncodings('gzip', 'identity') === 'gzip';
   const parts = gzip ? gzipMember(pieces) : pieces.map((p) => p.raw);
   let length = 0;
   for (const p of parts) length += p.length;
