@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { AuditService } from '../server/audit/audit.service.js';
 import type { Change } from '../server/events/changes.js';
 import { UniqueViolation } from '../server/store/errors.js';
 import type { Repos, Store } from '../server/store/store.js';
@@ -52,6 +53,33 @@ describe(`grouped units of work (${TEST_STORE})`, () => {
     assert.deepEqual(results, Array.from({ length: 50 }, (_, i) => i + 1));
     assert.equal(transactions, 1);
     assert.equal((await usersLike(store, 'order-')).length, 50);
+  });
+
+  test('audit entries appended by one group, and again after a member failed, form one verifiable chain', async () => {
+    const audit = new AuditService(store);
+    const before = await audit.verify();
+    assert.equal(before.ok, true);
+    transactions = 0;
+    const clean = await Promise.all(Array.from({ length: 40 }, (_, i) => audit.recordAlone({ actor: `r${i}`, actorKind: 'robot', action: 'bundle.deliver' })));
+    assert.equal(transactions, 1, 'one transaction for forty entries');
+    assert.deepEqual(clean, Array.from({ length: 40 }, (_, i) => before.entries + 1 + i), 'consecutive ids, in the order asked');
+    // A member that throws after appending: the group rolls back, every member runs again in its own unit of work.
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 10 }, (_, i) =>
+        store.grouped(async (r) => {
+          const id = await audit.record(r, { actor: `s${i}`, actorKind: 'robot', action: 'bundle.deliver' });
+          if (i === 3) throw new Error('refused after appending');
+          return id;
+        }),
+      ),
+    );
+    assert.deepEqual(
+      outcomes.map((o) => o.status),
+      outcomes.map((_, i) => (i === 3 ? 'rejected' : 'fulfilled')),
+    );
+    const after = await audit.verify();
+    assert.equal(after.ok, true, JSON.stringify(after));
+    assert.equal(after.entries, before.entries + 40 + 9);
   });
 
   test('a member that throws fails alone: the others commit, its writes do not', async () => {

@@ -33,9 +33,17 @@ const toRow = (row: AuditRow): AuditRow => ({ ...row, id: Number(row.id) });
 const COLUMNS = 'id, at, actor, actor_kind, action, target, result, grant_id, details, prev_hash, hash';
 
 export class AuditRepo {
+  /**
+   * The chain's head as this unit of work last wrote it. A repository lives for one unit of work, whose write
+   * transaction no one else can append to: a boot storm's grouped commit appends hundreds of rows, and only the
+   * first needs to ask the database where the chain ends.
+   */
+  private head: { id: number; hash: string } | undefined;
+
   constructor(private readonly sql: Sql) {}
 
   async last(): Promise<{ id: number; hash: string } | undefined> {
+    if (this.head) return this.head;
     const row = await this.sql.get<{ id: number | string; hash: string }>('SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1');
     return row && { id: Number(row.id), hash: row.hash };
   }
@@ -55,6 +63,7 @@ export class AuditRepo {
       row.prev_hash,
       row.hash,
     ]);
+    this.head = { id: row.id, hash: row.hash };
     return row.id;
   }
 
