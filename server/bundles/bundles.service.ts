@@ -266,8 +266,8 @@ export class BundlesService {
 
   /**
    * The bytes sent for `entry`, in order: a small per-robot head, then the shared serialized content with this
-   * robot's fills (its certificates) between its segments. Written as they are (not concatenated): ten thousand deliveries would otherwise each copy the bundle once
-   * more into a buffer of its own for the garbage collector.
+   * robot's fills (its certificates) between its segments. Written as they are (not concatenated): ten thousand
+   * deliveries would otherwise each copy the bundle once more into a buffer of its own for the garbage collector.
    */
   parts(entry: CacheEntry): Piece[] {
     const head = `{"revision":"${entry.revision}","robot":${JSON.stringify(entry.robot)},"keystores":`;
