@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InvalidInput } from '../server/errors.js';
@@ -15,6 +17,18 @@ describe('XmlSandbox: untrusted XML read in a worker with a time limit', () => {
   };
   after(async () => {
     for (const s of sandboxes) await s.close();
+  });
+
+  test('a time limit spans nested work while it runs, and leaves no promise hooks on once every upload is read', () => {
+    // In a process of its own: the test runner keeps promise hooks on in this one.
+    const out = execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./helpers/sandbox-hooks.ts', import.meta.url))], { encoding: 'utf8' });
+    assert.deepEqual(JSON.parse(out), {
+      before: false,
+      whileOneUploadIsRead: true,
+      afterBoth: false,
+      duringTheNext: true,
+      afterTheNext: false,
+    });
   });
 
   test('a task answers with its result; a refusal comes back as the same 422 with its code', async () => {

@@ -48,6 +48,8 @@ export class XmlSandbox {
   private closed = false;
   /** The deadline of the request being served, set by `within`. */
   private readonly budget = new AsyncLocalStorage<number>();
+  /** `within` calls not yet settled. */
+  private inside = 0;
 
   constructor(private readonly options: SandboxOptions) {
     this.maxWorkers = options.maxWorkers ?? 2;
@@ -80,7 +82,13 @@ export class XmlSandbox {
    */
   within<T>(kind: 'xml' | 'import', fn: () => Promise<T>): Promise<T> {
     const limitMs = kind === 'import' ? this.options.importTimeLimitMs : this.options.xmlTimeLimitMs;
-    return this.budget.run(performance.now() + limitMs, fn);
+    this.inside++;
+    return this.budget.run(performance.now() + limitMs, fn).finally(() => {
+      // The storage's first run() turns on Node's promise hooks for the whole process, and they stay on: after
+      // one policy upload, every request (a robot's poll included) paid for them on each promise. Off again
+      // once no upload is being read; the next run() turns them on.
+      if (--this.inside === 0) this.budget.disable();
+    });
   }
 
   /**
