@@ -43,7 +43,7 @@ import { HealthProbe } from './fleet/probe.js';
 import { BackendCpu, checkDatabaseUrl, createBenchDatabase, type BenchDatabase } from './fleet/database.js';
 import { formatComparison, formatReport, type FanoutReport, type FleetResult, type ReplicaDelivery, type StormReport } from './fleet/report.js';
 import { buildServer, startReplicas, startServerUnderTest, type ServerUnderTest } from './fleet/server.js';
-import { arrivals, RssSampler, summarize, sumCpuMs, sumRssKiB } from './fleet/stats.js';
+import { arrivals, cpuTicks, RssSampler, stealShare, summarize, sumCpuMs, sumRssKiB } from './fleet/stats.js';
 import { haveWrk, loadAll, NGINX, startNginx, type Nginx } from './fleet/steady.js';
 
 const { values } = parseArgs({
@@ -205,6 +205,7 @@ async function main(): Promise<void> {
 
 async function measure(cfg: Configuration): Promise<FleetResult> {
   const uptimeBefore = uptime();
+  const ticksBefore = cpuTicks();
   const loadBefore = os.loadavg();
   const started = new Date();
   log(`[${cfg.label}] ${N} robots, arrivals over ${WINDOW_S} s, ${WORKERS} robot worker(s); ${uptimeBefore}`);
@@ -411,6 +412,7 @@ async function measure(cfg: Configuration): Promise<FleetResult> {
         uptimeAfter: uptime(),
         loadBefore,
         loadAfter: os.loadavg(),
+        steal: stealShare(ticksBefore, cpuTicks()),
       },
       enroll: { ms: enrollMs, enrolled: enrolled.enrolled, failed: enrolled.failed, errors: enrolled.errors },
       control,
@@ -475,11 +477,16 @@ async function steadyState(server: ServerUnderTest, robot: { token: string; etag
   const etag = String(bundle.headers.etag);
 
   const rows: NonNullable<FleetResult['steady']>['rows'] = [];
-  const run = async (name: string, target: string, urls: string[], headers: Record<string, string>): Promise<void> => {
+  const run = async (name: string, target: string, urls: string[], headers: Record<string, string>, pids: () => number[] = () => server.pids()): Promise<void> => {
     log(`steady state: ${name} against ${target} (${STEADY_S} s, ${CONNECTIONS} connections${urls.length > 1 ? ` spread over ${urls.length} replicas` : ''}, after 1 s of warm-up)`);
     // Warm-up: the connections' TLS handshakes and the JIT are not steady state.
     await loadAll(urls, headers, 1, CONNECTIONS);
-    rows.push({ name, target, ...(await loadAll(urls, headers, STEADY_S, CONNECTIONS)) });
+    // CPU per answer as well as answers per second: a host that steals time from this VM lowers req/s, not the
+    // CPU each answer takes.
+    const cpuBefore = sumCpuMs(pids());
+    const result = await loadAll(urls, headers, STEADY_S, CONNECTIONS);
+    const answers = result.reqPerS * STEADY_S;
+    rows.push({ name, target, ...result, cpuUsPerRequest: answers > 0 ? ((sumCpuMs(pids()) - cpuBefore) * 1000) / answers : undefined });
   };
   // Every replica at once (the robot's token is valid on each): the fleet's throughput behind a balancer.
   const on = (p: string): string[] => server.urls.map((u) => `${u}${p}`);
@@ -502,8 +509,8 @@ async function steadyState(server: ServerUnderTest, robot: { token: string; etag
     const second = await probe.request({ method: 'GET', path: 'bundle.json', headers: { 'if-none-match': nEtag }, timeoutMs: 15_000 });
     probe.close();
     if (first.status !== 200 || !first.body.equals(bundle.body) || second.status !== 304) throw new Error(`nginx: ${first.status}/${second.status}, same bytes: ${first.body.equals(bundle.body)}`);
-    await run('bundle → 200', 'nginx', [`${nginx.url}/bundle.json`], {});
-    await run('bundle + If-None-Match → 304', 'nginx', [`${nginx.url}/bundle.json`], { 'If-None-Match': nEtag });
+    await run('bundle → 200', 'nginx', [`${nginx.url}/bundle.json`], {}, () => nginx.pids());
+    await run('bundle + If-None-Match → 304', 'nginx', [`${nginx.url}/bundle.json`], { 'If-None-Match': nEtag }, () => nginx.pids());
   } finally {
     await nginx.stop();
     fs.rmSync(dir, { recursive: true, force: true });

@@ -83,6 +83,8 @@ export interface FleetResult {
     uptimeAfter: string;
     loadBefore: number[];
     loadAfter: number[];
+    /** Share of the CPU time the VM's host took for others over the run (`steal` in /proc/stat). */
+    steal?: number;
   };
   enroll: { ms: number; enrolled: number; failed: number; errors: Tally };
   control: StormReport;
@@ -124,7 +126,7 @@ export function formatReport(r: FleetResult): string {
     `- ${m.date}; ${m.machine}; Node ${m.node}; ${m.workers} robot worker process(es); poll wait ${m.pollWaitS} s; give up after ${m.giveUpS} s` +
       `${m.validate ? '; robots check bundles with parseBundle' : ''}.`,
     `- before: \`${m.uptimeBefore}\``,
-    `- after:  \`${m.uptimeAfter}\``,
+    `- after:  \`${m.uptimeAfter}\`${m.steal === undefined ? '' : `; CPU time stolen by the host over the run: ${(m.steal * 100).toFixed(1)}%`}`,
     `- enrolled ${r.enroll.enrolled}/${m.robots} in ${(r.enroll.ms / 1000).toFixed(1)} s${r.enroll.failed ? ` (${r.enroll.failed} failed: ${tallyText(r.enroll.errors)})` : ''}.`,
     '',
     '| storm (same arrivals) | served | p50 | p99 | max | never served | attempts | longest attempt | errors (attempts) | server CPU ms/robot | × control | client CPU ms/robot |',
@@ -168,15 +170,17 @@ export function formatReport(r: FleetResult): string {
     '',
   ];
   if (r.steady) {
-    const nginx = (name: string): number | undefined => r.steady!.rows.find((row) => row.target === 'nginx' && row.name === name)?.reqPerS;
+    const nginx = (name: string): LoadResult | undefined => r.steady!.rows.find((row) => row.target === 'nginx' && row.name === name);
+    const us = (v: number | undefined): string => (v === undefined ? '' : String(Math.round(v)));
     lines.push(
       `Steady state (${r.steady.tool}, keep-alive; bundle ${r.steady.bundleBytes} bytes):`,
       '',
-      '| what | target | req/s | p50 | p99 | bad answers | × nginx (same request) |',
-      '|---|---|---:|---:|---:|---:|---:|',
+      '| what | target | req/s | p50 | p99 | bad answers | × nginx (same request) | CPU µs/answer | nginx\'s CPU ÷ this |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|',
       ...r.steady.rows.map((row) => {
         const ceiling = row.target === 'server' ? nginx(row.name) : undefined;
-        return `| ${row.name} | ${row.target} | ${Math.round(row.reqPerS)} | ${ms(row.latencyP50Ms)} | ${ms(row.latencyP99Ms)} | ${row.bad} | ${ceiling ? x(row.reqPerS, ceiling) : ''} |`;
+        const cpuRatio = ceiling?.cpuUsPerRequest && row.cpuUsPerRequest ? x(ceiling.cpuUsPerRequest, row.cpuUsPerRequest) : '';
+        return `| ${row.name} | ${row.target} | ${Math.round(row.reqPerS)} | ${ms(row.latencyP50Ms)} | ${ms(row.latencyP99Ms)} | ${row.bad} | ${ceiling ? x(row.reqPerS, ceiling.reqPerS) : ''} | ${us(row.cpuUsPerRequest)} | ${cpuRatio} |`;
       }),
       '',
     );

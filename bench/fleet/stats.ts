@@ -120,3 +120,15 @@ export function retryAfterMs(header: string | string[] | undefined, now: number)
   const at = Date.parse(v);
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
+
+/** The machine's CPU time counters (`/proc/stat`, all cores, in ticks): total and stolen by the host. */
+export function cpuTicks(): { total: number; steal: number } {
+  const fields = /^cpu\s+(.*)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'))?.[1]?.trim().split(/\s+/).map(Number) ?? [];
+  // user nice system idle iowait irq softirq steal (guest time is counted in user already)
+  const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { total, steal: fields[7] ?? 0 };
+}
+
+/** Share of the machine's time the host gave to others between two readings (0 when unknown). */
+export const stealShare = (a: { total: number; steal: number }, b: { total: number; steal: number }): number =>
+  b.total > a.total ? (b.steal - a.steal) / (b.total - a.total) : 0;

@@ -19,6 +19,8 @@ export interface LoadResult {
   bad: number;
   latencyP50Ms?: number;
   latencyP99Ms?: number;
+  /** CPU of the target's processes per answer (µs), from /proc. */
+  cpuUsPerRequest?: number;
 }
 
 export function haveWrk(): boolean {
