@@ -179,6 +179,9 @@ export async function createApp(deps: AppDeps): Promise<Express> {
 
   const app = express();
   app.disable('x-powered-by');
+  // Flat `key=value` queries are all the API takes: Node's querystring, not qs's nested syntax, which cost a
+  // fleet's every long poll (`?wait=30`) more than its token check.
+  app.set('query parser', 'simple');
   app.set('trust proxy', options.trustProxy === false ? false : options.trustProxy.join(','));
   app.locals.services = services;
   const lifetimes = { userSeconds: options.tokenTtlSeconds, robotSeconds: options.robotTokenTtlSeconds };
