@@ -37,7 +37,7 @@ import { EnclavesService } from './keystores/enclaves.service.js';
 import { keystoresRoutes } from './keystores/keystores.routes.js';
 import { KeystoresService } from './keystores/keystores.service.js';
 import { XmlSandbox } from './sandbox/sandbox.js';
-import { robotLoginFastPath, robotsAuthedRoutes, robotsRoutes } from './robots/robots.routes.js';
+import { robotLoginFastPath, robotReportFastPath, robotsAuthedRoutes, robotsRoutes } from './robots/robots.routes.js';
 import { RobotsService } from './robots/robots.service.js';
 import { consoleApiRoutes, consoleStaticRoutes, defaultUiDir } from './console/console.routes.js';
 import { FleetService } from './console/fleet.service.js';
@@ -194,8 +194,10 @@ export async function createApp(deps: AppDeps): Promise<Express> {
     ...resolver,
     robot: async (name, ver) => robotPrincipal(await bundles.robot(name), ver),
   };
-  app.use(bundleFastPath(bundles, new RobotTokenVerifier(deps.jwtSecret, cachedResolver, lifetimes), lane));
+  const robotTokens = new RobotTokenVerifier(deps.jwtSecret, cachedResolver, lifetimes);
+  app.use(bundleFastPath(bundles, robotTokens, lane));
   app.use(robotLoginFastPath(robots, bundles.atLogin, lane, load, options.jsonLimit));
+  app.use(robotReportFastPath(robots, robotTokens, lane, load, options.jsonLimit));
 
   app.use(
     pinoHttp({
@@ -206,10 +208,15 @@ export async function createApp(deps: AppDeps): Promise<Express> {
         req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split('?')[0] }),
         res: (res: { statusCode: number }) => ({ status: res.statusCode }),
       },
-      // A fleet's answered polls are most requests and say nothing new (deliveries are audited once per
-      // revision, counts are in /metrics): debug level, which pino drops before serializing anything.
+      // A fleet's answered polls and reports are most requests and say nothing new (deliveries are audited once
+      // per revision, reports are in the inventory, counts in /metrics): debug level, which pino drops before
+      // serializing anything; the lean lane logs them the same way.
       customLogLevel: (req, res, err) =>
-        err || res.statusCode >= 500 ? 'error' : res.statusCode < 400 && req.method === 'GET' && req.url?.startsWith('/v1/robot/bundle') ? 'debug' : 'info',
+        err || res.statusCode >= 500
+          ? 'error'
+          : res.statusCode < 400 && (req.method === 'GET' ? req.url?.startsWith('/v1/robot/bundle') : req.url?.startsWith('/v1/robot/report'))
+            ? 'debug'
+            : 'info',
       // Probes hit these every few seconds; their counts are in /metrics, not in the log.
       autoLogging: { ignore: (req) => req.url === '/health' || req.url === '/ready' || req.url === '/metrics' },
     }),

@@ -137,6 +137,31 @@ describe('overload: new robot work is shed early while the event loop is saturat
       assert.match(metrics, /enclave_http_requests_total\{method="POST",route="\/v1\/auth\/robot",status="401"\} 2/);
     });
 
+    test('a robot report takes the fast path and answers like the general stack: headers, stored, refusals, bad bodies', async () => {
+      const login = await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('r1', key) }).expect(200);
+      ctx.secrets.add(login.body.token);
+      const report = { revision: 'r-fast', filesystem: 'tmpfs', clockSkewMs: 5, agentVersion: '0.1.0', enclaves: [] };
+      const fast = await request(ctx.app).post('/v1/robot/report').set(bearer(login.body.token)).send(report).expect(204);
+      assert.equal((await request(ctx.app).get('/v1/robots/r1').set(bearer(admin))).body.report.revision, 'r-fast');
+      // A query string sends the same request down the general middleware stack.
+      const general = await request(ctx.app).post('/v1/robot/report?via=general').set(bearer(login.body.token)).send({ ...report, revision: 'r-general' }).expect(204);
+      assert.equal((await request(ctx.app).get('/v1/robots/r1').set(bearer(admin))).body.report.revision, 'r-general');
+      const volatile = new Set(['date', 'x-request-id', 'connection', 'keep-alive']);
+      const headersOf = (r: request.Response) => Object.keys(r.headers).filter((k) => !volatile.has(k)).sort();
+      assert.deepEqual(headersOf(fast), headersOf(general));
+      for (const path of ['/v1/robot/report', '/v1/robot/report?via=general']) {
+        const forged = await request(ctx.app).post(path).set(bearer(`${login.body.token}x`)).send(report);
+        assert.deepEqual([forged.status, forged.body.error.code], [401, 'invalid-token'], path);
+        const junk = await request(ctx.app).post(path).set(bearer(login.body.token)).set('Content-Type', 'application/json').send('{"revision":');
+        assert.deepEqual([junk.status, junk.body.error.code], [400, 'invalid-json'], path);
+        const bad = await request(ctx.app).post(path).set(bearer(login.body.token)).send({ ...report, clockSkewMs: 'soon' });
+        assert.deepEqual([bad.status, bad.body.error.code], [422, 'invalid-input'], path);
+      }
+      const metrics = (await request(ctx.app).get('/metrics')).text;
+      assert.match(metrics, /enclave_http_requests_total\{method="POST",route="\/v1\/robot\/report",status="204"\} 2/);
+      assert.match(metrics, /enclave_http_requests_total\{method="POST",route="\/v1\/robot\/report",status="422"\} 2/);
+    });
+
     test('robot logins get 503 + Retry-After while saturated; health, admins and robots with a token carry on', async () => {
       const login = await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('r1', key) }).expect(200);
       ctx.secrets.add(login.body.token);
@@ -151,6 +176,11 @@ describe('overload: new robot work is shed early while the event loop is saturat
       await request(ctx.app).get('/health').expect(200);
       await request(ctx.app).get('/v1/keystores').set(bearer(admin)).expect(200);
       await request(ctx.app).get('/v1/robot/bundle').set(bearer(login.body.token)).expect(200);
+      // A report is new robot work: it waits too, whichever way it comes in.
+      for (const path of ['/v1/robot/report', '/v1/robot/report?via=general']) {
+        const report = await request(ctx.app).post(path).set(bearer(login.body.token)).send({ revision: 'r' });
+        assert.deepEqual([report.status, report.body.error?.code], [503, 'overloaded'], path);
+      }
       await until(() => ctx.services.load.lag() === 0, 'quiet');
       const again = await request(ctx.app).post('/v1/auth/robot').send({ assertion: assertion('r1', key) }).expect(200);
       ctx.secrets.add(again.body.token);
