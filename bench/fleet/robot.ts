@@ -6,9 +6,11 @@
  * full jitter, 30 s cap while the server is unreachable, a server's `Retry-After` on 429/503 honoured and
  * spread).
  *
- * What is skipped: writing the files to a RAM disk, the report, and by default the agent's full bundle
- * check (`parseBundle` parses every certificate; `validate: true` turns it on). They cost the robot, not
- * the server.
+ * After each bundle that changed it reports what it holds (`POST /v1/robot/report`), as the agent does, and
+ * again after the next answer when that failed.
+ *
+ * What is skipped: writing the files to a RAM disk, and by default the agent's full bundle check
+ * (`parseBundle` parses every certificate; `validate: true` turns it on). They cost the robot, not the server.
  */
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { Backoff, classifyTrouble, sleep } from '../../client/agent/backoff.js';
@@ -17,7 +19,7 @@ import { signAssertion } from '../../client/agent/robot-client.js';
 import { MIN_POLL_INTERVAL_MS } from '../../client/agent/watch.js';
 import { buildCsr, newIdentityKey } from '../../client/agent/csr.js';
 import { HttpClient, NetworkError, parseJson, type HttpResponse } from '../../client/common/http.js';
-import type { Bundle, EnrollRequest, IdentityRequest, RobotAuthRequest, RobotAuthResponse } from '../../client/common/robot-wire.js';
+import type { Bundle, EnrollRequest, IdentityRequest, RobotAuthRequest, RobotAuthResponse, RobotReport } from '../../client/common/robot-wire.js';
 import { retryAfterMs, type Tally } from './stats.js';
 import type { SecureContext } from 'node:tls';
 
@@ -88,6 +90,10 @@ export class SimRobot {
   waiting = false;
   /** Per-robot enclaves of the last bundle that carry no certificate for this robot yet. */
   needIdentity: { keystore: string; enclave: string }[] = [];
+  /** What the robot would report: the enclaves of its last bundle. */
+  held: RobotReport['enclaves'] = [];
+  /** A bundle changed and the server has not heard about it yet. */
+  reportPending = false;
   private readonly backoff = new Backoff(BACKOFF_BASE_MS, BACKOFF_MAX_MS);
 
   constructor(
@@ -190,7 +196,32 @@ export class SimRobot {
     if (revision === this.revision) return false;
     this.revision = revision;
     this.changedAt = receivedAt;
+    this.held = (body?.keystores ?? []).flatMap((k) => k.enclaves.map((e) => ({ keystore: k.name, path: e.path, notAfter: e.notAfter })));
+    this.reportPending = true;
     return true;
+  }
+
+  /**
+   * The agent's report after a bundle that changed (`sendReport`): not part of the time to the bundle, and a
+   * failure is counted (`report-…`) and tried again after the next answer, as the agent does.
+   */
+  async reportIfPending(): Promise<void> {
+    if (!this.reportPending || !this.token) return;
+    const json: RobotReport = { revision: this.revision ?? null, filesystem: 'tmpfs', clockSkewMs: 0, agentVersion: 'bench-fleet', enclaves: this.held };
+    try {
+      const res = await this.client!.request({
+        method: 'POST',
+        path: 'v1/robot/report',
+        headers: { authorization: `Bearer ${this.token.value}` },
+        json,
+        timeoutMs: REQUEST_TIMEOUT_MS,
+      });
+      if (res.status !== 204) throw refuse(res, 'report');
+      this.reportPending = false;
+    } catch (err) {
+      const kind = err instanceof BadAnswer ? err.kind : `report-${failureKind(err)}`;
+      this.errors[kind] = (this.errors[kind] ?? 0) + 1;
+    }
   }
 
   /**
@@ -250,6 +281,7 @@ export class SimRobot {
       try {
         await this.fetch(this.cfg.pollWaitS);
         this.backoff.reset();
+        await this.reportIfPending();
       } catch (err) {
         if (signal.aborted) return;
         const kind = failureKind(err);

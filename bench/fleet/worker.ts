@@ -87,6 +87,7 @@ async function storm(msg: Extract<ToWorker, { type: 'storm' }>): Promise<StormRe
             await robot.requestIdentities();
           }
         }, giveUpAt, stats);
+        if (ms !== undefined) await robot.reportIfPending();
       }
       if (ms === undefined) result.neverServed++;
       else result.served.push(ms);
