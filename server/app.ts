@@ -1,6 +1,4 @@
 import express, { type ErrorRequestHandler, type Express } from 'express';
-import helmet from 'helmet';
-import { pinoHttp } from 'pino-http';
 import { AuditService } from './audit/audit.service.js';
 import { auditRoutes } from './audit/audit.routes.js';
 import { authRoutes } from './auth/auth.routes.js';
@@ -14,7 +12,7 @@ import { Guards } from './acl/guard.js';
 import { robotTokenVersion, TokenIssuer, userTokenVersion } from './auth/tokens.js';
 import type { Store } from './store/store.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
-import { LeanLane, requestId } from './http/lean.js';
+import { LeanLane, requestLog, securityHeaders } from './http/lean.js';
 import { DEFAULT_OVERLOAD, LoadMonitor, shedWhenOverloaded, type OverloadOptions } from './http/overload.js';
 import type { Logger } from './logger.js';
 import { HttpMetrics } from './ops/metrics.js';
@@ -200,30 +198,23 @@ export async function createApp(deps: AppDeps): Promise<Express> {
   app.use(robotReportFastPath(robots, robotTokens, lane, load, options.jsonLimit));
 
   app.use(
-    pinoHttp({
-      logger: deps.logger,
-      genReqId: requestId,
-      // Only what is needed to follow a request: never headers, bodies or query strings.
-      serializers: {
-        req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split('?')[0] }),
-        res: (res: { statusCode: number }) => ({ status: res.statusCode }),
-      },
+    requestLog(
+      deps.logger,
+      // Probes hit these every few seconds; their counts are in /metrics, not in the log.
+      (path) => path === '/health' || path === '/ready' || path === '/metrics',
       // A fleet's answered polls and reports are most requests and say nothing new (deliveries are audited once
-      // per revision, reports are in the inventory, counts in /metrics): debug level, which pino drops before
-      // serializing anything; the lean lane logs them the same way.
-      customLogLevel: (req, res, err) =>
-        err || res.statusCode >= 500
+      // per revision, reports are in the inventory, counts in /metrics): debug level, as the lean lane logs them.
+      (method, path, status) =>
+        status >= 500
           ? 'error'
-          : res.statusCode < 400 && (req.method === 'GET' ? req.url?.startsWith('/v1/robot/bundle') : req.url?.startsWith('/v1/robot/report'))
+          : status < 400 && (method === 'GET' ? path === '/v1/robot/bundle' : path === '/v1/robot/report')
             ? 'debug'
             : 'info',
-      // Probes hit these every few seconds; their counts are in /metrics, not in the log.
-      autoLogging: { ignore: (req) => req.url === '/health' || req.url === '/ready' || req.url === '/metrics' },
-    }),
+    ),
   );
   app.use(metrics.middleware());
   app.use(shedWhenOverloaded(load));
-  app.use(helmet());
+  app.use(securityHeaders());
   app.use(express.json({ limit: options.jsonLimit, strict: true, inflate: false }));
 
   app.use(opsRoutes(store, metrics));

@@ -2,6 +2,7 @@ import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { ZodError } from 'zod';
 import { DomainError, ServiceUnavailable, TooManyRequests } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { requestIdOf } from './lean.js';
 import { InvalidValue, StoreUnavailable, UniqueViolation } from '../store/errors.js';
 
 export interface ErrorBody {
@@ -42,7 +43,7 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     }
     if (err instanceof StoreUnavailable) {
       // Robots keep the enclaves they hold and retry; the reason (which host, which SQLSTATE) stays in the log.
-      (req as { log?: Logger }).log?.warn({ err }, 'database unavailable') ?? logger.warn({ err }, 'database unavailable');
+      logger.warn({ err, req: { id: requestIdOf(req) } }, 'database unavailable');
       res.setHeader('Retry-After', '5');
       res.status(503).json(errorBody('database-unavailable', 'the database is unavailable, retry later'));
       return;
@@ -73,7 +74,7 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       res.status(e.status).json(errorBody('bad-request', 'bad request'));
       return;
     }
-    (req as { log?: Logger }).log?.error({ err }, 'unhandled error') ?? logger.error({ err }, 'unhandled error');
+    logger.error({ err, req: { id: requestIdOf(req) } }, 'unhandled error');
     res.status(500).json(errorBody('internal', 'internal error'));
   };
 }

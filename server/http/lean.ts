@@ -1,18 +1,25 @@
 import crypto from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Request, Response } from 'express';
+import type { Request, RequestHandler, Response } from 'express';
 import helmet from 'helmet';
 import type { Logger } from '../logger.js';
 import type { HttpMetrics } from '../ops/metrics.js';
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+const REQUEST_ID_OF = Symbol('requestId');
 
 /** The caller's X-Request-Id when it is a plain token, else a new one; set on the response too. */
-export function requestId(req: IncomingMessage, res: ServerResponse): string {
+function requestId(req: IncomingMessage, res: ServerResponse): string {
   const incoming = req.headers['x-request-id'];
   const id = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
   res.setHeader('X-Request-Id', id);
+  (req as IncomingMessage & { [REQUEST_ID_OF]?: string })[REQUEST_ID_OF] = id;
   return id;
+}
+
+/** The id a request was given (for log lines about it, such as the error handler's). */
+export function requestIdOf(req: IncomingMessage): string | undefined {
+  return (req as IncomingMessage & { [REQUEST_ID_OF]?: string })[REQUEST_ID_OF];
 }
 
 /** The headers helmet sets on every response, read once from helmet itself so every path sends the same. */
@@ -23,14 +30,22 @@ function helmetHeaders(): [string, string][] {
   return headers;
 }
 
+const SECURITY_HEADERS = helmetHeaders();
+
+/** helmet's headers in one step (helmet itself runs a dozen middlewares per request to set the same fixed set). */
+export function securityHeaders(): RequestHandler {
+  return (_req, res, next) => {
+    for (const [k, v] of SECURITY_HEADERS) res.setHeader(k, v);
+    next();
+  };
+}
+
 /**
  * What the general middleware stack does for every request, done cheaply for the fleet's hot requests (a
  * robot's bundle poll and login), which skip that stack: the request id, helmet's headers, metrics under the
  * route's template, and the request logger's line (debug for answers, info for refusals, as the logger does).
  */
 export class LeanLane {
-  private readonly security = helmetHeaders();
-
   constructor(
     private readonly metrics: HttpMetrics,
     private readonly logger: Logger,
@@ -39,14 +54,35 @@ export class LeanLane {
   begin(req: Request, res: Response, route: string): void {
     const start = process.hrtime.bigint();
     const id = requestId(req, res);
-    for (const [k, v] of this.security) res.setHeader(k, v);
+    for (const [k, v] of SECURITY_HEADERS) res.setHeader(k, v);
     res.on('finish', () => {
       this.metrics.observe(req.method, route, res.statusCode, start);
-      const level = res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'info' : 'debug';
-      if (this.logger.isLevelEnabled(level)) {
-        const responseTime = Math.round(Number(process.hrtime.bigint() - start) / 1e6);
-        this.logger[level]({ req: { id, method: req.method, path: route }, res: { status: res.statusCode }, responseTime }, 'request completed');
-      }
+      logAnswer(this.logger, res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'info' : 'debug', id, req.method, route, res.statusCode, start);
     });
   }
+}
+
+type Level = 'error' | 'info' | 'debug';
+
+/** The one line a request leaves in the log: never headers, bodies or query strings. */
+function logAnswer(logger: Logger, level: Level, id: string, method: string, path: string, status: number, start: bigint): void {
+  if (!logger.isLevelEnabled(level)) return;
+  const responseTime = Math.round(Number(process.hrtime.bigint() - start) / 1e6);
+  logger[level]({ req: { id, method, path }, res: { status }, responseTime }, 'request completed');
+}
+
+/**
+ * The general stack's request log: the request id, and one line once the answer is finished, at the level
+ * `level` picks; none for requests `quiet` names. Not pino-http: it made a child logger per request, which
+ * serializes the request's bindings at once, and that was a fifth of the CPU of a `/health` answer.
+ */
+export function requestLog(logger: Logger, quiet: (path: string) => boolean, level: (method: string, path: string, status: number) => Level): RequestHandler {
+  return (req, res, next) => {
+    const start = process.hrtime.bigint();
+    const id = requestId(req, res);
+    const method = req.method;
+    const path = req.originalUrl.split('?')[0]!;
+    if (!quiet(path)) res.on('finish', () => logAnswer(logger, level(method, path, res.statusCode), id, method, path, res.statusCode, start));
+    next();
+  };
 }
