@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import request from 'supertest';
 import { bearer, makeTestApp, type TestContext } from './helpers/app.js';
 import { assertion, deviceKey } from './helpers/robot.js';
+import { Unauthorized } from '../server/errors.js';
 
 describe('robot enrollment', () => {
   let ctx: TestContext;
@@ -232,5 +233,16 @@ describe('robot enrollment', () => {
     const farOff = -300 * 86_400_000;
     await request(ctx.app).post('/v1/robot/report').set(bearer(t)).send({ clockSkewMs: farOff }).expect(204);
     assert.equal((await request(ctx.app).get('/v1/robots/reporter').set(bearer(admin))).body.report.clockSkewMs, farOff);
+  });
+
+  test('a report from a robot deleted after its token was checked is refused as a bad token, not a 500', async () => {
+    // What a replica does when the deletion happened elsewhere and its change log has not told it yet: the
+    // token check passed, then the write finds no robot.
+    const report = { revision: 'r', filesystem: 'tmpfs', clockSkewMs: 0, agentVersion: '0.1.0', enclaves: [] };
+    await assert.rejects(ctx.services.robots.report({ kind: 'robot', name: 'deleted-meanwhile', keyId: 'k' }, report), (err: unknown) => {
+      assert.ok(err instanceof Unauthorized);
+      assert.equal(err.code, 'invalid-token');
+      return true;
+    });
   });
 });

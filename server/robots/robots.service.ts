@@ -9,6 +9,7 @@ import { Conflict, InvalidInput, NotFound, TooManyRequests, Unauthorized } from 
 import { FailureWindow } from '../auth/throttle.js';
 import { parseDeviceKey, storedDeviceKey, unverifiedSubject, verifyAssertion, type DeviceKey } from './device-key.js';
 import type { Repos, Store } from '../store/store.js';
+import { ForeignKeyViolation } from '../store/errors.js';
 import type { EnrollmentTokenInfo, Robot, RobotReport } from './robots.repo.js';
 
 export interface RobotView {
@@ -325,6 +326,13 @@ export class RobotsService {
   }
 
   async report(robot: RobotPrincipal, rep: Omit<RobotReport, 'reportedAt' | 'lastSeenAt'>): Promise<void> {
-    await this.store.grouped((r) => r.robots.upsertReport(robot.name, rep, this.now().toISOString()));
+    try {
+      await this.store.grouped((r) => r.robots.upsertReport(robot.name, rep, this.now().toISOString()));
+    } catch (err) {
+      // The robot was deleted after its token was checked (on another replica, the check is up to a change-log
+      // poll old): the write's own foreign key says so, and the token is as good as expired.
+      if (err instanceof ForeignKeyViolation) throw new Unauthorized('invalid or expired token', 'invalid-token');
+      throw err;
+    }
   }
 }
