@@ -53,6 +53,8 @@ async function answered(): Promise<Record<string, number>> {
   }
 }
 
+const log: Logger = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
+
 const delta = (after: Record<string, number>, before: Record<string, number>) =>
   Object.fromEntries(
     Object.entries(after)
@@ -60,17 +62,22 @@ const delta = (after: Record<string, number>, before: Record<string, number>) =>
       .map(([k, v]) => [k, v - (before[k] ?? 0)]),
   );
 
+/** A boot's fetch: a new bundle with the one bound enclave and its key. */
+async function bootBundle(client: RobotClient): Promise<ReturnType<typeof parseBundle>> {
+  const boot = await client.fetchBundle({ waitS: 30 });
+  assert.ok(boot.changed);
+  const held = parseBundle(boot.body);
+  assert.deepEqual(held.enclaves.map((e) => e.path), ['/fleet/boot/node']);
+  assert.ok(held.enclaves[0]!.files['key.pem']?.includes('PRIVATE KEY'));
+  return held;
+}
+
 test('a boot is one request: the login brings the bundle; later fetches go to the bundle route', { skip }, async () => {
   const enrollment = loadEnrollment(stateDir);
-  const log: Logger = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
   const client = new RobotClient({ server: enrollment.server, ca: enrollment.ca, robot: enrollment.robot, key: enrollment.key, log });
   try {
     const start = await answered();
-    const boot = await client.fetchBundle({ waitS: 30 });
-    assert.ok(boot.changed);
-    const held = parseBundle(boot.body);
-    assert.deepEqual(held.enclaves.map((e) => e.path), ['/fleet/boot/node']);
-    assert.ok(held.enclaves[0]!.files['key.pem']?.includes('PRIVATE KEY'));
+    const held = await bootBundle(client);
     assert.deepEqual(delta(await answered(), start), { 'POST /v1/auth/robot 200': 1 });
 
     // Holding a token, a fetch without an etag (e.g. after trouble) asks the bundle route, as before.
@@ -127,16 +134,11 @@ async function frontRefusingBundle(): Promise<{ url: string; bundleAsked: () => 
 test('a server that refuses `bundle` in the login (422): the agent logs in without it and fetches the bundle apart', { skip }, async () => {
   const front = await frontRefusingBundle();
   const enrollment = loadEnrollment(stateDir);
-  const log: Logger = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
   const client = new RobotClient({ server: front.url, ca: undefined, robot: enrollment.robot, key: enrollment.key, log });
   try {
     const logins = await admin.robotLogins('booter');
     const start = await answered();
-    const boot = await client.fetchBundle({ waitS: 30 });
-    assert.ok(boot.changed);
-    const held = parseBundle(boot.body);
-    assert.deepEqual(held.enclaves.map((e) => e.path), ['/fleet/boot/node']);
-    assert.ok(held.enclaves[0]!.files['key.pem']?.includes('PRIVATE KEY'));
+    const held = await bootBundle(client);
     assert.equal(front.bundleAsked(), 1);
     assert.deepEqual(delta(await answered(), start), {
       'POST /v1/auth/robot 422': 1,

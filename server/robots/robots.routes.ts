@@ -152,12 +152,7 @@ export function robotReportFastPath(robots: RobotsService, tokens: RobotTokenVer
       .then((robot) => {
         if (!robot) return next();
         lane.begin(req, res, REPORT_PATH);
-        const busy = overloaded(load);
-        if (busy) return next(busy);
-        json(req, res, (err?: unknown) => {
-          if (err) return next(err);
-          answerReport(robots, robot, req, res).catch(next);
-        });
+        shedOrAnswer(load, json, req, res, next, () => answerReport(robots, robot, req, res));
       })
       .catch(next);
   };
@@ -173,11 +168,16 @@ export function robotLoginFastPath<T>(robots: RobotsService, bundle: LoginBundle
   return (req, res, next) => {
     if (req.method !== 'POST' || req.url !== LOGIN_PATH) return next();
     lane.begin(req, res, LOGIN_PATH);
-    const busy = overloaded(load);
-    if (busy) return next(busy);
-    json(req, res, (err?: unknown) => {
-      if (err) return next(err);
-      answerLogin(robots, bundle, req, res).catch(next);
-    });
+    shedOrAnswer(load, json, req, res, next, () => answerLogin(robots, bundle, req, res));
   };
+}
+
+/** A robot POST on a fast path: 503 while saturated (before reading the body), else the body read, then `answer`. */
+function shedOrAnswer(load: LoadMonitor, json: RequestHandler, req: express.Request, res: express.Response, next: express.NextFunction, answer: () => Promise<void>): void {
+  const busy = overloaded(load);
+  if (busy) return next(busy);
+  json(req, res, (err?: unknown) => {
+    if (err) return next(err);
+    answer().catch(next);
+  });
 }
