@@ -83,7 +83,16 @@ async function identities(robot: string): Promise<{ keystore: string; enclave: s
 }
 
 async function waitForCert(key: 'A' | 'B' | 'C', what: string, ok: () => boolean = () => true): Promise<void> {
-  await waitUntil(what, () => exists(join(folder(key), 'cert.pem')) && exists(join(folder(key), 'key.pem')) && ok(), 20_000).catch((err: Error) => {
+  const ready = (): boolean => {
+    try {
+      return exists(join(folder(key), 'cert.pem')) && exists(join(folder(key), 'key.pem')) && ok();
+    } catch (err) {
+      // A revoked identity's files are removed while the agent gets its new one: seen a moment ago, gone by the read.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+  };
+  await waitUntil(what, ready, 20_000).catch((err: Error) => {
     throw new Error(`${err.message}; agent stderr:\n${agents[key]?.stderr() ?? ''}`);
   });
 }
