@@ -152,6 +152,7 @@ async function serve(config: ServerConfig, baseLogger: Logger): Promise<number |
     // this at net.core.somaxconn (4096 by default since Linux 5.4).
     server.listen({ port: config.listenPort, host: config.listenHost, backlog: LISTEN_BACKLOG }, resolve);
   });
+  servicesOf(app).metrics.watchAcceptQueue(server);
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   logger.info({ url: `${scheme}://${host}:${addr.port}`, dataDir: config.dataDir }, 'listening');

@@ -66,6 +66,8 @@ describe('the real server process', () => {
       assert.equal(fs.readFileSync(path.join(dataDir, 'tls', 'server.cert.pem'), 'utf8'), before.cert);
       assert.deepEqual(fs.readFileSync(path.join(dataDir, 'master.key')), before.key);
       assert.doesNotMatch(server.logs(), /created|issued|applied migrations/);
+      const metrics = await pinnedRequest(`${server.url}/metrics`, before.ca);
+      assert.match(metrics.body, /^enclave_accept_queue_connections 0$/m, 'the listening socket\'s accept queue, read at the scrape');
       const login = await pinnedRequest(`${server.url}/v1/auth/login`, before.ca, { method: 'POST', body: { username: 'kept', password: 'kept-across-restarts' } });
       assert.equal(login.status, 200);
       secrets.add(login.body.token);

@@ -1,5 +1,7 @@
 import type { RequestHandler } from 'express';
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { AddressInfo, Server } from 'node:net';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { acceptQueueLength } from './accept-queue.js';
 
 /** One registry per app instance, so tests can build many apps in one process. */
 export class HttpMetrics {
@@ -22,6 +24,27 @@ export class HttpMetrics {
       labelNames: ['method', 'route', 'status'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60],
       registers: [this.registry],
+    });
+  }
+
+  /**
+   * `enclave_accept_queue_connections`: connections the kernel holds for the server's port, not yet accepted
+   * (Linux; read at each scrape). Call once the server listens. Workers share the listening socket, so the
+   * cluster's figure is the largest a worker read, not their sum.
+   */
+  watchAcceptQueue(server: Server): void {
+    const addr = server.address() as AddressInfo | null;
+    if (!addr || typeof addr !== 'object') return;
+    const family = addr.family === 'IPv6' ? 'IPv6' : 'IPv4';
+    if (acceptQueueLength(addr.port, family) === undefined) return;
+    new Gauge({
+      name: 'enclave_accept_queue_connections',
+      help: 'TCP connections completed by the kernel for the listening port and not yet accepted by the server',
+      aggregator: 'max',
+      registers: [this.registry],
+      collect() {
+        this.set(acceptQueueLength(addr.port, family) ?? 0);
+      },
     });
   }
 
