@@ -316,6 +316,7 @@ async function measure(cfg: Configuration): Promise<FleetResult> {
       change: () => Promise<unknown>,
       done: (changed: { name: string }[]) => boolean,
       settleMs: number,
+      awaitReports = false,
     ): Promise<FanoutReport & { t0: number; changed: { name: string; at: number }[]; wokenNames: string[] }> => {
       await robots.mark();
       const probe = new HealthProbe(url, srv.caPem);
@@ -333,14 +334,23 @@ async function measure(cfg: Configuration): Promise<FleetResult> {
           got = await robots.collect(t0, POLL_WAIT_S);
         }
         await sleep(settleMs);
-        return { t0, adminMs, got: await robots.collect(t0, POLL_WAIT_S) };
+        const got2 = await robots.collect(t0, POLL_WAIT_S);
+        // The robots' reports belong to the change's cost, also those the server asked for on the next contact.
+        let reportsInMs: number | undefined;
+        if (awaitReports) {
+          const until = Date.now() + (POLL_WAIT_S + 15) * 1000;
+          while ((await robots.status()).reportsPending > 0 && Date.now() < until) await sleep(250);
+          if ((await robots.status()).reportsPending === 0) reportsInMs = Date.now() - t0;
+        }
+        return { t0, adminMs, got: got2, reportsInMs };
       });
       await probe.stop();
-      const { t0, adminMs, got } = r.value;
-      log(`${what}: ${got.changed.length} robots got a new bundle; admin request ${adminMs} ms`);
+      const { t0, adminMs, got, reportsInMs } = r.value;
+      log(`${what}: ${got.changed.length} robots got a new bundle; admin request ${adminMs} ms${awaitReports ? `; ${reportsInMs === undefined ? 'not all reports came in' : `all reports in after ${(reportsInMs / 1000).toFixed(1)} s`}` : ''}`);
       return {
         t0,
         adminMs,
+        ...(reportsInMs !== undefined ? { reportsInMs } : {}),
         delivered: got.changed.length,
         expected: 0,
         woken: got.woken.length,
@@ -366,7 +376,7 @@ async function measure(cfg: Configuration): Promise<FleetResult> {
         return { replica: r, url: u, robots: names.filter((_, i) => i % srv.urls.length === r).length, delivered: mine.length, latency: summarize(mine.map((c) => c.at - t0)) };
       });
     const expected = waiting;
-    const rotate = await fanout(`rotating ${SHARED_ENCLAVES[0]} (bound to all ${expected} waiting robots)`, () => admin!.rotate(SHARED_ENCLAVES[0]!), (c) => c.length >= expected, 500);
+    const rotate = await fanout(`rotating ${SHARED_ENCLAVES[0]} (bound to all ${expected} waiting robots)`, () => admin!.rotate(SHARED_ENCLAVES[0]!), (c) => c.length >= expected, 500, true);
     waiting = await allWaiting(pool, enrolled.enrolled, 60_000);
     const target = names[ONE_ROBOT_INDEX]!;
     const one = await fanout(
@@ -428,7 +438,7 @@ async function measure(cfg: Configuration): Promise<FleetResult> {
         idleWaitDatabaseCpuMs: idleWait.databaseCpuMs,
         idleWaitMs: idleWait.wallMs,
       },
-      rotate: { adminMs: rotate.adminMs, delivered: rotate.delivered, woken: rotate.woken, expected, byReplica: byReplica(rotate.changed, rotate.t0), latency: rotate.latency, health: rotate.health, healthErrors: rotate.healthErrors, errors: rotate.errors, serverCpuMs: rotate.serverCpuMs, clientCpuMs: rotate.clientCpuMs, wallMs: rotate.wallMs, databaseCpuMs: rotate.databaseCpuMs },
+      rotate: { adminMs: rotate.adminMs, delivered: rotate.delivered, woken: rotate.woken, expected, reportsInMs: rotate.reportsInMs, byReplica: byReplica(rotate.changed, rotate.t0), latency: rotate.latency, health: rotate.health, healthErrors: rotate.healthErrors, errors: rotate.errors, serverCpuMs: rotate.serverCpuMs, clientCpuMs: rotate.clientCpuMs, wallMs: rotate.wallMs, databaseCpuMs: rotate.databaseCpuMs },
       one: {
         adminMs: oneReport.adminMs,
         target,

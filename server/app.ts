@@ -25,6 +25,7 @@ import { bindingsRoutes } from './bindings/bindings.routes.js';
 import { BindingsService } from './bindings/bindings.service.js';
 import { bundleFastPath, bundlesRoutes } from './bundles/bundles.routes.js';
 import { BundlesService } from './bundles/bundles.service.js';
+import { DEFAULT_REPORTS_LATER_FROM } from './bundles/wire.js';
 import { ChangeFeed } from './events/changes.js';
 import { grantsRoutes } from './grants/grants.routes.js';
 import { GrantsService } from './grants/grants.service.js';
@@ -70,6 +71,8 @@ export interface AppOptions {
   identityValidityDays: number;
   /** How long re-issue revocations wait to be signed into their keystore's CRL together (ms). */
   crlBatchMs: number;
+  /** From how many robots long-polling on this process bundle answers ask for the report on the next contact. */
+  reportsLaterFrom: number;
 }
 
 export interface AppDeps {
@@ -99,6 +102,7 @@ export const DEFAULT_APP_OPTIONS: AppOptions = {
   identityPerHour: DEFAULT_IDENTITY_OPTIONS.perHour,
   identityValidityDays: DEFAULT_IDENTITY_OPTIONS.validityDays,
   crlBatchMs: DEFAULT_CRL_BATCH_MS,
+  reportsLaterFrom: DEFAULT_REPORTS_LATER_FROM,
 };
 
 export interface Services {
@@ -153,7 +157,7 @@ export async function createApp(deps: AppDeps): Promise<Express> {
     failureWindowMs: 15 * 60_000,
   });
   const bindings = new BindingsService(store, audit, now);
-  const bundles = new BundlesService(store, bindings, deps.sealer, audit, now);
+  const bundles = new BundlesService(store, bindings, deps.sealer, audit, now, options.reportsLaterFrom);
   const identities = new IdentitiesService(store, keystores, crls, bindings, audit, now, async (robot) => (await bundles.current(robot)).revision, {
     reissue: options.identityReissue,
     burst: options.identityBurst,

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_OVERLOAD } from './http/overload.js';
+import { DEFAULT_REPORTS_LATER_FROM } from './bundles/wire.js';
 
 /** Typed server configuration, read once at start-up. A bad setting fails fast, naming the setting. */
 export interface ServerConfig {
@@ -34,6 +35,8 @@ export interface ServerConfig {
   overloadLagMs: number;
   /** TLS handshake wait (ms) that, for most of a second's connections, sheds them the same way; 0: never. */
   overloadQueueMs: number;
+  /** From how many robots long-polling on this process a new bundle asks for the report on the next contact. */
+  reportsLaterFrom: number;
   /** Time limit for reading one uploaded policy or governance document (ms). */
   xmlTimeLimitMs: number;
   /** Time limit for reading one uploaded sros2 keystore archive (ms). */
@@ -89,6 +92,8 @@ options (flag wins over environment):
   ENCLAVE_OVERLOAD_LAG_MS                       event-loop lag that sheds robot logins with 503 (default 250, 0 off)
   ENCLAVE_OVERLOAD_QUEUE_MS                     wait for a TLS handshake that, for most connections of a second,
                                                 sheds robot logins with 503 (default 1000, 0 off)
+  ENCLAVE_REPORTS_LATER_FROM                    robots long-polling on this process from which agents are asked
+                                                to report on their next contact, not at once (default 1000)
   ENCLAVE_XML_TIME_LIMIT_MS                     time to read one uploaded policy/governance (default 1500)
   ENCLAVE_IMPORT_TIME_LIMIT_MS                  time to read one keystore import (default 120000)`;
 
@@ -207,6 +212,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     maxImportBytes: positiveInt(env.ENCLAVE_MAX_IMPORT_BYTES, 'ENCLAVE_MAX_IMPORT_BYTES', 64 * 1024 * 1024),
     overloadLagMs: env.ENCLAVE_OVERLOAD_LAG_MS === '0' ? 0 : positiveInt(env.ENCLAVE_OVERLOAD_LAG_MS, 'ENCLAVE_OVERLOAD_LAG_MS', DEFAULT_OVERLOAD.lagMs),
     overloadQueueMs: env.ENCLAVE_OVERLOAD_QUEUE_MS === '0' ? 0 : positiveInt(env.ENCLAVE_OVERLOAD_QUEUE_MS, 'ENCLAVE_OVERLOAD_QUEUE_MS', DEFAULT_OVERLOAD.queueMs),
+    reportsLaterFrom: positiveInt(env.ENCLAVE_REPORTS_LATER_FROM, 'ENCLAVE_REPORTS_LATER_FROM', DEFAULT_REPORTS_LATER_FROM),
     xmlTimeLimitMs: positiveInt(env.ENCLAVE_XML_TIME_LIMIT_MS, 'ENCLAVE_XML_TIME_LIMIT_MS', 1500),
     importTimeLimitMs: positiveInt(env.ENCLAVE_IMPORT_TIME_LIMIT_MS, 'ENCLAVE_IMPORT_TIME_LIMIT_MS', 120_000),
     identityReissue: reissue,

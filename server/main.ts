@@ -107,6 +107,7 @@ async function serve(config: ServerConfig, baseLogger: Logger): Promise<number |
       maxImportBytes: config.maxImportBytes,
       overload: { ...DEFAULT_OVERLOAD, lagMs: config.overloadLagMs, queueMs: config.overloadQueueMs },
       xmlTimeLimitMs: config.xmlTimeLimitMs,
+      reportsLaterFrom: config.reportsLaterFrom,
       importTimeLimitMs: config.importTimeLimitMs,
       trustProxy: config.trustProxy.length ? config.trustProxy : false,
       identityReissue: config.identityReissue,

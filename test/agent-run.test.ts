@@ -296,6 +296,30 @@ describe('agent run', () => {
     assert.equal((await p.exited).code, 0);
   });
 
+  test('with a fleet waiting (ENCLAVE_REPORTS_LATER_FROM=1 here), a new bundle is reported on the next contact, not at once', async () => {
+    const s = await ownServer({ env: { ENCLAVE_REPORTS_LATER_FROM: '1' } });
+    const first = await newRobot(['ks:/a'], s);
+    const a = run(first.stateDir, runtimeDir(), ['--poll-wait', '30']);
+    await a.waitForLog(/ready/, 15_000);
+    // Nobody was waiting when it booted: reported at once. It now waits in a 30 s poll.
+    await waitForReport(s.admin, first.robot, (r) => r.enclaves.length === 1);
+
+    const second = await newRobot(['ks:/a'], s);
+    const b = run(second.stateDir, runtimeDir(), ['--poll-wait', '3']);
+    await b.waitForLog(/ready/, 15_000);
+    const readyAt = Date.now();
+    assert.equal(await s.admin.report(second.robot), null, 'the bundle came while a robot waited: no report yet');
+    const report = await waitForReport(s.admin, second.robot, (r) => r.enclaves.length === 1, 15_000);
+    const after = Date.now() - readyAt;
+    assert.ok(after >= 2000, `reported ${after} ms after ready: when its first 3 s poll was answered`);
+    assert.match(report.revision ?? '', /^[A-Za-z0-9]+$/);
+    assert.ok(!/report not sent/.test(b.stderr()), b.stderr());
+    for (const p of [a, b]) {
+      p.child.kill('SIGTERM');
+      assert.equal((await p.exited).code, 0);
+    }
+  });
+
   test('a token the server no longer accepts (restarted with a new signing key) is answered 401; the agent logs in again', async () => {
     const s = await ownServer();
     const { robot, stateDir } = await newRobot(['ks:/a'], s);

@@ -109,12 +109,13 @@ export class RobotPool {
     for (const w of this.workers) w.send({ type: 'poll-start', spreadMs } satisfies ToWorker);
   }
 
-  async status(): Promise<{ waiting: number; holding: number; robots: number }> {
+  async status(): Promise<{ waiting: number; holding: number; robots: number; reportsPending: number }> {
     const answers = await this.all((_, id) => ({ type: 'status', id }), 'status');
     return {
       waiting: answers.reduce((s, a) => s + a.waiting, 0),
       holding: answers.reduce((s, a) => s + a.holding, 0),
       robots: answers.reduce((s, a) => s + a.robots, 0),
+      reportsPending: answers.reduce((s, a) => s + a.reportsPending, 0),
     };
   }
 

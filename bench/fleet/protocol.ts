@@ -37,7 +37,7 @@ export interface CollectResult {
 export type FromWorker =
   | { type: 'enrolled'; count: number; failed: number; errors: Tally }
   | { type: 'storm-done'; id: number; result: StormResult }
-  | { type: 'status'; id: number; waiting: number; holding: number; robots: number }
+  | { type: 'status'; id: number; waiting: number; holding: number; robots: number; reportsPending: number }
   | { type: 'marked'; id: number }
   | { type: 'collected'; id: number; result: CollectResult }
   | { type: 'token'; id: number; name: string; token: string; etag: string }

@@ -41,6 +41,11 @@ export interface FanoutReport extends Cost {
   woken: number;
   /** ms from sending the change to each robot receiving its new bundle. */
   latency: Summary;
+  /**
+   * ms from the change until every robot's report was in, when the phase waited for them (the rotation): its
+   * CPU then includes the reports, those the server asked for on the next contact too.
+   */
+  reportsInMs?: number;
   /** GET /health over a warm keep-alive connection during the fan-out. */
   health: Summary;
   healthErrors: Tally;
@@ -149,7 +154,8 @@ export function formatReport(r: FleetResult): string {
     `| (d) bind an enclave to one robot | ${r.one.targetMs === undefined ? 0 : 1}/1 | ${ms(r.one.targetMs)} | | | ${ms(r.one.adminMs)} | ` +
       `${ms(r.one.health.p50)} / ${ms(r.one.health.p99)} / ${ms(r.one.health.max)}${healthErr(r.one.healthErrors)} | ${tallyText(r.one.errors)} | | |`,
     '',
-    `(c) ÷ control p99: ${x(r.rotate.latency.p99, r.control.served.p99)}; ${r.rotate.woken} robots were answered before their poll's wait ran out.` +
+    `(c) ÷ control p99: ${x(r.rotate.latency.p99, r.control.served.p99)}; ${r.rotate.woken} robots were answered before their poll's wait ran out` +
+      (r.rotate.reportsInMs !== undefined ? `; their reports were all in ${(r.rotate.reportsInMs / 1000).toFixed(1)} s after the change, and (c)'s CPU includes them.` : '.') +
       (r.rotate.byReplica && r.rotate.byReplica.length > 1
         ? ` Rotated on replica 0; delivered per replica: ${r.rotate.byReplica.map((b) => `replica ${b.replica} ${b.delivered}/${b.robots} (p50 ${ms(b.latency.p50)}, p99 ${ms(b.latency.p99)})`).join(', ')}.`
         : '') +

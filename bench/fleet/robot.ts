@@ -6,8 +6,9 @@
  * full jitter, 30 s cap while the server is unreachable, a server's `Retry-After` on 429/503 honoured and
  * spread).
  *
- * After each bundle that changed it reports what it holds (`POST /v1/robot/report`), as the agent does, and
- * again after the next answer when that failed.
+ * After each bundle that changed it reports what it holds (`POST /v1/robot/report`), as the agent does: at
+ * once, or after the next answer when the server asked for that (`Enclave-Report: next-contact`), and again
+ * after the next answer when it failed.
  *
  * What is skipped: writing the files to a RAM disk, and by default the agent's full bundle check
  * (`parseBundle` parses every certificate; `validate: true` turns it on). They cost the robot, not the server.
@@ -19,7 +20,7 @@ import { signAssertion } from '../../client/agent/robot-client.js';
 import { MIN_POLL_INTERVAL_MS } from '../../client/agent/watch.js';
 import { buildCsr, newIdentityKey } from '../../client/agent/csr.js';
 import { HttpClient, NetworkError, parseJson, type HttpResponse } from '../../client/common/http.js';
-import type { Bundle, EnrollRequest, IdentityRequest, RobotAuthRequest, RobotAuthResponse, RobotReport } from '../../client/common/robot-wire.js';
+import { REPORT_HEADER, REPORT_ON_NEXT_CONTACT, type Bundle, type EnrollRequest, type IdentityRequest, type RobotAuthRequest, type RobotAuthResponse, type RobotReport } from '../../client/common/robot-wire.js';
 import { retryAfterMs, type Tally } from './stats.js';
 import type { SecureContext } from 'node:tls';
 
@@ -94,6 +95,8 @@ export class SimRobot {
   held: RobotReport['enclaves'] = [];
   /** A bundle changed and the server has not heard about it yet. */
   reportPending = false;
+  /** The server asked for that report on the next contact, not after this answer (as the agent obeys it). */
+  private reportOnNextContact = false;
   private readonly backoff = new Backoff(BACKOFF_BASE_MS, BACKOFF_MAX_MS);
 
   constructor(
@@ -129,7 +132,7 @@ export class SimRobot {
   }
 
   /** With `withBundle`, the bundle comes in the login's answer (as the agent asks when it holds none). */
-  async login(withBundle = false): Promise<{ body: Partial<Bundle> | undefined; receivedAt: number } | undefined> {
+  async login(withBundle = false): Promise<{ body: Partial<Bundle> | undefined; receivedAt: number; reportLater: boolean } | undefined> {
     const json: RobotAuthRequest = { assertion: signAssertion(this.key!, this.name, Date.now()), ...(withBundle ? { bundle: true } : {}) };
     const res = await this.client!.request({
       method: 'POST',
@@ -145,7 +148,7 @@ export class SimRobot {
     this.token = { value: body.token, expiresAtMs: Number.isNaN(exp) ? Date.now() + 300_000 : exp };
     if (!withBundle) return undefined;
     if (typeof body.bundle !== 'object') throw new BadAnswer('login-no-bundle');
-    return { body: body.bundle, receivedAt: res.receivedAt };
+    return { body: body.bundle, receivedAt: res.receivedAt, reportLater: res.headers[REPORT_HEADER] === REPORT_ON_NEXT_CONTACT };
   }
 
   /**
@@ -156,7 +159,7 @@ export class SimRobot {
     const wait = this.etag ? waitS : 0;
     if (!this.token || this.token.expiresAtMs - Date.now() < wait * 1000 + TOKEN_MARGIN_MS) {
       const boot = await this.login(!this.etag);
-      if (boot) return this.take(boot.body, boot.receivedAt);
+      if (boot) return this.take(boot.body, boot.receivedAt, boot.reportLater);
     }
     const ask = (): Promise<HttpResponse> =>
       this.client!.request({
@@ -182,11 +185,11 @@ export class SimRobot {
     if (wait > 0) this.answers.push({ startedAt, at: res.receivedAt, status: res.status });
     if (res.status === 304) return false;
     if (res.status !== 200) throw refuse(res, 'bundle');
-    return this.take(parseJson(res) as Partial<Bundle> | undefined, res.receivedAt);
+    return this.take(parseJson(res) as Partial<Bundle> | undefined, res.receivedAt, res.headers[REPORT_HEADER] === REPORT_ON_NEXT_CONTACT);
   }
 
   /** Takes a bundle the server sent: true when its revision is new. */
-  private take(body: Partial<Bundle> | undefined, receivedAt: number): boolean {
+  private take(body: Partial<Bundle> | undefined, receivedAt: number, reportLater: boolean): boolean {
     this.needIdentity = (body?.keystores ?? []).flatMap((k) =>
       k.enclaves.filter((e) => e.identity === 'per-robot' && e.files['cert.pem'] === undefined).map((e) => ({ keystore: k.name, enclave: e.path })),
     );
@@ -198,6 +201,7 @@ export class SimRobot {
     this.changedAt = receivedAt;
     this.held = (body?.keystores ?? []).flatMap((k) => k.enclaves.map((e) => ({ keystore: k.name, path: e.path, notAfter: e.notAfter })));
     this.reportPending = true;
+    this.reportOnNextContact = reportLater;
     return true;
   }
 
@@ -207,6 +211,11 @@ export class SimRobot {
    */
   async reportIfPending(): Promise<void> {
     if (!this.reportPending || !this.token) return;
+    if (this.reportOnNextContact) {
+      // Called after every answer: this one brought the bundle, the next answer sends the report.
+      this.reportOnNextContact = false;
+      return;
+    }
     const json: RobotReport = { revision: this.revision ?? null, filesystem: 'tmpfs', clockSkewMs: 0, agentVersion: 'bench-fleet', enclaves: this.held };
     try {
       const res = await this.client!.request({

@@ -125,7 +125,7 @@ process.on('message', (raw: ToWorker) => {
           }
           break;
         case 'status':
-          send({ type: 'status', id: raw.id, waiting: robots.filter((r) => r.waiting).length, holding: robots.filter((r) => r.revision).length, robots: robots.length });
+          send({ type: 'status', id: raw.id, waiting: robots.filter((r) => r.waiting).length, holding: robots.filter((r) => r.revision).length, robots: robots.length, reportsPending: robots.filter((r) => r.reportPending).length });
           break;
         case 'mark':
           for (const r of robots) {

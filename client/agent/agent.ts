@@ -183,7 +183,9 @@ export class Agent {
     this.announce(waiting.length === 0);
     this.saveStatus();
     this.reportPending = true;
-    await this.sendReport();
+    // A server with a large fleet waiting asks for the report on the next contact (onContact sends it), out of
+    // the fan-out that brought this bundle.
+    if (!s.client.reportOnNextContact) await this.sendReport();
   }
 
   /**

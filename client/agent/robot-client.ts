@@ -5,7 +5,7 @@
  */
 import { randomBytes, sign, type KeyObject } from 'node:crypto';
 import { HttpClient, HttpStatusError, parseJson, statusError, type HttpResponse } from '../common/http.js';
-import type { IdentityRequest, IdentityResponse, RobotAssertionClaims, RobotAuthRequest, RobotAuthResponse, RobotReport } from '../common/robot-wire.js';
+import { REPORT_HEADER, REPORT_ON_NEXT_CONTACT, type IdentityRequest, type IdentityResponse, type RobotAssertionClaims, type RobotAuthRequest, type RobotAuthResponse, type RobotReport } from '../common/robot-wire.js';
 import { RefusedError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -66,6 +66,11 @@ export class RobotClient {
   private token: { value: string; expiresAtMs: number } | undefined;
   /** Until a server says otherwise (422), a login that needs the bundle asks for it in the same answer. */
   private loginCarriesBundle = true;
+  /**
+   * Whether the last answer that brought a bundle asked for the report on the next contact rather than at
+   * once (`Enclave-Report: next-contact`, from servers with a large fleet waiting).
+   */
+  reportOnNextContact = false;
 
   constructor(private readonly opts: RobotClientOptions) {
     this.http = new HttpClient(opts.server, opts.ca);
@@ -138,7 +143,9 @@ export class RobotClient {
     const expiresAtMs = typeof body.expiresAt === 'string' ? Date.parse(body.expiresAt) : Number.NaN;
     this.token = { value: body.token, expiresAtMs: Number.isNaN(expiresAtMs) ? this.serverNow() + 300_000 : expiresAtMs };
     this.opts.log.debug(`logged in as ${this.opts.robot}, token valid until ${new Date(this.token.expiresAtMs).toISOString()}`);
-    return withBundle && typeof body.bundle === 'object' && body.bundle !== null ? body.bundle : undefined;
+    if (!withBundle || typeof body.bundle !== 'object' || body.bundle === null) return undefined;
+    this.noteReportHint(res);
+    return body.bundle;
   }
 
   /** Logs in when there is no token or it would expire within `needMs` (server clock). */
@@ -192,7 +199,12 @@ export class RobotClient {
     );
     if (res.status === 304) return { changed: false };
     if (res.status !== 200) throw statusError(res, 'bundle');
+    this.noteReportHint(res);
     return { changed: true, body: parseJson(res), etag: typeof res.headers.etag === 'string' ? res.headers.etag : undefined };
+  }
+
+  private noteReportHint(res: HttpResponse): void {
+    this.reportOnNextContact = res.headers[REPORT_HEADER] === REPORT_ON_NEXT_CONTACT;
   }
 
   /** An authenticated JSON POST (small answers only). */

@@ -4,6 +4,14 @@
  */
 import type { RuntimeFileName } from './names.js';
 
+/**
+ * An answer that brings a bundle may carry `enclave-report: next-contact`: the server, with a large fleet
+ * waiting, asks for the report after this bundle on the agent's next contact (its next poll's answer) rather
+ * than at once. The server's side: server/bundles/wire.ts. Node lowercases header names.
+ */
+export const REPORT_HEADER = 'enclave-report';
+export const REPORT_ON_NEXT_CONTACT = 'next-contact';
+
 export interface ApiErrorBody {
   error: { code: string; message: string };
 }

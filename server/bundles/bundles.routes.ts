@@ -8,6 +8,7 @@ import { query } from '../http/validate.js';
 import { Unauthorized } from '../errors.js';
 import type { LeanLane } from '../http/lean.js';
 import type { BundlesService } from './bundles.service.js';
+import { REPORT_HEADER, REPORT_ON_NEXT_CONTACT } from './wire.js';
 
 const BUNDLE_PATH = '/v1/robot/bundle';
 export const BundleQuery = z.object({ wait: z.coerce.number().int().min(0).max(60).default(0) });
@@ -41,6 +42,7 @@ async function answer(bundles: BundlesService, robot: RobotPrincipal, wait: numb
   }
   await bundles.recordDelivery(robot.name, outcome);
   res.setHeader('ETag', `"${outcome.revision}"`);
+  if (bundles.reportsLater()) res.setHeader(REPORT_HEADER, REPORT_ON_NEXT_CONTACT);
   sendJsonParts(req, res, bundles.parts(outcome));
 }
 

@@ -7,6 +7,7 @@ import type { LeanLane } from '../http/lean.js';
 import { overloaded, type LoadMonitor } from '../http/overload.js';
 import { body, labelsSchema } from '../http/validate.js';
 import { Unauthorized } from '../errors.js';
+import { REPORT_HEADER, REPORT_ON_NEXT_CONTACT } from '../bundles/wire.js';
 import type { RobotTokenVerifier } from '../auth/authenticate.js';
 import type { RobotPrincipal } from '../auth/principal.js';
 import type { LoginExtra, RobotsService } from './robots.service.js';
@@ -41,6 +42,8 @@ export const RobotLogin = z
  */
 export interface LoginBundle<T> extends LoginExtra<T | undefined> {
   answer(prepared: T): Piece[];
+  /** Whether to ask the robot to report on its next contact (BundlesService.reportsLater). */
+  reportsLater(): boolean;
 }
 
 /**
@@ -56,6 +59,7 @@ async function answerLogin<T>(robots: RobotsService, bundle: LoginBundle<T>, req
     return;
   }
   if (extra === undefined) throw new Unauthorized('assertion refused', 'invalid-assertion');
+  if (bundle.reportsLater()) res.setHeader(REPORT_HEADER, REPORT_ON_NEXT_CONTACT);
   const head = JSON.stringify(issued);
   // The token is a secret: a piece of its own, stored, never compressed with the rest (see gzip-pieces.ts).
   sendJsonParts(req, res, [{ raw: Buffer.from(`${head.slice(0, -1)},"bundle":`) }, ...bundle.answer(extra), { raw: CLOSE }]);
