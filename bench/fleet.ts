@@ -334,23 +334,25 @@ async function measure(cfg: Configuration): Promise<FleetResult> {
           got = await robots.collect(t0, POLL_WAIT_S);
         }
         await sleep(settleMs);
-        const got2 = await robots.collect(t0, POLL_WAIT_S);
-        // The robots' reports belong to the change's cost, also those the server asked for on the next contact.
-        let reportsInMs: number | undefined;
-        if (awaitReports) {
-          const until = Date.now() + (POLL_WAIT_S + 15) * 1000;
-          while ((await robots.status()).reportsPending > 0 && Date.now() < until) await sleep(250);
-          if ((await robots.status()).reportsPending === 0) reportsInMs = Date.now() - t0;
-        }
-        return { t0, adminMs, got: got2, reportsInMs };
+        return { t0, adminMs, got: await robots.collect(t0, POLL_WAIT_S) };
       });
       await probe.stop();
-      const { t0, adminMs, got, reportsInMs } = r.value;
-      log(`${what}: ${got.changed.length} robots got a new bundle; admin request ${adminMs} ms${awaitReports ? `; ${reportsInMs === undefined ? 'not all reports came in' : `all reports in after ${(reportsInMs / 1000).toFixed(1)} s`}` : ''}`);
+      const { t0, adminMs, got } = r.value;
+      // The reports the server asked for on the next contact come after the deliveries: their tail is costed on
+      // its own (with the robots' next polls, answered 304 when their wait ran out).
+      const tail = awaitReports
+        ? await costed(srv, robots, async () => {
+            const until = Date.now() + (POLL_WAIT_S + 15) * 1000;
+            while ((await robots.status()).reportsPending > 0 && Date.now() < until) await sleep(250);
+            return (await robots.status()).reportsPending === 0 ? Date.now() - t0 : undefined;
+          })
+        : undefined;
+      const reportsInMs = tail?.value;
+      log(`${what}: ${got.changed.length} robots got a new bundle; admin request ${adminMs} ms${tail ? `; ${reportsInMs === undefined ? 'not all reports came in' : `all reports in after ${(reportsInMs / 1000).toFixed(1)} s`}` : ''}`);
       return {
         t0,
         adminMs,
-        ...(reportsInMs !== undefined ? { reportsInMs } : {}),
+        ...(tail ? { reportTail: { inMs: reportsInMs, serverCpuMs: tail.serverCpuMs, clientCpuMs: tail.clientCpuMs, wallMs: tail.wallMs } } : {}),
         delivered: got.changed.length,
         expected: 0,
         woken: got.woken.length,
@@ -438,7 +440,7 @@ async function measure(cfg: Configuration): Promise<FleetResult> {
         idleWaitDatabaseCpuMs: idleWait.databaseCpuMs,
         idleWaitMs: idleWait.wallMs,
       },
-      rotate: { adminMs: rotate.adminMs, delivered: rotate.delivered, woken: rotate.woken, expected, reportsInMs: rotate.reportsInMs, byReplica: byReplica(rotate.changed, rotate.t0), latency: rotate.latency, health: rotate.health, healthErrors: rotate.healthErrors, errors: rotate.errors, serverCpuMs: rotate.serverCpuMs, clientCpuMs: rotate.clientCpuMs, wallMs: rotate.wallMs, databaseCpuMs: rotate.databaseCpuMs },
+      rotate: { adminMs: rotate.adminMs, delivered: rotate.delivered, woken: rotate.woken, expected, reportTail: rotate.reportTail, byReplica: byReplica(rotate.changed, rotate.t0), latency: rotate.latency, health: rotate.health, healthErrors: rotate.healthErrors, errors: rotate.errors, serverCpuMs: rotate.serverCpuMs, clientCpuMs: rotate.clientCpuMs, wallMs: rotate.wallMs, databaseCpuMs: rotate.databaseCpuMs },
       one: {
         adminMs: oneReport.adminMs,
         target,

@@ -42,10 +42,10 @@ export interface FanoutReport extends Cost {
   /** ms from sending the change to each robot receiving its new bundle. */
   latency: Summary;
   /**
-   * ms from the change until every robot's report was in, when the phase waited for them (the rotation): its
-   * CPU then includes the reports, those the server asked for on the next contact too.
+   * After the deliveries, until every robot's report is in (the rotation): the reports the server asked for on
+   * the next contact, with the robots' next polls. `inMs` from the change; undefined when some never came.
    */
-  reportsInMs?: number;
+  reportTail?: { inMs?: number; serverCpuMs: number; clientCpuMs: number; wallMs: number };
   /** GET /health over a warm keep-alive connection during the fan-out. */
   health: Summary;
   healthErrors: Tally;
@@ -155,7 +155,10 @@ export function formatReport(r: FleetResult): string {
       `${ms(r.one.health.p50)} / ${ms(r.one.health.p99)} / ${ms(r.one.health.max)}${healthErr(r.one.healthErrors)} | ${tallyText(r.one.errors)} | | |`,
     '',
     `(c) ÷ control p99: ${x(r.rotate.latency.p99, r.control.served.p99)}; ${r.rotate.woken} robots were answered before their poll's wait ran out` +
-      (r.rotate.reportsInMs !== undefined ? `; their reports were all in ${(r.rotate.reportsInMs / 1000).toFixed(1)} s after the change, and (c)'s CPU includes them.` : '.') +
+      (r.rotate.reportTail
+        ? `; ${r.rotate.reportTail.inMs === undefined ? 'not all their reports came in' : `their reports were all in ${(r.rotate.reportTail.inMs / 1000).toFixed(1)} s after the change`}, the ${(r.rotate.reportTail.wallMs / 1000).toFixed(1)} s after the deliveries ` +
+          `(reports asked for on the next contact, and the robots' next polls) costing the server ${perRobot(r.rotate.reportTail, r.rotate.expected).toFixed(2)} ms/robot and the robots ${clientPerRobot(r.rotate.reportTail, r.rotate.expected).toFixed(2)}.`
+        : '.') +
       (r.rotate.byReplica && r.rotate.byReplica.length > 1
         ? ` Rotated on replica 0; delivered per replica: ${r.rotate.byReplica.map((b) => `replica ${b.replica} ${b.delivered}/${b.robots} (p50 ${ms(b.latency.p50)}, p99 ${ms(b.latency.p99)})`).join(', ')}.`
         : '') +
