@@ -342,17 +342,19 @@ async function measure(cfg: Configuration): Promise<FleetResult> {
       // its own (with the robots' next polls, answered 304 when their wait ran out).
       const tail = awaitReports
         ? await costed(srv, robots, async () => {
-            const until = Date.now() + (POLL_WAIT_S + 15) * 1000;
+            const until = Date.now() + (2 * POLL_WAIT_S + 15) * 1000; // a report refused (503) goes again on the contact after
             while ((await robots.status()).reportsPending > 0 && Date.now() < until) await sleep(250);
-            return (await robots.status()).reportsPending === 0 ? Date.now() - t0 : undefined;
+            const left = (await robots.status()).reportsPending;
+            // Errors since the change: the deliveries had none when they were collected, so these are the tail's.
+            return { inMs: left === 0 ? Date.now() - t0 : undefined, left, errors: (await robots.collect(t0, POLL_WAIT_S)).errors };
           })
         : undefined;
-      const reportsInMs = tail?.value;
-      log(`${what}: ${got.changed.length} robots got a new bundle; admin request ${adminMs} ms${tail ? `; ${reportsInMs === undefined ? 'not all reports came in' : `all reports in after ${(reportsInMs / 1000).toFixed(1)} s`}` : ''}`);
+      const reportsInMs = tail?.value.inMs;
+      log(`${what}: ${got.changed.length} robots got a new bundle; admin request ${adminMs} ms${tail ? `; ${reportsInMs === undefined ? `${tail.value.left} reports not in` : `all reports in after ${(reportsInMs / 1000).toFixed(1)} s`}` : ''}`);
       return {
         t0,
         adminMs,
-        ...(tail ? { reportTail: { inMs: reportsInMs, serverCpuMs: tail.serverCpuMs, clientCpuMs: tail.clientCpuMs, wallMs: tail.wallMs } } : {}),
+        ...(tail ? { reportTail: { inMs: reportsInMs, left: tail.value.left, errors: tail.value.errors, serverCpuMs: tail.serverCpuMs, clientCpuMs: tail.clientCpuMs, wallMs: tail.wallMs } } : {}),
         delivered: got.changed.length,
         expected: 0,
         woken: got.woken.length,

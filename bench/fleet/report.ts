@@ -45,7 +45,7 @@ export interface FanoutReport extends Cost {
    * After the deliveries, until every robot's report is in (the rotation): the reports the server asked for on
    * the next contact, with the robots' next polls. `inMs` from the change; undefined when some never came.
    */
-  reportTail?: { inMs?: number; serverCpuMs: number; clientCpuMs: number; wallMs: number };
+  reportTail?: { inMs?: number; left?: number; errors?: Tally; serverCpuMs: number; clientCpuMs: number; wallMs: number };
   /** GET /health over a warm keep-alive connection during the fan-out. */
   health: Summary;
   healthErrors: Tally;
@@ -156,8 +156,9 @@ export function formatReport(r: FleetResult): string {
     '',
     `(c) ÷ control p99: ${x(r.rotate.latency.p99, r.control.served.p99)}; ${r.rotate.woken} robots were answered before their poll's wait ran out` +
       (r.rotate.reportTail
-        ? `; ${r.rotate.reportTail.inMs === undefined ? 'not all their reports came in' : `their reports were all in ${(r.rotate.reportTail.inMs / 1000).toFixed(1)} s after the change`}, the ${(r.rotate.reportTail.wallMs / 1000).toFixed(1)} s after the deliveries ` +
-          `(reports asked for on the next contact, and the robots' next polls) costing the server ${perRobot(r.rotate.reportTail, r.rotate.expected).toFixed(2)} ms/robot and the robots ${clientPerRobot(r.rotate.reportTail, r.rotate.expected).toFixed(2)}.`
+        ? `; ${r.rotate.reportTail.inMs === undefined ? `${r.rotate.reportTail.left ?? 'some'} of their reports were not in when the benchmark stopped waiting` : `their reports were all in ${(r.rotate.reportTail.inMs / 1000).toFixed(1)} s after the change`}, the ${(r.rotate.reportTail.wallMs / 1000).toFixed(1)} s after the deliveries ` +
+          `(reports asked for on the next contact, and the robots' next polls) costing the server ${perRobot(r.rotate.reportTail, r.rotate.expected).toFixed(2)} ms/robot and the robots ${clientPerRobot(r.rotate.reportTail, r.rotate.expected).toFixed(2)}` +
+          `, errors meanwhile: ${tallyText(r.rotate.reportTail.errors ?? {})}.`
         : '.') +
       (r.rotate.byReplica && r.rotate.byReplica.length > 1
         ? ` Rotated on replica 0; delivered per replica: ${r.rotate.byReplica.map((b) => `replica ${b.replica} ${b.delivered}/${b.robots} (p50 ${ms(b.latency.p50)}, p99 ${ms(b.latency.p99)})`).join(', ')}.`
