@@ -123,7 +123,6 @@ export const MAX_WAITERS_PER_ROBOT = 2;
  */
 const FAN_OUT_CONCURRENCY = 8;
 
-
 /**
  * Bundles: what each robot may hold now. Computed once per change and cached per robot; a request reads
  * the cache (a hit costs no query). Long polls park a callback (no CPU while waiting) and are answered as soon

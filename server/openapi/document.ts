@@ -71,6 +71,7 @@ function operation(key: string, spec: OperationSpec, route: RouteInfo | undefine
     description: ok.description ?? (ok.status === 204 ? 'done' : 'success'),
     ...(ok.schema ? { content: { 'application/json': { schema: ref(ok.schema) } } } : {}),
     ...(ok.mediaType ? { content: { [ok.mediaType]: { schema: { type: 'string', contentMediaType: ok.mediaType } } } } : {}),
+    ...(ok.headers ? { headers: Object.fromEntries(Object.entries(ok.headers).map(([name, description]) => [name, { description, required: false, schema: { type: 'string' } }])) } : {}),
   };
   // Every JSON body goes through one parser with one size limit, before any route or guard runs.
   const bodyAnswers: Record<number, string> = spec.body && 'json' in spec.body

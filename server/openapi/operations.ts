@@ -13,14 +13,20 @@ import { FleetQuery } from '../console/console.routes.js';
 /** A request body: JSON described by a zod schema, or raw bytes/text of given media types. */
 export type BodySpec = { json: ZodTypeAny; optional?: boolean } | { raw: string[]; description: string };
 
+const REPORT_LATER =
+  '`next-contact` when a large fleet waits on this server: send the report after this bundle with the next answer, not at once';
+
 /** What the guard cannot tell about one operation; `METHOD /template` keys match the app's routes. */
 export interface OperationSpec {
   tag: string;
   summary: string;
   body?: BodySpec;
   query?: ZodTypeAny;
-  /** The success answer: a component schema name, `null` for no body, or another media type. */
-  ok: { status: number; schema: string | null; mediaType?: string; description?: string };
+  /**
+   * The success answer: a component schema name, `null` for no body, or another media type; `headers` sent
+   * only in some answers (documented `required: false`), by name → description.
+   */
+  ok: { status: number; schema: string | null; mediaType?: string; description?: string; headers?: Record<string, string> };
   /** Other answers this operation gives besides the guard's 401/403 (which come from the route's guard). */
   also?: Partial<Record<number, string>>;
 }
@@ -56,7 +62,7 @@ export const OPERATIONS: Record<string, OperationSpec> = {
     tag: 'robot',
     summary: 'Robot sign-in with an assertion signed by its device key (with `bundle: true`, its bundle in the same answer)',
     body: { json: RobotLogin },
-    ok: { status: 200, schema: 'RobotToken' },
+    ok: { status: 200, schema: 'RobotToken', headers: { 'Enclave-Report': REPORT_LATER } },
     also: { 401: 'invalid-assertion', 422: INVALID },
   },
   'POST /v1/robot/report': {
@@ -82,7 +88,7 @@ export const OPERATIONS: Record<string, OperationSpec> = {
     tag: 'robot',
     summary: "The robot's bundle (long poll with `wait` and `If-None-Match`)",
     query: BundleQuery,
-    ok: { status: 200, schema: 'Bundle' },
+    ok: { status: 200, schema: 'Bundle', headers: { 'Enclave-Report': REPORT_LATER } },
     also: { 304: 'unchanged since `If-None-Match` (after `wait` seconds at most)', 422: INVALID },
   },
 
