@@ -10,13 +10,16 @@
  * simulated robots (each its own P-256 device key; bench/fleet/robot.ts) spread over worker processes,
  * then measures, in one run:
  *   (a) control storm   every robot arrives once (uniform over the window): fresh TLS + GET /health
- *   (b) boot storm      the same arrival times: fresh TLS + device login + bundle, retried like the agent
+ *   (b) boot storm      the same arrival times: fresh TLS + device login + bundle, retried like the agent;
+ *                       then each robot long-polls at once, as the agent does (not with --identity
+ *                       per-robot), and the phase's CPU stops when all are served: the reports the server
+ *                       asked for on the next contact are costed after it, as a tail of their own
  *   (b') per-robot boot with --identity per-robot: both enclaves switched to per-robot mode (PATCH), the same
  *                       arrivals: fresh TLS + login + bundle + one CSR per enclave (`POST /v1/robot/identity`,
  *                       a fresh P-256 key each, as the agent does); then switched back to shared for (c)
  *   (c) fan-out         all robots long-poll; one enclave bound to all of them is rotated: time from the
  *                       rotate request to each robot holding the new bundle, the admin request's latency,
- *                       /health latency meanwhile
+ *                       /health latency meanwhile; then the reports' tail, as after (b)
  *   (d) one robot       an enclave is bound to one robot: that robot's latency and how many others woke
  *   steady state        wrk (or autocannon) with --connections keep-alive connections: GET /health, one
  *                       robot's bundle (200) and If-None-Match (304), against nginx serving the same bytes
@@ -41,7 +44,7 @@ import { FleetAdmin, SHARED_ENCLAVES, SOLO_ENCLAVE } from './fleet/admin.js';
 import { RobotPool } from './fleet/pool.js';
 import { HealthProbe } from './fleet/probe.js';
 import { BackendCpu, checkDatabaseUrl, createBenchDatabase, type BenchDatabase } from './fleet/database.js';
-import { formatComparison, formatReport, type FanoutReport, type FleetResult, type ReplicaDelivery, type StormReport } from './fleet/report.js';
+import { formatComparison, formatReport, type FanoutReport, type FleetResult, type ReplicaDelivery, type ReportTail, type StormReport } from './fleet/report.js';
 import { buildServer, startReplicas, startServerUnderTest, type ServerUnderTest } from './fleet/server.js';
 import { arrivals, cpuTicks, RssSampler, stealShare, summarize, sumCpuMs, sumRssKiB } from './fleet/stats.js';
 import { haveWrk, loadAll, NGINX, startNginx, type Nginx } from './fleet/steady.js';
@@ -256,19 +259,45 @@ async function measure(cfg: Configuration): Promise<FleetResult> {
     if (enrolled.enrolled === 0) throw new Error(`no robot could enroll: ${JSON.stringify(enrolled.errors)}`);
     await sleep(2000);
 
+    /**
+     * Until every robot's report is in (those the server asked for on the next contact come a poll's wait
+     * after the bundle, with the robot's next poll): costed on its own, with the errors the robots met meanwhile.
+     */
+    const reportTail = async (from: number): Promise<ReportTail> => {
+      await robots.mark();
+      const r = await costed(srv, robots, async () => {
+        const until = Date.now() + (2 * POLL_WAIT_S + 15) * 1000; // a report refused (503) goes again on the contact after
+        while ((await robots.status()).reportsPending > 0 && Date.now() < until) await sleep(250);
+        return (await robots.status()).reportsPending;
+      });
+      const left = r.value;
+      return {
+        ...(left === 0 ? { inMs: Date.now() - from } : {}),
+        left,
+        errors: (await robots.collect(from, POLL_WAIT_S)).errors,
+        serverCpuMs: r.serverCpuMs,
+        clientCpuMs: r.clientCpuMs,
+        wallMs: r.wallMs,
+      };
+    };
+    const tailText = (t: ReportTail): string => (t.inMs === undefined ? `${t.left} reports not in` : `all reports in after ${(t.inMs / 1000).toFixed(1)} s`);
+
     const offsets = arrivals(N, WINDOW_S * 1000, SEED);
-    const storm = async (kind: 'control' | 'boot' | 'boot-identity', what: string): Promise<StormReport> => {
+    const storm = async (kind: 'control' | 'boot' | 'boot-identity', what: string, pollAfterBoot = false): Promise<StormReport> => {
       log(`${what}: ${enrolled.enrolled} robots over ${WINDOW_S} s`);
       const startAt = Date.now() + 1000;
-      const r = await costed(srv, robots, () => robots.storm(kind, startAt, offsets, GIVE_UP_S * 1000));
+      const r = await costed(srv, robots, () => robots.storm(kind, startAt, offsets, GIVE_UP_S * 1000, pollAfterBoot));
       const res = r.value;
       const sum = summarize(res.served);
       log(
         `${what}: ${res.served.length} served, ${res.neverServed} never, in ${((Date.now() - startAt) / 1000).toFixed(1)} s ` +
           `(p50 ${Math.round(sum.p50)} ms, p99 ${Math.round(sum.p99)} ms, server CPU ${(r.serverCpuMs / Math.max(enrolled.enrolled, 1)).toFixed(2)} ms/robot)`,
       );
+      const tail = pollAfterBoot ? await reportTail(startAt) : undefined;
+      if (tail) log(`${what}: ${tailText(tail)}`);
       return {
         robots: enrolled.enrolled,
+        ...(tail ? { reportTail: tail } : {}),
         served: summarize(res.served),
         neverServed: res.neverServed,
         attempts: res.attempts,
@@ -284,7 +313,9 @@ async function measure(cfg: Configuration): Promise<FleetResult> {
     const control = await storm('control', 'control storm (fresh TLS + GET /health)');
     await sleep(3000);
     const idleKiB = sumRssKiB(srv.pids());
-    const boot = await storm('boot', 'boot storm (fresh TLS + login + bundle)');
+    // Booted robots long-poll at once, as the agent does (from the thousandth waiting, the server asks for their
+    // reports on the next contact). Not before a per-robot storm, which boots the same robots again.
+    const boot = await storm('boot', 'boot storm (fresh TLS + login + bundle)', !PER_ROBOT);
     let bootPerRobot: StormReport | undefined;
     if (PER_ROBOT) {
       // Enrollment and two storms of a large fleet can outlive the admin's token (15 min): log in afresh.
@@ -340,21 +371,12 @@ async function measure(cfg: Configuration): Promise<FleetResult> {
       const { t0, adminMs, got } = r.value;
       // The reports the server asked for on the next contact come after the deliveries: their tail is costed on
       // its own (with the robots' next polls, answered 304 when their wait ran out).
-      const tail = awaitReports
-        ? await costed(srv, robots, async () => {
-            const until = Date.now() + (2 * POLL_WAIT_S + 15) * 1000; // a report refused (503) goes again on the contact after
-            while ((await robots.status()).reportsPending > 0 && Date.now() < until) await sleep(250);
-            const left = (await robots.status()).reportsPending;
-            // Errors since the change: the deliveries had none when they were collected, so these are the tail's.
-            return { inMs: left === 0 ? Date.now() - t0 : undefined, left, errors: (await robots.collect(t0, POLL_WAIT_S)).errors };
-          })
-        : undefined;
-      const reportsInMs = tail?.value.inMs;
-      log(`${what}: ${got.changed.length} robots got a new bundle; admin request ${adminMs} ms${tail ? `; ${reportsInMs === undefined ? `${tail.value.left} reports not in` : `all reports in after ${(reportsInMs / 1000).toFixed(1)} s`}` : ''}`);
+      const tail = awaitReports ? await reportTail(t0) : undefined;
+      log(`${what}: ${got.changed.length} robots got a new bundle; admin request ${adminMs} ms${tail ? `; ${tailText(tail)}` : ''}`);
       return {
         t0,
         adminMs,
-        ...(tail ? { reportTail: { inMs: reportsInMs, left: tail.value.left, errors: tail.value.errors, serverCpuMs: tail.serverCpuMs, clientCpuMs: tail.clientCpuMs, wallMs: tail.wallMs } } : {}),
+        ...(tail ? { reportTail: tail } : {}),
         delivered: got.changed.length,
         expected: 0,
         woken: got.woken.length,

@@ -90,9 +90,12 @@ export class RobotPool {
     };
   }
 
-  /** Runs a storm: robot i arrives at startAt + offsets[i] (offsets in fleet order). */
-  async storm(kind: StormKind, startAt: number, offsets: number[], giveUpAfterMs: number): Promise<StormResult> {
-    const answers = await this.all((w, id) => ({ type: 'storm', id, kind, startAt, giveUpAfterMs, offsets: this.shares[w]!.map((i) => offsets[i]!) }), 'storm-done');
+  /**
+   * Runs a storm: robot i arrives at startAt + offsets[i] (offsets in fleet order). With `pollAfterBoot`, a
+   * booted robot goes straight into its long poll, as the agent does.
+   */
+  async storm(kind: StormKind, startAt: number, offsets: number[], giveUpAfterMs: number, pollAfterBoot = false): Promise<StormResult> {
+    const answers = await this.all((w, id) => ({ type: 'storm', id, kind, startAt, giveUpAfterMs, pollAfterBoot, offsets: this.shares[w]!.map((i) => offsets[i]!) }), 'storm-done');
     const merged: StormResult = { served: [], neverServed: 0, attempts: 0, longestAttemptMs: 0, startLagMs: [], errors: {} };
     for (const { result: r } of answers) {
       merged.served.push(...r.served);

@@ -6,7 +6,7 @@ export type StormKind = 'control' | 'boot' | 'boot-identity';
 
 export type ToWorker =
   | { type: 'init'; caPem: string; pollWaitS: number; validate: boolean; robots: { name: string; token: string; url: string }[] }
-  | { type: 'storm'; id: number; kind: StormKind; startAt: number; offsets: number[]; giveUpAfterMs: number }
+  | { type: 'storm'; id: number; kind: StormKind; startAt: number; offsets: number[]; giveUpAfterMs: number; pollAfterBoot: boolean }
   | { type: 'poll-start'; spreadMs: number }
   | { type: 'status'; id: number }
   | { type: 'mark'; id: number }

@@ -19,6 +19,8 @@ export interface StormReport extends Cost {
   longestAttemptMs: number;
   startLag: Summary;
   errors: Tally;
+  /** The boot storm: its robots' reports, when the server asked for some on the next contact. */
+  reportTail?: ReportTail;
 }
 
 /** A fan-out's deliveries through one replica (robot i talks to replica i mod R). */
@@ -29,6 +31,13 @@ export interface ReplicaDelivery {
   robots: number;
   delivered: number;
   latency: Summary;
+}
+
+/** After a phase, until every robot's report is in; `inMs` from the phase's start, absent when some never came. */
+export interface ReportTail extends Cost {
+  inMs?: number;
+  left?: number;
+  errors?: Tally;
 }
 
 export interface FanoutReport extends Cost {
@@ -45,7 +54,7 @@ export interface FanoutReport extends Cost {
    * After the deliveries, until every robot's report is in (the rotation): the reports the server asked for on
    * the next contact, with the robots' next polls. `inMs` from the change; undefined when some never came.
    */
-  reportTail?: { inMs?: number; left?: number; errors?: Tally; serverCpuMs: number; clientCpuMs: number; wallMs: number };
+  reportTail?: ReportTail;
   /** GET /health over a warm keep-alive connection during the fan-out. */
   health: Summary;
   healthErrors: Tally;
@@ -122,6 +131,10 @@ export function formatReport(r: FleetResult): string {
   const n = r.enroll.enrolled;
   const perRobot = (c: Cost, count = n): number => c.serverCpuMs / Math.max(count, 1);
   const clientPerRobot = (c: Cost, count = n): number => c.clientCpuMs / Math.max(count, 1);
+  const tailNote = (t: ReportTail, from: string, after: string, count: number): string =>
+    `${t.inMs === undefined ? `${t.left ?? 'some'} of their reports were not in when the benchmark stopped waiting` : `their reports were all in ${(t.inMs / 1000).toFixed(1)} s after ${from}`}, ` +
+    `the ${(t.wallMs / 1000).toFixed(1)} s after ${after} (reports asked for on the next contact, and the robots' next polls) costing the server ` +
+    `${perRobot(t, count).toFixed(2)} ms/robot and the robots ${clientPerRobot(t, count).toFixed(2)}, errors meanwhile: ${tallyText(t.errors ?? {})}.`;
   const storm = (name: string, s: StormReport): string =>
     `| ${name} | ${s.served.count}/${s.robots} | ${ms(s.served.p50)} | ${ms(s.served.p99)} | ${ms(s.served.max)} | ${s.neverServed} | ` +
     `${s.attempts} | ${ms(s.longestAttemptMs)} | ${tallyText(s.errors)} | ${perRobot(s).toFixed(2)} | ${x(perRobot(s), perRobot(r.control))} | ${clientPerRobot(s).toFixed(2)} |`;
@@ -144,7 +157,8 @@ export function formatReport(r: FleetResult): string {
       `Client start lag (robot late against its arrival time; high = the client machine lagged): control p99 ${ms(r.control.startLag.p99)}, boot p99 ${ms(r.boot.startLag.p99)}.` +
       (r.bootPerRobot
         ? ` Per-robot ÷ shared boot: p50 ${x(r.bootPerRobot.served.p50, r.boot.served.p50)}, p99 ${x(r.bootPerRobot.served.p99, r.boot.served.p99)}, server CPU per robot ${x(perRobot(r.bootPerRobot), perRobot(r.boot))}.`
-        : ''),
+        : '') +
+      (r.boot.reportTail ? ` Booted robots long-polled at once; ${tailNote(r.boot.reportTail, 'the storm began', 'the storm', r.boot.robots)}` : ''),
     '',
     '| change while robots long-poll | reached | p50 | p99 | max | admin request | /health meanwhile p50 / p99 / max | errors | server CPU ms/robot | client CPU ms/robot |',
     '|---|---:|---:|---:|---:|---:|---|---|---:|---:|',
@@ -155,11 +169,7 @@ export function formatReport(r: FleetResult): string {
       `${ms(r.one.health.p50)} / ${ms(r.one.health.p99)} / ${ms(r.one.health.max)}${healthErr(r.one.healthErrors)} | ${tallyText(r.one.errors)} | | |`,
     '',
     `(c) ÷ control p99: ${x(r.rotate.latency.p99, r.control.served.p99)}; ${r.rotate.woken} robots were answered before their poll's wait ran out` +
-      (r.rotate.reportTail
-        ? `; ${r.rotate.reportTail.inMs === undefined ? `${r.rotate.reportTail.left ?? 'some'} of their reports were not in when the benchmark stopped waiting` : `their reports were all in ${(r.rotate.reportTail.inMs / 1000).toFixed(1)} s after the change`}, the ${(r.rotate.reportTail.wallMs / 1000).toFixed(1)} s after the deliveries ` +
-          `(reports asked for on the next contact, and the robots' next polls) costing the server ${perRobot(r.rotate.reportTail, r.rotate.expected).toFixed(2)} ms/robot and the robots ${clientPerRobot(r.rotate.reportTail, r.rotate.expected).toFixed(2)}` +
-          `, errors meanwhile: ${tallyText(r.rotate.reportTail.errors ?? {})}.`
-        : '.') +
+      (r.rotate.reportTail ? `; ${tailNote(r.rotate.reportTail, 'the change', 'the deliveries', r.rotate.expected)}` : '.') +
       (r.rotate.byReplica && r.rotate.byReplica.length > 1
         ? ` Rotated on replica 0; delivered per replica: ${r.rotate.byReplica.map((b) => `replica ${b.replica} ${b.delivered}/${b.robots} (p50 ${ms(b.latency.p50)}, p99 ${ms(b.latency.p99)})`).join(', ')}.`
         : '') +

@@ -87,7 +87,10 @@ async function storm(msg: Extract<ToWorker, { type: 'storm' }>): Promise<StormRe
             await robot.requestIdentities();
           }
         }, giveUpAt, stats);
-        if (ms !== undefined) await robot.reportIfPending();
+        if (ms !== undefined) {
+          await robot.reportIfPending();
+          if (msg.pollAfterBoot) startPolling(robot, 0);
+        }
       }
       if (ms === undefined) result.neverServed++;
       else result.served.push(ms);
@@ -97,6 +100,21 @@ async function storm(msg: Extract<ToWorker, { type: 'storm' }>): Promise<StormRe
   result.longestAttemptMs = stats.longestMs;
   for (const r of robots) for (const [k, v] of Object.entries(r.errors)) result.errors[k] = (result.errors[k] ?? 0) + v;
   return result;
+}
+
+const pollingRobots = new Set<SimRobot>();
+
+/** Starts the robot's watch loop (once) after a random delay of up to `spreadMs`. */
+function startPolling(robot: SimRobot, spreadMs: number): void {
+  if (pollingRobots.has(robot)) return;
+  pollingRobots.add(robot);
+  loops.push(
+    (async () => {
+      if (spreadMs > 0) await new Promise((r) => setTimeout(r, Math.random() * spreadMs));
+      if (!robot.client) robot.reconnect();
+      await robot.pollLoop(polling.signal);
+    })(),
+  );
 }
 
 // The benchmark went away: so do its robots.
@@ -113,16 +131,7 @@ process.on('message', (raw: ToWorker) => {
           send({ type: 'storm-done', id: raw.id, result: await storm(raw) });
           break;
         case 'poll-start':
-          for (const robot of robots) {
-            if (!robot.key) continue;
-            loops.push(
-              (async () => {
-                await new Promise((r) => setTimeout(r, Math.random() * raw.spreadMs));
-                if (!robot.client) robot.reconnect();
-                await robot.pollLoop(polling.signal);
-              })(),
-            );
-          }
+          for (const robot of robots) if (robot.key) startPolling(robot, raw.spreadMs);
           break;
         case 'status':
           send({ type: 'status', id: raw.id, waiting: robots.filter((r) => r.waiting).length, holding: robots.filter((r) => r.revision).length, robots: robots.length, reportsPending: robots.filter((r) => r.reportPending).length });
