@@ -20,7 +20,7 @@ import { signAssertion } from '../../client/agent/robot-client.js';
 import { MIN_POLL_INTERVAL_MS } from '../../client/agent/watch.js';
 import { buildCsr, newIdentityKey } from '../../client/agent/csr.js';
 import { HttpClient, NetworkError, parseJson, type HttpResponse } from '../../client/common/http.js';
-import { REPORT_HEADER, REPORT_ON_NEXT_CONTACT, type Bundle, type EnrollRequest, type IdentityRequest, type RobotAuthRequest, type RobotAuthResponse, type RobotReport } from '../../client/common/robot-wire.js';
+import { reportOnNextContact, type Bundle, type EnrollRequest, type IdentityRequest, type RobotAuthRequest, type RobotAuthResponse, type RobotReport } from '../../client/common/robot-wire.js';
 import { retryAfterMs, type Tally } from './stats.js';
 import type { SecureContext } from 'node:tls';
 
@@ -148,7 +148,7 @@ export class SimRobot {
     this.token = { value: body.token, expiresAtMs: Number.isNaN(exp) ? Date.now() + 300_000 : exp };
     if (!withBundle) return undefined;
     if (typeof body.bundle !== 'object') throw new BadAnswer('login-no-bundle');
-    return { body: body.bundle, receivedAt: res.receivedAt, reportLater: res.headers[REPORT_HEADER] === REPORT_ON_NEXT_CONTACT };
+    return { body: body.bundle, receivedAt: res.receivedAt, reportLater: reportOnNextContact(res.headers) };
   }
 
   /**
@@ -185,7 +185,7 @@ export class SimRobot {
     if (wait > 0) this.answers.push({ startedAt, at: res.receivedAt, status: res.status });
     if (res.status === 304) return false;
     if (res.status !== 200) throw refuse(res, 'bundle');
-    return this.take(parseJson(res) as Partial<Bundle> | undefined, res.receivedAt, res.headers[REPORT_HEADER] === REPORT_ON_NEXT_CONTACT);
+    return this.take(parseJson(res) as Partial<Bundle> | undefined, res.receivedAt, reportOnNextContact(res.headers));
   }
 
   /** Takes a bundle the server sent: true when its revision is new. */

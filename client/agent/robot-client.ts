@@ -5,7 +5,7 @@
  */
 import { randomBytes, sign, type KeyObject } from 'node:crypto';
 import { HttpClient, HttpStatusError, parseJson, statusError, type HttpResponse } from '../common/http.js';
-import { REPORT_HEADER, REPORT_ON_NEXT_CONTACT, type IdentityRequest, type IdentityResponse, type RobotAssertionClaims, type RobotAuthRequest, type RobotAuthResponse, type RobotReport } from '../common/robot-wire.js';
+import { reportOnNextContact, type IdentityRequest, type IdentityResponse, type RobotAssertionClaims, type RobotAuthRequest, type RobotAuthResponse, type RobotReport } from '../common/robot-wire.js';
 import { RefusedError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -144,7 +144,7 @@ export class RobotClient {
     this.token = { value: body.token, expiresAtMs: Number.isNaN(expiresAtMs) ? this.serverNow() + 300_000 : expiresAtMs };
     this.opts.log.debug(`logged in as ${this.opts.robot}, token valid until ${new Date(this.token.expiresAtMs).toISOString()}`);
     if (!withBundle || typeof body.bundle !== 'object' || body.bundle === null) return undefined;
-    this.noteReportHint(res);
+    this.reportOnNextContact = reportOnNextContact(res.headers);
     return body.bundle;
   }
 
@@ -199,12 +199,8 @@ export class RobotClient {
     );
     if (res.status === 304) return { changed: false };
     if (res.status !== 200) throw statusError(res, 'bundle');
-    this.noteReportHint(res);
+    this.reportOnNextContact = reportOnNextContact(res.headers);
     return { changed: true, body: parseJson(res), etag: typeof res.headers.etag === 'string' ? res.headers.etag : undefined };
-  }
-
-  private noteReportHint(res: HttpResponse): void {
-    this.reportOnNextContact = res.headers[REPORT_HEADER] === REPORT_ON_NEXT_CONTACT;
   }
 
   /** An authenticated JSON POST (small answers only). */

@@ -12,6 +12,11 @@ import type { RuntimeFileName } from './names.js';
 export const REPORT_HEADER = 'enclave-report';
 export const REPORT_ON_NEXT_CONTACT = 'next-contact';
 
+/** Whether an answer's headers ask for the report on the next contact. */
+export function reportOnNextContact(headers: Record<string, unknown>): boolean {
+  return headers[REPORT_HEADER] === REPORT_ON_NEXT_CONTACT;
+}
+
 export interface ApiErrorBody {
   error: { code: string; message: string };
 }
