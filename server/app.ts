@@ -12,7 +12,7 @@ import { Guards } from './acl/guard.js';
 import { robotTokenVersion, TokenIssuer, userTokenVersion } from './auth/tokens.js';
 import type { Store } from './store/store.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
-import { LeanLane, requestLog, securityHeaders } from './http/lean.js';
+import { LeanLane, requestLog, securityHeaders, withFrontLane } from './http/lean.js';
 import { DEFAULT_OVERLOAD, LoadMonitor, shedWhenOverloaded, type OverloadOptions } from './http/overload.js';
 import type { Logger } from './logger.js';
 import { HttpMetrics } from './ops/metrics.js';
@@ -197,7 +197,7 @@ export async function createApp(deps: AppDeps): Promise<Express> {
     robot: async (name, ver) => robotPrincipal(await bundles.robot(name), ver),
   };
   const robotTokens = new RobotTokenVerifier(deps.jwtSecret, cachedResolver, lifetimes);
-  app.use(bundleFastPath(bundles, robotTokens, lane));
+  withFrontLane(app, bundleFastPath(bundles, robotTokens, lane));
   app.use(robotLoginFastPath(robots, bundles.atLogin, lane, load, options.jsonLimit));
   app.use(robotReportFastPath(robots, robotTokens, lane, load, options.jsonLimit));
 

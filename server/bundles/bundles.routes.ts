@@ -1,4 +1,5 @@
-import { Router, type Request, type RequestHandler, type Response } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Router } from 'express';
 import { z } from 'zod';
 import { robotOf, type Guards } from '../acl/guard.js';
 import type { RobotTokenVerifier } from '../auth/authenticate.js';
@@ -6,7 +7,7 @@ import type { RobotPrincipal } from '../auth/principal.js';
 import { h, sendJsonParts } from '../http/handler.js';
 import { query } from '../http/validate.js';
 import { Unauthorized } from '../errors.js';
-import type { LeanLane } from '../http/lean.js';
+import type { FrontLane, LeanLane } from '../http/lean.js';
 import type { BundlesService } from './bundles.service.js';
 import { REPORT_HEADER, REPORT_ON_NEXT_CONTACT } from './wire.js';
 
@@ -20,8 +21,12 @@ function knownRevision(header: string | undefined): string | undefined {
   return m?.[1];
 }
 
-/** Answers one bundle request: at once, or when a change gives the robot a new revision, or 304 after `wait`. */
-async function answer(bundles: BundlesService, robot: RobotPrincipal, wait: number, req: Request, res: Response): Promise<void> {
+/**
+ * Answers one bundle request: at once, or when a change gives the robot a new revision, or 304 after `wait`.
+ * 'gone': the robot's enrollment changed while it waited (nothing written; the caller refuses it). `begin`
+ * runs once the answer is certain, right before it is written.
+ */
+async function answer(bundles: BundlesService, robot: RobotPrincipal, wait: number, req: IncomingMessage, res: ServerResponse, begin: () => void): Promise<'answered' | 'gone'> {
   const known = knownRevision(req.headers['if-none-match']);
   // Only a poll that may be parked needs to hear that its client went away (res 'close' before finishing; req
   // 'close' fires as soon as the request is read); an answer at once does not pay for the controller.
@@ -32,24 +37,28 @@ async function answer(bundles: BundlesService, robot: RobotPrincipal, wait: numb
     });
   }
   const outcome = await bundles.wait(robot.name, robot.keyId, known, wait, gone?.signal);
-  if (gone?.signal.aborted) return;
+  if (gone?.signal.aborted) return 'answered';
+  if (outcome === 'gone') return 'gone';
+  if (outcome !== null) await bundles.recordDelivery(robot.name, outcome);
+  begin();
   res.setHeader('Cache-Control', 'no-store');
-  if (outcome === 'gone') throw new Unauthorized('invalid or expired token', 'invalid-token');
   if (outcome === null) {
     res.setHeader('ETag', `"${known}"`);
-    res.status(304).end();
-    return;
+    res.statusCode = 304;
+    res.end();
+    return 'answered';
   }
-  await bundles.recordDelivery(robot.name, outcome);
   res.setHeader('ETag', `"${outcome.revision}"`);
   if (bundles.reportsLater()) res.setHeader(REPORT_HEADER, REPORT_ON_NEXT_CONTACT);
   sendJsonParts(req, res, bundles.parts(outcome));
+  return 'answered';
 }
 
 export function bundlesRoutes(bundles: BundlesService, guards: Guards): Router {
   const r = Router();
   r.get(BUNDLE_PATH, guards.robot, h(async (req, res) => {
-    await answer(bundles, robotOf(req), query(req, BundleQuery).wait, req, res);
+    const outcome = await answer(bundles, robotOf(req), query(req, BundleQuery).wait, req, res, () => {});
+    if (outcome === 'gone') throw new Unauthorized('invalid or expired token', 'invalid-token');
   }));
   return r;
 }
@@ -57,28 +66,33 @@ export function bundlesRoutes(bundles: BundlesService, guards: Guards): Router {
 const PLAIN_QUERY = /^(?:\?wait=(\d{1,2}))?$/;
 
 /**
- * The request a fleet makes most, without the general middleware stack: a robot with a valid token asking for
- * its bundle (`GET /v1/robot/bundle[?wait=N]`). Per request the general stack costs more than the answer
- * (request logger, a dozen header middlewares, body parser, passport), and ten thousand robots poll.
- * The lean lane sends what that stack would (helmet's headers, X-Request-Id, metrics, log line) and it answers
- * through the same `answer`. Anything unusual (no or bad token, another query) goes down the general stack,
- * which renders and audits refusals as for every route.
+ * The request a fleet makes most, answered before express (see `withFrontLane`): a robot with a valid token
+ * asking for its bundle (`GET /v1/robot/bundle[?wait=N]`). Per request the general stack costs more than the
+ * answer (express's own dispatch, request logger, a dozen header middlewares, body parser, passport), and ten
+ * thousand robots poll. The lean lane sends what that stack would (helmet's headers, X-Request-Id, metrics, log
+ * line) and it answers through the same `answer`. Anything unusual (no or bad token, another query, a robot
+ * gone while it waited, a failure before the answer) goes to the general stack, which answers, renders and
+ * audits it as for every route.
  */
-export function bundleFastPath(bundles: BundlesService, tokens: RobotTokenVerifier, lane: LeanLane): RequestHandler {
-  return (req, res, next) => {
-    if (req.method !== 'GET' || !req.url.startsWith(BUNDLE_PATH)) return next();
+export function bundleFastPath(bundles: BundlesService, tokens: RobotTokenVerifier, lane: LeanLane): FrontLane {
+  return (req, res, general) => {
+    if (req.method !== 'GET' || !req.url?.startsWith(BUNDLE_PATH)) return general();
     const q = PLAIN_QUERY.exec(req.url.slice(BUNDLE_PATH.length));
     const auth = req.headers.authorization;
-    if (!q || !auth?.startsWith('Bearer ')) return next();
+    if (!q || !auth?.startsWith('Bearer ')) return general();
     const wait = q[1] === undefined ? 0 : Number(q[1]);
-    if (wait > 60) return next();
+    if (wait > 60) return general();
+    const start = process.hrtime.bigint();
     tokens
       .verify(auth.slice(7))
-      .then((robot) => {
-        if (!robot) return next();
-        lane.begin(req, res, BUNDLE_PATH);
-        return answer(bundles, robot, wait, req, res);
+      .then(async (robot) => {
+        if (!robot) return general();
+        if ((await answer(bundles, robot, wait, req, res, () => lane.begin(req, res, BUNDLE_PATH, start))) === 'gone') general();
       })
-      .catch(next);
+      .catch(() => {
+        // Nothing is written before the answer is certain; should a write itself fail, the connection goes.
+        if (res.headersSent) res.destroy();
+        else general();
+      });
   };
 }

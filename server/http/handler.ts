@@ -1,4 +1,6 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import Negotiator from 'negotiator';
 import { gzipMember, type Piece } from './gzip-pieces.js';
 
 /** Express 4 does not catch rejected promises: route them to the error handler. */
@@ -18,15 +20,19 @@ export function clientIp(req: Request): string {
   return req.ip ?? req.socket.remoteAddress ?? 'unknown';
 }
 
+const ENCODINGS = ['gzip', 'identity'];
+
 /**
  * Sends JSON already serialized in pieces (cached bytes spliced together), corked into one write, as gzip
  * when the client prefers it (see `gzip-pieces.ts`: shared pieces are compressed once, secrets never). Not
  * `res.send`: that would concatenate the pieces and hash them all for an ETag nobody asked for.
  */
-export function sendJsonParts(req: Request, res: Response, pieces: readonly Piece[]): void {
-  // Negotiated (q-values) only when gzip is named at all: most pollers that do not ask pay one lookup.
+export function sendJsonParts(req: IncomingMessage, res: ServerResponse, pieces: readonly Piece[]): void {
+  // Negotiated (q-values) only when gzip is named at all: most pollers that do not ask pay one lookup. Negotiator
+  // is what express's `req.acceptsEncodings` asks, called directly so that requests answered before express
+  // (see `withFrontLane`) negotiate alike.
   const asked = req.headers['accept-encoding'];
-  const gzip = asked !== undefined && /gzip/i.test(asked) && req.acceptsEncodings('gzip', 'identity') === 'gzip';
+  const gzip = asked !== undefined && /gzip/i.test(asked) && new Negotiator(req).encoding(ENCODINGS) === 'gzip';
   const parts = gzip ? gzipMember(pieces) : pieces.map((p) => p.raw);
   let length = 0;
   for (const p of parts) length += p.length;
