@@ -87,10 +87,15 @@ export interface CacheEntry {
   targets: string;
 }
 
+type Outcome = { kind: 'changed'; entry: CacheEntry } | { kind: 'timeout' } | { kind: 'gone' };
+
 interface Waiter {
   keyId: string;
+  /** The revision the robot holds: a poll is answered when it differs; a watch moves it on with each bundle. */
   known: string;
-  done: (outcome: { kind: 'changed'; entry: CacheEntry } | { kind: 'timeout' } | { kind: 'gone' }) => void;
+  /** A watch (see `BundlesService.watch`): each new bundle goes here and the waiter stays until it times out. */
+  stream?: (entry: CacheEntry) => void;
+  done: (outcome: Outcome) => void;
 }
 
 const deliveryEvent = (entry: CacheEntry): AuditEvent => ({
@@ -246,22 +251,41 @@ export class BundlesService {
     const entry = await this.current(robot);
     if (known === undefined || entry.revision !== known) return entry;
     if (waitSeconds <= 0) return null;
+    const outcome = await this.park(robot, entry, { keyId, known }, waitSeconds, signal);
+    return outcome.kind === 'changed' ? outcome.entry : outcome.kind === 'gone' ? 'gone' : null;
+  }
+
+  /**
+   * A watch: hands `onBundle` the robot's bundle at once when its revision differs from `known`, then every
+   * new revision for `seconds`, and resolves when that time is up, the client went away (`signal`), a newer
+   * poll of the robot took its place, or the robot's enrollment changed ('gone'). Unlike a poll, a delivery does
+   * not end it: the robot's next request comes when the watch ends, not right behind each delivery.
+   */
+  async watch(robot: string, keyId: string, known: string | undefined, seconds: number, onBundle: (entry: CacheEntry) => void, signal?: AbortSignal): Promise<'timeout' | 'gone'> {
+    const entry = await this.current(robot);
+    if (!entry.record || entry.record.keyId !== keyId) return 'gone';
+    if (entry.revision !== known) onBundle(entry);
+    const outcome = await this.park(robot, entry, { keyId, known: entry.revision, stream: onBundle }, seconds, signal);
+    return outcome.kind === 'gone' ? 'gone' : 'timeout';
+  }
+
+  /** Parks a poll or a watch for `robot`, whose entry was `entry` when its caller looked. */
+  private park(robot: string, entry: CacheEntry, w: Omit<Waiter, 'done'>, seconds: number, signal: AbortSignal | undefined): Promise<Outcome> {
     return new Promise((resolve) => {
       const held = this.waiters.get(robot);
       // Oldest first (a Set iterates in insertion order).
       while (held && held.size >= MAX_WAITERS_PER_ROBOT) held.values().next().value!.done({ kind: 'timeout' });
       let set = this.waiters.get(robot);
       if (!set) this.waiters.set(robot, (set = new Set()));
-      const timer = setTimeout(() => waiter.done({ kind: 'timeout' }), Math.min(waitSeconds, MAX_WAIT_S) * 1000);
+      const timer = setTimeout(() => waiter.done({ kind: 'timeout' }), Math.min(seconds, MAX_WAIT_S) * 1000);
       const waiter: Waiter = {
-        keyId,
-        known,
+        ...w,
         done: (outcome) => {
           clearTimeout(timer);
           signal?.removeEventListener('abort', onAbort);
           set!.delete(waiter);
           if (set!.size === 0) this.waiters.delete(robot);
-          resolve(outcome.kind === 'changed' ? outcome.entry : outcome.kind === 'gone' ? 'gone' : null);
+          resolve(outcome);
         },
       };
       // The robot gave up waiting (its connection closed): forget this poll, not the robot's others.
@@ -434,7 +458,13 @@ export class BundlesService {
     }
     for (const w of [...(this.waiters.get(robot) ?? [])]) {
       if (!entry.record || entry.record.keyId !== w.keyId) w.done({ kind: 'gone' });
-      else if (entry.revision !== w.known) w.done({ kind: 'changed', entry });
+      else if (entry.revision !== w.known) {
+        if (!w.stream) w.done({ kind: 'changed', entry });
+        else {
+          w.known = entry.revision;
+          w.stream(entry);
+        }
+      }
     }
   }
 

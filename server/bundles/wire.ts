@@ -10,3 +10,6 @@ export const REPORT_ON_NEXT_CONTACT = 'next-contact';
  * few robots expects.
  */
 export const DEFAULT_REPORTS_LATER_FROM = 1000;
+
+/** A watch's answer (`GET /v1/robot/bundle?watch=S`): one bundle per line, as JSON. */
+export const WATCH_MEDIA_TYPE = 'application/x-ndjson';

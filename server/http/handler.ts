@@ -22,17 +22,22 @@ export function clientIp(req: Request): string {
 
 const ENCODINGS = ['gzip', 'identity'];
 
+/** Whether the client prefers gzip to no encoding at all. */
+export function wantsGzip(req: IncomingMessage): boolean {
+  // Negotiated (q-values) only when gzip is named at all: most pollers that do not ask pay one lookup. Negotiator
+  // is what express's `req.acceptsEncodings` asks, called directly so that requests answered before express
+  // (see `withFrontLane`) negotiate alike.
+  const asked = req.headers['accept-encoding'];
+  return asked !== undefined && /gzip/i.test(asked) && new Negotiator(req).encoding(ENCODINGS) === 'gzip';
+}
+
 /**
  * Sends JSON already serialized in pieces (cached bytes spliced together), corked into one write, as gzip
  * when the client prefers it (see `gzip-pieces.ts`: shared pieces are compressed once, secrets never). Not
  * `res.send`: that would concatenate the pieces and hash them all for an ETag nobody asked for.
  */
 export function sendJsonParts(req: IncomingMessage, res: ServerResponse, pieces: readonly Piece[]): void {
-  // Negotiated (q-values) only when gzip is named at all: most pollers that do not ask pay one lookup. Negotiator
-  // is what express's `req.acceptsEncodings` asks, called directly so that requests answered before express
-  // (see `withFrontLane`) negotiate alike.
-  const asked = req.headers['accept-encoding'];
-  const gzip = asked !== undefined && /gzip/i.test(asked) && new Negotiator(req).encoding(ENCODINGS) === 'gzip';
+  const gzip = wantsGzip(req);
   const parts = gzip ? gzipMember(pieces) : pieces.map((p) => p.raw);
   let length = 0;
   for (const p of parts) length += p.length;

@@ -86,7 +86,8 @@ export const OPERATIONS: Record<string, OperationSpec> = {
   },
   'GET /v1/robot/bundle': {
     tag: 'robot',
-    summary: "The robot's bundle (long poll with `wait` and `If-None-Match`)",
+    summary:
+      "The robot's bundle (long poll with `wait` and `If-None-Match`). With `watch` instead, a watch: the `200` comes at once as `application/x-ndjson` and carries one bundle per line (gzipped: each line its own gzip member), the current one unless it is the `If-None-Match` revision, then each new one, until `watch` seconds have passed",
     query: BundleQuery,
     ok: { status: 200, schema: 'Bundle', headers: { 'Enclave-Report': REPORT_LATER } },
     also: { 304: 'unchanged since `If-None-Match` (after `wait` seconds at most)', 422: INVALID },
