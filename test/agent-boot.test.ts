@@ -93,42 +93,59 @@ test('a boot is one request: the login brings the bundle; later fetches go to th
 });
 
 /**
- * A server from before `bundle` (its login schema was strict) refused the field with 422. This front stands
- * for one: it passes every request to the real server, but turns a login's `bundle: true` into a value the
- * real server's own validation refuses, so the 422 the agent sees is the server's.
+ * A front that passes every request to the real server after `rewrite` (which may change its path and body):
+ * how these tests stand for a server from before a feature, with the real server's own answers.
  */
-async function frontRefusingBundle(): Promise<{ url: string; bundleAsked: () => number; close: () => Promise<void> }> {
+async function front(rewrite: (req: http.IncomingMessage, body: Buffer) => { path: string; body: Buffer }): Promise<{ url: string; paths: string[]; close: () => Promise<void> }> {
   const ca = fs.readFileSync(server.caFile!, 'utf8');
   const target = new URL(server.url);
-  let asked = 0;
-  const front = http.createServer((req, res) => {
+  const paths: string[] = [];
+  const proxy = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      let body = Buffer.concat(chunks);
-      if (req.method === 'POST' && req.url === '/v1/auth/robot') {
-        const login = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
-        if (login.bundle === true) {
-          asked++;
-          login.bundle = 'unknown-field';
-          body = Buffer.from(JSON.stringify(login));
-        }
-      }
-      const headers = { ...req.headers, host: target.host, 'content-length': String(body.length) };
-      const out = https.request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers, ca }, (answer) => {
+      const out = rewrite(req, Buffer.concat(chunks));
+      paths.push(`${req.method} ${out.path}`);
+      const headers = { ...req.headers, host: target.host, 'content-length': String(out.body.length) };
+      const forward = https.request({ host: target.hostname, port: target.port, path: out.path, method: req.method, headers, ca }, (answer) => {
         res.writeHead(answer.statusCode!, answer.headers);
         answer.pipe(res);
       });
-      out.on('error', () => res.destroy());
-      out.end(body);
+      forward.on('error', () => res.destroy());
+      forward.end(out.body);
     });
   });
-  await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
   return {
-    url: `http://127.0.0.1:${(front.address() as AddressInfo).port}`,
-    bundleAsked: () => asked,
-    close: () => new Promise<void>((resolve) => front.close(() => resolve())),
+    url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    paths,
+    close: () =>
+      new Promise<void>((resolve) => {
+        proxy.closeAllConnections();
+        proxy.close(() => resolve());
+      }),
   };
+}
+
+/**
+ * A server from before `bundle` (its login schema was strict) refused the field with 422: this front turns a
+ * login's `bundle: true` into a value the real server's own validation refuses, so the 422 the agent sees is
+ * the server's.
+ */
+async function frontRefusingBundle(): Promise<{ url: string; bundleAsked: () => number; close: () => Promise<void> }> {
+  let asked = 0;
+  const f = await front((req, body) => {
+    if (req.method === 'POST' && req.url === '/v1/auth/robot') {
+      const login = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
+      if (login.bundle === true) {
+        asked++;
+        login.bundle = 'unknown-field';
+        return { path: req.url, body: Buffer.from(JSON.stringify(login)) };
+      }
+    }
+    return { path: req.url!, body };
+  });
+  return { url: f.url, bundleAsked: () => asked, close: f.close };
 }
 
 test('a server that refuses `bundle` in the login (422): the agent logs in without it and fetches the bundle apart', { skip }, async () => {
@@ -153,5 +170,49 @@ test('a server that refuses `bundle` in the login (422): the agent logs in witho
   } finally {
     client.close();
     await front.close();
+  }
+});
+
+test('waiting for changes is a watch: two rotations arrive on one request, and its end is the next contact', { skip }, async () => {
+  const enrollment = loadEnrollment(stateDir);
+  const client = new RobotClient({ server: enrollment.server, ca: enrollment.ca, robot: enrollment.robot, key: enrollment.key, log });
+  try {
+    const held = await bootBundle(client);
+    const start = await answered();
+    const etag = `"${held.revision}"`;
+    const first = client.fetchBundle({ etag, waitS: 4 });
+    await admin.rotate('boot', '/fleet/boot/node');
+    const a = await first;
+    assert.ok(a.changed);
+    const revA = parseBundle(a.body).revision;
+    assert.notEqual(revA, held.revision);
+    await admin.rotate('boot', '/fleet/boot/node');
+    const b = await client.fetchBundle({ etag: `"${revA}"`, waitS: 4 });
+    assert.ok(b.changed);
+    assert.notEqual(parseBundle(b.body).revision, revA);
+    const end = await client.fetchBundle({ etag: `"${parseBundle(b.body).revision}"`, waitS: 4 });
+    assert.deepEqual(end, { changed: false });
+    // One request brought both bundles (a watch is counted once it ends).
+    assert.deepEqual(delta(await answered(), start), { 'GET /v1/robot/bundle 200': 1, 'POST /v1/keystores/:ks/enclaves/*/rotate 200': 2 });
+  } finally {
+    client.close();
+  }
+});
+
+test('a server from before watches answers one as a poll: the agent takes that answer and long-polls from then on', { skip }, async () => {
+  // The real server's general route answers a query it does not know (`was-watch`) at once, as such a server did.
+  const f = await front((req, body) => ({ path: req.url!.replace('?watch=', '?was-watch='), body }));
+  const enrollment = loadEnrollment(stateDir);
+  const client = new RobotClient({ server: f.url, ca: undefined, robot: enrollment.robot, key: enrollment.key, log });
+  try {
+    const held = await bootBundle(client);
+    const etag = `"${held.revision}"`;
+    assert.deepEqual(await client.fetchBundle({ etag, waitS: 1 }), { changed: false });
+    assert.deepEqual(await client.fetchBundle({ etag, waitS: 1 }), { changed: false });
+    const bundleRequests = f.paths.filter((p) => p.startsWith('GET /v1/robot/bundle'));
+    assert.deepEqual(bundleRequests, ['GET /v1/robot/bundle?was-watch=1', 'GET /v1/robot/bundle?wait=1']);
+  } finally {
+    client.close();
+    await f.close();
   }
 });

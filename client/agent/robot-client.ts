@@ -4,7 +4,7 @@
  * the server's `Date` header on every answer.
  */
 import { randomBytes, sign, type KeyObject } from 'node:crypto';
-import { HttpClient, HttpStatusError, parseJson, statusError, type HttpResponse } from '../common/http.js';
+import { HttpClient, HttpStatusError, NetworkError, parseJson, statusError, type HttpResponse, type WatchResponse } from '../common/http.js';
 import { reportOnNextContact, type IdentityRequest, type IdentityResponse, type RobotAssertionClaims, type RobotAuthRequest, type RobotAuthResponse, type RobotReport } from '../common/robot-wire.js';
 import { RefusedError } from './errors.js';
 import type { Logger } from './log.js';
@@ -42,6 +42,24 @@ export type BundleFetch =
   | { changed: true; body: unknown; etag: string | undefined }
   | { changed: false };
 
+/** An open watch: the bundles it brought that were not taken yet, and whether (and how) it ended. */
+interface OpenWatch {
+  /** The revision the loop holds once it took everything handed out so far (as it sends If-None-Match). */
+  etag: string;
+  queue: BundleFetch[];
+  ended: boolean;
+  error?: unknown;
+  wake?: () => void;
+  abort: AbortController;
+}
+
+/** The If-None-Match for a bundle's revision, when it is one the server could have made (letters and digits). */
+function etagOf(body: unknown): string | undefined {
+  const rev = (body as { revision?: unknown } | undefined)?.revision;
+  const text = typeof rev === 'string' || typeof rev === 'number' ? String(rev) : '';
+  return /^[A-Za-z0-9]{1,128}$/.test(text) ? `"${text}"` : undefined;
+}
+
 /** What `POST /v1/robot/identity` answered; other answers throw (HttpStatusError, NetworkError). */
 export type IdentityOutcome =
   | { kind: 'issued'; identity: IdentityResponse }
@@ -71,12 +89,19 @@ export class RobotClient {
    * once (`Enclave-Report: next-contact`, from servers with a large fleet waiting).
    */
   reportOnNextContact = false;
+  /**
+   * Until a server answers a watch as a poll (one from before `?watch`), the robot waits for changes on a
+   * watch: one open answer that brings each new bundle, so a delivery is not followed at once by a new request.
+   */
+  private watches = true;
+  private watching: OpenWatch | undefined;
 
   constructor(private readonly opts: RobotClientOptions) {
     this.http = new HttpClient(opts.server, opts.ca);
   }
 
   close(): void {
+    this.watching?.abort.abort();
     this.http.close();
   }
 
@@ -185,6 +210,7 @@ export class RobotClient {
       const body = await this.login(opts.signal, true);
       if (body !== undefined) return { changed: true, body, etag: undefined };
     }
+    if (waitS > 0 && this.watches) return this.fromWatch(sent!, waitS, opts.signal);
     const res = await this.authed(
       (token) => ({
         method: 'GET',
@@ -201,6 +227,105 @@ export class RobotClient {
     if (res.status !== 200) throw statusError(res, 'bundle');
     this.reportOnNextContact = reportOnNextContact(res.headers);
     return { changed: true, body: parseJson(res), etag: typeof res.headers.etag === 'string' ? res.headers.etag : undefined };
+  }
+
+  /**
+   * The next bundle of the watch that went on from `etag`, opened if there is none; `{ changed: false }` when it
+   * ended (the next contact, as a poll's 304 is). A server from before watches answers the watch as a poll: that
+   * answer is taken as one, and the robot polls from then on.
+   */
+  private async fromWatch(etag: string, waitS: number, signal?: AbortSignal): Promise<BundleFetch> {
+    let w = this.watching;
+    // The loop holds another revision than this watch went on from (it refused a bundle, or started over).
+    if (w && w.etag !== etag) {
+      w.abort.abort();
+      w = this.watching = undefined;
+    }
+    w ??= await this.openWatch(etag, waitS, signal);
+    while (w.queue.length === 0 && !w.ended && !signal?.aborted) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          signal?.removeEventListener('abort', done);
+          resolve();
+        };
+        w!.wake = done;
+        signal?.addEventListener('abort', done, { once: true });
+      });
+    }
+    if (signal?.aborted) throw new NetworkError('bundle: aborted', 'ABORT_ERR');
+    const next = w.queue.shift();
+    if (next) {
+      if (next.changed) w.etag = etagOf(next.body) ?? '';
+      return next;
+    }
+    if (this.watching === w) this.watching = undefined;
+    if (w.error !== undefined) throw w.error;
+    return { changed: false };
+  }
+
+  private async openWatch(etag: string, waitS: number, signal?: AbortSignal): Promise<OpenWatch> {
+    const abort = new AbortController();
+    const w: OpenWatch = { etag, queue: [], ended: false, abort };
+    const both = signal ? AbortSignal.any([signal, abort.signal]) : abort.signal;
+    const push = (item: BundleFetch) => {
+      w.queue.push(item);
+      w.wake?.();
+    };
+    const open = async (token: string): Promise<WatchResponse> => {
+      const res = await this.http.watch(
+        {
+          method: 'GET',
+          path: `v1/robot/bundle?watch=${waitS}`,
+          headers: { authorization: `Bearer ${token}`, 'if-none-match': etag },
+          timeoutMs: REQUEST_TIMEOUT_MS + waitS * 1000,
+          signal: both,
+          maxBytes: MAX_BUNDLE_BYTES,
+        },
+        (line) => {
+          let body: unknown;
+          try {
+            body = JSON.parse(line.toString('utf8'));
+          } catch {
+            body = undefined;
+          }
+          push({ changed: true, body, etag: undefined });
+        },
+      );
+      this.observe(res);
+      return res;
+    };
+    let res = await open(await this.ensureToken(waitS * 1000, signal));
+    if (res.status === 401) {
+      this.token = undefined;
+      res = await open(await this.ensureToken(waitS * 1000, signal));
+    }
+    if (!res.ended) {
+      if (res.status !== 200 && res.status !== 304) throw statusError(res, 'bundle');
+      // Answered at once, as a poll with no wait: a server from before watches. The answer is used as such.
+      this.watches = false;
+      this.opts.log.info('the server does not offer watches: long-polling for changes');
+      if (res.status === 304) w.queue.push({ changed: false });
+      else {
+        this.reportOnNextContact = reportOnNextContact(res.headers);
+        w.queue.push({ changed: true, body: parseJson(res), etag: undefined });
+      }
+      w.ended = true;
+      return w;
+    }
+    this.reportOnNextContact = reportOnNextContact(res.headers);
+    res.ended.then(
+      () => {
+        w.ended = true;
+        w.wake?.();
+      },
+      (err: unknown) => {
+        w.ended = true;
+        w.error = err;
+        w.wake?.();
+      },
+    );
+    this.watching = w;
+    return w;
   }
 
   /** An authenticated JSON POST (small answers only). */

@@ -126,6 +126,20 @@ export class HttpClient {
   }
 
   request(opts: RequestOptions): Promise<HttpResponse> {
+    return this.exchange(opts);
+  }
+
+  /**
+   * A request whose `200` may be a watch (`application/x-ndjson`, see the server's `?watch=S`): then it resolves
+   * as soon as the head arrives, hands `onLine` each line as it comes (gunzipped on the fly; lines longer than
+   * `maxBytes` end it), and `ended` settles when the answer ends. Any other answer (an error, or a server that
+   * answered as to a poll) resolves like `request`, with its whole body.
+   */
+  watch(opts: RequestOptions, onLine: (line: Buffer) => void): Promise<WatchResponse> {
+    return this.exchange(opts, onLine);
+  }
+
+  private exchange(opts: RequestOptions, onLine?: (line: Buffer) => void): Promise<WatchResponse> {
     const url = new URL(opts.path, this.base);
     const maxBytes = opts.maxBytes ?? 1024 * 1024;
     // Bundles come gzipped when asked for: a third of the bytes on a robot's link (the server compresses them once).
@@ -137,7 +151,7 @@ export class HttpClient {
       headers['content-length'] = String(payload.length);
     }
     const what = `${opts.method} /${opts.path.split('?')[0]}`;
-    return new Promise<HttpResponse>((resolve, reject) => {
+    return new Promise<WatchResponse>((resolve, reject) => {
       if (opts.signal?.aborted) {
         reject(new NetworkError(`${what}: aborted`, 'ABORT_ERR'));
         return;
@@ -161,6 +175,14 @@ export class HttpClient {
       }
       const req = this.mod.request(url, { method: opts.method, headers, agent: this.agent }, (res) => {
         const receivedAt = Date.now();
+        if (onLine && res.statusCode === 200 && res.headers['content-type']?.startsWith(WATCH_MEDIA_TYPE)) {
+          settled = true;
+          const ended = readLines(res, onLine, maxBytes, what).finally(cleanup);
+          // Settled by the caller's await on `ended`; marked handled here so a watch nobody awaits cannot crash.
+          ended.catch(() => undefined);
+          resolve({ status: 200, headers: res.headers, body: Buffer.alloc(0), sentAt, receivedAt, ended });
+          return;
+        }
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (chunk: Buffer) => {
@@ -203,6 +225,68 @@ export class HttpClient {
       req.end(payload);
     });
   }
+}
+
+/** The media type of a watch's answer: one JSON document per line. */
+export const WATCH_MEDIA_TYPE = 'application/x-ndjson';
+
+export interface WatchResponse extends HttpResponse {
+  /** Present for a watch: settles when its answer ends (rejects with a NetworkError if it broke off). */
+  ended?: Promise<void>;
+}
+
+/**
+ * Splits a watch's body into lines, gunzipping it on the fly when it is gzipped (one gzip member per line, which
+ * zlib reads one after the other). Empty lines are skipped. Rejects when the answer breaks off, is no gzip, or
+ * holds a line longer than `maxBytes`.
+ */
+function readLines(res: http.IncomingMessage, onLine: (line: Buffer) => void, maxBytes: number, what: string): Promise<void> {
+  const encoding = res.headers['content-encoding'];
+  return new Promise<void>((resolve, reject) => {
+    if (encoding !== undefined && encoding !== 'gzip' && encoding !== 'identity') {
+      res.destroy();
+      reject(new NetworkError(`${what}: unknown Content-Encoding ${JSON.stringify(encoding.slice(0, 40))}`, 'EBADBODY'));
+      return;
+    }
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    const fail = (err: NetworkError) => {
+      res.destroy();
+      reject(err);
+    };
+    const take = (chunk: Buffer) => {
+      let start = 0;
+      for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
+        const line = pending.length ? Buffer.concat([...pending, chunk.subarray(start, nl)]) : chunk.subarray(start, nl);
+        pending = [];
+        pendingBytes = 0;
+        start = nl + 1;
+        if (line.length > maxBytes) return fail(new NetworkError(`${what}: a line larger than ${maxBytes} bytes`, 'ETOOBIG'));
+        if (line.length > 0) onLine(line);
+      }
+      if (start < chunk.length) {
+        pending.push(chunk.subarray(start));
+        pendingBytes += chunk.length - start;
+        if (pendingBytes > maxBytes) fail(new NetworkError(`${what}: a line larger than ${maxBytes} bytes`, 'ETOOBIG'));
+      }
+    };
+    // Made at the first byte: a watch that brought nothing is an empty body, which zlib would call truncated.
+    let gunzip: zlib.Gunzip | undefined;
+    const unzipped = (): zlib.Gunzip => {
+      const z = zlib.createGunzip();
+      z.on('data', take);
+      z.on('end', () => resolve());
+      z.on('error', () => fail(new NetworkError(`${what}: bad gzip body`, 'EBADBODY')));
+      return z;
+    };
+    res.on('data', (chunk: Buffer) => {
+      if (encoding !== 'gzip') take(chunk);
+      else (gunzip ??= unzipped()).write(chunk);
+    });
+    res.on('end', () => (gunzip ? gunzip.end() : resolve()));
+    res.on('aborted', () => fail(new NetworkError(`${what}: the answer broke off`, 'ECONNRESET')));
+    res.on('error', (err) => fail(describe(what, err)));
+  });
 }
 
 function describe(what: string, err: Error & { code?: string }): NetworkError {
