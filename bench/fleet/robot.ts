@@ -188,6 +188,63 @@ export class SimRobot {
     return this.take(parseJson(res) as Partial<Bundle> | undefined, res.receivedAt, reportOnNextContact(res.headers));
   }
 
+  /**
+   * What the agent does once it holds a bundle: a watch (`?watch=S`), each line a bundle taken as it comes (one
+   * answer, however many bundles it brings); its end is the next contact. A report the server did not ask to
+   * be put off goes at once, beside the watch, as the agent's does.
+   */
+  async watch(waitS: number): Promise<void> {
+    if (!this.etag) {
+      await this.fetch(waitS);
+      return;
+    }
+    if (!this.token || this.token.expiresAtMs - Date.now() < waitS * 1000 + TOKEN_MARGIN_MS) await this.login();
+    const startedAt = Date.now();
+    let reportLater = false;
+    const open = () =>
+      this.client!.watch(
+        {
+          method: 'GET',
+          path: `v1/robot/bundle?watch=${waitS}`,
+          headers: { authorization: `Bearer ${this.token!.value}`, 'if-none-match': this.etag! },
+          timeoutMs: REQUEST_TIMEOUT_MS + waitS * 1000,
+          maxBytes: 64 * 1024 * 1024,
+        },
+        (line) => {
+          const at = Date.now();
+          this.answers.push({ startedAt, at, status: 200 });
+          let body: Partial<Bundle> | undefined;
+          try {
+            body = JSON.parse(line.toString('utf8')) as Partial<Bundle>;
+          } catch {
+            body = undefined;
+          }
+          try {
+            if (this.take(body, at, reportLater) && !reportLater) void this.reportIfPending();
+          } catch (err) {
+            const kind = failureKind(err);
+            this.errors[kind] = (this.errors[kind] ?? 0) + 1;
+          }
+        },
+      );
+    this.waiting = true;
+    try {
+      let res = await open();
+      if (res.status === 401) {
+        this.token = undefined;
+        await this.login();
+        res = await open();
+      }
+      if (!res.ended) throw refuse(res, 'bundle');
+      reportLater = reportOnNextContact(res.headers);
+      await res.ended;
+    } finally {
+      this.waiting = false;
+    }
+    // The watch's end is the next contact: a report put off until now goes.
+    this.reportOnNextContact = false;
+  }
+
   /** Takes a bundle the server sent: true when its revision is new. */
   private take(body: Partial<Bundle> | undefined, receivedAt: number, reportLater: boolean): boolean {
     this.needIdentity = (body?.keystores ?? []).flatMap((k) =>
@@ -278,7 +335,7 @@ export class SimRobot {
     }
   }
 
-  /** The agent's watch loop: long-poll, at most one request start per MIN_POLL_INTERVAL_MS, back off on trouble. */
+  /** The agent's watch loop: watches, at most one request start per MIN_POLL_INTERVAL_MS, back off on trouble. */
   async pollLoop(signal: AbortSignal): Promise<void> {
     let lastStart = -Infinity;
     this.backoff.reset();
@@ -288,7 +345,7 @@ export class SimRobot {
       if (signal.aborted) return;
       lastStart = Date.now();
       try {
-        await this.fetch(this.cfg.pollWaitS);
+        await this.watch(this.cfg.pollWaitS);
         this.backoff.reset();
         await this.reportIfPending();
       } catch (err) {
