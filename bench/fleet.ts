@@ -11,13 +11,13 @@
  * then measures, in one run:
  *   (a) control storm   every robot arrives once (uniform over the window): fresh TLS + GET /health
  *   (b) boot storm      the same arrival times: fresh TLS + device login + bundle, retried like the agent;
- *                       then each robot long-polls at once, as the agent does (not with --identity
+ *                       then each robot waits for changes on a watch at once, as the agent does (not with --identity
  *                       per-robot), and the phase's CPU stops when all are served: the reports the server
  *                       asked for on the next contact are costed after it, as a tail of their own
  *   (b') per-robot boot with --identity per-robot: both enclaves switched to per-robot mode (PATCH), the same
  *                       arrivals: fresh TLS + login + bundle + one CSR per enclave (`POST /v1/robot/identity`,
  *                       a fresh P-256 key each, as the agent does); then switched back to shared for (c)
- *   (c) fan-out         all robots long-poll; one enclave bound to all of them is rotated: time from the
+ *   (c) fan-out         all robots watch (`?watch=`, see robot.ts); one enclave bound to all of them is rotated: time from the
  *                       rotate request to each robot holding the new bundle, the admin request's latency,
  *                       /health latency meanwhile; then the reports' tail, as after (b)
  *   (d) one robot       an enclave is bound to one robot: that robot's latency and how many others woke
