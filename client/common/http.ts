@@ -253,9 +253,10 @@ function readLines(res: http.IncomingMessage, onLine: (line: Buffer) => void, ma
     }
     let pending: Buffer[] = [];
     let pendingBytes = 0;
+    // Rejected before the answer is destroyed: destroying it reports the break-off, which is not the reason.
     const fail = (err: NetworkError) => {
-      res.destroy();
       reject(err);
+      res.destroy();
     };
     const take = (chunk: Buffer) => {
       let start = 0;
