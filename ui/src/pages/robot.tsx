@@ -53,7 +53,8 @@ export function RobotPage(props: { name: string }) {
   };
   const remove = () => {
     if (!confirm(`Delete robot ${props.name} with its bindings and enrollment tokens? This cannot be undone.`)) return;
-    void act(async () => {
+    // Not `act`: its reload would ask for the robot just deleted (a 404) before the hash change leaves the page.
+    void run(async () => {
       await api('DELETE', `/v1/robots/${encodeURIComponent(props.name)}`);
       location.hash = '#/fleet';
       return `Robot ${props.name} deleted.`;
