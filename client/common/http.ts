@@ -274,12 +274,12 @@ function readLines(res: http.IncomingMessage, onLine: (line: Buffer) => void, ma
         if (pendingBytes > maxBytes) fail(new NetworkError(`${what}: a line larger than ${maxBytes} bytes`, 'ETOOBIG'));
       }
     };
-    // The server writes each line as a gzip member of its own, in one write: it nearly always arrives whole in
-    // one read, and gunzipping what has come in one call (members one after the other) is what a poll's answer
-    // costs. A streaming inflater per watch cost the robot three times as much per line (its own 40 KB of zlib
-    // state for the life of the watch, a thread-pool hop per read). Bytes that end inside a member wait for
-    // the rest; past GZIP_WHOLE_BYTES (a bundle of that size would be inflated again at each read) the watch
-    // switches to a streaming inflater.
+    // The server writes each line as a gzip member of its own, in one HTTP chunk: it nearly always arrives whole
+    // in one read, and gunzipping what has come in one call (members one after the other) costs what a poll's
+    // answer does. A streaming inflater per watch would keep its own zlib state (about 40 KB) for the life of
+    // the watch and hop to the thread pool at each read (100 µs a line against 69 µs here, plus 10 µs to make
+    // one). Bytes that end inside a member wait for the rest; past GZIP_WHOLE_BYTES (a line that large would be
+    // inflated again at each read) the watch switches to a streaming inflater.
     let raw: Buffer[] = [];
     let rawBytes = 0;
     let gunzip: zlib.Gunzip | undefined;
