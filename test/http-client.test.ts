@@ -1,15 +1,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
 import zlib from 'node:zlib';
-import { HttpClient, NetworkError } from '../client/common/http.js';
+import { NetworkError, type HttpClient } from '../client/common/http.js';
+import { loopbackClient } from './helpers/loopback.js';
 
 /** The clients' HTTP layer against a real loopback server: what it asks for and what it accepts back. */
 describe('HttpClient: compressed answers', () => {
-  let server: http.Server;
   let client: HttpClient;
+  let close: () => void;
   const asked: http.IncomingHttpHeaders[] = [];
   const answers: Record<string, { encoding?: string; body: Buffer }> = {
     '/ok': { encoding: 'gzip', body: zlib.gzipSync(JSON.stringify({ revision: 'r1' })) },
@@ -20,20 +19,14 @@ describe('HttpClient: compressed answers', () => {
   };
 
   before(async () => {
-    server = http.createServer((req, res) => {
+    ({ client, close } = await loopbackClient((req, res) => {
       asked.push(req.headers);
       const a = answers[req.url!]!;
       res.writeHead(200, { 'content-type': 'application/json', ...(a.encoding ? { 'content-encoding': a.encoding } : {}) });
       res.end(a.body);
-    });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    client = new HttpClient(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    }));
   });
-  after(() => {
-    client.close();
-    server.close();
-  });
+  after(() => close());
 
   const get = (path: string) => client.request({ method: 'GET', path: path.slice(1), timeoutMs: 5000, maxBytes: 1024 * 1024 });
   const refusal = async (path: string) => {

@@ -4,20 +4,18 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
 import zlib from 'node:zlib';
-import { HttpClient, NetworkError } from '../client/common/http.js';
+import { NetworkError, type HttpClient } from '../client/common/http.js';
+import { loopbackClient } from './helpers/loopback.js';
 
 /** What the server writes for the next request: a list of writes, each after the previous one was sent. */
 let script: { headers: Record<string, string>; writes: Buffer[] } = { headers: {}, writes: [] };
-let server: http.Server;
 let client: HttpClient;
+let close: () => void;
 
 before(async () => {
-  server = http.createServer(async (_req, res) => {
+  ({ client, close } = await loopbackClient(async (_req, res) => {
     res.writeHead(200, { 'content-type': 'application/x-ndjson', ...script.headers });
     res.flushHeaders();
     for (const w of script.writes) {
@@ -26,15 +24,9 @@ before(async () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     res.end();
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  client = new HttpClient(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  }));
 });
-after(() => {
-  client.close();
-  server.close();
-});
+after(() => close());
 
 const line = (n: number, pad = 0) => Buffer.from(`${JSON.stringify({ revision: `r${n}`, pad: 'x'.repeat(pad) })}\n`);
 
