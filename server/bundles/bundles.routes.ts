@@ -88,19 +88,25 @@ async function answerWatch(bundles: BundlesService, robot: RobotPrincipal, secon
   const send = (entry: CacheEntry): void => {
     latest = entry;
     written = written.then(async () => {
-      if (entry !== latest || res.destroyed) return;
-      await bundles.recordDelivery(robot.name, entry);
+      if (entry !== latest || res.writableEnded || res.destroyed) return;
+      try {
+        await bundles.recordDelivery(robot.name, entry);
+      } catch {
+        // Not audited, so not sent: the watch ends, and the robot asks again.
+        gone.abort();
+        res.end();
+        return;
+      }
       const pieces = [...bundles.parts(entry), NEWLINE];
       // One chunk per line: the client's HTTP parser hands on each chunk as it comes, and a line in a dozen
       // chunks cost a robot a dozen reads (a dozen inflate attempts) instead of one.
       res.write(Buffer.concat(gzip ? gzipMember(pieces) : pieces.map((p) => p.raw)));
     });
   };
+  // A robot gone meanwhile is told so on its next request (401).
   await bundles.watch(robot.name, robot.keyId, known, seconds, send, gone.signal);
-  // A robot gone meanwhile is told so on its next request (401); a delivery that could not be audited is not
-  // sent, and the watch ends so that the robot asks again.
-  await written.catch(() => undefined);
-  if (!res.destroyed) res.end();
+  await written;
+  if (!res.writableEnded && !res.destroyed) res.end();
 }
 
 export function bundlesRoutes(bundles: BundlesService, guards: Guards): Router {
