@@ -18,7 +18,7 @@ const MAX_FILE_BYTES = 1024 * 1024;
  * A revision is sent back as `If-None-Match: "<revision>"` and written to logs and reports: only letters and
  * digits (the server uses 32 hex digits), so a hostile value can never break a header or a log line.
  */
-const REVISION = /^[A-Za-z0-9]{1,128}$/;
+export const REVISION = /^[A-Za-z0-9]{1,128}$/;
 /** Certificate serials are at most 20 bytes (RFC 5280): 40 hex digits, lowercase as the server writes them. */
 const SERIAL = /^[0-9a-f]{1,40}$/;
 /** What the server holds back from a per-robot enclave: the key is the robot's, the certificate comes when issued. */

@@ -6,6 +6,7 @@
 import { randomBytes, sign, type KeyObject } from 'node:crypto';
 import { HttpClient, HttpStatusError, NetworkError, parseJson, statusError, type HttpResponse, type WatchResponse } from '../common/http.js';
 import { reportOnNextContact, type IdentityRequest, type IdentityResponse, type RobotAssertionClaims, type RobotAuthRequest, type RobotAuthResponse, type RobotReport } from '../common/robot-wire.js';
+import { REVISION } from './bundle.js';
 import { RefusedError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -57,7 +58,7 @@ interface OpenWatch {
 function etagOf(body: unknown): string | undefined {
   const rev = (body as { revision?: unknown } | undefined)?.revision;
   const text = typeof rev === 'string' || typeof rev === 'number' ? String(rev) : '';
-  return /^[A-Za-z0-9]{1,128}$/.test(text) ? `"${text}"` : undefined;
+  return REVISION.test(text) ? `"${text}"` : undefined;
 }
 
 /** What `POST /v1/robot/identity` answered; other answers throw (HttpStatusError, NetworkError). */
