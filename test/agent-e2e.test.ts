@@ -33,7 +33,7 @@ let seq = 0;
 
 before(async () => {
   if (skip) return;
-  server = await startServer({ dataDir: join(base, 'data') });
+  server = await startServer({ dataDir: join(base, 'data'), restartable: true });
   admin = await Admin.login(server);
   await admin.createKeystore(KS);
   const policy = { policyArchive: talkerListenerPolicyArchive() };

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { makeTestCa } from './helpers/agent-tls.js';
 import { shiftedClockEnv } from './helpers/agent-clock.js';
 import { datedKeystoreArchive } from './helpers/agent-keystore.js';
-import { freePort, serverFixture, waitForReport, type Admin, type ServerFixture } from './helpers/agent-server.js';
+import { serverFixture, waitForReport, type Admin, type ServerFixture } from './helpers/agent-server.js';
 import { enrollAgent, exists, listTree, runAgent, shmDir, spawnAgent, waitUntil, type AgentProc } from './helpers/agent-proc.js';
 
 const base = fs.mkdtempSync(join(tmpdir(), 'agent-run-'));
@@ -42,7 +42,7 @@ function runtimeDir(): string {
 }
 
 /** A server of its own (for tests that stop, restart or reconfigure it). */
-async function ownServer(opts: { port?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ServerFixture> {
+async function ownServer(opts: { env?: NodeJS.ProcessEnv } = {}): Promise<ServerFixture> {
   const s = await serverFixture({ dataDir: join(base, `data-${++dirSeq}`), ...opts });
   servers.push(s);
   return s;
@@ -343,8 +343,8 @@ describe('agent run', () => {
   });
 
   test('server down at start: retries with jittered backoff, never ready before enclaves, then catches up', async () => {
-    const port = await freePort();
-    const s = await ownServer({ port });
+    const s = await ownServer();
+    const port = s.server.port;
     const { stateDir } = await newRobot(['ks:/late'], s);
     await s.stop();
     const rt = runtimeDir();

@@ -4,9 +4,9 @@
  * rotate, revoke, audit. Every agent test that needs a server uses this one: there is no stand-in.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomInt } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as https from 'node:https';
-import * as net from 'node:net';
 import { join } from 'node:path';
 import { HttpClient, parseJson, statusError } from '../../client/common/http.js';
 import { REPO } from './agent-proc.js';
@@ -31,8 +31,26 @@ export interface RealServer {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Runs `server/main.ts serve` on 127.0.0.1 (port 0 = any) and waits for its "listening" log line. */
-export async function startServer(opts: { dataDir: string; port?: number; insecureHttp?: boolean; env?: NodeJS.ProcessEnv }): Promise<RealServer> {
+/**
+ * Runs `server/main.ts serve` on 127.0.0.1 and waits for its "listening" log line. The port is `port`, else, with
+ * `restartable`, one the test can start a server on again after stopping it (see `stablePort`), else any.
+ */
+export async function startServer(opts: {
+  dataDir: string;
+  port?: number;
+  restartable?: boolean;
+  insecureHttp?: boolean;
+  env?: NodeJS.ProcessEnv;
+}): Promise<RealServer> {
+  if (opts.port === undefined && opts.restartable) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await startServer({ ...opts, port: stablePort() });
+      } catch (e) {
+        if (attempt === 5 || !/EADDRINUSE/.test(String(e))) throw e;
+      }
+    }
+  }
   const args = ['--import', 'tsx', SERVER_MAIN, 'serve', '--data-dir', opts.dataDir, '--listen', `127.0.0.1:${opts.port ?? 0}`];
   if (opts.insecureHttp) args.push('--insecure-http');
   const database = TEST_STORE === 'postgres' ? { ENCLAVE_DATABASE_URL: await databaseFor(opts.dataDir) } : {};
@@ -254,16 +272,16 @@ export async function waitForReport(admin: Admin, robot: string, ok: (r: RobotRe
   throw new Error(`no matching report from ${robot} within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
 }
 
-/** A TCP port on 127.0.0.1 that was free a moment ago (for a server started later on a known port). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
+/**
+ * A port below the kernel's ephemeral range. Port 0 would come from that range, from which every outgoing
+ * connection (a PostgreSQL client's, say) also takes its local port: while a test's server is down, such a
+ * connection can take the port and the restart fails with EADDRINUSE (CI saw it). A port below the range is
+ * taken only by an explicit bind, which a start on it retries with another (`startServer` with `restartable`).
+ */
+function stablePort(): number {
+  const [low] = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  const floor = 10_000;
+  return low! > floor + 1000 ? floor + randomInt(low! - floor) : 0;
 }
 
 /** A real server plus an admin session on it, with a keystore per name in `keystores`. */
@@ -275,9 +293,9 @@ export interface ServerFixture {
   restart(env?: NodeJS.ProcessEnv): Promise<void>;
 }
 
-export async function serverFixture(opts: { dataDir: string; port?: number; env?: NodeJS.ProcessEnv }): Promise<ServerFixture> {
+export async function serverFixture(opts: { dataDir: string; env?: NodeJS.ProcessEnv }): Promise<ServerFixture> {
   const fx: ServerFixture = {
-    server: await startServer(opts),
+    server: await startServer({ ...opts, restartable: true }),
     admin: undefined as unknown as Admin,
     async stop(signal) {
       fx.admin.close();
