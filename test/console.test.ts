@@ -16,6 +16,7 @@ import request from 'supertest';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { buildUi, type UiBuild } from '../scripts/build-ui.js';
 import { CONSOLE_CSP } from '../server/console/console.routes.js';
+import { API_HEADERS } from '../server/http/lean.js';
 import { Admin, ADMIN_PASSWORD, startServer, type RealServer } from './helpers/agent-server.js';
 import { bearer, makeTestApp } from './helpers/app.js';
 import { assertion, deviceKey, type DeviceKey } from './helpers/robot.js';
@@ -57,6 +58,30 @@ describe('console: server side (no browser)', () => {
         assert.equal(res.headers['content-security-policy'], CONSOLE_CSP);
       }
       await app.get('/ui/assets/app-NOSUCH.js').expect(404);
+    } finally {
+      ctx.services.bundles.close();
+      await ctx.close();
+    }
+  });
+
+  test("console pages carry helmet's headers; API answers, probes and refusals the API's set, and none of a page's", async () => {
+    const ctx = await makeTestApp({ uiDir: build.outDir });
+    try {
+      const app = request(ctx.app);
+      const page = await app.get('/ui/').expect(200);
+      assert.equal(page.headers['x-frame-options'], 'SAMEORIGIN');
+      assert.equal(page.headers['cross-origin-opener-policy'], 'same-origin');
+      assert.equal(page.headers['referrer-policy'], 'no-referrer');
+      const pageOnly = ['cross-origin-opener-policy', 'origin-agent-cluster', 'referrer-policy', 'x-dns-prefetch-control', 'x-download-options', 'x-permitted-cross-domain-policies', 'x-xss-protection'];
+      const paths = ['/health', '/v1/keystores', '/v1/no-such-route', '/v1/auth/login'];
+      const answers = [...(await Promise.all(paths.slice(0, 3).map((p) => app.get(p)))), await app.post(paths[3]!).send({ username: 'x' })];
+      assert.deepEqual(answers.map((r) => r.status), [200, 401, 404, 422]);
+      answers.forEach((res, i) => {
+        for (const [k, v] of API_HEADERS) assert.equal(res.headers[k.toLowerCase()], v, `${paths[i]}: ${k}`);
+        assert.deepEqual(pageOnly.filter((k) => k in res.headers), [], paths[i]);
+      });
+      assert.match(String(answers[0]!.headers['content-security-policy']), /default-src 'none'; frame-ancestors 'none'/);
+      assert.match(String(answers[0]!.headers['strict-transport-security']), /max-age=\d+/);
     } finally {
       ctx.services.bundles.close();
       await ctx.close();
