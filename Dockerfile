@@ -85,4 +85,4 @@ USER node
 EXPOSE 8443
 
 # SIGTERM ends it gracefully (exit 0). Run with an init (compose: `init: true`; docker run --init).
-CMD ["node", "--max-semi-space-size=64", "bin/enclave-server.js"]
+CMD ["node", "bin/enclave-server.js"]

@@ -14,7 +14,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AggregatorRegistry } from 'prom-client';
 import type { Logger } from './logger.js';
 import type { HttpMetrics } from './ops/metrics.js';
-import { withServerFlags } from './v8-flags.js';
 
 /** The one message workers and primary exchange: some worker committed changes to the change log. */
 const CHANGED = 'enclave:changes-committed';
@@ -87,8 +86,6 @@ export async function runWorkers(count: number, logger: Logger): Promise<number>
   const outcome = new Promise<number>((resolve) => (finish = resolve));
   const aggregator = new AggregatorRegistry();
 
-  // Workers serve; the primary only forks and sums metrics. They get the server's V8 flags however it was started.
-  cluster.setupPrimary({ execArgv: withServerFlags(process.execArgv) });
   const fork = (slot: number): void => {
     const worker = cluster.fork({ ENCLAVE_WORKER_SLOT: String(slot) });
     starts.set(worker, Date.now());

@@ -8,7 +8,6 @@ import net from 'node:net';
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { ConfigError, parseCommandLine } from '../server/config.js';
-import { SERVER_V8_FLAGS, withServerFlags } from '../server/v8-flags.js';
 import { assertion, deviceKey } from './helpers/robot.js';
 import { readCa, startServer, type ServerProcess } from './helpers/server-process.js';
 import { REPO } from './helpers/tools.js';
@@ -148,16 +147,6 @@ describe('several workers on one host', () => {
     }
   });
 
-  test("every worker runs with the server's V8 flags, though this primary was started without them", () => {
-    assert.ok(!fs.readFileSync(`/proc/${server.child.pid!}/cmdline`, 'utf8').includes('--max-semi-space-size'));
-    const pids = workerPids();
-    assert.equal(pids.length, 2);
-    for (const pid of pids) {
-      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      for (const flag of SERVER_V8_FLAGS) assert.ok(argv.includes(flag), `worker ${pid}: ${argv.join(' ')}`);
-    }
-  });
-
   test('a worker that dies is replaced; SIGTERM stops the primary and every worker', async () => {
     const [victim, survivor] = workerPids();
     process.kill(victim!, 'SIGKILL');
@@ -170,22 +159,6 @@ describe('several workers on one host', () => {
     const pids = workerPids();
     assert.equal(await server.stop('SIGTERM'), 0);
     for (const pid of pids) assert.throws(() => process.kill(pid, 0), 'the worker is gone too');
-  });
-});
-
-describe('V8 flags of a serving process', () => {
-  test('npm start and the Docker image run the server with SERVER_V8_FLAGS', () => {
-    const start = (JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start!;
-    assert.equal(start, `node ${SERVER_V8_FLAGS.join(' ')} bin/enclave-server.js`);
-    const cmd = /^CMD (\[.*\])$/m.exec(fs.readFileSync(path.join(REPO, 'Dockerfile'), 'utf8'))?.[1];
-    assert.deepEqual(JSON.parse(cmd!), ['node', ...SERVER_V8_FLAGS, 'bin/enclave-server.js']);
-  });
-
-  test('withServerFlags adds what is missing and keeps a value the process was given', () => {
-    assert.deepEqual(withServerFlags([]), [...SERVER_V8_FLAGS]);
-    assert.deepEqual(withServerFlags(['--enable-source-maps']), ['--enable-source-maps', ...SERVER_V8_FLAGS]);
-    assert.deepEqual(withServerFlags(['--max-semi-space-size=16']), ['--max-semi-space-size=16']);
-    assert.deepEqual(withServerFlags(['--max_semi_space_size=8']), ['--max_semi_space_size=8']);
   });
 });
 

@@ -9,7 +9,6 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SERVER_V8_FLAGS } from '../../server/v8-flags.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -71,7 +70,6 @@ async function startProcess(dataDir: string, logFile: string, env: NodeJS.Proces
     process.execPath,
     [
       ...(opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : []),
-      ...SERVER_V8_FLAGS,
       ...(opts.nodeArgs ?? []),
       path.join(REPO, 'bin/enclave-server.js'), 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0',
       ...(opts.workers && opts.workers > 1 ? ['--workers', String(opts.workers)] : []),
