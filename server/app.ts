@@ -1,4 +1,6 @@
+import type { IncomingMessage } from 'node:http';
 import express, { type ErrorRequestHandler, type Express } from 'express';
+import proxyaddr from 'proxy-addr';
 import { AuditService } from './audit/audit.service.js';
 import { auditRoutes } from './audit/audit.routes.js';
 import { authRoutes } from './auth/auth.routes.js';
@@ -12,7 +14,7 @@ import { Guards } from './acl/guard.js';
 import { robotTokenVersion, TokenIssuer, userTokenVersion } from './auth/tokens.js';
 import type { Store } from './store/store.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
-import { LeanLane, requestLog, securityHeaders, withFrontLane } from './http/lean.js';
+import { inTurn, LeanLane, laneRefusals, requestLog, securityHeaders, withFrontLane } from './http/lean.js';
 import { DEFAULT_OVERLOAD, LoadMonitor, shedWhenOverloaded, type OverloadOptions } from './http/overload.js';
 import type { Logger } from './logger.js';
 import { HttpMetrics } from './ops/metrics.js';
@@ -36,7 +38,7 @@ import { EnclavesService } from './keystores/enclaves.service.js';
 import { keystoresRoutes } from './keystores/keystores.routes.js';
 import { KeystoresService } from './keystores/keystores.service.js';
 import { XmlSandbox } from './sandbox/sandbox.js';
-import { robotLoginFastPath, robotReportFastPath, robotsAuthedRoutes, robotsRoutes } from './robots/robots.routes.js';
+import { robotLoginFrontLane, robotReportFastPath, robotsAuthedRoutes, robotsRoutes } from './robots/robots.routes.js';
 import { RobotsService } from './robots/robots.service.js';
 import { consoleApiRoutes, consoleStaticRoutes, defaultUiDir } from './console/console.routes.js';
 import { FleetService } from './console/fleet.service.js';
@@ -197,8 +199,10 @@ export async function createApp(deps: AppDeps): Promise<Express> {
     robot: async (name, ver) => robotPrincipal(await bundles.robot(name), ver),
   };
   const robotTokens = new RobotTokenVerifier(deps.jwtSecret, cachedResolver, lifetimes);
-  withFrontLane(app, bundleFastPath(bundles, robotTokens, lane));
-  app.use(robotLoginFastPath(robots, bundles.atLogin, lane, load, options.jsonLimit));
+  // express's own `req.ip`, for requests answered before express dresses them.
+  const clientAddress = (req: IncomingMessage): string => proxyaddr(req, app.get('trust proxy fn') as (addr: string, i: number) => boolean);
+  withFrontLane(app, inTurn(bundleFastPath(bundles, robotTokens, lane), robotLoginFrontLane(robots, bundles.atLogin, lane, load, options.jsonLimit, clientAddress)));
+  app.use(laneRefusals());
   app.use(robotReportFastPath(robots, robotTokens, lane, load, options.jsonLimit));
 
   app.use(

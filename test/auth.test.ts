@@ -5,6 +5,7 @@ import request from 'supertest';
 import { DEFAULT_LOGIN_THROTTLE } from '../server/auth/throttle.js';
 import { userTokenVersion } from '../server/auth/tokens.js';
 import { ADMIN, bearer, makeTestApp, type TestContext } from './helpers/app.js';
+import { assertion, deviceKey } from './helpers/robot.js';
 
 describe('login and bearer tokens', () => {
   let ctx: TestContext;
@@ -168,6 +169,39 @@ describe('login and bearer tokens', () => {
     assert.ok(results.has('success') && results.has('failure'));
     assert.ok(!JSON.stringify(res.body).includes(ADMIN.password));
   });
+});
+
+/**
+ * A robot's login is answered before express (`robotLoginFrontLane`), which is where express works out
+ * `req.ip`: the lane must read the client address as `--trust-proxy` says, or throttles and the audit log
+ * would see the proxy (or trust a header nobody vouched for).
+ */
+describe('the client address of a robot login', () => {
+  for (const trustProxy of [['loopback'], false] as const) {
+    test(`trust proxy ${JSON.stringify(trustProxy)}: the audit log has ${trustProxy ? 'the forwarded address' : 'the socket address'}, on the front lane and the general stack`, async () => {
+      const ctx = await makeTestApp({ trustProxy: trustProxy === false ? false : [...trustProxy] });
+      try {
+        const admin = await ctx.adminToken();
+        await request(ctx.app).post('/v1/robots').set(bearer(admin)).send({ name: 'r1', labels: {} }).expect(201);
+        const t = await request(ctx.app).post('/v1/robots/r1/enrollment-tokens').set(bearer(admin)).send({});
+        ctx.secrets.add(t.body.token);
+        const key = deviceKey();
+        await request(ctx.app).post('/v1/enroll').send({ token: t.body.token, publicKey: key.publicKeyPem }).expect(201);
+        // A query string sends the login down the general stack, where express's own req.ip reads the address.
+        for (const [path, forwarded] of [['/v1/auth/robot', '203.0.113.7'], ['/v1/auth/robot?via=general', '203.0.113.8']] as const) {
+          const res = await request(ctx.app).post(path).set('X-Forwarded-For', forwarded).send({ assertion: assertion('r1', key) }).expect(200);
+          ctx.secrets.add(res.body.token);
+          const row = await ctx.store.read((r) => r.sql.get<{ details: string }>("SELECT details FROM audit_log WHERE action = 'auth.robot' ORDER BY id DESC LIMIT 1"));
+          const ip = (JSON.parse(row!.details) as { ip: string }).ip;
+          if (trustProxy) assert.equal(ip, forwarded, path);
+          else assert.match(ip, /^(::ffff:)?127\.0\.0\.1$|^::1$/, path);
+        }
+      } finally {
+        ctx.services.bundles.close();
+        await ctx.close();
+      }
+    });
+  }
 });
 
 /**

@@ -126,3 +126,32 @@ export function withFrontLane(app: Express, lane: FrontLane): void {
   const general = a.handle.bind(app);
   a.handle = (req, res, callback) => lane(req, res, () => general(req, res, callback));
 }
+
+/** Front lanes tried in turn, each handing on to the next what is not its own, the last to the app. */
+export function inTurn(...lanes: FrontLane[]): FrontLane {
+  return lanes.reduceRight<FrontLane>(
+    (next, lane) => (req, res, general) => lane(req, res, () => next(req, res, general)),
+    (_req, _res, general) => general(),
+  );
+}
+
+const REFUSED = Symbol('refusedByFrontLane');
+
+/**
+ * Hands the app a request a front lane refuses once it has read the body (which the app cannot read again):
+ * `laneRefusals()`, the app's first middleware, passes `err` to the app's error handler, which renders it as it
+ * renders every route's. The lane must not have written anything.
+ */
+export function refuseThroughApp(req: IncomingMessage, err: unknown, general: () => void): void {
+  (req as IncomingMessage & { [REFUSED]?: unknown })[REFUSED] = err;
+  general();
+}
+
+/** See `refuseThroughApp`. */
+export function laneRefusals(): RequestHandler {
+  return (req, _res, next) => {
+    const err = (req as IncomingMessage & { [REFUSED]?: unknown })[REFUSED];
+    if (err === undefined) next();
+    else next(err);
+  };
+}

@@ -6,7 +6,7 @@ export function parse<S extends ZodTypeAny>(schema: S, value: unknown): z.infer<
   return schema.parse(value) as z.infer<S>;
 }
 
-export const body = <S extends ZodTypeAny>(req: Request, schema: S): z.infer<S> => parse(schema, req.body ?? {});
+export const body = <S extends ZodTypeAny>(req: { body?: unknown }, schema: S): z.infer<S> => parse(schema, req.body ?? {});
 export const query = <S extends ZodTypeAny>(req: Request, schema: S): z.infer<S> => parse(schema, req.query);
 
 /** Label maps (robot labels, selectors): Kubernetes-like keys and values. */

@@ -1,9 +1,10 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { Router, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { callerOf, robotOf, type Guards } from '../acl/guard.js';
 import type { Piece } from '../http/gzip-pieces.js';
 import { clientIp, h, sendJsonParts } from '../http/handler.js';
-import type { LeanLane } from '../http/lean.js';
+import { refuseThroughApp, type FrontLane, type LeanLane } from '../http/lean.js';
 import { overloaded, type LoadMonitor } from '../http/overload.js';
 import { body, labelsSchema } from '../http/validate.js';
 import { Unauthorized } from '../errors.js';
@@ -48,20 +49,18 @@ export interface LoginBundle<T> extends LoginExtra<T | undefined> {
 
 /**
  * The login's answer: the token, and with `bundle: true` the bundle after it in one JSON object, spliced from
- * the cached bytes (not parsed and stringified again). No-store: a token, and maybe a private key.
+ * the cached bytes (not parsed and stringified again). No-store: a token, and maybe a private key. `ip`: the
+ * client's address as the app's `trust proxy` setting reads it (throttles and the audit log use it).
  */
-async function answerLogin<T>(robots: RobotsService, bundle: LoginBundle<T>, req: express.Request, res: express.Response): Promise<void> {
+async function answerLogin<T>(robots: RobotsService, bundle: LoginBundle<T>, req: IncomingMessage & { body?: unknown }, res: ServerResponse, ip: string): Promise<void> {
   const b = body(req, RobotLogin);
-  const { issued, extra } = await robots.login(b.assertion, clientIp(req), b.bundle ? bundle : undefined);
+  const { issued, extra } = await robots.login(b.assertion, ip, b.bundle ? bundle : undefined);
   res.setHeader('Cache-Control', 'no-store');
-  if (!b.bundle) {
-    res.json(issued);
-    return;
-  }
-  if (extra === undefined) throw new Unauthorized('assertion refused', 'invalid-assertion');
-  if (bundle.reportsLater()) res.setHeader(REPORT_HEADER, REPORT_ON_NEXT_CONTACT);
   const head = JSON.stringify(issued);
   // The token is a secret: a piece of its own, stored, never compressed with the rest (see gzip-pieces.ts).
+  if (!b.bundle) return sendJsonParts(req, res, [{ raw: Buffer.from(head) }]);
+  if (extra === undefined) throw new Unauthorized('assertion refused', 'invalid-assertion');
+  if (bundle.reportsLater()) res.setHeader(REPORT_HEADER, REPORT_ON_NEXT_CONTACT);
   sendJsonParts(req, res, [{ raw: Buffer.from(`${head.slice(0, -1)},"bundle":`) }, ...bundle.answer(extra), { raw: CLOSE }]);
 }
 const CLOSE = Buffer.from('}');
@@ -87,7 +86,7 @@ export function robotsRoutes<T>(robots: RobotsService, bundle: LoginBundle<T>): 
     const b = body(req, Enroll);
     res.status(201).json({ robot: await robots.enroll(b.token, b.publicKey, b.agentVersion, clientIp(req)) });
   }));
-  r.post('/v1/auth/robot', h((req, res) => answerLogin(robots, bundle, req, res)));
+  r.post('/v1/auth/robot', h((req, res) => answerLogin(robots, bundle, req, res, clientIp(req))));
   return r;
 }
 
@@ -163,16 +162,36 @@ export function robotReportFastPath(robots: RobotsService, tokens: RobotTokenVer
 }
 
 /**
- * A robot's login past the general middleware stack (see `bundleFastPath`): in a boot storm every robot logs
- * in once, and the stack in front cost more than the login. Same shedding, body limit, validation and error
- * rendering as the route above (errors go to the app's error handler).
+ * A robot's login, answered before express (see `withFrontLane` and `bundleFastPath`): in a boot storm every
+ * robot logs in once, and express's own dispatch and the general stack cost more than the login (in a profile
+ * of a boot storm, V8's slow paths for the objects express re-prototypes were the largest share). Same
+ * shedding, body limit, validation, answer and client address as the route; every refusal is rendered and
+ * audited by the app (`refuseThroughApp`), since the body has been read by then.
  */
-export function robotLoginFastPath<T>(robots: RobotsService, bundle: LoginBundle<T>, lane: LeanLane, load: LoadMonitor, jsonLimit: string): RequestHandler {
-  const json = express.json({ limit: jsonLimit, strict: true, inflate: false });
-  return (req, res, next) => {
-    if (req.method !== 'POST' || req.url !== LOGIN_PATH) return next();
+export function robotLoginFrontLane<T>(
+  robots: RobotsService,
+  bundle: LoginBundle<T>,
+  lane: LeanLane,
+  load: LoadMonitor,
+  jsonLimit: string,
+  clientAddress: (req: IncomingMessage) => string,
+): FrontLane {
+  // body-parser reads a plain IncomingMessage (headers and stream) as it reads express's.
+  const json = express.json({ limit: jsonLimit, strict: true, inflate: false }) as unknown as (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void;
+  return (req, res, general) => {
+    if (req.method !== 'POST' || req.url !== LOGIN_PATH) return general();
     lane.begin(req, res, LOGIN_PATH);
-    shedOrAnswer(load, json, req, res, next, () => answerLogin(robots, bundle, req, res));
+    const refuse = (err: unknown): void => refuseThroughApp(req, err, general);
+    const busy = overloaded(load);
+    if (busy) return refuse(busy);
+    json(req, res, (err) => {
+      if (err) return refuse(err);
+      answerLogin(robots, bundle, req, res, clientAddress(req)).catch((e: unknown) => {
+        // Nothing is written before the answer is certain; should a write itself fail, the connection goes.
+        if (res.headersSent) res.destroy();
+        else refuse(e);
+      });
+    });
   };
 }
 
