@@ -124,12 +124,12 @@ const PLAIN_QUERY = /^(?:\?(wait|watch)=(\d{1,2}))?$/;
 
 /**
  * The request a fleet makes most, answered before express (see `withFrontLane`): a robot with a valid token
- * asking for its bundle (`GET /v1/robot/bundle[?wait=N|?watch=N]`). Per request the general stack costs more than the
- * answer (express's own dispatch, request logger, a dozen header middlewares, body parser, passport), and ten
- * thousand robots poll. The lean lane sends what that stack would (the API's security headers, X-Request-Id, metrics, log
- * line) and it answers through the same `answer` and `answerWatch` as the route. Anything unusual (no or bad token, another query, a robot
- * gone while it waited, a failure before the answer) goes to the general stack, which answers, renders and
- * audits it as for every route.
+ * asking for its bundle (`GET /v1/robot/bundle[?wait=N|?watch=N]`). Per request the general stack costs more
+ * than the answer (express's own dispatch, request logger, header middlewares, body parser, passport), and ten
+ * thousand robots poll. The lean lane sends what that stack would (the API's security headers, X-Request-Id,
+ * metrics, log line) and it answers through the same `answer` and `answerWatch` as the route. Anything unusual
+ * (no or bad token, another query, a robot gone while it waited, a failure before the answer) goes to the
+ * general stack, which answers, renders and audits it as for every route.
  */
 export function bundleFastPath(bundles: BundlesService, tokens: RobotTokenVerifier, lane: LeanLane): FrontLane {
   return (req, res, general) => {

@@ -63,8 +63,9 @@ export function securityHeaders(): RequestHandler {
 
 /**
  * What the general middleware stack does for every request, done cheaply for the fleet's hot requests (a
- * robot's bundle poll, login and report), which skip that stack: the request id, the API's security headers, metrics under
- * the route's template, and the request log's line (debug for answers, info for refusals, as `requestLog` does).
+ * robot's bundle poll, login and report), which skip that stack: the request id, the API's security headers,
+ * metrics under the route's template, and the request log's line (debug for answers, info for refusals, as
+ * `requestLog` does).
  */
 export class LeanLane {
   constructor(
