@@ -146,7 +146,7 @@ async function answerReport(robots: RobotsService, robot: RobotPrincipal, req: e
  * general stack, which refuses and audits it. Same shedding, body limit and validation as the route.
  */
 export function robotReportFastPath(robots: RobotsService, tokens: RobotTokenVerifier, lane: LeanLane, load: LoadMonitor, jsonLimit: string): RequestHandler {
-  const json = express.json({ limit: jsonLimit, strict: true, inflate: false });
+  const json = jsonReader(jsonLimit);
   return (req, res, next) => {
     const auth = req.headers.authorization;
     if (req.method !== 'POST' || req.url !== REPORT_PATH || !auth?.startsWith('Bearer ')) return next();
@@ -176,31 +176,31 @@ export function robotLoginFrontLane<T>(
   jsonLimit: string,
   clientAddress: (req: IncomingMessage) => string,
 ): FrontLane {
-  // body-parser reads a plain IncomingMessage (headers and stream) as it reads express's.
-  const json = express.json({ limit: jsonLimit, strict: true, inflate: false }) as unknown as (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void;
+  const json = jsonReader(jsonLimit);
   return (req, res, general) => {
     if (req.method !== 'POST' || req.url !== LOGIN_PATH) return general();
     lane.begin(req, res, LOGIN_PATH);
     const refuse = (err: unknown): void => refuseThroughApp(req, err, general);
-    const busy = overloaded(load);
-    if (busy) return refuse(busy);
-    json(req, res, (err) => {
-      if (err) return refuse(err);
-      answerLogin(robots, bundle, req, res, clientAddress(req)).catch((e: unknown) => {
-        // Nothing is written before the answer is certain; should a write itself fail, the connection goes.
-        if (res.headersSent) res.destroy();
-        else refuse(e);
-      });
-    });
+    shedOrAnswer(load, json, req, res, refuse, () => answerLogin(robots, bundle, req, res, clientAddress(req)));
   };
 }
 
-/** A robot POST on a fast path: 503 while saturated (before reading the body), else the body read, then `answer`. */
-function shedOrAnswer(load: LoadMonitor, json: RequestHandler, req: express.Request, res: express.Response, next: express.NextFunction, answer: () => Promise<void>): void {
+type BodyReader = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void;
+
+/** express.json for the fast paths: body-parser reads a plain IncomingMessage (headers and stream) as express's. */
+function jsonReader(limit: string): BodyReader {
+  return express.json({ limit, strict: true, inflate: false }) as unknown as BodyReader;
+}
+
+/**
+ * A robot POST on a fast path: 503 while saturated (before reading the body), else the body read, then `answer`;
+ * `refuse` gets every refusal, unwritten. Should a write itself fail, the connection goes.
+ */
+function shedOrAnswer(load: LoadMonitor, json: BodyReader, req: IncomingMessage, res: ServerResponse, refuse: (err: unknown) => void, answer: () => Promise<void>): void {
   const busy = overloaded(load);
-  if (busy) return next(busy);
-  json(req, res, (err?: unknown) => {
-    if (err) return next(err);
-    answer().catch(next);
+  if (busy) return refuse(busy);
+  json(req, res, (err) => {
+    if (err) return refuse(err);
+    answer().catch((e: unknown) => (res.headersSent ? res.destroy() : refuse(e)));
   });
 }
