@@ -26,7 +26,11 @@ const PYTHON_SENDER = [
   's.sendall("\\n".join(sys.argv[1:]).encode())',
 ].join('\n');
 
-let warned = false;
+/**
+ * Loggers already told that systemd could not be notified: once each (the agent has one). A call without a
+ * logger logs nothing, so its failure must not use up the warning of a later call that has one.
+ */
+const warned = new WeakSet<Logger>();
 
 /** Sends `VAR=VALUE` assignments (READY=1, STATUS=..., STOPPING=1) to systemd, if it is listening. */
 export function sdNotify(fields: Record<string, string>, log?: Logger): void {
@@ -43,9 +47,9 @@ export function sdNotify(fields: Record<string, string>, log?: Logger): void {
 }
 
 function report(err: unknown, log?: Logger): void {
-  if (warned) return;
-  warned = true;
-  log?.warn(`could not notify systemd: ${err instanceof Error ? err.message : String(err)}`);
+  if (!log || warned.has(log)) return;
+  warned.add(log);
+  log.warn(`could not notify systemd: ${err instanceof Error ? err.message : String(err)}`);
 }
 
 function send(cmd: string, args: string[], onError: (err: Error) => void): void {
