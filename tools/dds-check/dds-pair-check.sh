@@ -262,6 +262,10 @@ MINSAMPLES=10
 for n in A B; do mkcfg "$WORK/$n" "$WORK/$n.trace" >"$WORK/$n.xml"; done
 
 # ------------------------------------------------------------------ run the pair
+declare -A RC
+run_pair() {
+PIDS=(); RC=(); HSFAIL_T=
+rm -f "$WORK/A.trace" "$WORK/B.trace" "$WORK/A.out" "$WORK/B.out" "$WORK/A.err" "$WORK/B.err"
 T0=$(date +%s)
 for n in A B; do
   if [ -n "$TOPIC" ]; then
@@ -275,7 +279,6 @@ for n in A B; do
   fi
   PIDS+=("$!")
 done
-declare -A RC
 deadline=$(( T0 + TBOUND ))
 while :; do
   alive=0
@@ -304,6 +307,16 @@ while :; do
   fi
   sleep 0.2
 done
+}
+# A peer that died of SIGILL, SIGABRT, SIGBUS, SIGFPE or SIGSEGV hit a bug in the DDS library (Cyclone DDS 0.10's
+# security plugins did, SIGSEGV, once in this project's CI): that says nothing about the enclaves, so the pair runs
+# once more, and that run's outcome is the verdict. Our own TERM/KILL (143/137) and timeouts are not crashes.
+crashed() { local n; for n in A B; do case "${RC[$n]:-}" in 132|134|135|136|139) return 0 ;; esac; done; return 1; }
+run_pair
+if crashed; then
+  echo "note: a DDS peer crashed (exit A=${RC[A]:-?} B=${RC[B]:-?}), a bug in the DDS library and not a verdict: running the pair once more" >&2
+  run_pair
+fi
 ELAPSED=$(( $(date +%s) - T0 ))
 
 # ------------------------------------------------------------------ evaluate
