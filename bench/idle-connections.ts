@@ -18,11 +18,12 @@ import { execFileSync, fork, spawn, spawnSync, type ChildProcess } from 'node:ch
 import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { rssKiB } from './fleet/stats.js';
+import { accepts, freePort, NGINX } from './fleet/steady.js';
 
 const { values } = parseArgs({ options: { clients: { type: 'string', default: '2000' }, 'first-answer': { type: 'string', default: '0' }, child: { type: 'string' } } });
 
@@ -103,13 +104,6 @@ if (values.child) {
 
   /** A terminator in one process, TLS in front, the parking Node server behind over HTTP/1.1 (keep-alive). */
   type Front = 'nginx' | 'haproxy';
-  const freePort = () =>
-    new Promise<number>((resolve) => {
-      const s = net.createServer().listen(0, '127.0.0.1', () => {
-        const { port } = s.address() as net.AddressInfo;
-        s.close(() => resolve(port));
-      });
-    });
   const startFront = async (front: Front, backendPort: number): Promise<{ port: number; process: ChildProcess }> => {
     const port = await freePort();
     const conf = path.join(dir, `${front}.conf`);
@@ -124,7 +118,7 @@ http { access_log off; upstream be { server 127.0.0.1:${backendPort}; keepalive 
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_read_timeout 120s; } } }
 `,
       );
-      proc = spawn('nginx', ['-c', conf, '-p', dir], { stdio: 'ignore' });
+      proc = spawn(NGINX, ['-c', conf, '-p', dir], { stdio: 'ignore' });
     } else {
       fs.writeFileSync(path.join(dir, 'both.pem'), fs.readFileSync(cert, 'utf8') + fs.readFileSync(key, 'utf8'));
       fs.writeFileSync(
@@ -135,15 +129,10 @@ http { access_log off; upstream be { server 127.0.0.1:${backendPort}; keepalive 
       proc = spawn('haproxy', ['-f', conf, '-db'], { stdio: 'ignore' });
     }
     // Ready once it accepts connections.
-    for (let i = 0; i < 50; i++) {
-      const up = await new Promise<boolean>((resolve) => net.connect(port, '127.0.0.1').on('connect', function (this: net.Socket) { this.destroy(); resolve(true); }).on('error', () => resolve(false)));
-      if (up) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    for (let i = 0; i < 50 && !(await accepts(port)); i++) await new Promise((r) => setTimeout(r, 100));
     return { port, process: proc };
   };
-  const installed = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
-  const rssKiB = (pid: number) => Number(/^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+  const installed = (front: Front) => (front === 'nginx' ? fs.existsSync(NGINX) : spawnSync('sh', ['-c', 'command -v haproxy']).status === 0);
 
   const plain = await measure('http');
   const tls = await measure('https');
